@@ -1,0 +1,296 @@
+//! Typed settings: loading from the TOML file and the `SEGNODE_…` environment, and validation.
+//!
+//! Every key has a built-in default (the same values `config/segnode.toml` documents), so the node starts
+//! with no file at all. The environment overrides the file: `SEGNODE_DICOM__PORT=11113` sets
+//! `dicom.port`. A value that cannot be parsed or fails validation stops the start with an error that
+//! names the key, because a node silently running with half its settings is worse than one that refuses.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors while loading or validating settings; each names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// All settings of a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub dicom: DicomSettings,
+    pub storage: StorageSettings,
+    pub database: DatabaseSettings,
+    pub completion: CompletionSettings,
+    pub log: LogSettings,
+}
+
+/// The DICOM listener: identity, access control, limits and timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomSettings {
+    pub ae_title: String,
+    pub bind: String,
+    pub port: u16,
+    pub accept_any: bool,
+    pub max_pdu: u32,
+    pub max_associations: usize,
+    pub artim_timeout_s: f64,
+    pub idle_timeout_s: f64,
+    pub dimse_timeout_s: f64,
+    #[serde(default)]
+    pub callers: Vec<CallerSettings>,
+}
+
+/// One allowed calling AE title, optionally bound to a peer address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSettings {
+    pub ae_title: String,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub dir: PathBuf,
+    /// Refuse new instances (Out of Resources) when less free space than this remains, in MB.
+    pub min_free_mb: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+/// Evidence thresholds of the series completion tracker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionSettings {
+    pub settle_s: f64,
+    pub quiet_period_s: f64,
+    pub spacing_tolerance: f64,
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+/// The built-in defaults, identical to the values in `config/segnode.toml` (less the caller list).
+const DEFAULTS: &str = r#"
+[dicom]
+ae_title = "SEGNODE"
+bind = "127.0.0.1"
+port = 11112
+accept_any = false
+max_pdu = 262144
+max_associations = 32
+artim_timeout_s = 30
+idle_timeout_s = 300
+dimse_timeout_s = 60
+[storage]
+dir = "data/store"
+min_free_mb = 512
+[database]
+url = "sqlite://data/segnode.db"
+[completion]
+settle_s = 2.0
+quiet_period_s = 60.0
+spacing_tolerance = 0.1
+poll_ms = 200
+[log]
+format = "text"
+level = "info"
+"#;
+
+impl Settings {
+    /// Load the defaults, then `file` (when given; `config/segnode.toml` is used when it exists and no
+    /// file is named), then the `SEGNODE_…` environment; validate the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(invalid(
+                        "--config",
+                        format!("file {} does not exist", path.display()),
+                    ));
+                }
+                builder = builder.add_source(config::File::from(path).required(true));
+            }
+            None => {
+                let default = Path::new("config/segnode.toml");
+                if default.is_file() {
+                    builder = builder.add_source(config::File::from(default).required(true));
+                }
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SEGNODE")
+                // set explicitly: with `__` as separator the prefix separator would change too
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Check every value that deserialised but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.dicom;
+        validate_ae_title("dicom.ae_title", &d.ae_title)?;
+        d.bind
+            .parse::<IpAddr>()
+            .map_err(|_| invalid("dicom.bind", format!("`{}` is not an IP address", d.bind)))?;
+        if d.port == 0 {
+            return Err(invalid("dicom.port", "must be 1…65535"));
+        }
+        if !(4096..=16_777_216).contains(&d.max_pdu) {
+            return Err(invalid("dicom.max_pdu", "must be 4096…16777216 bytes"));
+        }
+        if d.max_associations == 0 {
+            return Err(invalid("dicom.max_associations", "must be at least 1"));
+        }
+        positive_secs("dicom.artim_timeout_s", d.artim_timeout_s)?;
+        positive_secs("dicom.idle_timeout_s", d.idle_timeout_s)?;
+        positive_secs("dicom.dimse_timeout_s", d.dimse_timeout_s)?;
+        for c in &d.callers {
+            validate_ae_title("dicom.callers.ae_title", &c.ae_title)?;
+            if let Some(h) = &c.host {
+                h.parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        "dicom.callers.host",
+                        format!("`{h}` (caller {}) is not an IP address", c.ae_title),
+                    )
+                })?;
+            }
+        }
+        if self.storage.dir.as_os_str().is_empty() {
+            return Err(invalid("storage.dir", "must not be empty"));
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(invalid(
+                "database.url",
+                format!("`{url}`: expected sqlite://PATH or postgres://…"),
+            ));
+        }
+        let c = &self.completion;
+        if !(c.settle_s.is_finite() && c.settle_s >= 0.0) {
+            return Err(invalid("completion.settle_s", "must be ≥ 0"));
+        }
+        positive_secs("completion.quiet_period_s", c.quiet_period_s)?;
+        if !(c.spacing_tolerance > 0.0 && c.spacing_tolerance < 0.5) {
+            return Err(invalid(
+                "completion.spacing_tolerance",
+                "must be in (0, 0.5)",
+            ));
+        }
+        if !(10..=10_000).contains(&c.poll_ms) {
+            return Err(invalid("completion.poll_ms", "must be 10…10000"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+}
+
+fn positive_secs(key: &'static str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 && v < 1e7 {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            "must be a positive number of seconds (none infinite)",
+        ))
+    }
+}
+
+/// An AE title: 1–16 characters of the default repertoire, no backslash or control characters, not all
+/// spaces.
+pub fn validate_ae_title(key: &'static str, ae: &str) -> Result<(), ConfigError> {
+    let trimmed = ae.trim();
+    if trimmed.is_empty() || ae.len() > 16 {
+        return Err(invalid(key, format!("`{ae}` must be 1–16 characters")));
+    }
+    if ae
+        .chars()
+        .any(|c| c == '\\' || c.is_control() || !c.is_ascii())
+    {
+        return Err(invalid(
+            key,
+            format!("`{ae}` has a backslash, control or non-ASCII character"),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds from the config as a Duration (validated finite and positive before).
+pub fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.dicom.port, 11112);
+        assert!(!s.dicom.accept_any);
+    }
+
+    #[test]
+    fn ae_title_rules() {
+        assert!(validate_ae_title("k", "SEGNODE").is_ok());
+        assert!(validate_ae_title("k", "").is_err());
+        assert!(validate_ae_title("k", "   ").is_err());
+        assert!(validate_ae_title("k", "A_TITLE_THAT_IS_TOO_LONG").is_err());
+        assert!(validate_ae_title("k", "BAD\\AE").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        s.dicom.max_pdu = 10;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("dicom.max_pdu"), "{e}");
+    }
+}

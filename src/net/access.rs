@@ -1,0 +1,143 @@
+//! Association access control: the called AE must be ours, and the calling AE must be on the
+//! allowlist (optionally bound to a peer address) unless `dicom.accept_any` is set.
+
+use crate::config::DicomSettings;
+use dicom_ul::association::server::AccessControl;
+use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
+use std::net::IpAddr;
+
+/// One allowed caller.
+#[derive(Debug, Clone)]
+pub struct AllowedCaller {
+    pub ae_title: String,
+    pub host: Option<IpAddr>,
+}
+
+/// The access policy of the node (shared by every connection).
+#[derive(Debug, Clone)]
+pub struct AccessPolicy {
+    pub accept_any: bool,
+    pub callers: Vec<AllowedCaller>,
+}
+
+impl AccessPolicy {
+    pub fn from_settings(d: &DicomSettings) -> AccessPolicy {
+        AccessPolicy {
+            accept_any: d.accept_any,
+            callers: d
+                .callers
+                .iter()
+                .map(|c| AllowedCaller {
+                    ae_title: c.ae_title.trim().to_string(),
+                    // validated at start
+                    host: c.host.as_deref().and_then(|h| h.parse().ok()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `calling` connecting from `peer` may associate.
+    pub fn allows(&self, calling: &str, peer: IpAddr) -> bool {
+        self.accept_any
+            || self
+                .callers
+                .iter()
+                .any(|c| c.ae_title == calling.trim() && c.host.is_none_or(|h| same_host(h, peer)))
+    }
+}
+
+/// IPv4 and IPv4-mapped IPv6 forms of one address are the same host.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    canon(a) == canon(b)
+}
+
+/// The per-connection access check handed to dicom-ul (it knows the peer address).
+#[derive(Debug, Clone)]
+pub struct ConnectionAccess {
+    pub policy: std::sync::Arc<AccessPolicy>,
+    pub peer: IpAddr,
+}
+
+impl AccessControl for ConnectionAccess {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if called_ae_title.trim() != this_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.policy.allows(calling_ae_title, self.peer) {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> AccessPolicy {
+        AccessPolicy {
+            accept_any: false,
+            callers: vec![
+                AllowedCaller {
+                    ae_title: "STORESCU".into(),
+                    host: Some("127.0.0.1".parse().unwrap()),
+                },
+                AllowedCaller {
+                    ae_title: "ANYWHERE".into(),
+                    host: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn allowlist_with_host_binding() {
+        let p = policy();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(p.allows("STORESCU", local));
+        assert!(p.allows("STORESCU  ", local));
+        assert!(!p.allows("STORESCU", other));
+        assert!(p.allows("ANYWHERE", other));
+        assert!(!p.allows("INTRUDER", local));
+        assert!(p.allows("STORESCU", "::ffff:127.0.0.1".parse().unwrap()));
+        let open = AccessPolicy {
+            accept_any: true,
+            ..p
+        };
+        assert!(open.allows("INTRUDER", other));
+    }
+
+    #[test]
+    fn called_ae_must_be_ours() {
+        let acc = ConnectionAccess {
+            policy: std::sync::Arc::new(policy()),
+            peer: "127.0.0.1".parse().unwrap(),
+        };
+        assert_eq!(
+            acc.check_access("SEGNODE", "STORESCU", "OTHER", None),
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+        );
+        assert_eq!(
+            acc.check_access("SEGNODE", "INTRUDER", "SEGNODE", None),
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        );
+        assert_eq!(
+            acc.check_access("SEGNODE", "STORESCU", "SEGNODE", None),
+            Ok(())
+        );
+    }
+}

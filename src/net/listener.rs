@@ -1,0 +1,105 @@
+//! The DICOM listener: owns the accept loop, the limit on concurrent associations and shutdown.
+//!
+//! Each accepted connection gets its own task ([`super::association::serve_connection`]) holding a
+//! semaphore permit. When every permit is taken, the connection is still read up to its A-ASSOCIATE-RQ
+//! and answered with A-ASSOCIATE-RJ (transient, service provider: local limit exceeded), so the sender
+//! knows to retry rather than seeing a reset. On shutdown the loop stops accepting and waits (bounded)
+//! for the associations in flight, which finish the instance they are receiving and then end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::secs;
+use crate::node::Node;
+
+/// How long shutdown waits for in-flight associations before cutting them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Accept connections until `shutdown` turns true, then drain.
+pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let limit = node.settings.dicom.max_associations;
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let node = node.clone();
+                        let sd = shutdown.clone();
+                        tasks.spawn(async move {
+                            super::association::serve_connection(node, socket, peer, sd).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        warn!(%peer, limit, "association limit reached: rejecting (local limit exceeded)");
+                        let artim = secs(node.settings.dicom.artim_timeout_s);
+                        tasks.spawn(reject_busy(socket, peer, artim));
+                    }
+                },
+                Err(e) => {
+                    // e.g. out of file descriptors: back off instead of spinning
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    info!(
+        in_flight = tasks.len(),
+        "listener stopped; waiting for associations in flight"
+    );
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = tasks.len(),
+            "associations still open after the grace period: cutting them"
+        );
+        tasks.abort_all();
+    }
+}
+
+/// Read the A-ASSOCIATE-RQ of a connection over the limit and answer A-ASSOCIATE-RJ.
+async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration) {
+    use dicom_ul::pdu::{
+        AssociationRJ, AssociationRJResult,
+        AssociationRJServiceProviderPresentationReason as Reason, AssociationRJSource,
+    };
+    let read = async {
+        let mut header = [0u8; 6];
+        socket.read_exact(&mut header).await?;
+        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
+        if header[0] != 0x01 || len > 1 << 20 {
+            return Err(std::io::Error::other("not an A-ASSOCIATE-RQ"));
+        }
+        let mut body = vec![0u8; len];
+        socket.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    if !matches!(tokio::time::timeout(artim, read).await, Ok(Ok(()))) {
+        return;
+    }
+    let rj = dicom_ul::Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(Reason::LocalLimitExceeded),
+    });
+    let mut out = Vec::new();
+    if dicom_ul::write_pdu(&mut out, &rj).is_ok() {
+        let _ = tokio::time::timeout(artim, socket.write_all(&out)).await;
+        let _ = socket.shutdown().await;
+    }
+    info!(%peer, "rejected: local limit exceeded");
+}

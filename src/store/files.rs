@@ -1,0 +1,355 @@
+//! Instance files on disk: the streaming writer that receives a data set fragment by fragment into a
+//! temporary file, and the commit that makes it durable and visible.
+//!
+//! Layout: `<root>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (Part 10 files with the transfer syntax
+//! as received), temporary files in `<root>/.incoming/`. The commit order is what makes a success
+//! status safe to send: write → fdatasync → rename into place → fsync of the directory (and of any
+//! directory created on the way). A crash at any point leaves either no file or a whole one in the
+//! store; leftovers in `.incoming/` are deleted at start.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::uid;
+
+/// Where and how a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "storage is below its free-space reserve ({free_mb} MB free, {reserve_mb} MB reserved)"
+    )]
+    LowSpace { free_mb: u64, reserve_mb: u64 },
+    #[error("invalid UID `{uid}`: {reason}")]
+    BadUid { uid: String, reason: uid::UidError },
+    #[error("could not write the file meta group: {0}")]
+    Meta(String),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The file meta information of an instance being received (from the command set and the
+/// presentation context, before the data set arrives).
+#[derive(Debug, Clone)]
+pub struct IncomingMeta {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax: String,
+    pub source_ae: String,
+}
+
+/// The on-disk store of instance files.
+#[derive(Debug)]
+pub struct InstanceStore {
+    root: PathBuf,
+    incoming: PathBuf,
+    reserve_mb: u64,
+}
+
+impl InstanceStore {
+    /// Open (creating) the store at `root`, removing temporary files a crash left behind.
+    /// `reserve_mb`: refuse new instances when less free space than this remains.
+    pub fn open(root: &Path, reserve_mb: u64) -> Result<InstanceStore, StoreError> {
+        fs::create_dir_all(root).map_err(io_err("create", root))?;
+        let incoming = root.join(".incoming");
+        fs::create_dir_all(&incoming).map_err(io_err("create", &incoming))?;
+        for entry in fs::read_dir(&incoming)
+            .map_err(io_err("read", &incoming))?
+            .flatten()
+        {
+            let p = entry.path();
+            if p.is_file() {
+                tracing::warn!(path = %p.display(), "removing a partial file left by an interrupted receive");
+                let _ = fs::remove_file(&p);
+            }
+        }
+        sync_dir(&incoming)?;
+        sync_dir(root)?;
+        Ok(InstanceStore {
+            root: root.to_path_buf(),
+            incoming,
+            reserve_mb,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The final path of an instance. Only validated UIDs are accepted.
+    pub fn path_for(&self, study: &str, series: &str, sop: &str) -> Result<PathBuf, StoreError> {
+        for u in [study, series, sop] {
+            uid::validate(u).map_err(|reason| StoreError::BadUid {
+                uid: u.to_string(),
+                reason,
+            })?;
+        }
+        Ok(self
+            .root
+            .join(study)
+            .join(series)
+            .join(format!("{sop}.dcm")))
+    }
+
+    /// Start receiving an instance: a temporary file with preamble, `DICM` and the file meta group.
+    pub fn begin(&self, meta: &IncomingMeta) -> Result<IncomingFile, StoreError> {
+        self.check_space()?;
+        let name = format!(
+            "{:016x}{:016x}.part",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let path = self.incoming.join(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        let header = file_meta_bytes(meta)?;
+        file.write_all(&header).map_err(io_err("write", &path))?;
+        Ok(IncomingFile {
+            file: Some(file),
+            path,
+            hasher: Xxh3::new(),
+            dataset_bytes: 0,
+            failed: None,
+        })
+    }
+
+    fn check_space(&self) -> Result<(), StoreError> {
+        if self.reserve_mb == 0 {
+            return Ok(());
+        }
+        if let Some(free_mb) = free_mb(&self.root) {
+            if free_mb < self.reserve_mb {
+                return Err(StoreError::LowSpace {
+                    free_mb,
+                    reserve_mb: self.reserve_mb,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Make a received file durable at `final_path` (blocking: run it off the async runtime).
+    /// An existing file at that path is replaced atomically.
+    pub fn commit(&self, file: ClosedFile, final_path: &Path) -> Result<(), StoreError> {
+        file.file.sync_data().map_err(io_err("fsync", &file.path))?;
+        drop(file.file);
+        let dir = final_path.parent().unwrap_or(&self.root);
+        self.ensure_dir(dir)?;
+        fs::rename(&file.path, final_path).map_err(io_err("rename into", final_path))?;
+        sync_dir(dir)
+    }
+
+    /// Create `dir` (below the root) if missing, making each new directory entry durable.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if parent != self.root && parent.starts_with(&self.root) {
+                self.ensure_dir(parent)?;
+            }
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_err("create", dir)(e)),
+        }
+        sync_dir(dir.parent().unwrap_or(&self.root))
+    }
+}
+
+/// A file being received. Write errors are remembered (the rest of the data set is still drained from
+/// the association) and reported at [`IncomingFile::close`].
+pub struct IncomingFile {
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Xxh3,
+    dataset_bytes: u64,
+    failed: Option<io::Error>,
+}
+
+/// A completely received file, not yet durable.
+pub struct ClosedFile {
+    file: File,
+    pub path: PathBuf,
+    /// xxh3-128 of the data set bytes (not the meta group), hex.
+    pub content_hash: String,
+    pub dataset_bytes: u64,
+}
+
+impl IncomingFile {
+    /// Append one P-DATA fragment of the data set.
+    pub fn write(&mut self, data: &[u8]) {
+        self.dataset_bytes += data.len() as u64;
+        if self.failed.is_some() {
+            return;
+        }
+        self.hasher.update(data);
+        if let Some(f) = self.file.as_mut() {
+            if let Err(e) = f.write_all(data) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finish receiving; an earlier write error surfaces here (and the temporary file is removed).
+    pub fn close(mut self) -> Result<ClosedFile, StoreError> {
+        let file = self.file.take();
+        if let Some(e) = self.failed.take() {
+            let _ = fs::remove_file(&self.path);
+            return Err(StoreError::Io {
+                what: "write",
+                path: self.path.clone(),
+                source: e,
+            });
+        }
+        let file = file.ok_or_else(|| StoreError::Meta("file already closed".into()))?;
+        Ok(ClosedFile {
+            file,
+            path: std::mem::take(&mut self.path),
+            content_hash: format!("{:032x}", self.hasher.digest128()),
+            dataset_bytes: self.dataset_bytes,
+        })
+    }
+}
+
+impl Drop for IncomingFile {
+    /// An instance abandoned mid-receive (aborted association) leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() && self.file.is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl ClosedFile {
+    /// Discard (rejected or duplicate instance).
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Preamble, magic and the file meta group (PS3.10 §7.1) for a received instance.
+fn file_meta_bytes(meta: &IncomingMeta) -> Result<Vec<u8>, StoreError> {
+    let table = dicom_object::meta::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(meta.sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(meta.sop_instance_uid.as_str())
+        .transfer_syntax(meta.transfer_syntax.as_str())
+        .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(crate::IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(meta.source_ae.trim())
+        .build()
+        .map_err(|e| StoreError::Meta(e.to_string()))?;
+    let mut out = Vec::with_capacity(400);
+    out.extend_from_slice(&[0u8; 128]);
+    out.extend_from_slice(b"DICM");
+    table
+        .write(&mut out)
+        .map_err(|e| StoreError::Meta(e.to_string()))?;
+    Ok(out)
+}
+
+/// fsync a directory so that entries created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+/// Free space of the file system holding `path`, in MB.
+fn free_mb(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64) / (1024 * 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> IncomingMeta {
+        IncomingMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: "1.2.3.4".into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            source_ae: "STORESCU".into(),
+        }
+    }
+
+    #[test]
+    fn commit_moves_a_whole_file_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InstanceStore::open(dir.path(), 0).unwrap();
+        let mut f = store.begin(&meta()).unwrap();
+        f.write(b"\x08\x00\x16\x00");
+        f.write(b"more");
+        let closed = f.close().unwrap();
+        assert_eq!(closed.dataset_bytes, 8);
+        let tmp = closed.path.clone();
+        let dest = store.path_for("1.2", "1.2.3", "1.2.3.4").unwrap();
+        store.commit(closed, &dest).unwrap();
+        assert!(!tmp.exists());
+        let bytes = fs::read(&dest).unwrap();
+        assert_eq!(&bytes[128..132], b"DICM");
+        assert!(bytes.ends_with(b"more"));
+    }
+
+    #[test]
+    fn abandoned_and_leftover_files_disappear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InstanceStore::open(dir.path(), 0).unwrap();
+        let f = store.begin(&meta()).unwrap();
+        let p = f.path().to_path_buf();
+        assert!(p.exists());
+        drop(f);
+        assert!(!p.exists());
+        fs::write(dir.path().join(".incoming").join("x.part"), b"partial").unwrap();
+        let _store = InstanceStore::open(dir.path(), 0).unwrap();
+        assert!(!dir.path().join(".incoming").join("x.part").exists());
+    }
+
+    #[test]
+    fn paths_only_from_valid_uids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InstanceStore::open(dir.path(), 0).unwrap();
+        assert!(store.path_for("1.2", "../x", "1.2.3").is_err());
+        assert!(store.path_for("", "1.2", "1.2.3").is_err());
+    }
+
+    #[test]
+    fn reserve_refuses_new_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = InstanceStore::open(dir.path(), u64::MAX / 2).unwrap();
+        assert!(matches!(
+            store.begin(&meta()),
+            Err(StoreError::LowSpace { .. })
+        ));
+    }
+}

@@ -1,0 +1,212 @@
+//! The attributes the index keeps of each instance, read from a received file's header (everything
+//! before Pixel Data), and the checks that decide whether the instance may be filed at all.
+
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use std::path::Path;
+
+use super::uid;
+
+/// Indexed attributes of one instance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceHeader {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub patient_id: Option<String>,
+    pub patient_name: Option<String>,
+    pub study_date: Option<String>,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub series_description: Option<String>,
+    pub protocol_name: Option<String>,
+    pub series_number: Option<i64>,
+    pub instance_number: Option<i64>,
+    pub acquisition_number: Option<i64>,
+    pub images_in_acquisition: Option<i64>,
+    pub number_of_frames: Option<i64>,
+    pub frame_of_reference_uid: Option<String>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub ipp: Option<[f64; 3]>,
+    pub iop: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub slice_thickness: Option<f64>,
+}
+
+/// Why an instance is refused (each maps to a DIMSE failure status).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("data set cannot be parsed: {0}")]
+    Unparsable(String),
+    #[error("{0} is missing or empty")]
+    MissingUid(&'static str),
+    #[error("{0} is not a valid UID: {1}")]
+    BadUid(&'static str, uid::UidError),
+    #[error("SOPInstanceUID {dataset} differs from the command's {command}")]
+    InstanceMismatch { dataset: String, command: String },
+    #[error("SOPClassUID {dataset} differs from the command's {command}")]
+    ClassMismatch { dataset: String, command: String },
+}
+
+/// Read the header of a Part 10 file (stops before Pixel Data).
+pub fn read_header(path: &Path) -> Result<InstanceHeader, HeaderError> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| HeaderError::Unparsable(e.to_string()))?;
+    Ok(from_object(&obj))
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let v = obj.get(tag)?.to_str().ok()?;
+    let t = v.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {
+    obj.get(tag)?.to_int::<i64>().ok()
+}
+
+fn floats<const N: usize>(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<[f64; N]> {
+    let v = obj.get(tag)?.to_multi_float64().ok()?;
+    let arr: [f64; N] = v.get(..N)?.try_into().ok()?;
+    arr.iter().all(|x| x.is_finite()).then_some(arr)
+}
+
+/// Extract the indexed attributes from a parsed data set (UIDs are trimmed, not yet validated).
+pub fn from_object(obj: &InMemDicomObject) -> InstanceHeader {
+    InstanceHeader {
+        sop_class_uid: text(obj, tags::SOP_CLASS_UID).unwrap_or_default(),
+        sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        study_uid: text(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        patient_id: text(obj, tags::PATIENT_ID),
+        patient_name: text(obj, tags::PATIENT_NAME),
+        study_date: text(obj, tags::STUDY_DATE),
+        modality: text(obj, tags::MODALITY),
+        body_part: text(obj, tags::BODY_PART_EXAMINED),
+        series_description: text(obj, tags::SERIES_DESCRIPTION),
+        protocol_name: text(obj, tags::PROTOCOL_NAME),
+        series_number: int(obj, tags::SERIES_NUMBER),
+        instance_number: int(obj, tags::INSTANCE_NUMBER),
+        acquisition_number: int(obj, tags::ACQUISITION_NUMBER),
+        images_in_acquisition: int(obj, tags::IMAGES_IN_ACQUISITION),
+        number_of_frames: int(obj, tags::NUMBER_OF_FRAMES),
+        frame_of_reference_uid: text(obj, tags::FRAME_OF_REFERENCE_UID),
+        rows: int(obj, tags::ROWS),
+        columns: int(obj, tags::COLUMNS),
+        ipp: floats::<3>(obj, tags::IMAGE_POSITION_PATIENT),
+        iop: floats::<6>(obj, tags::IMAGE_ORIENTATION_PATIENT),
+        pixel_spacing: floats::<2>(obj, tags::PIXEL_SPACING),
+        slice_thickness: obj
+            .get(tags::SLICE_THICKNESS)
+            .and_then(|e| e.to_float64().ok())
+            .filter(|v| v.is_finite()),
+    }
+}
+
+impl InstanceHeader {
+    /// The checks before filing: the three UIDs that make the path exist and are valid, and the data set
+    /// agrees with the command set that announced it.
+    pub fn check(&self, command_class: &str, command_instance: &str) -> Result<(), HeaderError> {
+        for (name, value) in [
+            ("StudyInstanceUID", &self.study_uid),
+            ("SeriesInstanceUID", &self.series_uid),
+            ("SOPInstanceUID", &self.sop_instance_uid),
+        ] {
+            if value.is_empty() {
+                return Err(HeaderError::MissingUid(name));
+            }
+            uid::validate(value).map_err(|e| HeaderError::BadUid(name, e))?;
+        }
+        if self.sop_instance_uid != command_instance {
+            return Err(HeaderError::InstanceMismatch {
+                dataset: self.sop_instance_uid.clone(),
+                command: command_instance.to_string(),
+            });
+        }
+        // A blank SOPClassUID in the data set (seen in anonymised exports) is taken from the command,
+        // which the file meta records; a different one is a mismatch.
+        if !self.sop_class_uid.is_empty() && self.sop_class_uid != command_class {
+            return Err(HeaderError::ClassMismatch {
+                dataset: self.sop_class_uid.clone(),
+                command: command_class.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+
+    fn obj(study: &str, sop: &str) -> InMemDicomObject {
+        let mut o = InMemDicomObject::new_empty();
+        o.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2"),
+        ));
+        o.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop),
+        ));
+        o.put(DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(study),
+        ));
+        o.put(DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3"),
+        ));
+        o.put(DataElement::new(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            PrimitiveValue::Strs(
+                ["-10".to_string(), "20.5".into(), "-300".into()]
+                    .into_iter()
+                    .collect(),
+            ),
+        ));
+        o
+    }
+
+    #[test]
+    fn extracts_and_checks() {
+        let h = from_object(&obj("1.2", "1.2.3.4"));
+        assert_eq!(h.ipp, Some([-10.0, 20.5, -300.0]));
+        assert_eq!(h.check("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"), Ok(()));
+        assert!(matches!(
+            h.check("1.2.840.10008.5.1.4.1.1.2", "1.2.3.5"),
+            Err(HeaderError::InstanceMismatch { .. })
+        ));
+        assert!(matches!(
+            h.check("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"),
+            Err(HeaderError::ClassMismatch { .. })
+        ));
+        let blank_class = InstanceHeader {
+            sop_class_uid: String::new(),
+            ..h
+        };
+        assert_eq!(
+            blank_class.check("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn blank_study_uid_is_refused() {
+        let h = from_object(&obj("", "1.2.3.4"));
+        assert_eq!(
+            h.check("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"),
+            Err(HeaderError::MissingUid("StudyInstanceUID"))
+        );
+    }
+}

@@ -1,0 +1,831 @@
+//! The index: instances, series, associations and each series' history, in one SQL database.
+//!
+//! One code path serves SQLite (embedded, the default) and PostgreSQL (scale-out) through sqlx's `Any`
+//! driver: the SQL is kept portable (`$n` parameters, `ON CONFLICT`, BIGINT / DOUBLE PRECISION / TEXT
+//! only) and the schema is versioned, applied at start. Times are milliseconds since the Unix epoch.
+//!
+//! SQLite runs in WAL mode with `synchronous = NORMAL` behind a single connection: a killed process
+//! loses no committed row (the WAL is in the OS cache), and the instance files, which are fsync'd before
+//! any success status, are the ground truth that [`Index::reconcile`] re-indexes at start.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+use super::header::InstanceHeader;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database url `{0}`: {1}")]
+    Url(String, String),
+}
+
+/// Which engine is behind the pool (DDL differs in one place: auto-increment keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Series states.
+pub const RECEIVING: &str = "RECEIVING";
+pub const COMPLETE: &str = "COMPLETE";
+
+/// Association states.
+pub const ASSOC_OPEN: &str = "OPEN";
+pub const ASSOC_RELEASED: &str = "RELEASED";
+pub const ASSOC_ABORTED: &str = "ABORTED";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Versioned schema; `{ID}` is the auto-increment key of the backend.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    patient_id TEXT,
+    patient_name TEXT,
+    study_date TEXT,
+    modality TEXT,
+    body_part TEXT,
+    series_description TEXT,
+    protocol_name TEXT,
+    series_number BIGINT,
+    frame_of_reference_uid TEXT,
+    calling_ae TEXT,
+    called_ae TEXT,
+    revision BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    completion_reason TEXT,
+    expected_instances BIGINT,
+    instance_count BIGINT NOT NULL,
+    first_received_ms BIGINT NOT NULL,
+    last_received_ms BIGINT NOT NULL,
+    completed_ms BIGINT
+);
+CREATE INDEX series_state ON series (state);
+CREATE TABLE instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    instance_number BIGINT,
+    acquisition_number BIGINT,
+    images_in_acquisition BIGINT,
+    number_of_frames BIGINT,
+    rows_ BIGINT,
+    columns_ BIGINT,
+    ipp TEXT,
+    iop TEXT,
+    pixel_spacing TEXT,
+    slice_thickness DOUBLE PRECISION,
+    association_id TEXT,
+    calling_ae TEXT,
+    called_ae TEXT,
+    peer TEXT,
+    received_ms BIGINT NOT NULL,
+    path TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    content_hash TEXT NOT NULL
+);
+CREATE INDEX instances_series ON instances (series_uid);
+CREATE TABLE associations (
+    id TEXT PRIMARY KEY,
+    calling_ae TEXT NOT NULL,
+    called_ae TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    ended_ms BIGINT,
+    instances BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    outcome TEXT
+);
+CREATE TABLE series_events (
+    id {ID},
+    series_uid TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX series_events_series ON series_events (series_uid);
+"#];
+
+/// Handle to the index database.
+#[derive(Clone)]
+pub struct Index {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One association as recorded.
+#[derive(Debug, Clone)]
+pub struct AssociationRecord {
+    pub id: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+}
+
+/// Everything recorded about a stored instance.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub header: InstanceHeader,
+    pub transfer_syntax: String,
+    pub association_id: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+    pub path: String,
+    pub size_bytes: i64,
+    pub content_hash: String,
+}
+
+/// What recording an instance did to its series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOutcome {
+    pub revision: i64,
+    pub new_series: bool,
+    /// The series was COMPLETE and this instance opened a new revision.
+    pub reopened: bool,
+}
+
+/// A series row for the tracker and the CLI.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeriesRow {
+    pub series_uid: String,
+    pub study_uid: String,
+    pub patient_id: Option<String>,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub series_description: Option<String>,
+    pub series_number: Option<i64>,
+    pub calling_ae: Option<String>,
+    pub revision: i64,
+    pub state: String,
+    pub completion_reason: Option<String>,
+    pub expected_instances: Option<i64>,
+    pub instance_count: i64,
+    pub first_received_ms: i64,
+    pub last_received_ms: i64,
+    pub completed_ms: Option<i64>,
+}
+
+/// Slice geometry of one instance, for the stack check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceRow {
+    pub sop_uid: String,
+    pub ipp: Option<[f64; 3]>,
+    pub iop: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub number_of_frames: Option<i64>,
+}
+
+/// One history entry of a series.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeriesEvent {
+    pub revision: i64,
+    pub at_ms: i64,
+    pub event: String,
+    pub detail: Option<String>,
+}
+
+fn join_floats(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("\\")
+}
+
+fn parse_floats<const N: usize>(s: Option<String>) -> Option<[f64; N]> {
+    let v: Vec<f64> = s?
+        .split('\\')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    v.try_into().ok()
+}
+
+impl Index {
+    /// Connect (creating the SQLite file and its folder when needed) and apply pending migrations.
+    pub async fn open(url: &str) -> Result<Index, IndexError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let mut connect_url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if path.is_empty() || path == ":memory:" {
+                return Err(IndexError::Url(url.into(), "a file path is needed".into()));
+            }
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| IndexError::Url(url.into(), e.to_string()))?;
+                }
+            }
+            if !url.contains('?') {
+                connect_url.push_str("?mode=rwc");
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            // SQLite: one writer at a time anyway; a single connection avoids lock upgrades failing
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
+            .await?;
+        let index = Index { pool, backend };
+        index.migrate().await?;
+        Ok(index)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), IndexError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_version")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("v")?;
+        let current = current.unwrap_or(0) as usize;
+        let id = match self.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        };
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(current) {
+            let mut tx = self.pool.begin().await?;
+            let ddl = m.replace("{ID}", id);
+            for stmt in ddl.split(';') {
+                if !stmt.trim().is_empty() {
+                    // the schema text is ours (constants above), not input
+                    sqlx::query(sqlx::AssertSqlSafe(stmt.to_string()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind((i + 1) as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version = i + 1, "index schema migrated");
+        }
+        Ok(())
+    }
+
+    /// Record a new association.
+    pub async fn begin_association(&self, a: &AssociationRecord) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO associations (id, calling_ae, called_ae, peer, state, started_ms, instances, bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0)",
+        )
+        .bind(&a.id)
+        .bind(&a.calling_ae)
+        .bind(&a.called_ae)
+        .bind(&a.peer)
+        .bind(ASSOC_OPEN)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record the end of an association.
+    pub async fn end_association(
+        &self,
+        id: &str,
+        state: &str,
+        instances: i64,
+        bytes: i64,
+        outcome: &str,
+    ) -> Result<(), IndexError> {
+        sqlx::query(
+            "UPDATE associations SET state = $1, ended_ms = $2, instances = $3, bytes = $4, outcome = $5
+             WHERE id = $6",
+        )
+        .bind(state)
+        .bind(now_ms())
+        .bind(instances)
+        .bind(bytes)
+        .bind(outcome)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// At start: associations still OPEN belong to a process that died; they ended without a release.
+    pub async fn close_orphaned_associations(&self) -> Result<u64, IndexError> {
+        let r = sqlx::query(
+            "UPDATE associations SET state = $1, ended_ms = $2, outcome = 'node restarted' WHERE state = $3",
+        )
+        .bind(ASSOC_ABORTED)
+        .bind(now_ms())
+        .bind(ASSOC_OPEN)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The content hash and path of an instance already stored, if any.
+    pub async fn instance_hash(
+        &self,
+        sop_uid: &str,
+    ) -> Result<Option<(String, String)>, IndexError> {
+        let row = sqlx::query("SELECT content_hash, path FROM instances WHERE sop_uid = $1")
+            .bind(sop_uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("content_hash")?, r.try_get("path")?)),
+            None => None,
+        })
+    }
+
+    /// Record a stored instance (new or replacing one with the same SOP Instance UID), creating or
+    /// updating its series; a COMPLETE series is reopened as a new revision.
+    pub async fn record_instance(&self, rec: &InstanceRecord) -> Result<RecordOutcome, IndexError> {
+        let h = &rec.header;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT state, revision FROM series WHERE series_uid = $1")
+            .bind(&h.series_uid)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut outcome = RecordOutcome {
+            revision: 1,
+            new_series: false,
+            reopened: false,
+        };
+        match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO series (series_uid, study_uid, patient_id, patient_name, study_date, modality,
+                        body_part, series_description, protocol_name, series_number, frame_of_reference_uid,
+                        calling_ae, called_ae, revision, state, instance_count, first_received_ms,
+                        last_received_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, 0, $15, $15)",
+                )
+                .bind(&h.series_uid)
+                .bind(&h.study_uid)
+                .bind(&h.patient_id)
+                .bind(&h.patient_name)
+                .bind(&h.study_date)
+                .bind(&h.modality)
+                .bind(&h.body_part)
+                .bind(&h.series_description)
+                .bind(&h.protocol_name)
+                .bind(h.series_number)
+                .bind(&h.frame_of_reference_uid)
+                .bind(&rec.calling_ae)
+                .bind(&rec.called_ae)
+                .bind(RECEIVING)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                outcome.new_series = true;
+                insert_event(
+                    &mut tx,
+                    &h.series_uid,
+                    1,
+                    now,
+                    "received",
+                    &format!("first instance from {} ({})", rec.calling_ae, rec.peer),
+                )
+                .await?;
+            }
+            Some(row) => {
+                let state: String = row.try_get("state")?;
+                let revision: i64 = row.try_get("revision")?;
+                outcome.revision = revision;
+                if state == COMPLETE {
+                    outcome.revision = revision + 1;
+                    outcome.reopened = true;
+                    sqlx::query(
+                        "UPDATE series SET revision = $1, state = $2, completion_reason = NULL,
+                            completed_ms = NULL WHERE series_uid = $3",
+                    )
+                    .bind(outcome.revision)
+                    .bind(RECEIVING)
+                    .bind(&h.series_uid)
+                    .execute(&mut *tx)
+                    .await?;
+                    insert_event(
+                        &mut tx,
+                        &h.series_uid,
+                        outcome.revision,
+                        now,
+                        "revision",
+                        &format!(
+                            "revision {} opened by instance {} arriving after completion",
+                            outcome.revision, h.sop_instance_uid
+                        ),
+                    )
+                    .await?;
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax, revision,
+                instance_number, acquisition_number, images_in_acquisition, number_of_frames, rows_, columns_,
+                ipp, iop, pixel_spacing, slice_thickness, association_id, calling_ae, called_ae, peer,
+                received_ms, path, size_bytes, content_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                $21, $22, $23, $24)
+             ON CONFLICT (sop_uid) DO UPDATE SET series_uid = $2, study_uid = $3, sop_class_uid = $4,
+                transfer_syntax = $5, revision = $6, instance_number = $7, acquisition_number = $8,
+                images_in_acquisition = $9, number_of_frames = $10, rows_ = $11, columns_ = $12, ipp = $13,
+                iop = $14, pixel_spacing = $15, slice_thickness = $16, association_id = $17, calling_ae = $18,
+                called_ae = $19, peer = $20, received_ms = $21, path = $22, size_bytes = $23,
+                content_hash = $24",
+        )
+        .bind(&h.sop_instance_uid)
+        .bind(&h.series_uid)
+        .bind(&h.study_uid)
+        .bind(&h.sop_class_uid)
+        .bind(&rec.transfer_syntax)
+        .bind(outcome.revision)
+        .bind(h.instance_number)
+        .bind(h.acquisition_number)
+        .bind(h.images_in_acquisition)
+        .bind(h.number_of_frames)
+        .bind(h.rows)
+        .bind(h.columns)
+        .bind(h.ipp.map(|v| join_floats(&v)))
+        .bind(h.iop.map(|v| join_floats(&v)))
+        .bind(h.pixel_spacing.map(|v| join_floats(&v)))
+        .bind(h.slice_thickness)
+        .bind(&rec.association_id)
+        .bind(&rec.calling_ae)
+        .bind(&rec.called_ae)
+        .bind(&rec.peer)
+        .bind(now)
+        .bind(&rec.path)
+        .bind(rec.size_bytes)
+        .bind(&rec.content_hash)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE series SET last_received_ms = $1,
+                instance_count = (SELECT COUNT(*) FROM instances WHERE series_uid = $2),
+                expected_instances = COALESCE($3, expected_instances),
+                modality = COALESCE(modality, $4), body_part = COALESCE(body_part, $5),
+                series_description = COALESCE(series_description, $6)
+             WHERE series_uid = $2",
+        )
+        .bind(now)
+        .bind(&h.series_uid)
+        .bind(h.images_in_acquisition.filter(|n| *n > 0))
+        .bind(&h.modality)
+        .bind(&h.body_part)
+        .bind(&h.series_description)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Append a history entry.
+    pub async fn add_event(
+        &self,
+        series_uid: &str,
+        revision: i64,
+        event: &str,
+        detail: &str,
+    ) -> Result<(), IndexError> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(&mut tx, series_uid, revision, now_ms(), event, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Series still receiving (candidates for completion).
+    pub async fn receiving_series(&self) -> Result<Vec<SeriesRow>, IndexError> {
+        self.series_where("WHERE state = 'RECEIVING'").await
+    }
+
+    /// Every series, newest first.
+    pub async fn list_series(&self) -> Result<Vec<SeriesRow>, IndexError> {
+        self.series_where("").await
+    }
+
+    async fn series_where(&self, filter: &str) -> Result<Vec<SeriesRow>, IndexError> {
+        let sql = format!(
+            "SELECT series_uid, study_uid, patient_id, modality, body_part, series_description,
+                series_number, calling_ae, revision, state, completion_reason, expected_instances,
+                instance_count, first_received_ms, last_received_ms, completed_ms
+             FROM series {filter} ORDER BY first_received_ms DESC"
+        );
+        // `filter` is one of two constant strings of this module
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(series_row).collect()
+    }
+
+    /// Geometry of every instance of a series.
+    pub async fn series_slices(&self, series_uid: &str) -> Result<Vec<SliceRow>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT sop_uid, ipp, iop, pixel_spacing, rows_, columns_, number_of_frames
+             FROM instances WHERE series_uid = $1",
+        )
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SliceRow {
+                    sop_uid: r.try_get("sop_uid")?,
+                    ipp: parse_floats(r.try_get("ipp")?),
+                    iop: parse_floats(r.try_get("iop")?),
+                    pixel_spacing: parse_floats(r.try_get("pixel_spacing")?),
+                    rows: r.try_get("rows_")?,
+                    columns: r.try_get("columns_")?,
+                    number_of_frames: r.try_get("number_of_frames")?,
+                })
+            })
+            .collect()
+    }
+
+    /// States of the associations that delivered instances of this series revision.
+    pub async fn series_association_states(
+        &self,
+        series_uid: &str,
+        revision: i64,
+    ) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT a.state AS state FROM instances i JOIN associations a ON a.id = i.association_id
+             WHERE i.series_uid = $1 AND i.revision = $2",
+        )
+        .bind(series_uid)
+        .bind(revision)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("state").map_err(IndexError::from))
+            .collect()
+    }
+
+    /// Mark a series revision COMPLETE unless something changed it meanwhile (a new instance, another
+    /// tracker). Returns whether this call completed it.
+    pub async fn complete_series(
+        &self,
+        series_uid: &str,
+        revision: i64,
+        last_received_ms: i64,
+        reason: &str,
+    ) -> Result<bool, IndexError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE series SET state = $1, completion_reason = $2, completed_ms = $3
+             WHERE series_uid = $4 AND revision = $5 AND state = $6 AND last_received_ms = $7",
+        )
+        .bind(COMPLETE)
+        .bind(reason)
+        .bind(now)
+        .bind(series_uid)
+        .bind(revision)
+        .bind(RECEIVING)
+        .bind(last_received_ms)
+        .execute(&mut *tx)
+        .await?;
+        let done = r.rows_affected() == 1;
+        if done {
+            insert_event(&mut tx, series_uid, revision, now, "complete", reason).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// History of a series, oldest first.
+    pub async fn series_events(&self, series_uid: &str) -> Result<Vec<SeriesEvent>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT revision, at_ms, event, detail FROM series_events WHERE series_uid = $1 ORDER BY id",
+        )
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SeriesEvent {
+                    revision: r.try_get("revision")?,
+                    at_ms: r.try_get("at_ms")?,
+                    event: r.try_get("event")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Paths of every indexed instance (for the start-up reconciliation with the store).
+    pub async fn indexed_paths(&self) -> Result<std::collections::HashSet<String>, IndexError> {
+        let rows = sqlx::query("SELECT path FROM instances")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("path").map_err(IndexError::from))
+            .collect()
+    }
+
+    /// Number of instances indexed for a series.
+    pub async fn instance_paths(&self, series_uid: &str) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT path FROM instances WHERE series_uid = $1 ORDER BY path")
+            .bind(series_uid)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("path").map_err(IndexError::from))
+            .collect()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    series_uid: &str,
+    revision: i64,
+    at_ms: i64,
+    event: &str,
+    detail: &str,
+) -> Result<(), IndexError> {
+    sqlx::query(
+        "INSERT INTO series_events (series_uid, revision, at_ms, event, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(series_uid)
+    .bind(revision)
+    .bind(at_ms)
+    .bind(event)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn series_row(r: &AnyRow) -> Result<SeriesRow, IndexError> {
+    Ok(SeriesRow {
+        series_uid: r.try_get("series_uid")?,
+        study_uid: r.try_get("study_uid")?,
+        patient_id: r.try_get("patient_id")?,
+        modality: r.try_get("modality")?,
+        body_part: r.try_get("body_part")?,
+        series_description: r.try_get("series_description")?,
+        series_number: r.try_get("series_number")?,
+        calling_ae: r.try_get("calling_ae")?,
+        revision: r.try_get("revision")?,
+        state: r.try_get("state")?,
+        completion_reason: r.try_get("completion_reason")?,
+        expected_instances: r.try_get("expected_instances")?,
+        instance_count: r.try_get("instance_count")?,
+        first_received_ms: r.try_get("first_received_ms")?,
+        last_received_ms: r.try_get("last_received_ms")?,
+        completed_ms: r.try_get("completed_ms")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(series: &str, sop: &str, z: f64) -> InstanceRecord {
+        InstanceRecord {
+            header: InstanceHeader {
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                sop_instance_uid: sop.into(),
+                study_uid: "1.2".into(),
+                series_uid: series.into(),
+                modality: Some("CT".into()),
+                ipp: Some([0.0, 0.0, z]),
+                iop: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+                rows: Some(4),
+                columns: Some(4),
+                pixel_spacing: Some([0.5, 0.5]),
+                ..Default::default()
+            },
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            association_id: "a1".into(),
+            calling_ae: "STORESCU".into(),
+            called_ae: "SEGNODE".into(),
+            peer: "127.0.0.1:1".into(),
+            path: format!("/x/{sop}.dcm"),
+            size_bytes: 10,
+            content_hash: "h".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn series_lifecycle_with_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/i.db", dir.path().display());
+        let index = Index::open(&url).await.unwrap();
+        index
+            .begin_association(&AssociationRecord {
+                id: "a1".into(),
+                calling_ae: "STORESCU".into(),
+                called_ae: "SEGNODE".into(),
+                peer: "127.0.0.1:1".into(),
+            })
+            .await
+            .unwrap();
+        let o = index
+            .record_instance(&record("1.2.3", "1.2.3.1", 0.0))
+            .await
+            .unwrap();
+        assert!(o.new_series);
+        index
+            .record_instance(&record("1.2.3", "1.2.3.2", 1.0))
+            .await
+            .unwrap();
+        let open = index.receiving_series().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].instance_count, 2);
+        assert_eq!(
+            index.series_slices("1.2.3").await.unwrap()[0].iop.unwrap()[0],
+            1.0
+        );
+        assert_eq!(
+            index.series_association_states("1.2.3", 1).await.unwrap(),
+            vec![ASSOC_OPEN]
+        );
+        // a stale completion (another instance arrived since) does nothing
+        assert!(!index
+            .complete_series("1.2.3", 1, open[0].last_received_ms - 1, "x")
+            .await
+            .unwrap());
+        assert!(index
+            .complete_series("1.2.3", 1, open[0].last_received_ms, "test")
+            .await
+            .unwrap());
+        assert!(index.receiving_series().await.unwrap().is_empty());
+        // late instance: revision 2
+        let o = index
+            .record_instance(&record("1.2.3", "1.2.3.3", 2.0))
+            .await
+            .unwrap();
+        assert_eq!(
+            o,
+            RecordOutcome {
+                revision: 2,
+                new_series: false,
+                reopened: true
+            }
+        );
+        let events: Vec<String> = index
+            .series_events("1.2.3")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(events, vec!["received", "complete", "revision"]);
+        // reopening the index keeps the schema
+        drop(index);
+        let again = Index::open(&url).await.unwrap();
+        assert_eq!(again.list_series().await.unwrap()[0].instance_count, 3);
+        assert_eq!(again.close_orphaned_associations().await.unwrap(), 1);
+    }
+}

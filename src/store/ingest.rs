@@ -1,0 +1,243 @@
+//! Filing one received instance: read and check its header, resolve duplicates, make the file durable
+//! in the store, record it in the index. The association layer calls this once a data set is complete
+//! and answers the C-STORE from the outcome — success only after this returned `Ok`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::files::{ClosedFile, InstanceStore, StoreError};
+use super::header::{self, HeaderError, InstanceHeader};
+use super::index::{Index, IndexError, InstanceRecord, RecordOutcome};
+
+/// Who sent the instance.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub association_id: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+}
+
+/// What the command set announced.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub sop_class: String,
+    pub sop_instance: String,
+    pub transfer_syntax: String,
+}
+
+/// Why an instance was not filed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// How the instance was filed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filed {
+    /// New instance.
+    New(RecordOutcome),
+    /// Same SOP Instance UID and same content as the stored one: nothing changed.
+    Duplicate,
+    /// Same SOP Instance UID, different content: the newer replaced the older.
+    Replaced(RecordOutcome),
+}
+
+/// The filing service (shared by all associations).
+pub struct Ingest {
+    pub store: Arc<InstanceStore>,
+    pub index: Index,
+}
+
+impl Ingest {
+    /// File a completely received instance. Blocking work (header parse, fsync) runs off the runtime.
+    pub async fn file(
+        &self,
+        closed: ClosedFile,
+        announced: &Announced,
+        origin: &Origin,
+    ) -> Result<Filed, IngestError> {
+        let temp = closed.path.clone();
+        let header = match tokio::task::spawn_blocking(move || header::read_header(&temp)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                closed.discard();
+                return Err(e.into());
+            }
+            Err(e) => {
+                closed.discard();
+                return Err(IngestError::Internal(e.to_string()));
+            }
+        };
+        if let Err(e) = header.check(&announced.sop_class, &announced.sop_instance) {
+            closed.discard();
+            return Err(e.into());
+        }
+        let final_path = match self.store.path_for(
+            &header.study_uid,
+            &header.series_uid,
+            &header.sop_instance_uid,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                closed.discard();
+                return Err(e.into());
+            }
+        };
+        let rel = final_path
+            .strip_prefix(self.store.root())
+            .unwrap_or(&final_path)
+            .to_string_lossy()
+            .into_owned();
+        let previous = self.index.instance_hash(&header.sop_instance_uid).await?;
+        if let Some((hash, old_rel)) = &previous {
+            if *hash == closed.content_hash && self.store.root().join(old_rel).is_file() {
+                closed.discard();
+                return Ok(Filed::Duplicate);
+            }
+        }
+        let record = InstanceRecord {
+            header: header.clone(),
+            transfer_syntax: announced.transfer_syntax.clone(),
+            association_id: origin.association_id.clone(),
+            calling_ae: origin.calling_ae.clone(),
+            called_ae: origin.called_ae.clone(),
+            peer: origin.peer.clone(),
+            path: rel.clone(),
+            size_bytes: closed.dataset_bytes as i64,
+            content_hash: closed.content_hash.clone(),
+        };
+        let store = self.store.clone();
+        let dest = final_path.clone();
+        tokio::task::spawn_blocking(move || store.commit(closed, &dest))
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))??;
+        let outcome = self.index.record_instance(&record).await?;
+        if outcome.new_series {
+            tracing::info!(series = %header.series_uid, modality = ?header.modality, "new series");
+        }
+        if outcome.reopened {
+            tracing::info!(series = %header.series_uid, revision = outcome.revision, "late instance: series reopened as a new revision");
+        }
+        match previous {
+            None => Ok(Filed::New(outcome)),
+            Some((_, old_rel)) => {
+                if old_rel != rel {
+                    // the same SOP instance moved to another study/series: drop the old copy
+                    let _ = std::fs::remove_file(self.store.root().join(&old_rel));
+                }
+                self.index
+                    .add_event(
+                        &header.series_uid,
+                        outcome.revision,
+                        "replaced",
+                        &format!(
+                            "instance {} received again with different content; newer kept",
+                            header.sop_instance_uid
+                        ),
+                    )
+                    .await?;
+                Ok(Filed::Replaced(outcome))
+            }
+        }
+    }
+
+    /// At start: index instance files that are in the store but not in the index (a crash between the
+    /// durable rename and the index commit). Returns how many were added.
+    pub async fn reconcile(&self) -> Result<usize, IngestError> {
+        let known = self.index.indexed_paths().await?;
+        let root = self.store.root().to_path_buf();
+        let missing = tokio::task::spawn_blocking(move || unindexed_files(&root, &known))
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let mut added = 0;
+        for rel in missing {
+            let path = self.store.root().join(&rel);
+            let p2 = path.clone();
+            let header: InstanceHeader = match tokio::task::spawn_blocking(move || {
+                header::read_header(&p2)
+            })
+            .await
+            {
+                Ok(Ok(h)) => h,
+                _ => {
+                    tracing::warn!(path = %path.display(), "unreadable file in the store left as is");
+                    continue;
+                }
+            };
+            let size = std::fs::metadata(&path)
+                .map(|m| m.len() as i64)
+                .unwrap_or(0);
+            let ts = dicom_object::OpenFileOptions::new()
+                .read_until(dicom_dictionary_std::tags::SOP_CLASS_UID)
+                .open_file(&path)
+                .map(|o| {
+                    o.meta()
+                        .transfer_syntax()
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let record = InstanceRecord {
+                header,
+                transfer_syntax: ts,
+                association_id: String::new(),
+                calling_ae: "(recovered)".into(),
+                called_ae: String::new(),
+                peer: String::new(),
+                path: rel.clone(),
+                size_bytes: size,
+                content_hash: format!("recovered:{size}"),
+            };
+            self.index.record_instance(&record).await?;
+            added += 1;
+        }
+        if added > 0 {
+            tracing::warn!(
+                added,
+                "indexed instance files found in the store but missing from the index"
+            );
+        }
+        Ok(added)
+    }
+}
+
+/// Relative paths of `*.dcm` files under `root` (not in `.incoming`) that `known` lacks.
+fn unindexed_files(root: &Path, known: &std::collections::HashSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(studies) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for study in studies.flatten() {
+        if study.file_name().to_string_lossy().starts_with('.') || !study.path().is_dir() {
+            continue;
+        }
+        let Ok(series) = std::fs::read_dir(study.path()) else {
+            continue;
+        };
+        for s in series.flatten() {
+            let Ok(files) = std::fs::read_dir(s.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let p = f.path();
+                if p.extension().is_some_and(|e| e == "dcm") {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        let rel = rel.to_string_lossy().into_owned();
+                        if !known.contains(&rel) {
+                            out.push(rel);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
