@@ -144,9 +144,10 @@ async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Resul
             };
             let events = index.series_events(&uid).await?;
             if json {
+                let instances = index.series_instances(&uid).await?;
                 println!(
                     "{}",
-                    serde_json::json!({ "series": series, "history": events })
+                    serde_json::json!({ "series": series, "history": events, "instances": instances })
                 );
             } else {
                 println!("series {} (study {})", series.series_uid, series.study_uid);

@@ -2,7 +2,8 @@
 //! reason recorded, on the first of these evidences:
 //!
 //! - **announced count**: the instances announced by ImagesInAcquisition (0020,1002) have all arrived;
-//! - **release + stack**: every association that carried this revision was released, `settle_s`
+//! - **release + stack**: every association that carried this revision has ended, at least one of
+//!   them with a normal release, `settle_s`
 //!   passed with no new instance, and the slices form one contiguous stack (or there is no slice
 //!   geometry at all: a SEG, an RT structure set, a multi-frame object);
 //! - **quiet period**: nothing arrived for `quiet_period_s` (the fixed timer the other tools use alone).
@@ -18,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::geometry::{check_stack, StackProblem};
 use crate::config::CompletionSettings;
-use crate::store::index::{now_ms, Index, IndexError, SeriesRow, ASSOC_RELEASED};
+use crate::store::index::{now_ms, Index, IndexError, SeriesRow, ASSOC_OPEN, ASSOC_RELEASED};
 
 pub struct Tracker {
     index: Index,
@@ -100,8 +101,11 @@ impl Tracker {
                 .index
                 .series_association_states(&s.series_uid, s.revision)
                 .await?;
-            let all_released = !states.is_empty() && states.iter().all(|st| st == ASSOC_RELEASED);
-            if all_released {
+            // every carrier has ended and at least one released normally (a sender that aborted and
+            // then resent the rest counts; the stack check below still catches missing slices)
+            let ended = !states.iter().any(|st| st == ASSOC_OPEN);
+            let released = states.iter().any(|st| st == ASSOC_RELEASED);
+            if ended && released {
                 let slices = self.index.series_slices(&s.series_uid).await?;
                 let settle = self.settings.settle_s;
                 match check_stack(&slices, self.settings.spacing_tolerance) {
@@ -122,8 +126,10 @@ impl Tracker {
             } else {
                 stack_note = Some(if states.is_empty() {
                     "no association record (recovered instances)".to_string()
+                } else if !ended {
+                    "an association that carried it is still open".to_string()
                 } else {
-                    "an association that carried it is still open or was aborted".to_string()
+                    "every association that carried it was aborted".to_string()
                 });
             }
         }

@@ -194,6 +194,20 @@ pub struct SliceRow {
     pub number_of_frames: Option<i64>,
 }
 
+/// One instance as listed by `segnode series show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceRow {
+    pub sop_uid: String,
+    pub revision: i64,
+    pub instance_number: Option<i64>,
+    pub transfer_syntax: String,
+    pub calling_ae: Option<String>,
+    pub received_ms: i64,
+    /// Relative to the storage directory.
+    pub path: String,
+    pub size_bytes: i64,
+}
+
 /// One history entry of a series.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeriesEvent {
@@ -669,14 +683,28 @@ impl Index {
             .collect()
     }
 
-    /// Number of instances indexed for a series.
-    pub async fn instance_paths(&self, series_uid: &str) -> Result<Vec<String>, IndexError> {
-        let rows = sqlx::query("SELECT path FROM instances WHERE series_uid = $1 ORDER BY path")
-            .bind(series_uid)
-            .fetch_all(&self.pool)
-            .await?;
+    /// The instances of a series, in order of arrival.
+    pub async fn series_instances(&self, series_uid: &str) -> Result<Vec<InstanceRow>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT sop_uid, revision, instance_number, transfer_syntax, calling_ae, received_ms, path,
+                size_bytes FROM instances WHERE series_uid = $1 ORDER BY received_ms, sop_uid",
+        )
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("path").map_err(IndexError::from))
+            .map(|r| {
+                Ok(InstanceRow {
+                    sop_uid: r.try_get("sop_uid")?,
+                    revision: r.try_get("revision")?,
+                    instance_number: r.try_get("instance_number")?,
+                    transfer_syntax: r.try_get("transfer_syntax")?,
+                    calling_ae: r.try_get("calling_ae")?,
+                    received_ms: r.try_get("received_ms")?,
+                    path: r.try_get("path")?,
+                    size_bytes: r.try_get("size_bytes")?,
+                })
+            })
             .collect()
     }
 

@@ -64,8 +64,21 @@ impl Ingest {
         announced: &Announced,
         origin: &Origin,
     ) -> Result<Filed, IngestError> {
+        let t0 = std::time::Instant::now();
+        // the data flush and the header parse overlap: both only read or flush the temporary file
         let temp = closed.path.clone();
-        let header = match tokio::task::spawn_blocking(move || header::read_header(&temp)).await {
+        let closed = Arc::new(closed);
+        let syncing = {
+            let c = closed.clone();
+            tokio::task::spawn_blocking(move || c.sync())
+        };
+        let parsed = tokio::task::spawn_blocking(move || header::read_header(&temp)).await;
+        let synced = syncing.await;
+        let closed = match Arc::try_unwrap(closed) {
+            Ok(c) => c,
+            Err(_) => return Err(IngestError::Internal("temporary file still shared".into())),
+        };
+        let header = match parsed {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 closed.discard();
@@ -76,6 +89,17 @@ impl Ingest {
                 return Err(IngestError::Internal(e.to_string()));
             }
         };
+        match synced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                closed.discard();
+                return Err(e.into());
+            }
+            Err(e) => {
+                closed.discard();
+                return Err(IngestError::Internal(e.to_string()));
+            }
+        }
         if let Err(e) = header.check(&announced.sop_class, &announced.sop_instance) {
             closed.discard();
             return Err(e.into());
@@ -114,12 +138,20 @@ impl Ingest {
             size_bytes: closed.dataset_bytes as i64,
             content_hash: closed.content_hash.clone(),
         };
+        let t1 = t0.elapsed();
         let store = self.store.clone();
         let dest = final_path.clone();
-        tokio::task::spawn_blocking(move || store.commit(closed, &dest))
+        tokio::task::spawn_blocking(move || store.publish(closed, &dest))
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??;
+        let t2 = t0.elapsed();
         let outcome = self.index.record_instance(&record).await?;
+        tracing::trace!(
+            sync_and_header_us = t1.as_micros() as u64,
+            publish_us = (t2 - t1).as_micros() as u64,
+            index_us = (t0.elapsed() - t2).as_micros() as u64,
+            "filing steps"
+        );
         if outcome.new_series {
             tracing::info!(series = %header.series_uid, modality = ?header.modality, "new series");
         }

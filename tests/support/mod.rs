@@ -13,7 +13,11 @@ pub fn repo_root() -> PathBuf {
 
 /// A folder of `../shared/data/` (real CT series, read-only).
 pub fn shared_data(name: &str) -> PathBuf {
-    let p = repo_root().join("..").join("shared").join("data").join(name);
+    let p = repo_root()
+        .join("..")
+        .join("shared")
+        .join("data")
+        .join(name);
     assert!(p.is_dir(), "shared data folder {} is missing", p.display());
     p
 }
@@ -25,7 +29,11 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = repo_root().join(".venv").join("bin").join("python");
-    assert!(venv.exists(), "no test venv at {}: run scripts/install-test-deps", venv.display());
+    assert!(
+        venv.exists(),
+        "no test venv at {}: run scripts/install-test-deps",
+        venv.display()
+    );
     venv
 }
 
@@ -40,34 +48,69 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Run a command to completion with a time limit; kills it and panics when the limit passes.
+/// Run a command to completion with a time limit; kills it and panics when the limit passes. Output is
+/// drained while the command runs, so a chatty command cannot block on a full pipe.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    use std::io::Read;
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_t = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err_t = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait().expect("try_wait") {
-            Some(_) => return child.wait_with_output().expect("wait_with_output"),
+            Some(status) => break status,
             None if start.elapsed() > limit => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("wait_with_output");
+                let _ = child.wait();
+                let (o, e) = (
+                    out_t.join().unwrap_or_default(),
+                    err_t.join().unwrap_or_default(),
+                );
                 panic!(
                     "{cmd:?} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&o),
+                    String::from_utf8_lossy(&e)
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
     }
 }
 
 /// Run a Python script from tests/py with the test venv; returns its output (not checked).
 pub fn run_py(script: &str, args: &[&str], limit: Duration) -> Output {
-    run_with_timeout(Command::new(python()).arg(py_script(script)).args(args), limit)
+    run_with_timeout(
+        Command::new(python()).arg(py_script(script)).args(args),
+        limit,
+    )
 }
 
 /// Every regular file under `dir`, recursively, sorted.
@@ -75,7 +118,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -88,3 +133,5 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+pub mod node;

@@ -1,0 +1,302 @@
+//! A segnode process for the network tests: started on a free 127.0.0.1 port with its own store and
+//! index in a temporary directory, killed when dropped. Also the DCMTK / pynetdicom runners and index
+//! queries the tests share.
+#![allow(dead_code)]
+
+use super::*;
+use serde_json::Value;
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Child;
+
+/// A running segnode process.
+pub struct NodeProc {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+pub fn segnode_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_segnode"))
+}
+
+impl NodeProc {
+    /// Start a node with the default config plus `env` overrides (`SEGNODE_…`).
+    pub fn start(env: &[(&str, &str)]) -> NodeProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut all: Vec<(String, String)> = vec![
+            ("SEGNODE_DICOM__PORT".into(), port.to_string()),
+            (
+                "SEGNODE_STORAGE__DIR".into(),
+                dir.path().join("store").display().to_string(),
+            ),
+            (
+                "SEGNODE_DATABASE__URL".into(),
+                format!("sqlite://{}/index.db", dir.path().display()),
+            ),
+            ("SEGNODE_STORAGE__MIN_FREE_MB".into(), "0".into()),
+        ];
+        for (k, v) in env {
+            all.retain(|(key, _)| key != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        let mut node = NodeProc {
+            dir,
+            port,
+            env: all,
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    /// (Re)start the process with the same directory and port.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.dir.path().join("node.log")).expect("log file");
+        let child = Command::new(segnode_bin())
+            .args([
+                "--config",
+                &repo_root()
+                    .join("config/segnode.toml")
+                    .display()
+                    .to_string(),
+                "serve",
+            ])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "segnode=debug")
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start segnode");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("segnode exited at start ({status}):\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "segnode did not listen within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Send a signal (e.g. "-9", "-TERM") and wait for the process to exit; returns its exit code.
+    pub fn signal(&mut self, sig: &str) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            if start.elapsed() > Duration::from_secs(40) {
+                let _ = child.kill();
+                panic!(
+                    "segnode did not exit within 40 s after kill {sig}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// A `segnode` CLI command against this node's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_with_timeout(
+            Command::new(segnode_bin())
+                .args([
+                    "--config",
+                    &repo_root()
+                        .join("config/segnode.toml")
+                        .display()
+                        .to_string(),
+                ])
+                .args(args)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .current_dir(self.dir.path()),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// `segnode series list --json`.
+    pub fn series(&self) -> Vec<Value> {
+        let out = self.cli(&["series", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "series list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("series list JSON");
+        v.as_array().cloned().expect("array")
+    }
+
+    /// `segnode series show UID --json`.
+    pub fn series_show(&self, uid: &str) -> Value {
+        let out = self.cli(&["series", "show", uid, "--json"]);
+        assert!(
+            out.status.success(),
+            "series show failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("series show JSON")
+    }
+
+    /// Wait (bounded) until every listed series is COMPLETE and `count` series exist.
+    pub fn wait_complete(&self, count: usize, limit: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let s = self.series();
+            if s.len() == count && s.iter().all(|x| x["state"] == "COMPLETE") {
+                return s;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "series not complete within {limit:?}: {s:#?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Instance files in the store (not the temporary area).
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        files_under(&self.store_dir())
+            .into_iter()
+            .filter(|p| !p.components().any(|c| c.as_os_str() == ".incoming"))
+            .collect()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Generate a synthetic CT series with tests/py/gen_ct_series.py; returns its files and series UID.
+pub fn gen_series(
+    dir: &Path,
+    slices: usize,
+    size: usize,
+    seed: u64,
+    extra: &[&str],
+) -> (Vec<PathBuf>, String) {
+    let out = run_py(
+        "gen_ct_series.py",
+        &[
+            &[
+                dir.to_str().expect("utf-8 path"),
+                "--slices",
+                &slices.to_string(),
+                "--size",
+                &size.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ][..],
+            extra,
+        ]
+        .concat(),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "generator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (files_under(dir), uid)
+}
+
+/// DCMTK storescu of `files` to the node; returns its output.
+pub fn storescu(port: u16, files: &[PathBuf], extra: &[&str]) -> Output {
+    let mut cmd = Command::new("storescu");
+    cmd.args(["-aet", "STORESCU", "-aec", "SEGNODE"])
+        .args(extra)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .args(files);
+    run_with_timeout(&mut cmd, Duration::from_secs(300))
+}
+
+/// The data set bytes of a Part 10 file (everything after the file meta group).
+pub fn dataset_bytes(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .expect("read file");
+    assert_eq!(
+        &bytes[128..132],
+        b"DICM",
+        "{} is not Part 10",
+        path.display()
+    );
+    // (0002,0000) UL group length: tag(4) VR(2) len(2) value(4) at offset 132
+    let group_len = u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]) as usize;
+    bytes[144 + group_len..].to_vec()
+}
+
+/// The transfer syntax in a Part 10 file's meta (via dcmdump).
+pub fn meta_transfer_syntax(path: &Path) -> String {
+    let out = run_with_timeout(
+        Command::new("dcmdump")
+            .args(["-M", "-Un", "+P", "0002,0010"])
+            .arg(path),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// pynetdicom peer (tests/py/dicom_peer.py); returns the JSON lines it printed and the output.
+pub fn py_peer(args: &[&str]) -> (Vec<Value>, Output) {
+    let out = run_py("dicom_peer.py", args, Duration::from_secs(300));
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    (lines, out)
+}
+
+/// DCMTK echoscu with a calling AE; returns the output.
+pub fn echoscu(port: u16, calling: &str, called: &str) -> Output {
+    run_with_timeout(
+        Command::new("echoscu").args([
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "127.0.0.1",
+            &port.to_string(),
+        ]),
+        Duration::from_secs(60),
+    )
+}
