@@ -3,3 +3,8 @@
 //!
 //! The crate is a library with one binary (`src/main.rs`) so that tests and benchmarks can reach every room
 //! of the pipeline directly.
+
+pub mod phantom;
+pub mod result;
+pub mod segment;
+pub mod volume;

@@ -13,7 +13,11 @@ pub fn repo_root() -> PathBuf {
 
 /// A folder of `../shared/data/` (real CT series, read-only).
 pub fn shared_data(name: &str) -> PathBuf {
-    let p = repo_root().join("..").join("shared").join("data").join(name);
+    let p = repo_root()
+        .join("..")
+        .join("shared")
+        .join("data")
+        .join(name);
     assert!(p.is_dir(), "shared data folder {} is missing", p.display());
     p
 }
@@ -25,7 +29,11 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = repo_root().join(".venv").join("bin").join("python");
-    assert!(venv.exists(), "no test venv at {}: run scripts/install-test-deps", venv.display());
+    assert!(
+        venv.exists(),
+        "no test venv at {}: run scripts/install-test-deps",
+        venv.display()
+    );
     venv
 }
 
@@ -67,7 +75,10 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
 
 /// Run a Python script from tests/py with the test venv; returns its output (not checked).
 pub fn run_py(script: &str, args: &[&str], limit: Duration) -> Output {
-    run_with_timeout(Command::new(python()).arg(py_script(script)).args(args), limit)
+    run_with_timeout(
+        Command::new(python()).arg(py_script(script)).args(args),
+        limit,
+    )
 }
 
 /// Every regular file under `dir`, recursively, sorted.
@@ -75,7 +86,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
