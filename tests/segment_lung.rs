@@ -5,10 +5,12 @@
 mod support;
 
 use segnode::phantom::{class, generate, write_series, Spec, Variant};
+use segnode::result::{SegObject, SegOptions};
 use segnode::segment::{Segmentation, Segmenter};
 use segnode::volume::{load_series, LoadOptions, Volume};
 
 struct Report {
+    laa_percent: f64,
     dice_right: f64,
     dice_left: f64,
     airway_as_lung: usize,
@@ -83,7 +85,53 @@ fn run_variant(variant: Variant) -> Report {
             .filter(|(l, t)| **t == cls && **l != 0)
             .count()
     };
+    // measurements travel with the result: volumes close to the truth, LAA% reported
+    let voxel_ml = v.geometry.voxel_volume_mm3() / 1000.0;
+    let mut laa = 0.0;
+    for s in &seg.segments {
+        let m = |name: &str| {
+            s.measurements
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.value)
+                .unwrap()
+        };
+        let cls = if s.description.label == "Left lung" {
+            class::LEFT_LUNG
+        } else {
+            class::RIGHT_LUNG
+        };
+        let truth_ml = count(cls) as f64 * voxel_ml;
+        assert!(
+            (m("volume") - truth_ml).abs() <= 0.05 * truth_ml + 1.0,
+            "{variant:?} {}: {} mL vs truth {truth_ml} mL",
+            s.description.label,
+            m("volume")
+        );
+        assert!(
+            (-1000.0..-500.0).contains(&m("mean_hu")),
+            "{variant:?}: mean HU {}",
+            m("mean_hu")
+        );
+        laa = f64::max(laa, m("laa950_percent"));
+    }
+    // every SEG the tests write: dciodvfy clean, highdicom reads it back bit-exact
+    if !seg.is_empty() {
+        let obj = SegObject::build(&v, &seg, &SegOptions::default()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("seg.dcm");
+        obj.write(&path).unwrap();
+        let errors = support::dciodvfy_errors(&path);
+        assert!(
+            errors.is_empty(),
+            "{variant:?} dciodvfy:\n{}",
+            support::dciodvfy_output(&path)
+        );
+        let report = support::check_seg_with_highdicom(&path, dir.path(), &seg.labels);
+        assert_eq!(report["ok"], true, "{variant:?}: {report}");
+    }
     let r = Report {
+        laa_percent: laa,
         dice_right: dice(&seg, truth, right, class::RIGHT_LUNG),
         dice_left: dice(&seg, truth, left, class::LEFT_LUNG),
         airway_as_lung: as_lung(class::AIRWAY),
@@ -179,4 +227,14 @@ fn contrast() {
 #[test]
 fn emphysema() {
     check(Variant::Emphysema);
+}
+
+#[test]
+fn emphysema_index_rises_with_emphysema() {
+    let normal = run_variant(Variant::Standard).laa_percent;
+    let emph = run_variant(Variant::Emphysema).laa_percent;
+    assert!(
+        normal < 2.0 && emph > 5.0 && emph > 4.0 * normal,
+        "LAA950 normal {normal:.2}% emphysema {emph:.2}%"
+    );
 }

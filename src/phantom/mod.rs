@@ -8,6 +8,7 @@
 //! label map. [`write_series`] writes it as a folder of CT Image Storage files.
 
 pub mod chest;
+pub mod cli;
 mod rng;
 mod write;
 

@@ -57,7 +57,7 @@ impl Default for LungParams {
             air_hu: -400,
             coarse_mm: 2.0,
             gas_mean_hu: -960.0,
-            min_parenchyma_fraction: 0.25,
+            min_parenchyma_fraction: 0.5,
             min_body_contact: 0.6,
             min_component_ml: 5.0,
             min_lung_ml: 15.0,
@@ -593,7 +593,7 @@ impl LungSegmenter {
                     });
                     let allowed = lab.map(|&l| l > 0 && keep[l as usize - 1]);
                     notes.push(format!(
-                        "lungs joined (anterior junction): split after {r} erosion(s)"
+                        "lungs joined (e.g. at the anterior junction): split after {r} erosion(s)"
                     ));
                     return Some(morph::grow_labels(&s2, &allowed));
                 }

@@ -221,9 +221,23 @@ fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
         let limit = int(&obj, tags::PIXEL_PADDING_RANGE_LIMIT).unwrap_or(v);
         (v.min(limit), v.max(limit))
     });
+    // SOP Class / Instance UID from the data set, else from the file meta (some anonymisers blank one)
+    let or_meta = |v: String, meta: &str| {
+        if v.is_empty() {
+            meta.trim_end_matches('\0').trim().to_string()
+        } else {
+            v
+        }
+    };
     let extras = HeaderExtras {
-        sop_class_uid: text(&obj, tags::SOP_CLASS_UID),
-        sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID),
+        sop_class_uid: or_meta(
+            text(&obj, tags::SOP_CLASS_UID),
+            obj.meta().media_storage_sop_class_uid(),
+        ),
+        sop_instance_uid: or_meta(
+            text(&obj, tags::SOP_INSTANCE_UID),
+            obj.meta().media_storage_sop_instance_uid(),
+        ),
         slope: floats(&obj, tags::RESCALE_SLOPE)
             .and_then(|v| v.first().copied())
             .unwrap_or(1.0),
