@@ -462,15 +462,16 @@ mod tests {
 
     #[test]
     fn closing_fills_a_notch() {
-        let mut m = Array3::from_elem((1, 9, 9), false);
-        for j in 1..8 {
-            for i in 1..8 {
+        let mut m = Array3::from_elem((1, 13, 13), false);
+        for j in 3..10 {
+            for i in 3..10 {
                 m[[0, j, i]] = true;
             }
         }
-        m[[0, 1, 4]] = false; // a notch on the edge
-        let c = close2d(&m, 1);
-        assert!(c[[0, 1, 4]]);
-        assert!(!c[[0, 0, 4]]);
+        m[[0, 3, 6]] = false; // a notch on the edge
+        let c = close2d(&m, 2);
+        assert!(c[[0, 3, 6]]);
+        assert!(!c[[0, 2, 6]] && !c[[0, 1, 6]]);
+        assert_eq!(c.iter().filter(|&&v| v).count(), 49);
     }
 }
