@@ -3,13 +3,18 @@
 //!
 //! The crate is a library with one binary (`src/main.rs`) so that tests and benchmarks can reach every
 //! room of the pipeline directly. Data flows one way through the modules:
-//! `net` (C-STORE SCP) → `store` (durable files + index) → `series` (completion) → …
+//! `net` (C-STORE SCP) → `store` (durable files + index) → `series` (completion) → `volume` (HU + affine)
+//! → `segment` (pipelines) → `result` (DICOM SEG).
 
 pub mod config;
 pub mod net;
 pub mod node;
+pub mod phantom;
+pub mod result;
+pub mod segment;
 pub mod series;
 pub mod store;
+pub mod volume;
 
 /// Our Implementation Class UID (file meta and association negotiation).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.14345763612760638638775095632467294471";

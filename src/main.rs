@@ -29,6 +29,11 @@ enum Command {
     /// Inspect the series in the index.
     #[command(subcommand)]
     Series(SeriesCommand),
+    /// Segment a series folder and write a DICOM SEG; prints one JSON line.
+    Segment(segnode::segment::cli::SegmentArgs),
+    /// Write a synthetic series with ground truth (tests, benchmarks).
+    #[command(hide = true)]
+    Phantom(segnode::phantom::cli::PhantomArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,8 +70,35 @@ fn init_logging(settings: &Settings) {
     }
 }
 
+/// Offline commands print one JSON line, also on failure, so scripts can parse every outcome.
+fn offline(result: anyhow::Result<serde_json::Value>) -> anyhow::Result<()> {
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            Ok(())
+        }
+        Err(e) => {
+            println!("{}", serde_json::json!({ "status": "error", "error": format!("{e:#}") }));
+            Err(e)
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Segment(_) | Command::Phantom(_) = &cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("SEGNODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match &cli.command {
+        Command::Segment(a) => return offline(segnode::segment::cli::run(a)),
+        Command::Phantom(a) => return offline(segnode::phantom::cli::run(a)),
+        _ => {}
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(segnode::node::serve(settings))?;
         }
         Command::Series(cmd) => runtime.block_on(series_command(settings, cmd))?,
+        Command::Segment(_) | Command::Phantom(_) => {}
     }
     Ok(())
 }

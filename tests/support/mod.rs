@@ -134,4 +134,63 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Run `dciodvfy` on a file; returns the lines that start with `Error` (dicom3tools reports problems on
+/// stderr as `Error - ...` / `Warning - ...`).
+pub fn dciodvfy_errors(path: &Path) -> Vec<String> {
+    let out = run_with_timeout(Command::new("dciodvfy").arg(path), Duration::from_secs(120));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("Error"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Full `dciodvfy` output (for failure messages).
+pub fn dciodvfy_output(path: &Path) -> String {
+    let out = run_with_timeout(Command::new("dciodvfy").arg(path), Duration::from_secs(120));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Check a SEG with `tests/py/check_seg.py` (highdicom read-back bit-exact against `labels`, frames mapped
+/// to the right source slices); panics with the checker's report when it finds a problem.
+pub fn check_seg_with_highdicom(
+    seg: &Path,
+    source_dir: &Path,
+    labels: &ndarray::Array3<u8>,
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = dir.path().join("labels.raw");
+    let bytes: Vec<u8> = labels.iter().copied().collect();
+    std::fs::write(&raw, bytes).expect("write labels");
+    let s = labels.shape();
+    let (k, j, i) = (s[0].to_string(), s[1].to_string(), s[2].to_string());
+    let out = run_py(
+        "check_seg.py",
+        &[
+            seg.to_str().unwrap(),
+            source_dir.to_str().unwrap(),
+            raw.to_str().unwrap(),
+            &k,
+            &j,
+            &i,
+        ],
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check_seg.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("checker prints JSON")
+}
+
 pub mod node;

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: DCMTK storescu sends one generated CT series to each receiver, in the same run and
+to the same disk, with 1 and 4 parallel associations, several runs each (fresh receiver and empty storage
+per run). Prints medians: instances/s, MB/s, receiver peak RSS and receiver CPU seconds.
+
+Receivers: segnode (fsync before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
+-pdu 131072), Orthanc (Debian package, temporary config, TCP_NODELAY=1), storescp --ignore (receives and
+discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
+
+usage: benches/ingest.py [--slices 300] [--runs 3] [--workdir DIR] [--only NAME,...]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEGNODE = os.path.join(ROOT, "target", "release", "segnode")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, limit=30.0):
+    start = time.time()
+    while time.time() - start < limit:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening after {limit}s")
+
+
+def proc_stats(pid):
+    """(peak RSS MB, CPU seconds) of a running process."""
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return hwm, cpu
+
+
+def start_receiver(name, work, port):
+    """Start a receiver storing under `work`; returns (Popen, called AE)."""
+    env = dict(os.environ)
+    out = open(os.path.join(work, "receiver.log"), "w")
+    if name == "segnode":
+        env.update({
+            "SEGNODE_DICOM__PORT": str(port),
+            "SEGNODE_DICOM__ACCEPT_ANY": "true",
+            "SEGNODE_STORAGE__DIR": os.path.join(work, "store"),
+            "SEGNODE_STORAGE__MIN_FREE_MB": "0",
+            "SEGNODE_DATABASE__URL": f"sqlite://{work}/index.db",
+            "SEGNODE_LOG__LEVEL": "warn",
+        })
+        cmd = [SEGNODE, "--config", os.path.join(ROOT, "config", "segnode.toml"), "serve"]
+        aec = "SEGNODE"
+    elif name.startswith("storescp"):
+        os.makedirs(os.path.join(work, "store"))
+        cmd = ["storescp", "-aet", "STORESCP", "-od", os.path.join(work, "store")]
+        if name == "storescp-tuned":
+            env["TCP_NODELAY"] = "1"
+            cmd += ["+B", "-pdu", "131072"]
+        if name == "storescp-ignore":
+            env["TCP_NODELAY"] = "1"
+            cmd += ["--ignore", "-pdu", "131072"]
+        cmd.append(str(port))
+        aec = "STORESCP"
+    elif name == "orthanc":
+        env["TCP_NODELAY"] = "1"
+        cfg = {
+            "Name": "bench", "StorageDirectory": os.path.join(work, "store"),
+            "IndexDirectory": os.path.join(work, "index"), "DicomAet": "ORTHANC", "DicomPort": port,
+            "HttpPort": free_port(), "HttpServerEnabled": True, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+            "StorageCompression": False, "Plugins": [], "ConcurrentJobs": 2,
+        }
+        path = os.path.join(work, "orthanc.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        cmd = ["Orthanc", path]
+        aec = "ORTHANC"
+    else:
+        raise ValueError(name)
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=work)
+    wait_port(port, proc)
+    return proc, aec
+
+
+def send(files, port, aec, parallel):
+    env = dict(os.environ, TCP_NODELAY="1")
+    groups = [files[i::parallel] for i in range(parallel)]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["storescu", "-aet", "STORESCU", "-aec", aec, "127.0.0.1", str(port)] + g,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for g in groups]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    dt = time.perf_counter() - t0
+    failed = [e.decode(errors="replace") for p, e in zip(procs, errs) if p.returncode != 0]
+    if failed:
+        raise RuntimeError("storescu failed: " + failed[0][-500:])
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--only", default="segnode,storescp-stock,storescp-tuned,orthanc,storescp-ignore")
+    a = ap.parse_args()
+    base = a.workdir or tempfile.mkdtemp(prefix="segnode-bench-")
+    data = os.path.join(base, "series")
+    if not os.path.isdir(data):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "py", "gen_ct_series.py"), data,
+                        "--slices", str(a.slices), "--seed", "7"], check=True, stdout=subprocess.DEVNULL)
+    files = sorted(os.path.join(data, f) for f in os.listdir(data))
+    mb = sum(os.path.getsize(f) for f in files) / 1e6
+    print(f"# {len(files)} instances, {mb:.0f} MB, {os.cpu_count()} cores, work dir {base}")
+    rows = []
+    for name in a.only.split(","):
+        for parallel in (1, 4):
+            res = []
+            for run in range(a.runs):
+                work = os.path.join(base, f"{name}-{parallel}-{run}")
+                shutil.rmtree(work, ignore_errors=True)
+                os.makedirs(work)
+                port = free_port()
+                proc, aec = start_receiver(name, work, port)
+                try:
+                    _, cpu0 = proc_stats(proc.pid)
+                    dt = send(files, port, aec, parallel)
+                    rss, cpu1 = proc_stats(proc.pid)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                shutil.rmtree(work, ignore_errors=True)
+                res.append((dt, rss, cpu1 - cpu0))
+            dt = statistics.median(r[0] for r in res)
+            rss = statistics.median(r[1] for r in res)
+            cpu = statistics.median(r[2] for r in res)
+            rows.append((name, parallel, len(files) / dt, mb / dt, rss, cpu, cpu / len(files) * 1e3))
+            print(f"{name:16} x{parallel}: {len(files)/dt:7.0f} inst/s  {mb/dt:6.0f} MB/s  "
+                  f"peak RSS {rss:6.1f} MB  CPU {cpu:5.2f} s ({cpu/len(files)*1e3:.2f} ms/inst)", flush=True)
+    print()
+    print("| receiver | assoc | inst/s | MB/s | peak RSS MB | CPU s | CPU ms/inst |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.0f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.2f} |")
+    ceiling = {p: r[2] for r in rows if r[0] == "storescp-ignore" for p in [r[1]]}
+    seg = {r[1]: r[2] for r in rows if r[0] == "segnode"}
+    for p in (1, 4):
+        if p in ceiling and p in seg:
+            print(f"segnode reaches {100 * seg[p] / ceiling[p]:.0f} % of the sender ceiling with {p} association(s)")
+    if a.workdir is None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+//! `segnode phantom` (hidden): write a phantom series for benchmarks and peers, optionally with its
+//! ground truth as raw uint8 `[k, j, i]`.
+
+use super::{generate, write_series, Spec, Variant};
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PhantomArgs {
+    /// Phantom kind (only `chest` for now).
+    #[arg(long, default_value = "chest")]
+    pub kind: String,
+    #[arg(long, value_enum, default_value = "standard")]
+    pub variant: Variant,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Rows = columns.
+    #[arg(long, default_value_t = 512)]
+    pub matrix: usize,
+    /// Number of slices (the covered range is centred on the variant's range).
+    #[arg(long)]
+    pub slices: Option<usize>,
+    /// Slice spacing in mm (default: the variant's).
+    #[arg(long)]
+    pub slice_spacing: Option<f64>,
+    /// Output folder of the series.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the ground truth label map (uint8, C order [slice, row, column]).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+}
+
+pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        args.kind == "chest",
+        "unknown phantom kind {:?} (known: chest)",
+        args.kind
+    );
+    anyhow::ensure!(
+        (16..=1024).contains(&args.matrix),
+        "matrix must be 16..=1024"
+    );
+    let mut spec = Spec::new(args.variant, args.seed, args.matrix);
+    if let Some(s) = args.slice_spacing {
+        anyhow::ensure!(s > 0.05, "slice spacing must be > 0.05 mm");
+        spec.slice_spacing = s;
+    }
+    if let Some(n) = args.slices {
+        anyhow::ensure!((2..=4096).contains(&n), "slices must be 2..=4096");
+        let centre = 0.5 * (spec.z_range[0] + spec.z_range[1]);
+        let half = 0.5 * (n as f64 - 1.0) * spec.slice_spacing;
+        spec.z_range = [centre - half, centre + half + 1e-6];
+    }
+    let ph = generate(&spec);
+    let written = write_series(&ph, &args.out).context("writing the phantom series")?;
+    if let Some(t) = &args.truth {
+        std::fs::write(t, ph.truth.as_slice().context("truth layout")?)
+            .context("writing the truth")?;
+    }
+    let s = ph.hu.shape();
+    Ok(serde_json::json!({
+        "variant": args.variant.name(),
+        "seed": args.seed,
+        "shape": [s[0], s[1], s[2]],
+        "pixel_spacing": ph.geometry.pixel_spacing,
+        "slice_spacing": ph.geometry.slice_spacing,
+        "series_uid": written.series_instance_uid,
+        "out": args.out.display().to_string(),
+    }))
+}

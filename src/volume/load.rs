@@ -1,0 +1,357 @@
+//! Reading a series folder: headers first (in parallel, up to the pixel data), then the stack is chosen,
+//! then each chosen slice is decoded straight into its plane of the volume (in parallel), so the peak
+//! memory is the volume plus one decoded slice per thread.
+
+use super::stack::{build_stack, SliceHeader};
+use super::{Dropped, FieldMask, SeriesInfo, SliceRef, Volume, VolumeError, AIR_HU};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use ndarray::{Array3, Axis};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Below this many HU a value cannot be a real tissue or air measurement (air is −1000): it is the
+/// scanner's out-of-field fill (−2000, −2048, −3024 …).
+const OUT_OF_FIELD_BELOW_HU: f64 = -1100.0;
+
+/// Options of [`load_series`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Fewer usable slices than this: refused.
+    pub min_slices: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { min_slices: 10 }
+    }
+}
+
+/// Load the series stored under `dir` (files in any sub-folder; non-DICOM files are dropped with a reason).
+pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError> {
+    let files = list_files(dir)?;
+    let read: Vec<Result<(SliceHeader, HeaderExtras), Dropped>> =
+        files.par_iter().map(|p| read_header(p)).collect();
+    let mut headers = Vec::with_capacity(read.len());
+    let mut extras = Vec::with_capacity(read.len());
+    let mut dropped = Vec::new();
+    for r in read {
+        match r {
+            Ok((h, e)) => {
+                headers.push(h);
+                extras.push(e);
+            }
+            Err(d) => dropped.push(d),
+        }
+    }
+    if headers.is_empty() {
+        return Err(VolumeError::NoSlices {
+            dir: dir.to_path_buf(),
+            dropped: dropped.len(),
+            example: dropped
+                .first()
+                .map(|d| d.reason.clone())
+                .unwrap_or_else(|| "folder is empty".into()),
+        });
+    }
+    let stack = build_stack(&headers, opts.min_slices)?;
+    dropped.extend(stack.dropped);
+    for d in &dropped {
+        tracing::warn!(file = %d.path.display(), reason = %d.reason, "slice left out of the volume");
+    }
+
+    let shape = [stack.order.len(), stack.rows, stack.columns];
+    let mut hu = Array3::<i16>::zeros(shape);
+    let mut field = FieldMask::new(shape);
+    let results: Vec<Result<bool, VolumeError>> = hu
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(field.slices_mut().collect::<Vec<_>>())
+        .zip(stack.order.par_iter())
+        .map(|((mut plane, bits), &n)| {
+            let px = decode_slice(&headers[n].path, &extras[n], stack.rows, stack.columns)?;
+            let mut any = false;
+            for (p, (dst, v)) in plane.iter_mut().zip(px).enumerate() {
+                match v {
+                    Some(h) => *dst = h,
+                    None => {
+                        *dst = AIR_HU;
+                        bits[p / 64] |= 1 << (p % 64);
+                        any = true;
+                    }
+                }
+            }
+            Ok(any)
+        })
+        .collect();
+    let mut any_out = false;
+    for r in results {
+        any_out |= r?;
+    }
+
+    let first = &extras[stack.order[0]];
+    let slices = stack
+        .order
+        .iter()
+        .map(|&n| SliceRef {
+            path: headers[n].path.clone(),
+            sop_class_uid: extras[n].sop_class_uid.clone(),
+            sop_instance_uid: extras[n].sop_instance_uid.clone(),
+            position: {
+                let p = headers[n].ipp.as_deref().unwrap_or(&[0.0, 0.0, 0.0]);
+                [p[0], p[1], p[2]]
+            },
+        })
+        .collect();
+    tracing::debug!(
+        slices = shape[0],
+        rows = shape[1],
+        columns = shape[2],
+        dropped = dropped.len(),
+        "volume loaded"
+    );
+    Ok(Volume {
+        hu,
+        geometry: stack.geometry,
+        slices,
+        series: first.series.clone(),
+        out_of_field: any_out.then_some(field),
+        dropped,
+    })
+}
+
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|source| VolumeError::Io {
+            path: d.clone(),
+            source,
+        })?;
+        for e in rd {
+            let e = e.map_err(|source| VolumeError::Io {
+                path: d.clone(),
+                source,
+            })?;
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.eq_ignore_ascii_case("DICOMDIR") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What the decoder needs from the header, beyond the stack geometry.
+#[derive(Debug, Clone)]
+struct HeaderExtras {
+    sop_class_uid: String,
+    sop_instance_uid: String,
+    slope: f64,
+    intercept: f64,
+    padding: Option<(i32, i32)>,
+    series: SeriesInfo,
+}
+
+fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn floats(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_float64().ok())
+}
+
+fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i32> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<i32>().ok())
+}
+
+fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| Dropped {
+            path: path.to_path_buf(),
+            reason: format!("not a readable DICOM file: {e}"),
+        })?;
+    let image_type = obj
+        .element_opt(tags::IMAGE_TYPE)
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            e.to_multi_str()
+                .ok()
+                .map(|v| v.iter().map(|s| s.trim().to_string()).collect())
+        })
+        .unwrap_or_default();
+    let header = SliceHeader {
+        path: path.to_path_buf(),
+        series_instance_uid: text(&obj, tags::SERIES_INSTANCE_UID),
+        image_type,
+        iop: floats(&obj, tags::IMAGE_ORIENTATION_PATIENT),
+        ipp: floats(&obj, tags::IMAGE_POSITION_PATIENT),
+        pixel_spacing: floats(&obj, tags::PIXEL_SPACING),
+        rows: int(&obj, tags::ROWS).unwrap_or(0).max(0) as u32,
+        columns: int(&obj, tags::COLUMNS).unwrap_or(0).max(0) as u32,
+        frames: int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
+    };
+    let padding = int(&obj, tags::PIXEL_PADDING_VALUE).map(|v| {
+        let limit = int(&obj, tags::PIXEL_PADDING_RANGE_LIMIT).unwrap_or(v);
+        (v.min(limit), v.max(limit))
+    });
+    // SOP Class / Instance UID from the data set, else from the file meta (some anonymisers blank one)
+    let or_meta = |v: String, meta: &str| {
+        if v.is_empty() {
+            meta.trim_end_matches('\0').trim().to_string()
+        } else {
+            v
+        }
+    };
+    let extras = HeaderExtras {
+        sop_class_uid: or_meta(
+            text(&obj, tags::SOP_CLASS_UID),
+            obj.meta().media_storage_sop_class_uid(),
+        ),
+        sop_instance_uid: or_meta(
+            text(&obj, tags::SOP_INSTANCE_UID),
+            obj.meta().media_storage_sop_instance_uid(),
+        ),
+        slope: floats(&obj, tags::RESCALE_SLOPE)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(1.0),
+        intercept: floats(&obj, tags::RESCALE_INTERCEPT)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0.0),
+        padding,
+        series: SeriesInfo {
+            study_instance_uid: text(&obj, tags::STUDY_INSTANCE_UID),
+            series_instance_uid: header.series_instance_uid.clone(),
+            frame_of_reference_uid: text(&obj, tags::FRAME_OF_REFERENCE_UID),
+            modality: text(&obj, tags::MODALITY),
+            series_description: text(&obj, tags::SERIES_DESCRIPTION),
+            series_number: text(&obj, tags::SERIES_NUMBER),
+            patient_name: text(&obj, tags::PATIENT_NAME),
+            patient_id: text(&obj, tags::PATIENT_ID),
+            patient_birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
+            patient_sex: text(&obj, tags::PATIENT_SEX),
+            study_date: text(&obj, tags::STUDY_DATE),
+            study_time: text(&obj, tags::STUDY_TIME),
+            study_id: text(&obj, tags::STUDY_ID),
+            accession_number: text(&obj, tags::ACCESSION_NUMBER),
+            referring_physician_name: text(&obj, tags::REFERRING_PHYSICIAN_NAME),
+            body_part_examined: text(&obj, tags::BODY_PART_EXAMINED),
+            slice_thickness: floats(&obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
+        },
+    };
+    Ok((header, extras))
+}
+
+/// Decode one slice to HU; `None` marks out-of-field / padding pixels.
+fn decode_slice(
+    path: &Path,
+    ex: &HeaderExtras,
+    rows: usize,
+    columns: usize,
+) -> Result<Vec<Option<i16>>, VolumeError> {
+    let dec = |reason: String| VolumeError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let obj = dicom_object::open_file(path).map_err(|e| dec(e.to_string()))?;
+    let px = obj.decode_pixel_data().map_err(|e| dec(e.to_string()))?;
+    let unsupported = |reason: String| VolumeError::UnsupportedPixels {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if px.samples_per_pixel() != 1 {
+        return Err(unsupported(format!(
+            "{} samples per pixel (CT must be grey)",
+            px.samples_per_pixel()
+        )));
+    }
+    if px.rows() as usize != rows || px.columns() as usize != columns {
+        return Err(unsupported(
+            "decoded size differs from Rows / Columns".into(),
+        ));
+    }
+    let n = rows * columns;
+    let signed = matches!(
+        px.pixel_representation(),
+        dicom_pixeldata::PixelRepresentation::Signed
+    );
+    let bits_stored = px.bits_stored().clamp(1, 16) as u32;
+    let data = px.data();
+    let raw: Vec<i32> = match px.bits_allocated() {
+        16 => {
+            if data.len() < 2 * n {
+                return Err(dec(format!(
+                    "{} bytes of pixel data for {n} pixels",
+                    data.len()
+                )));
+            }
+            data.chunks_exact(2)
+                .take(n)
+                .map(|b| {
+                    let v = u16::from_le_bytes([b[0], b[1]]);
+                    if signed {
+                        let sh = 16 - bits_stored;
+                        (((v << sh) as i16) >> sh) as i32
+                    } else {
+                        (v & (((1u32 << bits_stored) - 1) as u16)) as i32
+                    }
+                })
+                .collect()
+        }
+        8 => {
+            if data.len() < n {
+                return Err(dec(format!(
+                    "{} bytes of pixel data for {n} pixels",
+                    data.len()
+                )));
+            }
+            data[..n]
+                .iter()
+                .map(|&b| if signed { b as i8 as i32 } else { b as i32 })
+                .collect()
+        }
+        b => return Err(unsupported(format!("{b} bits allocated"))),
+    };
+    Ok(raw
+        .into_iter()
+        .map(|v| {
+            if let Some((lo, hi)) = ex.padding {
+                if v >= lo && v <= hi {
+                    return None;
+                }
+            }
+            let h = v as f64 * ex.slope + ex.intercept;
+            if h < OUT_OF_FIELD_BELOW_HU {
+                None
+            } else {
+                Some(h.round().clamp(AIR_HU as f64, i16::MAX as f64) as i16)
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,87 @@
+//! Volume loading on the shared real CT data: geometry, HU, JPEG 2000 decoding, refusals.
+
+mod support;
+
+use segnode::volume::{load_series, LoadOptions, VolumeError};
+
+#[test]
+fn chest_crop_loads_sorted_along_the_normal_in_hu() {
+    let v = load_series(
+        &support::shared_data("chest-ct-crop"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(v.shape(), [112, 102, 122]);
+    assert!(v.dropped.is_empty(), "{:?}", v.dropped);
+    // sorted by position along the normal, spacing 1.5 mm
+    let n = v.geometry.normal;
+    let d: Vec<f64> = v
+        .slices
+        .iter()
+        .map(|s| s.position[0] * n[0] + s.position[1] * n[1] + s.position[2] * n[2])
+        .collect();
+    assert!(
+        d.windows(2).all(|w| (w[1] - w[0] - 1.5).abs() < 1e-3),
+        "{d:?}"
+    );
+    assert!((v.geometry.slice_spacing - 1.5).abs() < 1e-6);
+    // HU: air in the lungs and soft tissue / contrast both present
+    let min = *v.hu.iter().min().unwrap();
+    let max = *v.hu.iter().max().unwrap();
+    assert!(min <= -900 && max >= 200, "HU range {min}..{max}");
+    // the affine reproduces every slice's ImagePositionPatient
+    for (k, s) in v.slices.iter().enumerate() {
+        let p = v.geometry.index_to_patient(k as f64, 0.0, 0.0);
+        for a in 0..3 {
+            assert!(
+                (p[a] - s.position[a]).abs() < 1e-3,
+                "slice {k}: {p:?} vs {:?}",
+                s.position
+            );
+        }
+    }
+    assert!(
+        !v.series.series_instance_uid.is_empty() && !v.series.frame_of_reference_uid.is_empty()
+    );
+}
+
+#[test]
+fn jpeg2000_pelvis_decodes_to_plausible_hu() {
+    let v = load_series(
+        &support::shared_data("ct-jpeg2000"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(v.shape(), [20, 512, 512]);
+    // a pelvis: mostly air outside, soft tissue around 0..100 HU, bone above 300
+    let soft = v.hu.iter().filter(|&&h| (0..=100).contains(&h)).count();
+    let bone = v.hu.iter().filter(|&&h| h > 300).count();
+    let air = v.hu.iter().filter(|&&h| h < -900).count();
+    let total = v.hu.len();
+    assert!(
+        soft > total / 20 && bone > total / 200 && air > total / 10,
+        "soft {soft} bone {bone} air {air}"
+    );
+}
+
+#[test]
+fn too_few_slices_is_refused_with_a_reason() {
+    let err = load_series(
+        &support::shared_data("ct-jpeg2000"),
+        &LoadOptions { min_slices: 50 },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VolumeError::TooFewSlices { found: 20, min: 50 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at least 50"));
+}
+
+#[test]
+fn a_folder_without_dicom_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("readme.txt"), "not dicom").unwrap();
+    let err = load_series(dir.path(), &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, VolumeError::NoSlices { .. }), "{err}");
+}
