@@ -35,6 +35,123 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub completion: CompletionSettings,
     pub log: LogSettings,
+    pub workers: WorkerSettings,
+    pub dispatch: DispatchSettings,
+    pub results: ResultSettings,
+    #[serde(default)]
+    pub pipelines: PipelineSettings,
+    /// Routing rules, in order (see `crate::routing`).
+    #[serde(default)]
+    pub rules: Vec<RuleSettings>,
+    /// Where results are sent.
+    #[serde(default)]
+    pub destinations: Vec<DestinationSettings>,
+}
+
+/// In-process workers: which pipelines run, how many at once, leases and retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Run pipelines in this process (`segnode serve`); false for a receiver-only node.
+    pub enabled: bool,
+    /// Jobs of one pipeline running at once in this process; pipelines not listed get 1.
+    #[serde(default)]
+    pub concurrency: std::collections::HashMap<String, usize>,
+    /// A claimed job is taken again by another worker when its lease is not renewed for this long.
+    pub lease_s: f64,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: i64,
+    /// First retry delay; doubles per attempt (with jitter), capped at `retry_max_s`.
+    pub retry_base_s: f64,
+    pub retry_max_s: f64,
+    /// How often idle workers look for jobs created by other processes, in milliseconds.
+    pub poll_ms: u64,
+}
+
+/// Delivery of results (C-STORE SCU).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSettings {
+    pub max_attempts: i64,
+    pub retry_base_s: f64,
+    pub retry_max_s: f64,
+    pub connect_timeout_s: f64,
+    pub dimse_timeout_s: f64,
+    pub poll_ms: u64,
+    /// Where results wait for delivery (durable, like incoming data).
+    pub outbox_dir: PathBuf,
+}
+
+/// How result objects are labelled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSettings {
+    pub series_number: i32,
+    /// `{pipeline}` is replaced by the pipeline name.
+    pub series_description: String,
+}
+
+/// Pipelines defined in the configuration (built-in ones need none).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// `external:<name>` pipelines: a site's own model run as a command.
+    #[serde(default)]
+    pub external: std::collections::HashMap<String, ExternalSettings>,
+}
+
+/// A site model run as a command (the contract is in the README and `segment::external`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSettings {
+    /// Program and arguments; `{input}` and `{output}` are replaced by the exchange folders.
+    pub command: Vec<String>,
+    pub timeout_s: f64,
+}
+
+/// One routing rule: a match on series attributes → pipelines and destinations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    pub name: String,
+    pub pipelines: Vec<String>,
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchSettings,
+}
+
+/// Conditions of a rule; all given ones must hold (lists: any of; text compares case-insensitively).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSettings {
+    pub modality: Option<Vec<String>>,
+    pub body_part: Option<Vec<String>>,
+    /// Regular expression searched in SeriesDescription.
+    pub series_description: Option<String>,
+    /// Regular expression searched in ProtocolName.
+    pub protocol_name: Option<String>,
+    /// [min, max] SliceThickness in mm.
+    pub slice_thickness: Option<[f64; 2]>,
+    /// ImageOrientationPatient rounded to one decimal, e.g. [1, 0, 0, 0, 0, -1] for coronal.
+    pub orientation: Option<[f64; 6]>,
+    pub calling_ae: Option<Vec<String>>,
+    pub called_ae: Option<Vec<String>>,
+    pub min_slices: Option<i64>,
+    pub max_slices: Option<i64>,
+}
+
+/// A DICOM destination for results.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSettings {
+    pub name: String,
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+    /// Our calling AE title towards this destination (default: `dicom.ae_title`).
+    #[serde(default)]
+    pub calling_ae: Option<String>,
 }
 
 /// The DICOM listener: identity, access control, limits and timeouts.
@@ -119,6 +236,24 @@ poll_ms = 200
 [log]
 format = "text"
 level = "info"
+[workers]
+enabled = true
+lease_s = 30.0
+max_attempts = 3
+retry_base_s = 5.0
+retry_max_s = 600.0
+poll_ms = 1000
+[dispatch]
+max_attempts = 20
+retry_base_s = 2.0
+retry_max_s = 300.0
+connect_timeout_s = 10.0
+dimse_timeout_s = 60.0
+poll_ms = 1000
+outbox_dir = "data/outbox"
+[results]
+series_number = 9001
+series_description = "segnode {pipeline} segmentation"
 "#;
 
 impl Settings {
@@ -154,6 +289,17 @@ impl Settings {
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Defaults plus a TOML snippet, not validated (unit tests of modules that take settings).
+    #[doc(hidden)]
+    pub fn load_from_str_for_tests(toml: &str) -> Settings {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("test settings")
     }
 
     /// Check every value that deserialised but cannot work.
@@ -216,6 +362,56 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
+        let w = &self.workers;
+        positive_secs("workers.lease_s", w.lease_s)?;
+        positive_secs("workers.retry_base_s", w.retry_base_s)?;
+        positive_secs("workers.retry_max_s", w.retry_max_s)?;
+        if w.max_attempts < 1 {
+            return Err(invalid("workers.max_attempts", "must be at least 1"));
+        }
+        if w.concurrency.values().any(|c| *c == 0 || *c > 64) {
+            return Err(invalid("workers.concurrency", "each value must be 1…64"));
+        }
+        let d = &self.dispatch;
+        positive_secs("dispatch.retry_base_s", d.retry_base_s)?;
+        positive_secs("dispatch.retry_max_s", d.retry_max_s)?;
+        positive_secs("dispatch.connect_timeout_s", d.connect_timeout_s)?;
+        positive_secs("dispatch.dimse_timeout_s", d.dimse_timeout_s)?;
+        if d.max_attempts < 1 {
+            return Err(invalid("dispatch.max_attempts", "must be at least 1"));
+        }
+        for (name, e) in &self.pipelines.external {
+            if e.command.is_empty() || e.command[0].trim().is_empty() {
+                return Err(invalid(
+                    "pipelines.external.command",
+                    format!("external:{name} has no command"),
+                ));
+            }
+            positive_secs("pipelines.external.timeout_s", e.timeout_s)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for dest in &self.destinations {
+            if !names.insert(dest.name.as_str()) {
+                return Err(invalid(
+                    "destinations.name",
+                    format!("`{}` is defined twice", dest.name),
+                ));
+            }
+            validate_ae_title("destinations.ae_title", &dest.ae_title)?;
+            if let Some(c) = &dest.calling_ae {
+                validate_ae_title("destinations.calling_ae", c)?;
+            }
+            if dest.port == 0 || dest.host.trim().is_empty() {
+                return Err(invalid(
+                    "destinations.port",
+                    format!("`{}` needs a host and a port", dest.name),
+                ));
+            }
+        }
+        crate::routing::Router::from_settings(self).map_err(|e| ConfigError::Invalid {
+            key: "rules",
+            problem: e.to_string(),
+        })?;
         Ok(())
     }
 }

@@ -7,14 +7,18 @@
 //! → `segment` (pipelines) → `result` (DICOM SEG).
 
 pub mod config;
+pub mod dispatch;
 pub mod net;
 pub mod node;
 pub mod phantom;
+pub mod queue;
 pub mod result;
+pub mod routing;
 pub mod segment;
 pub mod series;
 pub mod store;
 pub mod volume;
+pub mod worker;
 
 /// Our Implementation Class UID (file meta and association negotiation).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.14345763612760638638775095632467294471";

@@ -29,6 +29,31 @@ enum Command {
     /// Inspect the series in the index.
     #[command(subcommand)]
     Series(SeriesCommand),
+    /// Run only the pipelines (another machine or process, same database and storage).
+    Worker,
+    /// Inspect and manage the job queue.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Inspect and manage result deliveries.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Check the routing rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// C-ECHO a remote AE: `segnode echo AET@host:port`.
+    Echo {
+        peer: String,
+        /// Our calling AE title (default: dicom.ae_title).
+        #[arg(long)]
+        aet: Option<String>,
+    },
+    /// C-STORE a file or every file of a folder: `segnode send DIR AET@host:port`.
+    Send {
+        input: PathBuf,
+        peer: String,
+        #[arg(long)]
+        aet: Option<String>,
+    },
     /// Segment a series folder and write a DICOM SEG; prints one JSON line.
     Segment(segnode::segment::cli::SegmentArgs),
     /// Write a synthetic series with ground truth (tests, benchmarks).
@@ -47,6 +72,39 @@ enum SeriesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Jobs, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only the jobs of this series.
+        #[arg(long)]
+        series: Option<String>,
+    },
+    /// One job with its result or error.
+    Show { id: String },
+    /// Queue a FAILED or DEAD job again now.
+    Retry { id: String },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Deliveries, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a DEAD (or already SENT) delivery again.
+    Resend { id: String },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Show which rules the series in a file or folder would hit.
+    Test { path: PathBuf },
 }
 
 #[derive(Args)]
@@ -78,7 +136,10 @@ fn offline(result: anyhow::Result<serde_json::Value>) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            println!("{}", serde_json::json!({ "status": "error", "error": format!("{e:#}") }));
+            println!(
+                "{}",
+                serde_json::json!({ "status": "error", "error": format!("{e:#}") })
+            );
             Err(e)
         }
     }
@@ -89,7 +150,8 @@ fn main() -> anyhow::Result<()> {
     if let Command::Segment(_) | Command::Phantom(_) = &cli.command {
         tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("SEGNODE_LOG").unwrap_or_else(|_| "warn".into()),
+                tracing_subscriber::EnvFilter::try_from_env("SEGNODE_LOG")
+                    .unwrap_or_else(|_| "warn".into()),
             )
             .with_writer(std::io::stderr)
             .init();
@@ -110,6 +172,17 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(segnode::node::serve(settings))?;
         }
         Command::Series(cmd) => runtime.block_on(series_command(settings, cmd))?,
+        Command::Worker => {
+            init_logging(&settings);
+            runtime.block_on(segnode::node::work(settings))?;
+        }
+        Command::Jobs(cmd) => runtime.block_on(jobs_command(settings, cmd))?,
+        Command::Outbox(cmd) => runtime.block_on(outbox_command(settings, cmd))?,
+        Command::Rules(RulesCommand::Test { path }) => rules_test(&settings, &path)?,
+        Command::Echo { peer, aet } => runtime.block_on(echo_command(&settings, &peer, aet))?,
+        Command::Send { input, peer, aet } => {
+            runtime.block_on(send_command(&settings, &input, &peer, aet))?
+        }
         Command::Segment(_) | Command::Phantom(_) => {}
     }
     Ok(())
@@ -204,5 +277,253 @@ async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Resul
         }
     }
     index.close().await;
+    Ok(())
+}
+
+async fn open_index(settings: &Settings) -> anyhow::Result<Index> {
+    Index::open(&settings.database.url)
+        .await
+        .with_context(|| format!("opening the index {}", settings.database.url))
+}
+
+async fn jobs_command(settings: Settings, cmd: JobsCommand) -> anyhow::Result<()> {
+    let index = open_index(&settings).await?;
+    let queue = segnode::queue::Queue::new(index.clone());
+    match cmd {
+        JobsCommand::List { json, series } => {
+            let jobs = queue.list(series.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                println!(
+                    "{:<24}  {:<16} {:<8} {:>3}  {:<20}  {:<64}  ERROR",
+                    "JOB", "PIPELINE", "STATE", "TRY", "CREATED", "SERIES"
+                );
+                for j in jobs {
+                    println!(
+                        "{:<24}  {:<16} {:<8} {:>3}  {:<20}  {:<64}  {}",
+                        j.id,
+                        j.pipeline,
+                        j.state,
+                        j.attempts,
+                        fmt_ms(Some(j.created_ms)),
+                        j.series_uid,
+                        j.error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        JobsCommand::Show { id } => {
+            let job = queue
+                .get(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no job {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Retry { id } => {
+            anyhow::ensure!(
+                queue.retry(&id).await?,
+                "job {id} is not FAILED or DEAD (or does not exist)"
+            );
+            println!("job {id} queued again");
+        }
+    }
+    index.close().await;
+    Ok(())
+}
+
+async fn outbox_command(settings: Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
+    let index = open_index(&settings).await?;
+    let outbox = segnode::dispatch::Outbox::new(index.clone());
+    match cmd {
+        OutboxCommand::List { json } => {
+            let items = outbox.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!(
+                    "{:<24}  {:<12} {:<8} {:>3} {:<6}  {:<20}  ERROR",
+                    "ID", "DESTINATION", "STATE", "TRY", "STATUS", "SENT"
+                );
+                for d in items {
+                    println!(
+                        "{:<24}  {:<12} {:<8} {:>3} {:<6}  {:<20}  {}",
+                        d.id,
+                        d.destination,
+                        d.state,
+                        d.attempts,
+                        d.last_status.as_deref().unwrap_or("-"),
+                        fmt_ms(d.sent_ms),
+                        d.error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        OutboxCommand::Resend { id } => {
+            anyhow::ensure!(
+                outbox.resend(&id).await?,
+                "delivery {id} is not DEAD or SENT (or does not exist)"
+            );
+            println!(
+                "delivery {id} queued again (a running node picks it up within its poll interval)"
+            );
+        }
+    }
+    index.close().await;
+    Ok(())
+}
+
+/// `segnode rules test`: group the files by series and show the rules each series hits.
+fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
+    use segnode::routing::{Router, SeriesFacts};
+    use segnode::store::header::read_header;
+    let router = Router::from_settings(settings)?;
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v = Vec::new();
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d)?.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    v.push(p)
+                }
+            }
+        }
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut series: std::collections::BTreeMap<String, (SeriesFacts, Option<i64>)> =
+        Default::default();
+    for f in files {
+        let Ok(h) = read_header(&f) else { continue };
+        let entry = series.entry(h.series_uid.clone()).or_insert_with(|| {
+            (
+                SeriesFacts {
+                    modality: h.modality.clone(),
+                    body_part: h.body_part.clone(),
+                    series_description: h.series_description.clone(),
+                    protocol_name: h.protocol_name.clone(),
+                    slice_thickness: h.slice_thickness,
+                    orientation: h.iop,
+                    ..Default::default()
+                },
+                h.instance_number,
+            )
+        });
+        entry.0.slices += 1;
+        if h.instance_number < entry.1 && h.instance_number.is_some() {
+            entry.0.slice_thickness = h.slice_thickness;
+            entry.0.orientation = h.iop;
+            entry.1 = h.instance_number;
+        }
+    }
+    anyhow::ensure!(!series.is_empty(), "no DICOM file under {}", path.display());
+    for (uid, (facts, _)) in &series {
+        println!(
+            "series {uid}: {} instances, modality {}, body part {}, description {:?}",
+            facts.slices,
+            facts.modality.as_deref().unwrap_or("-"),
+            facts.body_part.as_deref().unwrap_or("-"),
+            facts.series_description.as_deref().unwrap_or("")
+        );
+        let hits = router.matching(facts);
+        if hits.is_empty() {
+            println!("  no rule matches: it would be stored and reported, not processed");
+        }
+        for r in hits {
+            println!(
+                "  rule {} → pipelines {} → destinations {}",
+                r.name,
+                r.pipelines.join(", "),
+                if r.destinations.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    r.destinations.join(", ")
+                }
+            );
+        }
+    }
+    println!("(calling / called AE conditions are not evaluated here: files carry no association)");
+    Ok(())
+}
+
+fn scu_options(settings: &Settings) -> segnode::net::scu::ScuOptions {
+    segnode::net::scu::ScuOptions {
+        connect_timeout: segnode::config::secs(settings.dispatch.connect_timeout_s),
+        dimse_timeout: segnode::config::secs(settings.dispatch.dimse_timeout_s),
+        max_pdu: settings.dicom.max_pdu,
+    }
+}
+
+async fn echo_command(settings: &Settings, peer: &str, aet: Option<String>) -> anyhow::Result<()> {
+    let peer =
+        segnode::net::scu::Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
+    let t = std::time::Instant::now();
+    let status = segnode::net::scu::echo(&peer, &scu_options(settings)).await?;
+    println!(
+        "C-ECHO {}@{}:{} status {status:04X} in {} ms",
+        peer.ae_title,
+        peer.host,
+        peer.port,
+        t.elapsed().as_millis()
+    );
+    anyhow::ensure!(status == 0, "echo failed with status {status:04X}");
+    Ok(())
+}
+
+async fn send_command(
+    settings: &Settings,
+    input: &std::path::Path,
+    peer: &str,
+    aet: Option<String>,
+) -> anyhow::Result<()> {
+    use segnode::net::scu::{store, Outgoing, Peer};
+    let peer = Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
+    let mut files = Vec::new();
+    if input.is_dir() {
+        for e in std::fs::read_dir(input)?.flatten() {
+            if e.path().is_file() {
+                files.push(e.path());
+            }
+        }
+        files.sort();
+    } else {
+        files.push(input.to_path_buf());
+    }
+    let mut items = Vec::new();
+    for f in &files {
+        match Outgoing::from_file(f) {
+            Ok(o) => items.push(o),
+            Err(e) => eprintln!("skipped: {e}"),
+        }
+    }
+    anyhow::ensure!(!items.is_empty(), "nothing to send in {}", input.display());
+    let t = std::time::Instant::now();
+    let results = store(&peer, &scu_options(settings), &items).await?;
+    let mut failed = 0;
+    for (it, r) in items.iter().zip(&results) {
+        match r {
+            Ok(st) if !segnode::net::dimse::is_failure(*st) => {}
+            Ok(st) => {
+                failed += 1;
+                eprintln!("{}: status {st:04X}", it.path.display());
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{}: {e}", it.path.display());
+            }
+        }
+    }
+    println!(
+        "sent {} of {} files to {} in {} ms",
+        items.len() - failed,
+        items.len(),
+        peer.ae_title,
+        t.elapsed().as_millis()
+    );
+    anyhow::ensure!(failed == 0, "{failed} file(s) not stored");
     Ok(())
 }

@@ -8,11 +8,15 @@ use tokio::sync::{watch, Notify};
 use tracing::info;
 
 use crate::config::Settings;
+use crate::dispatch::Dispatcher;
 use crate::net::access::AccessPolicy;
+use crate::queue::Queue;
+use crate::routing::{route_completed, Router};
 use crate::series::tracker::Tracker;
 use crate::store::files::{InstanceStore, StoreError};
 use crate::store::index::{Index, IndexError};
 use crate::store::ingest::{Ingest, IngestError};
+use crate::worker::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -31,7 +35,7 @@ pub enum NodeError {
 
 /// Shared state of a node.
 pub struct Node {
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
     pub store: Arc<InstanceStore>,
     pub index: Index,
     pub ingest: Ingest,
@@ -62,7 +66,7 @@ impl Node {
         ingest.reconcile().await?;
         Ok(Node {
             policy: Arc::new(AccessPolicy::from_settings(&settings.dicom)),
-            settings,
+            settings: Arc::new(settings),
             store,
             index,
             ingest,
@@ -82,12 +86,41 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             source,
         })?;
     let (tx, rx) = watch::channel(false);
+    let completed = Arc::new(Notify::new());
     let tracker = Tracker::new(
         node.index.clone(),
         node.settings.completion.clone(),
         node.tracker_wake.clone(),
+        completed.clone(),
     );
-    let tracker_task = tokio::spawn(tracker.run(rx.clone()));
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(tracker.run(rx.clone()));
+    let jobs_wake = Arc::new(Notify::new());
+    let dispatch_wake = Arc::new(Notify::new());
+    background.spawn(routing_loop(
+        node.clone(),
+        completed,
+        jobs_wake.clone(),
+        rx.clone(),
+    ));
+    if node.settings.workers.enabled {
+        let workers = Arc::new(Workers {
+            index: node.index.clone(),
+            settings: node.settings.clone(),
+            store_root: node.store.root().to_path_buf(),
+            wake: jobs_wake.clone(),
+            dispatch_wake: dispatch_wake.clone(),
+        });
+        background.spawn(workers.run(rx.clone()));
+    }
+    background.spawn(
+        Dispatcher {
+            index: node.index.clone(),
+            settings: node.settings.clone(),
+            wake: dispatch_wake,
+        }
+        .run(rx.clone()),
+    );
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutdown requested: no new associations; finishing those in flight");
@@ -100,9 +133,65 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         "segnode listening"
     );
     crate::net::listener::run(node.clone(), listener, rx).await;
-    let _ = tracker_task.await;
+    // background tasks stop at the shutdown signal; a running pipeline is left to its lease
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while background.join_next().await.is_some() {}
+    })
+    .await;
     node.index.close().await;
     info!("segnode stopped");
+    Ok(())
+}
+
+/// Route completed series into jobs, woken by the tracker (and polling as a fallback).
+async fn routing_loop(
+    node: Arc<Node>,
+    completed: Arc<Notify>,
+    jobs_wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let router = match Router::from_settings(&node.settings) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "routing rules invalid");
+            return;
+        }
+    };
+    let queue = Queue::new(node.index.clone());
+    let poll = std::time::Duration::from_millis(node.settings.completion.poll_ms * 5);
+    loop {
+        match route_completed(&node.index, &router, &queue).await {
+            Ok(n) if n > 0 => jobs_wake.notify_waiters(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "routing failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = completed.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Run only the pipelines (a `segnode worker` process): same database and storage as the receivers.
+pub async fn work(settings: Settings) -> Result<(), NodeError> {
+    let settings = Arc::new(settings);
+    let index = Index::open(&settings.database.url).await?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    let workers = Arc::new(Workers {
+        index: index.clone(),
+        settings: settings.clone(),
+        store_root: settings.storage.dir.clone(),
+        wake: Arc::new(Notify::new()),
+        dispatch_wake: Arc::new(Notify::new()),
+    });
+    info!(pipelines = ?crate::worker::configured_pipelines(&settings), "segnode worker running");
+    workers.run(rx).await;
+    index.close().await;
     Ok(())
 }
 

@@ -5,4 +5,5 @@ pub mod access;
 pub mod association;
 pub mod dimse;
 pub mod listener;
+pub mod scu;
 pub mod sop;

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod codes;
+pub mod external;
 pub mod lung;
 pub mod morph;
 
@@ -31,6 +32,8 @@ pub enum SegmentError {
     VolumeTooSmall(String),
     #[error("unknown pipeline {0:?} (known: lung)")]
     UnknownPipeline(String),
+    #[error("external model: {0}")]
+    External(String),
 }
 
 /// The pipeline registered under `name`.

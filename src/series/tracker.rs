@@ -27,15 +27,23 @@ pub struct Tracker {
     wake: Arc<Notify>,
     /// Last "waiting" reason logged per (series, revision), to log each once.
     waiting: HashMap<(String, i64), String>,
+    /// Notified when a series completes (routing picks it up at once).
+    completed: Arc<Notify>,
 }
 
 impl Tracker {
-    pub fn new(index: Index, settings: CompletionSettings, wake: Arc<Notify>) -> Tracker {
+    pub fn new(
+        index: Index,
+        settings: CompletionSettings,
+        wake: Arc<Notify>,
+        completed: Arc<Notify>,
+    ) -> Tracker {
         Tracker {
             index,
             settings,
             wake,
             waiting: HashMap::new(),
+            completed,
         }
     }
 
@@ -78,6 +86,7 @@ impl Tracker {
                         reason = %reason,
                         "series complete"
                     );
+                    self.completed.notify_one();
                 }
             }
         }

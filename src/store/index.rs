@@ -47,7 +47,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// Versioned schema; `{ID}` is the auto-increment key of the backend.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE series (
     series_uid TEXT PRIMARY KEY,
     study_uid TEXT NOT NULL,
@@ -120,7 +121,49 @@ CREATE TABLE series_events (
     detail TEXT
 );
 CREATE INDEX series_events_series ON series_events (series_uid);
-"#];
+"#,
+    r#"
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    pipeline TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    destinations TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    not_before_ms BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until_ms BIGINT,
+    created_ms BIGINT NOT NULL,
+    started_ms BIGINT,
+    finished_ms BIGINT,
+    error TEXT,
+    result TEXT,
+    UNIQUE (series_uid, revision, pipeline)
+);
+CREATE INDEX jobs_state ON jobs (state, not_before_ms);
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    destination TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    not_before_ms BIGINT NOT NULL,
+    last_status TEXT,
+    error TEXT,
+    created_ms BIGINT NOT NULL,
+    sent_ms BIGINT
+);
+CREATE INDEX outbox_state ON outbox (state, destination);
+ALTER TABLE series ADD COLUMN routed_revision BIGINT;
+"#,
+];
 
 /// Handle to the index database.
 #[derive(Clone)]
@@ -292,6 +335,70 @@ impl Index {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The connection pool, for the other rooms that keep their tables in the index database (jobs,
+    /// outbox).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Facts of a series for routing: series attributes plus the first instance's geometry.
+    pub async fn series_facts(
+        &self,
+        series_uid: &str,
+    ) -> Result<Option<crate::routing::SeriesFacts>, IndexError> {
+        let Some(s) = sqlx::query(
+            "SELECT modality, body_part, series_description, protocol_name, calling_ae, called_ae, instance_count
+             FROM series WHERE series_uid = $1",
+        )
+        .bind(series_uid)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let first = sqlx::query(
+            "SELECT iop, slice_thickness FROM instances WHERE series_uid = $1 ORDER BY instance_number LIMIT 1",
+        )
+        .bind(series_uid)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (orientation, slice_thickness) = match first {
+            Some(r) => (
+                parse_floats::<6>(r.try_get("iop")?),
+                r.try_get::<Option<f64>, _>("slice_thickness")?,
+            ),
+            None => (None, None),
+        };
+        Ok(Some(crate::routing::SeriesFacts {
+            modality: s.try_get("modality")?,
+            body_part: s.try_get("body_part")?,
+            series_description: s.try_get("series_description")?,
+            protocol_name: s.try_get("protocol_name")?,
+            slice_thickness,
+            orientation,
+            calling_ae: s.try_get("calling_ae")?,
+            called_ae: s.try_get("called_ae")?,
+            slices: s.try_get("instance_count")?,
+        }))
+    }
+
+    /// The folder of a series in the store (relative), from one of its instances.
+    pub async fn series_dir(&self, series_uid: &str) -> Result<Option<String>, IndexError> {
+        let r = sqlx::query("SELECT path FROM instances WHERE series_uid = $1 LIMIT 1")
+            .bind(series_uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => {
+                let p: String = r.try_get("path")?;
+                std::path::Path::new(&p)
+                    .parent()
+                    .map(|d| d.to_string_lossy().into_owned())
+            }
+            None => None,
+        })
     }
 
     async fn migrate(&self) -> Result<(), IndexError> {

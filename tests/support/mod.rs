@@ -194,3 +194,4 @@ pub fn check_seg_with_highdicom(
 }
 
 pub mod node;
+pub mod orthanc;

@@ -14,6 +14,10 @@ pub struct NodeProc {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub env: Vec<(String, String)>,
+    /// The config file: the repository's plus the test's extra TOML.
+    pub config: PathBuf,
+    /// Subcommand the process runs (`serve`, or `worker` for a worker-only process).
+    pub role: String,
     child: Option<Child>,
 }
 
@@ -24,7 +28,23 @@ pub fn segnode_bin() -> PathBuf {
 impl NodeProc {
     /// Start a node with the default config plus `env` overrides (`SEGNODE_…`).
     pub fn start(env: &[(&str, &str)]) -> NodeProc {
+        NodeProc::start_with(env, "")
+    }
+
+    /// Start with `extra_toml` appended to the repository config (rules, destinations, pipelines).
+    pub fn start_with(env: &[(&str, &str)], extra_toml: &str) -> NodeProc {
+        let mut node = NodeProc::prepare(env, extra_toml);
+        node.spawn();
+        node
+    }
+
+    /// A node's directory, port and config, not started yet.
+    pub fn prepare(env: &[(&str, &str)], extra_toml: &str) -> NodeProc {
         let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("segnode.toml");
+        let base =
+            std::fs::read_to_string(repo_root().join("config/segnode.toml")).expect("repo config");
+        std::fs::write(&config, format!("{base}\n{extra_toml}\n")).expect("write config");
         let port = free_port();
         let mut all: Vec<(String, String)> = vec![
             ("SEGNODE_DICOM__PORT".into(), port.to_string()),
@@ -37,34 +57,47 @@ impl NodeProc {
                 format!("sqlite://{}/index.db", dir.path().display()),
             ),
             ("SEGNODE_STORAGE__MIN_FREE_MB".into(), "0".into()),
+            (
+                "SEGNODE_DISPATCH__OUTBOX_DIR".into(),
+                dir.path().join("outbox").display().to_string(),
+            ),
         ];
         for (k, v) in env {
             all.retain(|(key, _)| key != k);
             all.push((k.to_string(), v.to_string()));
         }
-        let mut node = NodeProc {
+        NodeProc {
             dir,
             port,
             env: all,
+            config,
+            role: "serve".into(),
             child: None,
-        };
-        node.spawn();
-        node
+        }
+    }
+
+    /// Another process (e.g. a `segnode worker`) with the same config, database and storage.
+    pub fn sibling(&self, role: &str, _name: &str) -> NodeProc {
+        NodeProc {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: self.port,
+            env: self.env.clone(),
+            config: self.config.clone(),
+            role: role.into(),
+            child: None,
+        }
     }
 
     /// (Re)start the process with the same directory and port.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::File::create(self.dir.path().join("node.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("node.log"))
+            .expect("log file");
         let child = Command::new(segnode_bin())
-            .args([
-                "--config",
-                &repo_root()
-                    .join("config/segnode.toml")
-                    .display()
-                    .to_string(),
-                "serve",
-            ])
+            .args(["--config", &self.config.display().to_string(), &self.role])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "segnode=debug")
             .current_dir(self.dir.path())
@@ -73,6 +106,9 @@ impl NodeProc {
             .spawn()
             .expect("start segnode");
         self.child = Some(child);
+        if self.role != "serve" {
+            return;
+        }
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(status) = self
@@ -131,13 +167,7 @@ impl NodeProc {
     pub fn cli(&self, args: &[&str]) -> Output {
         run_with_timeout(
             Command::new(segnode_bin())
-                .args([
-                    "--config",
-                    &repo_root()
-                        .join("config/segnode.toml")
-                        .display()
-                        .to_string(),
-                ])
+                .args(["--config", &self.config.display().to_string()])
                 .args(args)
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .current_dir(self.dir.path()),

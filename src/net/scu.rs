@@ -1,0 +1,332 @@
+//! The SCU side: C-ECHO and C-STORE to a remote AE (result delivery, `segnode echo`, `segnode send`).
+//!
+//! Files are proposed in their own transfer syntax plus Explicit and Implicit VR Little Endian. A file
+//! whose own syntax is accepted is sent byte for byte (no re-encoding, compressed data stays as is); a
+//! native file may be re-encoded to the little endian syntax the peer accepted. Data sets are sent in
+//! P-DATA fragments that respect the peer's maximum PDU; every wait has a timeout.
+
+use dicom_ul::association::client::ClientAssociationOptions;
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::Pdu;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::dimse;
+use super::sop::VERIFICATION;
+
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+
+/// A remote application entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+    /// Our calling AE title towards it.
+    pub calling_ae: String,
+}
+
+impl Peer {
+    /// Parse `AET@host:port`.
+    pub fn parse(text: &str, calling_ae: &str) -> Result<Peer, ScuError> {
+        let bad = || ScuError::Address(format!("`{text}`: expected AET@host:port"));
+        let (ae, rest) = text.split_once('@').ok_or_else(bad)?;
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if ae.is_empty() || ae.len() > 16 || host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(Peer {
+            ae_title: ae.into(),
+            host: host.into(),
+            port,
+            calling_ae: calling_ae.into(),
+        })
+    }
+}
+
+/// Timeouts and limits of outgoing associations.
+#[derive(Debug, Clone)]
+pub struct ScuOptions {
+    pub connect_timeout: Duration,
+    pub dimse_timeout: Duration,
+    pub max_pdu: u32,
+}
+
+impl Default for ScuOptions {
+    fn default() -> Self {
+        ScuOptions {
+            connect_timeout: Duration::from_secs(10),
+            dimse_timeout: Duration::from_secs(60),
+            max_pdu: 262_144,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScuError {
+    #[error("{0}")]
+    Address(String),
+    #[error("cannot associate with {0}")]
+    Associate(String),
+    #[error("{peer} accepted no presentation context for {sop_class}")]
+    NoContext { peer: String, sop_class: String },
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// One file to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub path: PathBuf,
+    pub sop_class: String,
+    pub sop_instance: String,
+    pub transfer_syntax: String,
+}
+
+impl Outgoing {
+    /// Read the identifying UIDs from a Part 10 file's meta.
+    pub fn from_file(path: &Path) -> Result<Outgoing, ScuError> {
+        let obj = dicom_object::OpenFileOptions::new()
+            .read_until(dicom_dictionary_std::tags::SOP_CLASS_UID)
+            .open_file(path)
+            .map_err(|e| ScuError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let m = obj.meta();
+        let t = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+        Ok(Outgoing {
+            path: path.to_path_buf(),
+            sop_class: t(m.media_storage_sop_class_uid()),
+            sop_instance: t(m.media_storage_sop_instance_uid()),
+            transfer_syntax: t(m.transfer_syntax()),
+        })
+    }
+}
+
+type Assoc = dicom_ul::association::client::AsyncClientAssociation<tokio::net::TcpStream>;
+
+async fn connect(
+    peer: &Peer,
+    opts: &ScuOptions,
+    contexts: &[(String, Vec<String>)],
+) -> Result<Assoc, ScuError> {
+    let mut o = ClientAssociationOptions::new()
+        .calling_ae_title(peer.calling_ae.clone())
+        .called_ae_title(peer.ae_title.clone())
+        .max_pdu_length(opts.max_pdu)
+        .connection_timeout(opts.connect_timeout)
+        .read_timeout(opts.dimse_timeout)
+        .write_timeout(opts.dimse_timeout);
+    for (abs, ts) in contexts {
+        o = o.with_presentation_context(abs.clone(), ts.clone());
+    }
+    let addr = format!("{}:{}", peer.host, peer.port);
+    match tokio::time::timeout(opts.connect_timeout * 2, o.establish_async(addr.as_str())).await {
+        Err(_) => Err(ScuError::Timeout(opts.connect_timeout * 2)),
+        Ok(Err(e)) => Err(ScuError::Associate(format!(
+            "{}@{addr}: {e}",
+            peer.ae_title
+        ))),
+        Ok(Ok(a)) => Ok(a),
+    }
+}
+
+/// Receive PDUs until a complete command set arrives; returns its bytes.
+async fn receive_command(a: &mut Assoc, limit: Duration) -> Result<Vec<u8>, ScuError> {
+    let mut cmd = Vec::new();
+    loop {
+        let pdu = match tokio::time::timeout(limit, a.receive()).await {
+            Err(_) => return Err(ScuError::Timeout(limit)),
+            Ok(Err(e)) => return Err(ScuError::Protocol(format!("receive: {e}"))),
+            Ok(Ok(p)) => p,
+        };
+        match pdu {
+            Pdu::PData { data } => {
+                for pv in data {
+                    if pv.value_type == PDataValueType::Command {
+                        cmd.extend_from_slice(&pv.data);
+                        if pv.is_last {
+                            return Ok(cmd);
+                        }
+                    }
+                }
+            }
+            Pdu::AbortRQ { .. } => {
+                return Err(ScuError::Protocol("peer aborted the association".into()))
+            }
+            other => return Err(ScuError::Protocol(format!("unexpected PDU {other:?}"))),
+        }
+    }
+}
+
+async fn send_command(a: &mut Assoc, pc: u8, bytes: Vec<u8>) -> Result<(), ScuError> {
+    a.send(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: bytes,
+        }],
+    })
+    .await
+    .map_err(|e| ScuError::Protocol(format!("send: {e}")))
+}
+
+/// C-ECHO; returns the response status.
+pub async fn echo(peer: &Peer, opts: &ScuOptions) -> Result<u16, ScuError> {
+    let mut a = connect(
+        peer,
+        opts,
+        &[(VERIFICATION.to_string(), vec![IMPLICIT_LE.to_string()])],
+    )
+    .await?;
+    let pc = accepted(&a, VERIFICATION)
+        .map(|(id, _)| id)
+        .ok_or_else(|| ScuError::NoContext {
+            peer: peer.ae_title.clone(),
+            sop_class: VERIFICATION.into(),
+        })?;
+    send_command(&mut a, pc, dimse::encode_echo_rq(1)).await?;
+    let rsp = receive_command(&mut a, opts.dimse_timeout).await?;
+    let status = dimse::response_status(&rsp).map_err(|e| ScuError::Protocol(e.to_string()))?;
+    let _ = a.release().await;
+    Ok(status)
+}
+
+fn accepted(a: &Assoc, abstract_syntax: &str) -> Option<(u8, String)> {
+    a.presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .find(|pc| pc.abstract_syntax.trim_end_matches('\0') == abstract_syntax)
+        .map(|pc| (pc.id, pc.transfer_syntax.trim_end_matches('\0').to_string()))
+}
+
+/// The data set of `item` encoded in `ts` (byte for byte when `ts` is the file's own syntax).
+fn dataset_in(item: &Outgoing, ts: &str) -> Result<Vec<u8>, ScuError> {
+    let err = |reason: String| ScuError::File {
+        path: item.path.display().to_string(),
+        reason,
+    };
+    if ts == item.transfer_syntax {
+        let bytes = std::fs::read(&item.path).map_err(|e| err(e.to_string()))?;
+        if bytes.len() < 144 || &bytes[128..132] != b"DICM" {
+            return Err(err("not a DICOM Part 10 file".into()));
+        }
+        let group_len =
+            u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]) as usize;
+        return bytes
+            .get(144 + group_len..)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| err("truncated file meta".into()));
+    }
+    let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    let target = registry
+        .get(ts)
+        .ok_or_else(|| err(format!("unknown transfer syntax {ts}")))?;
+    let obj = dicom_object::open_file(&item.path).map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, target)
+        .map_err(|e| err(format!("re-encoding to {ts}: {e}")))?;
+    Ok(out)
+}
+
+/// C-STORE `items` over one association. The outer error is an association-level failure (nothing was
+/// sent past that point); the inner results are per item: the response status or why it was not sent.
+pub async fn store(
+    peer: &Peer,
+    opts: &ScuOptions,
+    items: &[Outgoing],
+) -> Result<Vec<Result<u16, ScuError>>, ScuError> {
+    let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
+    for it in items {
+        let mut ts = vec![it.transfer_syntax.clone()];
+        for t in [EXPLICIT_LE, IMPLICIT_LE] {
+            if !ts.iter().any(|x| x == t) {
+                ts.push(t.to_string());
+            }
+        }
+        if !contexts.iter().any(|(a, t)| *a == it.sop_class && *t == ts) && contexts.len() < 128 {
+            contexts.push((it.sop_class.clone(), ts));
+        }
+    }
+    let mut a = connect(peer, opts, &contexts).await?;
+    let max = match a.acceptor_max_pdu_length() {
+        0 => 1 << 20,
+        n => n as usize,
+    };
+    let chunk = max.saturating_sub(6).max(1024);
+    let mut results = Vec::with_capacity(items.len());
+    for (n, it) in items.iter().enumerate() {
+        let Some((pc, ts)) = accepted(&a, &it.sop_class) else {
+            results.push(Err(ScuError::NoContext {
+                peer: peer.ae_title.clone(),
+                sop_class: it.sop_class.clone(),
+            }));
+            continue;
+        };
+        let data = match dataset_in(it, &ts) {
+            Ok(d) => d,
+            Err(e) => {
+                results.push(Err(e));
+                continue;
+            }
+        };
+        let msg_id = (n % 65_535 + 1) as u16;
+        send_command(
+            &mut a,
+            pc,
+            dimse::encode_store_rq(msg_id, &it.sop_class, &it.sop_instance),
+        )
+        .await?;
+        let mut pieces = data.chunks(chunk).peekable();
+        if pieces.peek().is_none() {
+            return Err(ScuError::Protocol("empty data set".into()));
+        }
+        while let Some(piece) = pieces.next() {
+            a.send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Data,
+                    is_last: pieces.peek().is_none(),
+                    data: piece.to_vec(),
+                }],
+            })
+            .await
+            .map_err(|e| ScuError::Protocol(format!("send: {e}")))?;
+        }
+        let rsp = receive_command(&mut a, opts.dimse_timeout).await?;
+        results.push(dimse::response_status(&rsp).map_err(|e| ScuError::Protocol(e.to_string())));
+    }
+    let _ = tokio::time::timeout(opts.dimse_timeout, a.release()).await;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses() {
+        assert_eq!(
+            Peer::parse("ORTHANC@127.0.0.1:4242", "SEGNODE").unwrap(),
+            Peer {
+                ae_title: "ORTHANC".into(),
+                host: "127.0.0.1".into(),
+                port: 4242,
+                calling_ae: "SEGNODE".into()
+            }
+        );
+        assert!(Peer::parse("ORTHANC127.0.0.1:4242", "S").is_err());
+        assert!(Peer::parse("ORTHANC@127.0.0.1", "S").is_err());
+        assert!(Peer::parse("@h:1", "S").is_err());
+        assert!(Peer::parse("A@h:0", "S").is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The job queue, kept in the index database: one job per (series revision, pipeline).
+//!
+//! States: QUEUED → RUNNING → DONE, or FAILED (waiting for a retry after exponential backoff with
+//! jitter) → … → DEAD after `workers.max_attempts`. A worker claims a job with a lease that it renews
+//! while it works; a job whose lease expired (its worker died) is claimable again. Every state change is
+//! conditional on the lease owner, so a worker that lost its lease can never complete a job twice.
+//! PostgreSQL claims skip rows other workers hold (`FOR UPDATE SKIP LOCKED`); SQLite serialises writers.
+
+use sqlx::Row;
+
+use crate::store::index::{now_ms, Backend, Index, IndexError};
+
+pub const QUEUED: &str = "QUEUED";
+pub const RUNNING: &str = "RUNNING";
+pub const DONE: &str = "DONE";
+pub const FAILED: &str = "FAILED";
+pub const DEAD: &str = "DEAD";
+
+/// A job as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Job {
+    pub id: String,
+    pub series_uid: String,
+    pub revision: i64,
+    pub pipeline: String,
+    pub rules: String,
+    /// Destination names, comma-separated.
+    pub destinations: String,
+    pub state: String,
+    pub attempts: i64,
+    pub not_before_ms: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub error: Option<String>,
+    /// JSON summary of the result (timings, measurements, what was sent).
+    pub result: Option<String>,
+}
+
+impl Job {
+    pub fn destination_list(&self) -> Vec<String> {
+        self.destinations
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+const COLUMNS: &str =
+    "id, series_uid, revision, pipeline, rules, destinations, state, attempts, not_before_ms, \
+    lease_owner, lease_until_ms, created_ms, started_ms, finished_ms, error, result";
+
+fn job_row(r: &sqlx::any::AnyRow) -> Result<Job, IndexError> {
+    Ok(Job {
+        id: r.try_get("id")?,
+        series_uid: r.try_get("series_uid")?,
+        revision: r.try_get("revision")?,
+        pipeline: r.try_get("pipeline")?,
+        rules: r.try_get("rules")?,
+        destinations: r.try_get("destinations")?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        not_before_ms: r.try_get("not_before_ms")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_until_ms: r.try_get("lease_until_ms")?,
+        created_ms: r.try_get("created_ms")?,
+        started_ms: r.try_get("started_ms")?,
+        finished_ms: r.try_get("finished_ms")?,
+        error: r.try_get("error")?,
+        result: r.try_get("result")?,
+    })
+}
+
+/// A random identifier for jobs, outbox items and workers.
+pub fn new_id() -> String {
+    format!(
+        "{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}
+
+/// Exponential backoff with ±25 % jitter: `base · 2^(attempt-1)`, capped.
+pub fn backoff_ms(attempt: i64, base_s: f64, max_s: f64) -> i64 {
+    let exp = base_s * 2f64.powi((attempt.max(1) - 1).min(30) as i32);
+    let jitter = 0.75 + 0.5 * rand::random::<f64>();
+    (exp.min(max_s) * jitter * 1000.0) as i64
+}
+
+/// Queue operations over the index database.
+#[derive(Clone)]
+pub struct Queue {
+    index: Index,
+}
+
+impl Queue {
+    pub fn new(index: Index) -> Queue {
+        Queue { index }
+    }
+
+    /// Create the job of (series revision, pipeline) unless it exists. Returns whether it was created.
+    pub async fn create(
+        &self,
+        series_uid: &str,
+        revision: i64,
+        pipeline: &str,
+        rules: &[String],
+        destinations: &[String],
+    ) -> Result<bool, IndexError> {
+        let r = sqlx::query(
+            "INSERT INTO jobs (id, series_uid, revision, pipeline, rules, destinations, state, attempts,
+                not_before_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
+             ON CONFLICT (series_uid, revision, pipeline) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(series_uid)
+        .bind(revision)
+        .bind(pipeline)
+        .bind(rules.join(","))
+        .bind(destinations.join(","))
+        .bind(QUEUED)
+        .bind(now_ms())
+        .execute(self.index.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Claim the oldest due job of one of `pipelines` for `owner`, with a lease of `lease_ms`.
+    pub async fn claim(
+        &self,
+        pipelines: &[String],
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Job>, IndexError> {
+        if pipelines.is_empty() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let placeholders: Vec<String> = (0..pipelines.len())
+            .map(|i| format!("${}", i + 6))
+            .collect();
+        let lock = match self.index.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = $1, lease_owner = $2, lease_until_ms = $3, attempts = attempts + 1,
+                started_ms = $4
+             WHERE id = (SELECT id FROM jobs
+                WHERE pipeline IN ({}) AND (((state = 'QUEUED' OR state = 'FAILED') AND not_before_ms <= $5)
+                    OR (state = 'RUNNING' AND lease_until_ms < $5))
+                ORDER BY created_ms LIMIT 1{lock})
+             RETURNING {COLUMNS}",
+            placeholders.join(", ")
+        );
+        // the SQL text is built from constants and placeholder numbers only
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(RUNNING)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(now);
+        for p in pipelines {
+            q = q.bind(p);
+        }
+        let row = q.fetch_optional(self.index.pool()).await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    /// Extend a lease; false when the lease was lost (another worker owns the job now).
+    pub async fn renew(&self, id: &str, owner: &str, lease_ms: i64) -> Result<bool, IndexError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_until_ms = $1 WHERE id = $2 AND lease_owner = $3 AND state = $4",
+        )
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .bind(owner)
+        .bind(RUNNING)
+        .execute(self.index.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Mark a job DONE with its result and queue the deliveries of its result file, in one transaction.
+    /// Returns false (and changes nothing) when the lease was lost: another worker owns the job.
+    pub async fn complete(
+        &self,
+        job: &Job,
+        owner: &str,
+        result_json: &str,
+        deliveries: &[crate::dispatch::NewDelivery],
+    ) -> Result<bool, IndexError> {
+        let mut tx = self.index.pool().begin().await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $1, result = $2, finished_ms = $3, error = NULL, lease_owner = NULL,
+                lease_until_ms = NULL
+             WHERE id = $4 AND lease_owner = $5 AND state = $6",
+        )
+        .bind(DONE)
+        .bind(result_json)
+        .bind(now_ms())
+        .bind(&job.id)
+        .bind(owner)
+        .bind(RUNNING)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for d in deliveries {
+            crate::dispatch::insert_delivery(&mut tx, job, d).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Mark a job failed: retried after a backoff, or DEAD once `max_attempts` is reached.
+    /// Returns the new state, or None when the lease was lost.
+    pub async fn fail(
+        &self,
+        job: &Job,
+        owner: &str,
+        error: &str,
+        max_attempts: i64,
+        retry_base_s: f64,
+        retry_max_s: f64,
+    ) -> Result<Option<&'static str>, IndexError> {
+        let (state, not_before) = if job.attempts >= max_attempts {
+            (DEAD, 0)
+        } else {
+            (
+                FAILED,
+                now_ms() + backoff_ms(job.attempts, retry_base_s, retry_max_s),
+            )
+        };
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $1, not_before_ms = $2, error = $3, finished_ms = $4, lease_owner = NULL,
+                lease_until_ms = NULL
+             WHERE id = $5 AND lease_owner = $6 AND state = $7",
+        )
+        .bind(state)
+        .bind(not_before)
+        .bind(error)
+        .bind(now_ms())
+        .bind(&job.id)
+        .bind(owner)
+        .bind(RUNNING)
+        .execute(self.index.pool())
+        .await?;
+        Ok((r.rows_affected() == 1).then_some(state))
+    }
+
+    /// Put a FAILED or DEAD job back in the queue now (manual retry). Returns whether it was requeued.
+    pub async fn retry(&self, id: &str) -> Result<bool, IndexError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $1, not_before_ms = $2, attempts = 0 WHERE id = $3 AND (state = $4 OR state = $5)",
+        )
+        .bind(QUEUED)
+        .bind(now_ms())
+        .bind(id)
+        .bind(FAILED)
+        .bind(DEAD)
+        .execute(self.index.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, IndexError> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.index.pool())
+            .await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    /// Jobs, newest first (optionally of one series).
+    pub async fn list(&self, series_uid: Option<&str>) -> Result<Vec<Job>, IndexError> {
+        let rows = match series_uid {
+            Some(uid) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE series_uid = $1 ORDER BY created_ms DESC"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(uid)
+                    .fetch_all(self.index.pool())
+                    .await?
+            }
+            None => {
+                let sql = format!("SELECT {COLUMNS} FROM jobs ORDER BY created_ms DESC");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(self.index.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(job_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..50 {
+            let b1 = backoff_ms(1, 2.0, 60.0);
+            let b3 = backoff_ms(3, 2.0, 60.0);
+            let b20 = backoff_ms(20, 2.0, 60.0);
+            assert!((1500..=2500).contains(&b1), "{b1}");
+            assert!((6000..=10000).contains(&b3), "{b3}");
+            assert!(b20 <= 75_000, "{b20}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn claim_lease_expiry_and_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&format!("sqlite://{}/q.db", dir.path().display()))
+            .await
+            .unwrap();
+        let q = Queue::new(index);
+        let pipes = vec!["lung".to_string()];
+        assert!(q
+            .create("1.2.3", 1, "lung", &["r".into()], &["pacs".into()])
+            .await
+            .unwrap());
+        assert!(
+            !q.create("1.2.3", 1, "lung", &["r".into()], &["pacs".into()])
+                .await
+                .unwrap(),
+            "one job per revision"
+        );
+        assert!(q
+            .claim(&["cochlear".into()], "w0", 1000)
+            .await
+            .unwrap()
+            .is_none());
+        let job = q.claim(&pipes, "w1", 50).await.unwrap().expect("claimed");
+        assert_eq!((job.state.as_str(), job.attempts), (RUNNING, 1));
+        assert!(
+            q.claim(&pipes, "w2", 50).await.unwrap().is_none(),
+            "leased job is not claimable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        // w1 died: its lease expired, w2 takes the job; w1 can no longer finish it
+        let again = q
+            .claim(&pipes, "w2", 10_000)
+            .await
+            .unwrap()
+            .expect("re-claimed after lease expiry");
+        assert_eq!(again.attempts, 2);
+        assert!(!q.renew(&job.id, "w1", 1000).await.unwrap());
+        assert_eq!(q.fail(&job, "w1", "x", 3, 0.01, 0.01).await.unwrap(), None);
+        assert_eq!(
+            q.fail(&again, "w2", "boom", 2, 0.01, 0.01).await.unwrap(),
+            Some(DEAD)
+        );
+        assert!(
+            q.claim(&pipes, "w3", 1000).await.unwrap().is_none(),
+            "dead jobs stay dead"
+        );
+        assert!(q.retry(&job.id).await.unwrap());
+        assert_eq!(
+            q.claim(&pipes, "w3", 1000)
+                .await
+                .unwrap()
+                .map(|j| j.attempts),
+            Some(1)
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! Routing rules: which pipelines and destinations a completed series goes to.
+//!
+//! Rules come from the config file (`[[rules]]`), are compiled and checked at start (unknown pipeline or
+//! destination, bad regular expression → the node refuses to start), and are matched against the facts
+//! of a completed series. Every matching rule applies; a pipeline named by several rules runs once with
+//! the union of their destinations. A series that matches no rule is stored and reported, not processed.
+
+use regex::{Regex, RegexBuilder};
+use std::collections::BTreeMap;
+
+use crate::config::{MatchSettings, RuleSettings, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error("rule `{rule}`: {problem}")]
+    Rule { rule: String, problem: String },
+}
+
+fn rule_err(rule: &str, problem: impl Into<String>) -> RoutingError {
+    RoutingError::Rule {
+        rule: rule.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// What routing looks at in a series.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SeriesFacts {
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub series_description: Option<String>,
+    pub protocol_name: Option<String>,
+    pub slice_thickness: Option<f64>,
+    pub orientation: Option<[f64; 6]>,
+    pub calling_ae: Option<String>,
+    pub called_ae: Option<String>,
+    pub slices: i64,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub pipelines: Vec<String>,
+    pub destinations: Vec<String>,
+    matcher: MatchSettings,
+    series_description: Option<Regex>,
+    protocol_name: Option<Regex>,
+}
+
+/// What a series is routed to: pipeline → (destinations, rules that chose it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Route {
+    pub jobs: BTreeMap<String, (Vec<String>, Vec<String>)>,
+}
+
+/// The compiled rule set.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    pub rules: Vec<Rule>,
+}
+
+/// Whether `name` is a pipeline this configuration can run.
+pub fn pipeline_known(settings: &Settings, name: &str) -> bool {
+    match name.strip_prefix("external:") {
+        Some(ext) => settings.pipelines.external.contains_key(ext),
+        None => crate::segment::pipeline(name).is_ok(),
+    }
+}
+
+fn regex(rule: &str, what: &str, pattern: &Option<String>) -> Result<Option<Regex>, RoutingError> {
+    pattern
+        .as_ref()
+        .map(|p| {
+            RegexBuilder::new(p)
+                .case_insensitive(true)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| rule_err(rule, format!("{what} regex: {e}")))
+        })
+        .transpose()
+}
+
+impl Router {
+    /// Compile and check the rules of `settings`.
+    pub fn from_settings(settings: &Settings) -> Result<Router, RoutingError> {
+        let mut rules = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for r in &settings.rules {
+            rules.push(Rule::compile(r, settings)?);
+            if !names.insert(r.name.as_str()) {
+                return Err(rule_err(&r.name, "defined twice"));
+            }
+        }
+        Ok(Router { rules })
+    }
+
+    /// Route a series.
+    pub fn route(&self, facts: &SeriesFacts) -> Route {
+        let mut route = Route::default();
+        for rule in self.rules.iter().filter(|r| r.matches(facts)) {
+            for p in &rule.pipelines {
+                let entry = route.jobs.entry(p.clone()).or_default();
+                for d in &rule.destinations {
+                    if !entry.0.contains(d) {
+                        entry.0.push(d.clone());
+                    }
+                }
+                entry.1.push(rule.name.clone());
+            }
+        }
+        route
+    }
+
+    /// Names of the rules that match (for `segnode rules test`).
+    pub fn matching(&self, facts: &SeriesFacts) -> Vec<&Rule> {
+        self.rules.iter().filter(|r| r.matches(facts)).collect()
+    }
+}
+
+fn any_of(list: &Option<Vec<String>>, value: &Option<String>) -> bool {
+    match list {
+        None => true,
+        Some(list) => value
+            .as_deref()
+            .is_some_and(|v| list.iter().any(|x| x.trim().eq_ignore_ascii_case(v.trim()))),
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    let r = (v * 10.0).round() / 10.0;
+    if r == 0.0 {
+        0.0 // no negative zero
+    } else {
+        r
+    }
+}
+
+impl Rule {
+    fn compile(r: &RuleSettings, settings: &Settings) -> Result<Rule, RoutingError> {
+        if r.name.trim().is_empty() {
+            return Err(rule_err("(unnamed)", "needs a name"));
+        }
+        if r.pipelines.is_empty() {
+            return Err(rule_err(&r.name, "names no pipeline"));
+        }
+        for p in &r.pipelines {
+            if !pipeline_known(settings, p) {
+                return Err(rule_err(
+                    &r.name,
+                    format!("unknown pipeline `{p}` (built-in: lung; or external:<name> from [pipelines.external])"),
+                ));
+            }
+        }
+        for d in &r.destinations {
+            if !settings.destinations.iter().any(|x| &x.name == d) {
+                return Err(rule_err(&r.name, format!("unknown destination `{d}`")));
+            }
+        }
+        if let Some([lo, hi]) = r.matcher.slice_thickness {
+            if !(lo <= hi) {
+                return Err(rule_err(&r.name, "slice_thickness must be [min, max]"));
+            }
+        }
+        Ok(Rule {
+            name: r.name.clone(),
+            pipelines: r.pipelines.clone(),
+            destinations: r.destinations.clone(),
+            series_description: regex(
+                &r.name,
+                "series_description",
+                &r.matcher.series_description,
+            )?,
+            protocol_name: regex(&r.name, "protocol_name", &r.matcher.protocol_name)?,
+            matcher: r.matcher.clone(),
+        })
+    }
+
+    /// Whether every condition of the rule holds for the series.
+    pub fn matches(&self, f: &SeriesFacts) -> bool {
+        let m = &self.matcher;
+        let text_ok = |re: &Option<Regex>, v: &Option<String>| match re {
+            None => true,
+            Some(re) => v.as_deref().is_some_and(|v| re.is_match(v)),
+        };
+        any_of(&m.modality, &f.modality)
+            && any_of(&m.body_part, &f.body_part)
+            && any_of(&m.calling_ae, &f.calling_ae)
+            && any_of(&m.called_ae, &f.called_ae)
+            && text_ok(&self.series_description, &f.series_description)
+            && text_ok(&self.protocol_name, &f.protocol_name)
+            && m.slice_thickness.is_none_or(|[lo, hi]| {
+                f.slice_thickness
+                    .is_some_and(|t| t >= lo - 1e-6 && t <= hi + 1e-6)
+            })
+            && m.orientation.is_none_or(|want| {
+                f.orientation.is_some_and(|iop| {
+                    iop.iter()
+                        .zip(want.iter())
+                        .all(|(a, b)| round1(*a) == round1(*b))
+                })
+            })
+            && m.min_slices.is_none_or(|n| f.slices >= n)
+            && m.max_slices.is_none_or(|n| f.slices <= n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(rules: &str) -> Settings {
+        let toml = format!(
+            "{rules}\n[[destinations]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = 104\n"
+        );
+        let mut s = crate::config::Settings::load_from_str_for_tests(&toml);
+        s.pipelines.external.insert(
+            "brain".into(),
+            crate::config::ExternalSettings {
+                command: vec!["true".into()],
+                timeout_s: 1.0,
+            },
+        );
+        s
+    }
+
+    fn facts() -> SeriesFacts {
+        SeriesFacts {
+            modality: Some("CT".into()),
+            body_part: Some("CHEST".into()),
+            series_description: Some("Thorax 1.0 B30f".into()),
+            slice_thickness: Some(1.0),
+            orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            calling_ae: Some("CT01".into()),
+            called_ae: Some("SEGNODE".into()),
+            slices: 300,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chest_rule_routes_lung_to_pacs() {
+        let s = settings(
+            "[[rules]]\nname = \"chest\"\npipelines = [\"lung\"]\ndestinations = [\"pacs\"]\n[rules.match]\nmodality = [\"ct\"]\nseries_description = \"thorax|chest\"\nslice_thickness = [0.5, 3.0]\nmin_slices = 50\n",
+        );
+        let router = Router::from_settings(&s).unwrap();
+        let route = router.route(&facts());
+        assert_eq!(
+            route.jobs.get("lung"),
+            Some(&(vec!["pacs".to_string()], vec!["chest".to_string()]))
+        );
+        let thick = SeriesFacts {
+            slice_thickness: Some(5.0),
+            ..facts()
+        };
+        assert!(router.route(&thick).jobs.is_empty());
+        let few = SeriesFacts {
+            slices: 20,
+            ..facts()
+        };
+        assert!(router.route(&few).jobs.is_empty());
+        let mr = SeriesFacts {
+            modality: Some("MR".into()),
+            ..facts()
+        };
+        assert!(router.route(&mr).jobs.is_empty());
+    }
+
+    #[test]
+    fn coronal_orientation_rounded_to_one_decimal() {
+        let s = settings(
+            "[[rules]]\nname = \"cbct\"\npipelines = [\"external:brain\"]\n[rules.match]\norientation = [1, 0, 0, 0, 0, -1]\n",
+        );
+        let router = Router::from_settings(&s).unwrap();
+        let coronal = SeriesFacts {
+            orientation: Some([0.99, 0.02, -0.01, 0.0, 0.04, -0.998]),
+            ..facts()
+        };
+        assert_eq!(router.matching(&coronal).len(), 1);
+        assert!(router.matching(&facts()).is_empty());
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        for bad in [
+            "[[rules]]\nname = \"x\"\npipelines = [\"nope\"]\n",
+            "[[rules]]\nname = \"x\"\npipelines = [\"external:missing\"]\n",
+            "[[rules]]\nname = \"x\"\npipelines = [\"lung\"]\ndestinations = [\"nowhere\"]\n",
+            "[[rules]]\nname = \"x\"\npipelines = [\"lung\"]\n[rules.match]\nseries_description = \"(\"\n",
+            "[[rules]]\nname = \"x\"\npipelines = []\n",
+        ] {
+            assert!(Router::from_settings(&settings(bad)).is_err(), "{bad}");
+        }
+    }
+}
+
+/// Route every COMPLETE series revision not routed yet: create its jobs (or record that no rule
+/// matched) and remember the revision as routed. Idempotent: the jobs table has one row per
+/// (series revision, pipeline), so a crash between the two steps only repeats harmless inserts.
+pub async fn route_completed(
+    index: &crate::store::index::Index,
+    router: &Router,
+    queue: &crate::queue::Queue,
+) -> Result<usize, crate::store::index::IndexError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT series_uid, revision FROM series WHERE state = 'COMPLETE'
+            AND (routed_revision IS NULL OR routed_revision < revision)",
+    )
+    .fetch_all(index.pool())
+    .await?;
+    let mut created = 0;
+    for r in rows {
+        let uid: String = r.try_get("series_uid")?;
+        let revision: i64 = r.try_get("revision")?;
+        let Some(facts) = index.series_facts(&uid).await? else {
+            continue;
+        };
+        let route = router.route(&facts);
+        if route.jobs.is_empty() {
+            index
+                .add_event(
+                    &uid,
+                    revision,
+                    "routed",
+                    "no rule matched: stored, not processed",
+                )
+                .await?;
+            tracing::info!(series = %uid, revision, "no routing rule matched: stored, not processed");
+        }
+        for (pipeline, (destinations, rules)) in &route.jobs {
+            if queue
+                .create(&uid, revision, pipeline, rules, destinations)
+                .await?
+            {
+                created += 1;
+            }
+            let to = if destinations.is_empty() {
+                "no destination".to_string()
+            } else {
+                destinations.join(", ")
+            };
+            index
+                .add_event(
+                    &uid,
+                    revision,
+                    "routed",
+                    &format!("rule {} → pipeline {pipeline} → {to}", rules.join(", ")),
+                )
+                .await?;
+            tracing::info!(series = %uid, revision, pipeline = %pipeline, rules = %rules.join(","), "job queued");
+        }
+        sqlx::query("UPDATE series SET routed_revision = $1 WHERE series_uid = $2")
+            .bind(revision)
+            .bind(&uid)
+            .execute(index.pool())
+            .await?;
+    }
+    Ok(created)
+}

@@ -1,0 +1,313 @@
+//! Workers: claim jobs from the queue, run the pipeline off the async runtime, write the result object
+//! durably into the outbox folder and complete the job together with its deliveries.
+//!
+//! In `segnode serve` they run in-process; `segnode worker` runs only them (another machine, same
+//! database and storage). Each pipeline gets `workers.concurrency[pipeline]` slots (default 1). A claimed
+//! job's lease is renewed while it runs; a worker that dies leaves a lease that expires, and another
+//! worker takes the job again. Completion is conditional on still owning the lease, so a job is never
+//! completed twice.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn, Instrument};
+
+use crate::config::Settings;
+use crate::dispatch::NewDelivery;
+use crate::queue::{Job, Queue};
+use crate::result::{SegObject, SegOptions};
+use crate::segment::{external::ExternalSegmenter, Segmenter};
+use crate::store::files::sync_dir;
+use crate::store::index::Index;
+use crate::volume::{load_series, LoadOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Build the segmenter of a pipeline name (`lung`, `cochlear`, `external:<name>`).
+pub fn segmenter(settings: &Settings, name: &str) -> Result<Box<dyn Segmenter>, String> {
+    match name.strip_prefix("external:") {
+        Some(ext) => {
+            let cfg = settings
+                .pipelines
+                .external
+                .get(ext)
+                .ok_or_else(|| format!("no [pipelines.external.{ext}]"))?;
+            let work = settings
+                .dispatch
+                .outbox_dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("work");
+            Ok(Box::new(ExternalSegmenter::new(ext, cfg, &work)))
+        }
+        None => crate::segment::pipeline(name).map_err(|e| e.to_string()),
+    }
+}
+
+/// Every pipeline the rules name.
+pub fn configured_pipelines(settings: &Settings) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in &settings.rules {
+        for p in &r.pipelines {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The worker pool of one process.
+pub struct Workers {
+    pub index: Index,
+    pub settings: Arc<Settings>,
+    pub store_root: PathBuf,
+    /// Woken when jobs are created.
+    pub wake: Arc<Notify>,
+    /// Woken when deliveries are queued.
+    pub dispatch_wake: Arc<Notify>,
+}
+
+impl Workers {
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+        for pipeline in configured_pipelines(&self.settings) {
+            let slots = self
+                .settings
+                .workers
+                .concurrency
+                .get(&pipeline)
+                .copied()
+                .unwrap_or(1);
+            for slot in 0..slots {
+                let owner = format!(
+                    "{host}:{}:{pipeline}#{slot}:{}",
+                    std::process::id(),
+                    crate::queue::new_id()
+                );
+                tasks.spawn(
+                    self.clone()
+                        .slot_loop(pipeline.clone(), owner, shutdown.clone()),
+                );
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn slot_loop(
+        self: Arc<Self>,
+        pipeline: String,
+        owner: String,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let queue = Queue::new(self.index.clone());
+        let lease_ms = (self.settings.workers.lease_s * 1000.0) as i64;
+        let poll = Duration::from_millis(self.settings.workers.poll_ms);
+        let pipelines = vec![pipeline.clone()];
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match queue.claim(&pipelines, &owner, lease_ms).await {
+                Ok(Some(job)) => {
+                    self.run_job(&queue, job, &owner).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot claim jobs"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    async fn run_job(&self, queue: &Queue, job: Job, owner: &str) {
+        let span = tracing::info_span!("job", id = %job.id, pipeline = %job.pipeline, series = %job.series_uid, attempt = job.attempts);
+        async {
+            let started = Instant::now();
+            let _ = self
+                .index
+                .add_event(&job.series_uid, job.revision, "job", &format!("{} started (job {}, attempt {})", job.pipeline, job.id, job.attempts))
+                .await;
+            // keep the lease while the pipeline runs
+            let lease_ms = (self.settings.workers.lease_s * 1000.0) as i64;
+            let renew = {
+                let (q, id, owner) = (queue.clone(), job.id.clone(), owner.to_string());
+                tokio::spawn(async move {
+                    let every = Duration::from_millis((lease_ms / 3).max(50) as u64);
+                    loop {
+                        tokio::time::sleep(every).await;
+                        match q.renew(&id, &owner, lease_ms).await {
+                            Ok(true) => {}
+                            Ok(false) => return,
+                            Err(e) => warn!(error = %e, "lease renewal failed"),
+                        }
+                    }
+                })
+            };
+            let outcome = self.execute(&job).await;
+            renew.abort();
+            let ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Ok((mut summary, deliveries)) => {
+                    summary["total_ms"] = json!(ms);
+                    let text = summary.to_string();
+                    match queue.complete(&job, owner, &text, &deliveries).await {
+                        Ok(true) => {
+                            let status = summary["status"].as_str().unwrap_or("done").to_string();
+                            info!(ms, status = %status, deliveries = deliveries.len(), "job done");
+                            let to: Vec<&str> = deliveries.iter().map(|d| d.destination.as_str()).collect();
+                            let detail = if deliveries.is_empty() {
+                                format!("{} done in {ms} ms: {status}", job.pipeline)
+                            } else {
+                                format!("{} done in {ms} ms: {status}; result queued for {}", job.pipeline, to.join(", "))
+                            };
+                            let _ = self.index.add_event(&job.series_uid, job.revision, "job", &detail).await;
+                            if !deliveries.is_empty() {
+                                self.dispatch_wake.notify_waiters();
+                            }
+                        }
+                        Ok(false) => warn!("lease lost while running: the result is discarded (another worker owns the job)"),
+                        Err(e) => warn!(error = %e, "cannot record the job's completion"),
+                    }
+                }
+                Err(JobError::Failed(reason)) => {
+                    let w = &self.settings.workers;
+                    match queue.fail(&job, owner, &reason, w.max_attempts, w.retry_base_s, w.retry_max_s).await {
+                        Ok(Some(state)) => {
+                            warn!(ms, state, reason = %reason, "job failed");
+                            let _ = self
+                                .index
+                                .add_event(&job.series_uid, job.revision, "job", &format!("{} failed (attempt {}, now {state}): {reason}", job.pipeline, job.attempts))
+                                .await;
+                        }
+                        Ok(None) => warn!("lease lost while running"),
+                        Err(e) => warn!(error = %e, "cannot record the job's failure"),
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Load, segment, write the result. Returns the job summary and the deliveries to queue.
+    async fn execute(&self, job: &Job) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
+        let fail = |m: String| JobError::Failed(m);
+        let rel = self
+            .index
+            .series_dir(&job.series_uid)
+            .await
+            .map_err(|e| fail(format!("index: {e}")))?
+            .ok_or_else(|| fail("the series has no stored instances".into()))?;
+        let dir = self.store_root.join(rel);
+        let settings = self.settings.clone();
+        let job2 = job.clone();
+        tokio::task::spawn_blocking(move || run_pipeline(&settings, &job2, &dir))
+            .await
+            .map_err(|e| fail(format!("pipeline crashed: {e}")))?
+    }
+}
+
+/// The CPU-bound part of a job (runs on a blocking thread).
+fn run_pipeline(
+    settings: &Settings,
+    job: &Job,
+    dir: &Path,
+) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
+    let fail = |m: String| JobError::Failed(m);
+    let segmenter = segmenter(settings, &job.pipeline).map_err(fail)?;
+    let t0 = Instant::now();
+    let volume = load_series(dir, &LoadOptions::default())
+        .map_err(|e| fail(format!("loading the series: {e}")))?;
+    let load_ms = t0.elapsed().as_millis() as u64;
+    let t1 = Instant::now();
+    let seg = segmenter
+        .segment(&volume)
+        .map_err(|e| fail(e.to_string()))?;
+    let segment_ms = t1.elapsed().as_millis() as u64;
+    let segments: Vec<serde_json::Value> = seg
+        .segments
+        .iter()
+        .map(|s| {
+            let m: serde_json::Map<String, serde_json::Value> = s
+                .measurements
+                .iter()
+                .map(|m| {
+                    (
+                        format!("{} ({})", m.name, m.unit),
+                        json!((m.value * 100.0).round() / 100.0),
+                    )
+                })
+                .collect();
+            json!({ "number": s.number, "label": s.description.label, "measurements": m })
+        })
+        .collect();
+    let mut summary = json!({
+        "pipeline": job.pipeline,
+        "version": segmenter.version(),
+        "slices": volume.shape()[0],
+        "dropped_slices": volume.dropped.len(),
+        "load_ms": load_ms,
+        "segment_ms": segment_ms,
+        "segments": segments,
+        "notes": seg.notes,
+    });
+    if seg.is_empty() {
+        let short = job.pipeline.rsplit(':').next().unwrap_or(&job.pipeline);
+        summary["status"] = json!(format!("no {short} found"));
+        return Ok((summary, Vec::new()));
+    }
+    let t2 = Instant::now();
+    let opts = SegOptions {
+        series_number: settings.results.series_number,
+        series_description: settings
+            .results
+            .series_description
+            .replace("{pipeline}", &job.pipeline),
+        ..SegOptions::default()
+    };
+    let obj = SegObject::build(&volume, &seg, &opts)
+        .map_err(|e| fail(format!("building the SEG: {e}")))?;
+    let name = format!("{}.dcm", obj.sop_instance_uid);
+    write_outbox_file(&settings.dispatch.outbox_dir, &name, &obj).map_err(fail)?;
+    summary["write_ms"] = json!(t2.elapsed().as_millis() as u64);
+    summary["status"] = json!("ok");
+    summary["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
+    summary["seg_series_instance_uid"] = json!(obj.series_instance_uid);
+    summary["frames"] = json!(obj.frames.len());
+    let deliveries = job
+        .destination_list()
+        .into_iter()
+        .map(|d| NewDelivery {
+            destination: d,
+            path: name.clone(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.66.4".into(),
+            sop_instance_uid: obj.sop_instance_uid.clone(),
+        })
+        .collect();
+    Ok((summary, deliveries))
+}
+
+/// Write a result durably into the outbox folder: temporary name, fsync, rename, directory fsync.
+fn write_outbox_file(outbox: &Path, name: &str, obj: &SegObject) -> Result<(), String> {
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("outbox {what}: {e}");
+    std::fs::create_dir_all(outbox).map_err(|e| err("folder", &e))?;
+    let tmp = outbox.join(format!(".{name}.part"));
+    obj.write(&tmp).map_err(|e| err("write", &e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err("fsync", &e))?;
+    std::fs::rename(&tmp, outbox.join(name)).map_err(|e| err("rename", &e))?;
+    sync_dir(outbox).map_err(|e| err("fsync", &e))
+}
