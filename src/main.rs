@@ -192,20 +192,16 @@ fn fmt_ms(ms: Option<i64>) -> String {
     match ms {
         None => "-".into(),
         Some(ms) => {
-            let secs = ms / 1000;
-            let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-            let days = secs / 86_400;
-            // civil date from days since epoch (proleptic Gregorian)
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let d = doy - (153 * mp + 2) / 5 + 1;
-            let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-            let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
-            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+            let (da, tm) = segnode::result::uid::da_tm_from_unix((ms.max(0) / 1000) as u64);
+            format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                &da[0..4],
+                &da[4..6],
+                &da[6..8],
+                &tm[0..2],
+                &tm[2..4],
+                &tm[4..6]
+            )
         }
     }
 }

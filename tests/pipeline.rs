@@ -66,8 +66,9 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-fn jobs(node: &NodeProc) -> Vec<Value> {
-    let out = node.cli(&["jobs", "list", "--json"]);
+/// A `segnode … --json` listing as an array.
+fn cli_list(node: &NodeProc, args: &[&str]) -> Vec<Value> {
+    let out = node.cli(args);
     assert!(
         out.status.success(),
         "{}",
@@ -80,18 +81,12 @@ fn jobs(node: &NodeProc) -> Vec<Value> {
         .clone()
 }
 
+fn jobs(node: &NodeProc) -> Vec<Value> {
+    cli_list(node, &["jobs", "list", "--json"])
+}
+
 fn outbox(node: &NodeProc) -> Vec<Value> {
-    let out = node.cli(&["outbox", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    cli_list(node, &["outbox", "list", "--json"])
 }
 
 fn history(node: &NodeProc, uid: &str) -> Vec<String> {
@@ -439,11 +434,13 @@ fn external_models_ok_hang_and_garbage() {
     let data = tempfile::tempdir().unwrap();
     let files = small_chest(&data.path().join("chest"));
     let orthanc = OrthancProc::start();
+    // marks this test's hanging model, to look for survivors of its timeout (other tests run models too)
+    let tag = format!("stuck-{}-{}", std::process::id(), now_ms());
     let toml = format!(
         "{}{}{}{}[[rules]]\nname = \"models\"\npipelines = [\"external:good\", \"external:stuck\", \"external:broken\"]\ndestinations = [\"pacs\"]\n",
         destination(orthanc.dicom_port),
         external("good", "ok", 120.0, ""),
-        external("stuck", "hang", 3.0, ""),
+        external("stuck", "hang", 3.0, &format!(", \"--tag\", \"{tag}\"")),
         external("broken", "garbage", 60.0, "")
     );
     let node = NodeProc::start_with(&[("SEGNODE_WORKERS__MAX_ATTEMPTS", "1")], &toml);
@@ -490,10 +487,7 @@ fn external_models_ok_hang_and_garbage() {
         "the model's bone segment is missing"
     );
     // no model process is left behind
-    let ps = Command::new("pgrep")
-        .args(["-f", "test_model.py"])
-        .output()
-        .unwrap();
+    let ps = Command::new("pgrep").args(["-f", &tag]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
         "a model process survived its timeout"

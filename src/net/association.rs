@@ -8,7 +8,7 @@
 //! the wrong context, an undecodable command, a timeout) aborts this association only.
 
 use dicom_ul::association::server::ServerAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -260,14 +260,7 @@ impl Handler {
     async fn send_command(&mut self, pc: u8, bytes: Vec<u8>) -> Result<(), String> {
         let assoc = self.assoc.as_mut().ok_or("association closed")?;
         assoc
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: bytes,
-                }],
-            })
+            .send(&dimse::command_pdu(pc, bytes))
             .await
             .map_err(|e| format!("send failed: {e}"))
     }

@@ -213,6 +213,19 @@ pub fn encode_echo_rq(message_id: u16) -> Vec<u8> {
     e.finish()
 }
 
+/// A P-DATA-TF PDU carrying one complete command set on presentation context `pc`.
+pub fn command_pdu(pc: u8, bytes: Vec<u8>) -> dicom_ul::Pdu {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    dicom_ul::Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: bytes,
+        }],
+    }
+}
+
 /// Status of a response command set (for the SCU side).
 pub fn response_status(bytes: &[u8]) -> Result<u16, DimseError> {
     let mut pos = 0usize;

@@ -167,16 +167,9 @@ async fn receive_command(a: &mut Assoc, limit: Duration) -> Result<Vec<u8>, ScuE
 }
 
 async fn send_command(a: &mut Assoc, pc: u8, bytes: Vec<u8>) -> Result<(), ScuError> {
-    a.send(&Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: bytes,
-        }],
-    })
-    .await
-    .map_err(|e| ScuError::Protocol(format!("send: {e}")))
+    a.send(&dimse::command_pdu(pc, bytes))
+        .await
+        .map_err(|e| ScuError::Protocol(format!("send: {e}")))
 }
 
 /// C-ECHO; returns the response status.

@@ -14,7 +14,8 @@ pub fn now_da_tm() -> (String, String) {
     da_tm_from_unix(secs)
 }
 
-fn da_tm_from_unix(secs: u64) -> (String, String) {
+/// DICOM DA (`YYYYMMDD`) and TM (`HHMMSS`) of a Unix time in seconds (UTC).
+pub fn da_tm_from_unix(secs: u64) -> (String, String) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // civil from days (H. Hinnant)

@@ -647,6 +647,21 @@ impl Index {
         Ok(outcome)
     }
 
+    /// Take an instance row back out (its file could not be published).
+    pub async fn forget_instance(&self, sop_uid: &str, series_uid: &str) -> Result<(), IndexError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM instances WHERE sop_uid = $1")
+            .bind(sop_uid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances WHERE series_uid = $1) WHERE series_uid = $1")
+            .bind(series_uid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Append a history entry.
     pub async fn add_event(
         &self,

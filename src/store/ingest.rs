@@ -78,28 +78,18 @@ impl Ingest {
             Ok(c) => c,
             Err(_) => return Err(IngestError::Internal("temporary file still shared".into())),
         };
-        let header = match parsed {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                closed.discard();
-                return Err(e.into());
-            }
+        let checked: Result<InstanceHeader, IngestError> = (|| {
+            let header = parsed.map_err(|e| IngestError::Internal(e.to_string()))??;
+            synced.map_err(|e| IngestError::Internal(e.to_string()))??;
+            Ok(header)
+        })();
+        let header = match checked {
+            Ok(h) => h,
             Err(e) => {
                 closed.discard();
-                return Err(IngestError::Internal(e.to_string()));
+                return Err(e);
             }
         };
-        match synced {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                closed.discard();
-                return Err(e.into());
-            }
-            Err(e) => {
-                closed.discard();
-                return Err(IngestError::Internal(e.to_string()));
-            }
-        }
         if let Err(e) = header.check(&announced.sop_class, &announced.sop_instance) {
             closed.discard();
             return Err(e.into());
@@ -139,17 +129,30 @@ impl Ingest {
             content_hash: closed.content_hash.clone(),
         };
         let t1 = t0.elapsed();
+        // The rename + directory fsync and the index row are independent: do them at once (both finish
+        // before the response). A failed publish takes its new row back out of the index.
         let store = self.store.clone();
         let dest = final_path.clone();
-        tokio::task::spawn_blocking(move || store.publish(closed, &dest))
-            .await
-            .map_err(|e| IngestError::Internal(e.to_string()))??;
+        let publishing = tokio::task::spawn_blocking(move || store.publish(closed, &dest));
+        let recorded = self.index.record_instance(&record).await;
+        let published: Result<(), IngestError> = match publishing.await {
+            Ok(r) => r.map_err(IngestError::from),
+            Err(e) => Err(IngestError::Internal(e.to_string())),
+        };
         let t2 = t0.elapsed();
-        let outcome = self.index.record_instance(&record).await?;
+        if let Err(e) = published {
+            if recorded.is_ok() && previous.is_none() {
+                let _ = self
+                    .index
+                    .forget_instance(&header.sop_instance_uid, &header.series_uid)
+                    .await;
+            }
+            return Err(e);
+        }
+        let outcome = recorded?;
         tracing::trace!(
             sync_and_header_us = t1.as_micros() as u64,
-            publish_us = (t2 - t1).as_micros() as u64,
-            index_us = (t0.elapsed() - t2).as_micros() as u64,
+            publish_and_index_us = (t2 - t1).as_micros() as u64,
             "filing steps"
         );
         if outcome.new_series {

@@ -22,6 +22,7 @@ def main():
     ap.add_argument("output")
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--sleep", type=float, default=0)
+    ap.add_argument("--tag", default="", help="ignored; lets a test find this process")
     a = ap.parse_args()
     if a.mode == "hang":
         while True:
