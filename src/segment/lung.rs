@@ -77,9 +77,28 @@ pub struct LungSegmenter {
 
 pub const VERSION: &str = "0.1.0";
 
+/// Debug log of the time spent in each stage.
+struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    fn new() -> Self {
+        Stopwatch(std::time::Instant::now())
+    }
+    fn lap(&mut self, stage: &str) {
+        tracing::debug!(
+            stage,
+            ms = self.0.elapsed().as_secs_f64() * 1e3,
+            "lung stage"
+        );
+        self.0 = std::time::Instant::now();
+    }
+}
+
 /// Internal side codes in the label maps (remapped to consecutive segment numbers at the end).
 const RIGHT_CODE: u8 = 1;
 const LEFT_CODE: u8 = 2;
+/// Full-resolution marker of the airway exclusion during refinement (cleared in `finish`).
+const EXCLUDED: u8 = 255;
 
 impl Segmenter for LungSegmenter {
     fn name(&self) -> &'static str {
@@ -101,7 +120,10 @@ impl Segmenter for LungSegmenter {
             None => return Ok(empty(volume, notes)),
         };
         let labels = self.refine(volume, &sides);
-        Ok(self.finish(volume, labels, notes))
+        let mut sw = Stopwatch::new();
+        let out = self.finish(volume, labels, notes);
+        sw.lap("measurements");
+        Ok(out)
     }
 }
 
@@ -138,19 +160,16 @@ struct CompStats {
 
 impl LungSegmenter {
     fn coarse_lungs(&self, volume: &Volume, notes: &mut Vec<String>) -> Option<Coarse> {
+        let mut sw = Stopwatch::new();
         let p = &self.params;
         let g = &volume.geometry;
         let sp = g.spacing_kji();
         let f = [0, 1, 2].map(|a| ((p.coarse_mm / sp[a]).round() as usize).max(1));
         let cvox_ml = (0..3).map(|a| sp[a] * f[a] as f64).product::<f64>() / 1000.0;
         let oof = volume.out_of_field.as_ref();
-        let excl = |k: usize, j: usize, i: usize| oof.is_some_and(|m| m.get(k, j, i));
-        let (c, c_oof) = morph::downsample_mean(
-            volume.hu.view(),
-            oof.map(|_| &excl as &(dyn Fn(usize, usize, usize) -> bool + Sync)),
-            f,
-        );
+        let (c, c_oof) = morph::downsample_mean(volume.hu.view(), oof, f);
         let d = dims(&c);
+        sw.lap("downsample");
         let air = Zip::from(&c)
             .and(&c_oof)
             .map_collect(|&v, &o| v < p.air_hu && !o);
@@ -159,7 +178,8 @@ impl LungSegmenter {
             .map_collect(|&v, &o| v >= p.air_hu && !o);
 
         // body: the largest tissue component
-        let (tlab, tsizes) = morph::label6(&tissue);
+        let ((tlab, tsizes), (alab, asizes)) =
+            rayon::join(|| morph::label6(&tissue), || morph::label6(&air));
         let Some(body_id) = tsizes
             .iter()
             .enumerate()
@@ -170,8 +190,8 @@ impl LungSegmenter {
             return None;
         };
 
+        sw.lap("tissue and air labels");
         // air components and their evidence
-        let (alab, asizes) = morph::label6(&air);
         let mut stats = vec![CompStats::default(); asizes.len()];
         {
             let cs = c.as_slice().expect("layout");
@@ -234,6 +254,7 @@ impl LungSegmenter {
             );
             lungish[n] = ok;
         }
+        sw.lap("component evidence");
         let lung = alab.map(|&a| a > 0 && lungish[a as usize - 1]);
         let lung_ml = lung.iter().filter(|&&v| v).count() as f64 * cvox_ml;
         if lung_ml < p.min_lung_ml {
@@ -258,10 +279,12 @@ impl LungSegmenter {
             }
         };
         let lung2 = Zip::from(&lung).and(&exclude).map_collect(|&l, &x| l && !x);
+        sw.lap("airway");
 
         // left / right
         let sides = self.split_sides(volume, &lung2, &tlab, body_id, f, cvox_ml, notes)?;
 
+        sw.lap("split");
         // per side: closing (juxtapleural nodules) and hole filling (vessels), never into the airway,
         // out-of-field, outside air or the other lung
         let r_close = ((p.nodule_close_mm / (sp[1] * f[1] as f64).min(sp[2] * f[2] as f64)).round()
@@ -644,6 +667,8 @@ impl LungSegmenter {
                 }
             });
         }
+        let mut sw = Stopwatch::new();
+        let p_air = p.air_hu;
         // sure region: coarse voxels whose 6 neighbours carry the same side
         let sides_s = co.sides.as_slice().expect("layout");
         let sure: Vec<bool> = (0..sides_s.len())
@@ -659,45 +684,51 @@ impl LungSegmenter {
             })
             .collect();
         let cand_s = cand.as_slice().expect("layout");
-        let mut labels = Array3::<u8>::zeros(volume.hu.raw_dim());
+        let ex = co.exclude.as_slice().expect("layout");
+        let [nk, nj, ni] = volume.shape();
+        let ci: Vec<usize> = (0..ni).map(|i| i / f[2]).collect();
+        let hu_std = volume.hu.as_standard_layout();
+        let hu = hu_std.as_slice().expect("standard layout");
         let oof = volume.out_of_field.as_ref();
+        let mut labels = Array3::<u8>::zeros((nk, nj, ni));
+        let plane_len = nj * ni;
         labels
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(volume.hu.axis_iter(Axis(0)))
+            .as_slice_mut()
+            .expect("layout")
+            .par_chunks_mut(plane_len)
             .enumerate()
-            .for_each(|(k, (mut lp, hp))| {
+            .for_each(|(k, lp)| {
                 let ck = k / f[0];
-                for ((j, i), l) in lp.indexed_iter_mut() {
-                    let q = (ck * d[1] + j / f[1]) * d[2] + i / f[2];
-                    let side = cand_s[q];
-                    if side == 0 {
-                        continue;
-                    }
-                    if sure[q] || (hp[[j, i]] < p.air_hu && !oof.is_some_and(|m| m.get(k, j, i))) {
-                        *l = side;
+                let hp = &hu[k * plane_len..(k + 1) * plane_len];
+                let words = oof.map(|m| m.slice_words(k));
+                for j in 0..nj {
+                    let crow = (ck * d[1] + j / f[1]) * d[2];
+                    for i in 0..ni {
+                        let q = crow + ci[i];
+                        let p = j * ni + i;
+                        if ex[q] {
+                            // the airway exclusion holds at full resolution; marked so hole filling keeps out
+                            lp[p] = EXCLUDED;
+                            continue;
+                        }
+                        let side = cand_s[q];
+                        if side == 0 {
+                            continue;
+                        }
+                        let in_field = words.is_none_or(|w| (w[p / 64] >> (p % 64)) & 1 == 0);
+                        if sure[q] || (hp[p] < p_air && in_field) {
+                            lp[p] = side;
+                        }
                     }
                 }
             });
+        sw.lap("refine: threshold band");
         let px = volume.geometry.pixel_spacing;
         let max_hole = (p.max_hole_mm2 / (px[0] * px[1])) as usize;
         for code in [RIGHT_CODE, LEFT_CODE] {
             morph::fill_holes_2d(&mut labels, code, max_hole);
         }
-        // the airway exclusion holds at full resolution too
-        let ex = co.exclude.as_slice().expect("layout");
-        labels
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(k, mut lp)| {
-                let ck = k / f[0];
-                for ((j, i), l) in lp.indexed_iter_mut() {
-                    if *l != 0 && ex[(ck * d[1] + j / f[1]) * d[2] + i / f[2]] {
-                        *l = 0;
-                    }
-                }
-            });
+        sw.lap("refine: fill holes");
         labels
     }
 
@@ -710,21 +741,41 @@ impl LungSegmenter {
     ) -> Segmentation {
         let p = &self.params;
         let voxel_ml = volume.geometry.voxel_volume_mm3() / 1000.0;
-        // count, sum HU, LAA count per side code
-        let acc = Zip::from(&labels).and(&volume.hu).fold(
-            [(0usize, 0i64, 0usize); 3],
-            |mut a, &l, &h| {
-                if l > 0 && (l as usize) < 3 {
-                    let e = &mut a[l as usize];
-                    e.0 += 1;
-                    e.1 += h as i64;
-                    if h < p.laa_hu {
-                        e.2 += 1;
+        // count, sum HU, LAA count per side code, slice by slice in parallel
+        let plane_len = labels.shape()[1] * labels.shape()[2];
+        let hu_std = volume.hu.as_standard_layout();
+        let hu = hu_std.as_slice().expect("standard layout");
+        let laa_hu = p.laa_hu;
+        let acc = labels
+            .as_slice_mut()
+            .expect("layout")
+            .par_chunks_mut(plane_len)
+            .zip(hu.par_chunks(plane_len))
+            .map(|(lp, hp)| {
+                let mut a = [(0usize, 0i64, 0usize); 3];
+                for (l, &h) in lp.iter_mut().zip(hp) {
+                    if *l == RIGHT_CODE || *l == LEFT_CODE {
+                        let e = &mut a[*l as usize];
+                        e.0 += 1;
+                        e.1 += h as i64;
+                        e.2 += (h < laa_hu) as usize;
+                    } else if *l != 0 {
+                        *l = 0; // EXCLUDED marker of the refinement
                     }
                 }
                 a
-            },
-        );
+            })
+            .reduce(
+                || [(0usize, 0i64, 0usize); 3],
+                |mut a, b| {
+                    for n in 0..3 {
+                        a[n].0 += b[n].0;
+                        a[n].1 += b[n].1;
+                        a[n].2 += b[n].2;
+                    }
+                    a
+                },
+            );
         let mut segments = Vec::new();
         let mut remap = [0u8; 3];
         for code in [RIGHT_CODE, LEFT_CODE] {
@@ -774,13 +825,9 @@ impl LungSegmenter {
         if segments.is_empty() {
             return empty(volume, notes);
         }
-        labels.par_mapv_inplace(|l| {
-            if (l as usize) < 3 {
-                remap[l as usize]
-            } else {
-                0
-            }
-        });
+        if remap != [0, RIGHT_CODE, LEFT_CODE] && remap != [0, RIGHT_CODE, 0] {
+            labels.par_mapv_inplace(|l| remap[l as usize]);
+        }
         notes.retain(|n| !n.starts_with("no lung found"));
         Segmentation {
             labels,

@@ -45,15 +45,20 @@ pub fn neighbours6(idx: usize, d: [usize; 3], mut f: impl FnMut(usize)) {
 }
 
 /// Block means of `hu` over `f = [fk, fj, fi]` blocks (the last block of an axis may be partial), ignoring
-/// voxels flagged in `excluded`; a block is flagged when more than half of its voxels are.
+/// voxels flagged in `excluded` (out of field); a block is flagged when
+/// more than half of its voxels are.
 pub fn downsample_mean(
     hu: ArrayView3<i16>,
-    excluded: Option<&(dyn Fn(usize, usize, usize) -> bool + Sync)>,
+    excluded: Option<&crate::volume::FieldMask>,
     f: [usize; 3],
 ) -> (Array3<i16>, Array3<bool>) {
     let s = hu.shape();
     let (nk, nj, ni) = (s[0], s[1], s[2]);
     let cd = [nk.div_ceil(f[0]), nj.div_ceil(f[1]), ni.div_ceil(f[2])];
+    let ci: Vec<usize> = (0..ni).map(|i| i / f[2]).collect();
+    let hu = hu.as_standard_layout();
+    let flat = hu.as_slice().expect("standard layout");
+    let plane_len = nj * ni;
     let mut out = Array3::<i16>::zeros(cd);
     let mut flag = Array3::<bool>::from_elem(cd, false);
     out.axis_iter_mut(Axis(0))
@@ -65,17 +70,30 @@ pub fn downsample_mean(
             let mut cnt = vec![0u32; cd[1] * cd[2]];
             let mut exc = vec![0u32; cd[1] * cd[2]];
             for k in ck * f[0]..((ck + 1) * f[0]).min(nk) {
-                let plane = hu.index_axis(Axis(0), k);
+                let plane = &flat[k * plane_len..(k + 1) * plane_len];
+                let words = excluded.map(|e| e.slice_words(k));
                 for j in 0..nj {
-                    let row = plane.index_axis(Axis(0), j);
-                    let cj = j / f[1];
-                    for (i, &v) in row.iter().enumerate() {
-                        let c = cj * cd[2] + i / f[2];
-                        if excluded.is_some_and(|e| e(k, j, i)) {
-                            exc[c] += 1;
-                        } else {
-                            sum[c] += v as i64;
-                            cnt[c] += 1;
+                    let crow = (j / f[1]) * cd[2];
+                    let row = &plane[j * ni..(j + 1) * ni];
+                    match words {
+                        None => {
+                            for (i, &v) in row.iter().enumerate() {
+                                let c = crow + ci[i];
+                                sum[c] += v as i64;
+                                cnt[c] += 1;
+                            }
+                        }
+                        Some(w) => {
+                            for (i, &v) in row.iter().enumerate() {
+                                let c = crow + ci[i];
+                                let p = j * ni + i;
+                                if (w[p / 64] >> (p % 64)) & 1 == 1 {
+                                    exc[c] += 1;
+                                } else {
+                                    sum[c] += v as i64;
+                                    cnt[c] += 1;
+                                }
+                            }
                         }
                     }
                 }
@@ -171,25 +189,48 @@ pub fn erode6(mask: &Array3<bool>, r: usize) -> Array3<bool> {
     cur
 }
 
-/// In-plane (per slice) closing with a disc of radius `r` voxels (approximated by `r` 4-neighbour steps
-/// and diagonal steps alternating, i.e. an octagon).
+/// In-plane (per slice) closing with a disc of radius `r` voxels (approximated by alternating 4- and
+/// 8-neighbour steps, i.e. an octagon), computed in the bounding box of each slice's mask. The grid edge
+/// counts as inside for the erosion, so a mask cut by the field of view is not eaten from the cut.
 pub fn close2d(mask: &Array3<bool>, r: usize) -> Array3<bool> {
     let mut out = mask.clone();
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .for_each(|mut plane| {
             let (nj, ni) = (plane.shape()[0], plane.shape()[1]);
-            let mut cur: Vec<bool> = plane.iter().copied().collect();
-            // pad-free: dilation r times, erosion r times, with the grid edge treated as "inside" for the
-            // erosion (so a lung cut by the field of view is not eroded from the cut)
-            for step in 0..r {
-                cur = step2d(&cur, nj, ni, step % 2 == 1, true);
+            let (mut j0, mut j1, mut i0, mut i1) = (usize::MAX, 0, usize::MAX, 0);
+            for ((j, i), &v) in plane.indexed_iter() {
+                if v {
+                    j0 = j0.min(j);
+                    j1 = j1.max(j);
+                    i0 = i0.min(i);
+                    i1 = i1.max(i);
+                }
+            }
+            if j0 == usize::MAX {
+                return;
+            }
+            let (wj0, wi0) = (j0.saturating_sub(r + 1), i0.saturating_sub(r + 1));
+            let (wj1, wi1) = ((j1 + r + 1).min(nj - 1), (i1 + r + 1).min(ni - 1));
+            let (h, w) = (wj1 - wj0 + 1, wi1 - wi0 + 1);
+            let mut cur = vec![false; h * w];
+            for j in 0..h {
+                for i in 0..w {
+                    cur[j * w + i] = plane[[wj0 + j, wi0 + i]];
+                }
             }
             for step in 0..r {
-                cur = step2d(&cur, nj, ni, step % 2 == 1, false);
+                cur = step2d(&cur, h, w, step % 2 == 1, true);
             }
-            for (d, s) in plane.iter_mut().zip(cur) {
-                *d |= s;
+            for step in 0..r {
+                cur = step2d(&cur, h, w, step % 2 == 1, false);
+            }
+            for j in 0..h {
+                for i in 0..w {
+                    if cur[j * w + i] {
+                        plane[[wj0 + j, wi0 + i]] = true;
+                    }
+                }
             }
         });
     out
@@ -234,106 +275,90 @@ fn step2d(src: &[bool], nj: usize, ni: usize, diagonal: bool, dilate: bool) -> V
 /// `labels` is 0. The size limit keeps vessels and nodules but not, e.g., the diaphragm dome that a ring of
 /// lung base encloses in an axial slice.
 pub fn fill_holes_2d(labels: &mut Array3<u8>, value: u8, max_area: usize) {
-    labels
-        .axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .for_each(|mut plane| {
-            let (nj, ni) = (plane.shape()[0], plane.shape()[1]);
-            // bounding box of the label in this slice
-            let (mut j0, mut j1, mut i0, mut i1) = (usize::MAX, 0, usize::MAX, 0);
-            for ((j, i), &l) in plane.indexed_iter() {
-                if l == value {
-                    j0 = j0.min(j);
-                    j1 = j1.max(j);
-                    i0 = i0.min(i);
-                    i1 = i1.max(i);
-                }
+    let s = labels.shape();
+    let (nj, ni) = (s[1], s[2]);
+    let flat = labels.as_slice_mut().expect("standard layout");
+    flat.par_chunks_mut(nj * ni).for_each(|plane| {
+        let (mut j0, mut j1, mut i0, mut i1) = (usize::MAX, 0, usize::MAX, 0);
+        for j in 0..nj {
+            let row = &plane[j * ni..(j + 1) * ni];
+            if let Some(a) = row.iter().position(|&l| l == value) {
+                let b = row.iter().rposition(|&l| l == value).unwrap_or(a);
+                j0 = j0.min(j);
+                j1 = j1.max(j);
+                i0 = i0.min(a);
+                i1 = i1.max(b);
             }
-            if j0 == usize::MAX {
-                return;
+        }
+        if j0 == usize::MAX {
+            return;
+        }
+        // the box grown by one pixel (clamped): its border pixels that are not the label are "outside"
+        let (bj0, bi0) = (j0.saturating_sub(1), i0.saturating_sub(1));
+        let (bj1, bi1) = ((j1 + 1).min(nj - 1), (i1 + 1).min(ni - 1));
+        let (bh, bw) = (bj1 - bj0 + 1, bi1 - bi0 + 1);
+        // 0 = unvisited background, 1 = label, 2 = visited
+        let mut st = vec![0u8; bh * bw];
+        for j in 0..bh {
+            let src = &plane[(bj0 + j) * ni + bi0..(bj0 + j) * ni + bi0 + bw];
+            for (d, &l) in st[j * bw..(j + 1) * bw].iter_mut().zip(src) {
+                *d = (l == value) as u8;
             }
-            // work in the box grown by one voxel; voxels outside the grid count as "outside"
-            let (bj0, bi0) = (j0.saturating_sub(1), i0.saturating_sub(1));
-            let (bj1, bi1) = ((j1 + 1).min(nj - 1), (i1 + 1).min(ni - 1));
-            let (bh, bw) = (bj1 - bj0 + 1, bi1 - bi0 + 1);
-            let mut reached = vec![false; bh * bw];
-            let mut queue = VecDeque::new();
-            let is_fg = |j: usize, i: usize| plane[[bj0 + j, bi0 + i]] == value;
-            for j in 0..bh {
-                for i in 0..bw {
-                    if (j == 0 || i == 0 || j == bh - 1 || i == bw - 1) && !is_fg(j, i) {
-                        reached[j * bw + i] = true;
-                        queue.push_back((j, i));
-                    }
-                }
-            }
-            while let Some((j, i)) = queue.pop_front() {
-                let mut go = |jj: usize, ii: usize| {
-                    let p = jj * bw + ii;
-                    if !reached[p] && !is_fg(jj, ii) {
-                        reached[p] = true;
-                        queue.push_back((jj, ii));
-                    }
-                };
-                if j > 0 {
-                    go(j - 1, i);
-                }
-                if j + 1 < bh {
-                    go(j + 1, i);
-                }
-                if i > 0 {
-                    go(j, i - 1);
-                }
-                if i + 1 < bw {
-                    go(j, i + 1);
-                }
-            }
-            // each remaining background region is a hole: fill it when small enough
-            let mut hole = Vec::new();
-            let mut to_fill = Vec::new();
-            for start in 0..bh * bw {
-                if reached[start] {
-                    continue;
-                }
-                hole.clear();
-                reached[start] = true;
-                hole.push(start);
-                let mut q = 0;
-                while q < hole.len() {
-                    let p = hole[q];
-                    q += 1;
+        }
+        let mut stack = Vec::new();
+        let flood =
+            |st: &mut Vec<u8>, stack: &mut Vec<usize>, start: usize, out: &mut Vec<usize>| {
+                st[start] = 2;
+                stack.push(start);
+                while let Some(p) = stack.pop() {
+                    out.push(p);
                     let (j, i) = (p / bw, p % bw);
-                    let mut go = |jj: usize, ii: usize| {
-                        let r = jj * bw + ii;
-                        if !reached[r] && !is_fg(jj, ii) {
-                            reached[r] = true;
-                            hole.push(r);
-                        }
-                    };
-                    if j > 0 {
-                        go(j - 1, i);
+                    if i > 0 && st[p - 1] == 0 {
+                        st[p - 1] = 2;
+                        stack.push(p - 1);
                     }
-                    if j + 1 < bh {
-                        go(j + 1, i);
+                    if i + 1 < bw && st[p + 1] == 0 {
+                        st[p + 1] = 2;
+                        stack.push(p + 1);
                     }
-                    if i > 0 {
-                        go(j, i - 1);
+                    if j > 0 && st[p - bw] == 0 {
+                        st[p - bw] = 2;
+                        stack.push(p - bw);
                     }
-                    if i + 1 < bw {
-                        go(j, i + 1);
+                    if j + 1 < bh && st[p + bw] == 0 {
+                        st[p + bw] = 2;
+                        stack.push(p + bw);
                     }
                 }
-                if hole.len() <= max_area {
-                    to_fill.extend_from_slice(&hole);
-                }
-            }
-            for p in to_fill {
-                let v = &mut plane[[bj0 + p / bw, bi0 + p % bw]];
-                if *v == 0 {
-                    *v = value;
+            };
+        let mut region = Vec::new();
+        // outside: everything reachable from the box border
+        for j in 0..bh {
+            for i in 0..bw {
+                let p = j * bw + i;
+                if (j == 0 || i == 0 || j == bh - 1 || i == bw - 1) && st[p] == 0 {
+                    flood(&mut st, &mut stack, p, &mut region);
                 }
             }
-        });
+        }
+        region.clear();
+        // holes
+        for start in 0..bh * bw {
+            if st[start] != 0 {
+                continue;
+            }
+            region.clear();
+            flood(&mut st, &mut stack, start, &mut region);
+            if region.len() <= max_area {
+                for &p in &region {
+                    let v = &mut plane[(bj0 + p / bw) * ni + bi0 + p % bw];
+                    if *v == 0 {
+                        *v = value;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Multi-seed breadth-first growth inside `allowed`: every allowed voxel connected to a seed gets the
@@ -452,8 +477,15 @@ mod tests {
         assert_eq!(c[[0, 0, 0]], -1000);
         assert_eq!(c[[0, 1, 1]], 0);
         assert!(!f.iter().any(|&v| v));
-        let ex = |_k: usize, j: usize, _i: usize| j == 0;
-        let (c, _) = downsample_mean(hu.view(), Some(&ex), [1, 2, 2]);
+        // row 0 excluded
+        let mut ex = crate::volume::FieldMask::new([2, 4, 4]);
+        for k in 0..2 {
+            for i in 0..4 {
+                ex.set(k, 0, i);
+            }
+        }
+        let (c, f2) = downsample_mean(hu.view(), Some(&ex), [1, 2, 2]);
+        assert!(!f2.iter().any(|&v| v)); // 2 of 4 excluded is not a majority
         assert_eq!(c[[0, 0, 0]], -1000);
         // partial last block
         let (c, _) = downsample_mean(hu.view(), None, [1, 3, 3]);
