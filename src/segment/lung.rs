@@ -309,9 +309,7 @@ impl LungSegmenter {
                 });
         }
         let max_hole = (p.max_hole_mm2 / (sp[1] * f[1] as f64 * sp[2] * f[2] as f64)) as usize;
-        for code in [RIGHT_CODE, LEFT_CODE] {
-            morph::fill_holes_2d(&mut out, code, max_hole);
-        }
+        morph::fill_holes_2d(&mut out, &[RIGHT_CODE, LEFT_CODE], max_hole);
         // hole filling must not swallow the excluded airway
         Zip::from(&mut out)
             .and(&exclude)
@@ -686,7 +684,6 @@ impl LungSegmenter {
         let cand_s = cand.as_slice().expect("layout");
         let ex = co.exclude.as_slice().expect("layout");
         let [nk, nj, ni] = volume.shape();
-        let ci: Vec<usize> = (0..ni).map(|i| i / f[2]).collect();
         let hu_std = volume.hu.as_standard_layout();
         let hu = hu_std.as_slice().expect("standard layout");
         let oof = volume.out_of_field.as_ref();
@@ -703,21 +700,28 @@ impl LungSegmenter {
                 let words = oof.map(|m| m.slice_words(k));
                 for j in 0..nj {
                     let crow = (ck * d[1] + j / f[1]) * d[2];
-                    for i in 0..ni {
-                        let q = crow + ci[i];
-                        let p = j * ni + i;
+                    // walk coarse voxels of this row; most are neither candidate nor excluded
+                    for cq in 0..d[2] {
+                        let q = crow + cq;
+                        let (ia, ib) = (cq * f[2], ((cq + 1) * f[2]).min(ni));
                         if ex[q] {
                             // the airway exclusion holds at full resolution; marked so hole filling keeps out
-                            lp[p] = EXCLUDED;
+                            lp[j * ni + ia..j * ni + ib].fill(EXCLUDED);
                             continue;
                         }
                         let side = cand_s[q];
                         if side == 0 {
                             continue;
                         }
-                        let in_field = words.is_none_or(|w| (w[p / 64] >> (p % 64)) & 1 == 0);
-                        if sure[q] || (hp[p] < p_air && in_field) {
-                            lp[p] = side;
+                        if sure[q] {
+                            lp[j * ni + ia..j * ni + ib].fill(side);
+                            continue;
+                        }
+                        for p in j * ni + ia..j * ni + ib {
+                            let in_field = words.is_none_or(|w| (w[p / 64] >> (p % 64)) & 1 == 0);
+                            if hp[p] < p_air && in_field {
+                                lp[p] = side;
+                            }
                         }
                     }
                 }
@@ -725,9 +729,72 @@ impl LungSegmenter {
         sw.lap("refine: threshold band");
         let px = volume.geometry.pixel_spacing;
         let max_hole = (p.max_hole_mm2 / (px[0] * px[1])) as usize;
-        for code in [RIGHT_CODE, LEFT_CODE] {
-            morph::fill_holes_2d(&mut labels, code, max_hole);
-        }
+        // holes at full resolution can only be band pixels (candidate, not sure, not air): fill the
+        // connected groups of them that touch nothing outside the candidate region and one lung only
+        labels
+            .as_slice_mut()
+            .expect("layout")
+            .par_chunks_mut(plane_len)
+            .enumerate()
+            .for_each(|(k, lp)| {
+                let ck = k / f[0];
+                let side_at =
+                    |pix: usize| cand_s[(ck * d[1] + pix / ni / f[1]) * d[2] + (pix % ni) / f[2]];
+                let mut seen = vec![false; plane_len];
+                let mut stack = Vec::new();
+                let mut region = Vec::new();
+                for j in 0..nj {
+                    let crow = (ck * d[1] + j / f[1]) * d[2];
+                    for cq in 0..d[2] {
+                        let q = crow + cq;
+                        if cand_s[q] == 0 || sure[q] || ex[q] {
+                            continue;
+                        }
+                        for start in j * ni + cq * f[2]..j * ni + ((cq + 1) * f[2]).min(ni) {
+                            if lp[start] != 0 || seen[start] {
+                                continue;
+                            }
+                            region.clear();
+                            let (mut outside, mut border) = (false, 0u8);
+                            seen[start] = true;
+                            stack.push(start);
+                            while let Some(pix) = stack.pop() {
+                                region.push(pix);
+                                let (pj, pi) = (pix / ni, pix % ni);
+                                let nbs = [
+                                    (pi > 0).then(|| pix - 1),
+                                    (pi + 1 < ni).then(|| pix + 1),
+                                    (pj > 0).then(|| pix - ni),
+                                    (pj + 1 < nj).then(|| pix + ni),
+                                ];
+                                for nb in nbs {
+                                    let Some(r) = nb else {
+                                        outside = true;
+                                        continue;
+                                    };
+                                    match lp[r] {
+                                        RIGHT_CODE => border |= 1,
+                                        LEFT_CODE => border |= 2,
+                                        0 if side_at(r) != 0 => {
+                                            if !seen[r] {
+                                                seen[r] = true;
+                                                stack.push(r);
+                                            }
+                                        }
+                                        _ => outside = true,
+                                    }
+                                }
+                            }
+                            if !outside && region.len() <= max_hole && (border == 1 || border == 2)
+                            {
+                                for &pix in &region {
+                                    lp[pix] = border;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
         sw.lap("refine: fill holes");
         labels
     }
