@@ -134,3 +134,41 @@ fn refused_series_gives_an_error_line_and_a_failing_status() {
         "{j}"
     );
 }
+
+#[test]
+fn phantom_command_writes_a_series_that_segment_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("ph");
+    let truth = dir.path().join("truth.raw");
+    let out = support::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_segnode"))
+            .args([
+                "phantom",
+                "--kind",
+                "chest",
+                "--variant",
+                "flipped",
+                "--matrix",
+                "128",
+                "--slices",
+                "60",
+            ])
+            .args(["--slice-spacing", "4", "--seed", "7", "--out"])
+            .arg(&series)
+            .arg("--truth")
+            .arg(&truth),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["shape"], serde_json::json!([60, 128, 128]));
+    assert_eq!(std::fs::metadata(&truth).unwrap().len(), 60 * 128 * 128);
+    let (ok, s) = segment_cli(&series, &dir.path().join("seg.dcm"));
+    assert!(ok, "{s}");
+    assert_eq!(s["status"], "ok", "{s}");
+    assert_eq!(s["segments"].as_array().unwrap().len(), 2, "{s}");
+}

@@ -140,3 +140,34 @@ fn rle_jpeg_lossless_and_deflate_decode_to_the_same_hu_as_native() {
         assert_eq!(v.geometry, native.geometry, "{name}");
     }
 }
+
+#[test]
+fn a_missing_slice_is_refused_as_a_gap_and_an_extra_series_is_dropped() {
+    let src = support::shared_data("chest-ct-crop");
+    let tmp = tempfile::tempdir().unwrap();
+    let files = support::files_under(&src);
+    for f in &files {
+        std::fs::copy(f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    // a slice from another series (the JPEG 2000 pelvis) in the folder is left out with a reason
+    let stray = support::files_under(&support::shared_data("ct-jpeg2000"))
+        .into_iter()
+        .next()
+        .unwrap();
+    std::fs::copy(&stray, tmp.path().join("stray.dcm")).unwrap();
+    let v = load_series(tmp.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(v.shape()[0], 112);
+    assert_eq!(v.dropped.len(), 1);
+    assert!(
+        v.dropped[0].reason.contains("another series"),
+        "{:?}",
+        v.dropped
+    );
+
+    // remove a slice from the middle of the stack: a gap, not a silently stretched volume
+    let v_sorted: Vec<_> = v.slices.iter().map(|s| s.path.clone()).collect();
+    std::fs::remove_file(&v_sorted[50]).unwrap();
+    let err = load_series(tmp.path(), &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, VolumeError::Gap { .. }), "{err}");
+    assert!(err.to_string().contains("missing slices"), "{err}");
+}
