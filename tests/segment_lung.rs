@@ -55,7 +55,11 @@ fn mean_x(v: &Volume, labels: &ndarray::Array3<u8>, code: u8) -> f64 {
 }
 
 fn run_variant(variant: Variant) -> Report {
-    let spec = Spec::new(variant, 42, 256);
+    run_spec(Spec::new(variant, 42, 256))
+}
+
+fn run_spec(spec: Spec) -> Report {
+    let variant = spec.variant;
     let ph = generate(&spec);
     let dir = tempfile::tempdir().unwrap();
     write_series(&ph, dir.path()).unwrap();
@@ -236,5 +240,62 @@ fn emphysema_index_rises_with_emphysema() {
     assert!(
         normal < 2.0 && emph > 5.0 && emph > 4.0 * normal,
         "LAA950 normal {normal:.2}% emphysema {emph:.2}%"
+    );
+}
+
+#[test]
+fn combined_traps_cropped_feet_first_fused_emphysema_with_contrast() {
+    let mut spec = Spec::new(Variant::Cropped, 9, 256);
+    spec.iop = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+    spec.patient_position = "FFS";
+    spec.number_from_feet = true;
+    spec.anatomy.fused = true;
+    spec.anatomy.emphysema = true;
+    spec.anatomy.contrast = true;
+    spec.slice_spacing = 1.25;
+    spec.z_range = [100.0, 300.0];
+    let r = run_spec(spec);
+    assert!(
+        r.dice_right >= 0.97 && r.dice_left >= 0.97,
+        "Dice {:.4} / {:.4}",
+        r.dice_right,
+        r.dice_left
+    );
+    assert_eq!(r.airway_as_lung, 0);
+    assert_eq!(r.gas_as_lung, 0);
+}
+
+#[test]
+fn an_abdomen_below_the_lungs_gives_no_lung_not_garbage() {
+    let mut spec = Spec::new(Variant::Bases, 3, 256);
+    spec.z_range = [10.0, 100.0]; // stomach and bowel gas, no lung
+    let ph = generate(&spec);
+    assert_eq!(
+        ph.truth
+            .iter()
+            .filter(|&&t| t == class::RIGHT_LUNG || t == class::LEFT_LUNG)
+            .count(),
+        0
+    );
+    assert!(ph.truth.iter().filter(|&&t| t == class::GAS).count() > 10_000);
+    let dir = tempfile::tempdir().unwrap();
+    write_series(&ph, dir.path()).unwrap();
+    let v = load_series(dir.path(), &LoadOptions::default()).unwrap();
+    let seg = segnode::segment::lung::LungSegmenter::default()
+        .segment(&v)
+        .unwrap();
+    assert!(
+        seg.is_empty(),
+        "found {:?}",
+        seg.segments
+            .iter()
+            .map(|s| &s.description.label)
+            .collect::<Vec<_>>()
+    );
+    assert!(seg.labels.iter().all(|&l| l == 0));
+    assert!(
+        seg.notes.iter().any(|n| n.contains("no lung found")),
+        "{:?}",
+        seg.notes
     );
 }
