@@ -299,3 +299,63 @@ fn an_abdomen_below_the_lungs_gives_no_lung_not_garbage() {
         seg.notes
     );
 }
+
+/// A synthetic volume where the two lungs are joined by a 40 mm thick bridge that erosion cannot part:
+/// the split falls back to the body midline instead of calling it one lung.
+#[test]
+fn lungs_joined_too_widely_for_erosion_are_split_at_the_midline() {
+    use segnode::volume::{geometry::Geometry, SeriesInfo, SliceRef};
+    let (nk, nj, ni) = (40usize, 160usize, 160usize);
+    let g = Geometry {
+        origin: [-159.0, -159.0, 0.0],
+        row_dir: [1.0, 0.0, 0.0],
+        col_dir: [0.0, 1.0, 0.0],
+        normal: [0.0, 0.0, 1.0],
+        pixel_spacing: [2.0, 2.0],
+        slice_spacing: 2.5,
+    };
+    let mut truth = ndarray::Array3::<u8>::zeros((nk, nj, ni));
+    let hu = ndarray::Array3::from_shape_fn((nk, nj, ni), |(k, j, i)| {
+        let p = g.index_to_patient(k as f64, j as f64, i as f64);
+        let (x, y) = (p[0], p[1]);
+        let body = (x / 140.0).powi(2) + (y / 100.0).powi(2) < 1.0;
+        let lobe = |cx: f64| ((x - cx) / 35.0).powi(2) + (y / 55.0).powi(2) < 1.0;
+        let lung = (5..35).contains(&k)
+            && (lobe(-55.0) || lobe(55.0) || (x.abs() < 55.0 && y.abs() < 20.0));
+        if lung {
+            truth[[k, j, i]] = if x > 0.0 { 2 } else { 1 };
+            -850i16
+        } else if body {
+            40
+        } else {
+            -1000
+        }
+    });
+    let v = Volume {
+        hu,
+        geometry: g,
+        slices: (0..nk)
+            .map(|k| SliceRef {
+                path: format!("s{k}").into(),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                sop_instance_uid: format!("2.25.{k}"),
+                position: [-159.0, -159.0, 2.5 * k as f64],
+            })
+            .collect(),
+        series: SeriesInfo::default(),
+        out_of_field: None,
+        dropped: vec![],
+    };
+    let seg = segnode::segment::lung::LungSegmenter::default()
+        .segment(&v)
+        .unwrap();
+    assert!(
+        seg.notes.iter().any(|n| n.contains("midline")),
+        "{:?}",
+        seg.notes
+    );
+    let right = side_code(&seg, "Right lung");
+    let left = side_code(&seg, "Left lung");
+    let (dr, dl) = (dice(&seg, &truth, right, 1), dice(&seg, &truth, left, 2));
+    assert!(dr > 0.95 && dl > 0.95, "Dice {dr:.4} / {dl:.4}");
+}

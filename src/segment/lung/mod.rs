@@ -15,6 +15,12 @@
 //! 6. Per lung: in-plane closing (juxtapleural nodules) and hole filling (vessels), then refinement at
 //!    full resolution (the coarse interior is kept, the border band re-thresholded) and 2D hole filling.
 //! 7. Measurements per lung: volume (mL), mean HU, LAA% below −950 HU.
+//!
+//! Steps 1–3 and the per-side closing live here; 4 in `airway.rs`, 5 in `sides.rs`, the full-resolution
+//! part of 6 in `refine.rs`, 7 in `measure.rs`. Thresholds are in [`LungParams`]. Known limits: a scan
+//! that starts below the carina keeps the main bronchi (no trachea seed); a pneumothorax joined to the
+//! lung is counted as lung; lungs joined over a wide contact that 15 mm of erosion does not separate are
+//! reported as one lung placed by the body midline.
 
 mod airway;
 mod measure;

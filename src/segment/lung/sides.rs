@@ -147,20 +147,45 @@ impl LungSegmenter {
             }
         }
         let body_x = bx.0 / bx.1.max(1) as f64;
-        let side = if cx[main] > body_x {
+        // a mass that lies well on both sides of the midline is two joined lungs erosion could not part:
+        // cut it at the body midline rather than call it one lung
+        let (mut n_left, mut n_right) = (0usize, 0usize);
+        for ((k, j, i), &l) in lab.indexed_iter() {
+            if l > 0 && keep[l as usize - 1] {
+                if centre_x(k as f64, j as f64, i as f64) > body_x {
+                    n_left += 1;
+                } else {
+                    n_right += 1;
+                }
+            }
+        }
+        let both = n_left.min(n_right) as f64 >= 0.25 * (n_left + n_right) as f64;
+        if both {
+            notes.push("lungs joined over a wide contact: split at the body midline".into());
+        }
+        let single = if cx[main] > body_x {
             LEFT_CODE
         } else {
             RIGHT_CODE
         };
-        notes.push(format!(
-            "one lung found ({})",
-            if side == LEFT_CODE { "left" } else { "right" }
-        ));
-        Zip::from(&mut seeds).and(&lab).for_each(|s, &l| {
+        if !both {
+            notes.push(format!(
+                "one lung found ({})",
+                if single == LEFT_CODE { "left" } else { "right" }
+            ));
+        }
+        for ((k, j, i), s) in seeds.indexed_iter_mut() {
+            let l = lab[[k, j, i]];
             if l > 0 && keep[l as usize - 1] {
-                *s = side;
+                *s = if !both {
+                    single
+                } else if centre_x(k as f64, j as f64, i as f64) > body_x {
+                    LEFT_CODE
+                } else {
+                    RIGHT_CODE
+                };
             }
-        });
+        }
         Some(seeds)
     }
 }
