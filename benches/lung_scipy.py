@@ -259,7 +259,7 @@ def main():
             if m.any():
                 h = hu[m]
                 lungs.append({"label": name, "volume_ml": round(float(m.sum() * vml), 2),
-                              "mean_hu": round(float(h.mean()), 2), "laa950_pct": round(float((h < LAA).mean() * 100), 2)})
+                              "mean_density_hu": round(float(h.mean()), 2), "laa950_pct": round(float((h < LAA).mean() * 100), 2)})
     t2 = time.perf_counter()
     if len(sys.argv) > 2:
         np.save(sys.argv[2], labels if labels is not None else np.zeros(hu.shape, np.uint8))

@@ -53,7 +53,7 @@ fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
         // the crop holds the central part of each lung: several hundred mL, not litres of outside air
         let ml = s["volume_ml"].as_f64().unwrap();
         assert!((300.0..2500.0).contains(&ml), "{}: {ml} mL", s["label"]);
-        let hu = s["mean_hu_hu"].as_f64().unwrap();
+        let hu = s["mean_density_hu"].as_f64().unwrap();
         assert!(
             (-900.0..-600.0).contains(&hu),
             "{}: mean {hu} HU",

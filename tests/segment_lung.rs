@@ -113,11 +113,11 @@ fn run_spec(spec: Spec) -> Report {
             m("volume")
         );
         assert!(
-            (-1000.0..-500.0).contains(&m("mean_hu")),
+            (-1000.0..-500.0).contains(&m("mean_density")),
             "{variant:?}: mean HU {}",
-            m("mean_hu")
+            m("mean_density")
         );
-        laa = f64::max(laa, m("laa950_percent"));
+        laa = f64::max(laa, m("laa950"));
     }
     // every SEG the tests write: dciodvfy clean, highdicom reads it back bit-exact
     if !seg.is_empty() {

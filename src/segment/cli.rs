@@ -68,6 +68,12 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
         "rows": shape[1],
         "columns": shape[2],
         "dropped": volume.dropped.len(),
+        "dropped_reasons": volume
+            .dropped
+            .iter()
+            .take(5)
+            .map(|d| format!("{}: {}", d.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), d.reason))
+            .collect::<Vec<_>>(),
         "load_ms": load_ms.round(),
         "segment_ms": segment_ms.round(),
         "segments": segments,

@@ -88,12 +88,12 @@ impl LungSegmenter {
                         unit: "mL",
                     },
                     Measurement {
-                        name: "mean_hu",
+                        name: "mean_density",
                         value: sum as f64 / n as f64,
                         unit: "HU",
                     },
                     Measurement {
-                        name: "laa950_percent",
+                        name: "laa950",
                         value: 100.0 * laa as f64 / n as f64,
                         unit: "%",
                     },
