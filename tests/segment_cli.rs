@@ -53,7 +53,7 @@ fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
         // the crop holds the central part of each lung: several hundred mL, not litres of outside air
         let ml = s["volume_ml"].as_f64().unwrap();
         assert!((300.0..2500.0).contains(&ml), "{}: {ml} mL", s["label"]);
-        let hu = s["mean_hu_hu"].as_f64().unwrap();
+        let hu = s["mean_density_hu"].as_f64().unwrap();
         assert!(
             (-900.0..-600.0).contains(&hu),
             "{}: mean {hu} HU",
@@ -133,4 +133,42 @@ fn refused_series_gives_an_error_line_and_a_failing_status() {
         j["error"].as_str().unwrap().contains("no usable CT slices"),
         "{j}"
     );
+}
+
+#[test]
+fn phantom_command_writes_a_series_that_segment_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("ph");
+    let truth = dir.path().join("truth.raw");
+    let out = support::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_segnode"))
+            .args([
+                "phantom",
+                "--kind",
+                "chest",
+                "--variant",
+                "flipped",
+                "--matrix",
+                "128",
+                "--slices",
+                "60",
+            ])
+            .args(["--slice-spacing", "4", "--seed", "7", "--out"])
+            .arg(&series)
+            .arg("--truth")
+            .arg(&truth),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["shape"], serde_json::json!([60, 128, 128]));
+    assert_eq!(std::fs::metadata(&truth).unwrap().len(), 60 * 128 * 128);
+    let (ok, s) = segment_cli(&series, &dir.path().join("seg.dcm"));
+    assert!(ok, "{s}");
+    assert_eq!(s["status"], "ok", "{s}");
+    assert_eq!(s["segments"].as_array().unwrap().len(), 2, "{s}");
 }

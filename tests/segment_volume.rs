@@ -85,3 +85,89 @@ fn a_folder_without_dicom_is_refused() {
     let err = load_series(dir.path(), &LoadOptions::default()).unwrap_err();
     assert!(matches!(err, VolumeError::NoSlices { .. }), "{err}");
 }
+
+/// Transcode every file of `src` into `dst` with a DCMTK tool (`tool args in out`).
+fn transcode(src: &std::path::Path, dst: &std::path::Path, tool: &str, args: &[&str]) {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in support::files_under(src) {
+        let out = dst.join(f.file_name().unwrap());
+        let o = support::run_with_timeout(
+            std::process::Command::new(tool)
+                .args(args)
+                .arg(&f)
+                .arg(&out),
+            std::time::Duration::from_secs(60),
+        );
+        assert!(
+            o.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn rle_jpeg_lossless_and_deflate_decode_to_the_same_hu_as_native() {
+    let src = support::shared_data("chest-ct-crop");
+    let native = load_series(&src, &LoadOptions::default()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, tool, args, ts) in [
+        ("rle", "dcmcrle", vec![], "1.2.840.10008.1.2.5"),
+        (
+            "jpeg-lossless",
+            "dcmcjpeg",
+            vec!["+e1"],
+            "1.2.840.10008.1.2.4.70",
+        ),
+        ("deflate", "dcmconv", vec!["+td"], "1.2.840.10008.1.2.1.99"),
+    ] {
+        let dir = tmp.path().join(name);
+        transcode(&src, &dir, tool, &args);
+        // the files really carry the transfer syntax
+        let first = support::files_under(&dir).into_iter().next().unwrap();
+        let obj = dicom_object::open_file(&first).unwrap();
+        assert_eq!(
+            obj.meta().transfer_syntax().trim_end_matches('\0'),
+            ts,
+            "{name}"
+        );
+        let v = load_series(&dir, &LoadOptions::default()).unwrap();
+        assert_eq!(v.shape(), native.shape(), "{name}");
+        assert!(
+            v.hu == native.hu,
+            "{name}: decoded HU differ from the native series"
+        );
+        assert_eq!(v.geometry, native.geometry, "{name}");
+    }
+}
+
+#[test]
+fn a_missing_slice_is_refused_as_a_gap_and_an_extra_series_is_dropped() {
+    let src = support::shared_data("chest-ct-crop");
+    let tmp = tempfile::tempdir().unwrap();
+    let files = support::files_under(&src);
+    for f in &files {
+        std::fs::copy(f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    // a slice from another series (the JPEG 2000 pelvis) in the folder is left out with a reason
+    let stray = support::files_under(&support::shared_data("ct-jpeg2000"))
+        .into_iter()
+        .next()
+        .unwrap();
+    std::fs::copy(&stray, tmp.path().join("stray.dcm")).unwrap();
+    let v = load_series(tmp.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(v.shape()[0], 112);
+    assert_eq!(v.dropped.len(), 1);
+    assert!(
+        v.dropped[0].reason.contains("another series"),
+        "{:?}",
+        v.dropped
+    );
+
+    // remove a slice from the middle of the stack: a gap, not a silently stretched volume
+    let v_sorted: Vec<_> = v.slices.iter().map(|s| s.path.clone()).collect();
+    std::fs::remove_file(&v_sorted[50]).unwrap();
+    let err = load_series(tmp.path(), &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, VolumeError::Gap { .. }), "{err}");
+    assert!(err.to_string().contains("missing slices"), "{err}");
+}

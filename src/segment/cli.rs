@@ -68,6 +68,12 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
         "rows": shape[1],
         "columns": shape[2],
         "dropped": volume.dropped.len(),
+        "dropped_reasons": volume
+            .dropped
+            .iter()
+            .take(5)
+            .map(|d| format!("{}: {}", d.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), d.reason))
+            .collect::<Vec<_>>(),
         "load_ms": load_ms.round(),
         "segment_ms": segment_ms.round(),
         "segments": segments,
@@ -77,6 +83,9 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
         out["status"] = json!(format!("no {} found", segmenter.name()));
         out["output"] = serde_json::Value::Null;
         out["write_ms"] = json!(0);
+        if let Some(mb) = peak_rss_mb() {
+            out["peak_rss_mb"] = json!(mb.round());
+        }
         return Ok(out);
     }
     let t2 = Instant::now();
@@ -92,7 +101,18 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
     out["output"] = json!(args.output.display().to_string());
     out["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
     out["frames"] = json!(obj.frames.len());
+    if let Some(mb) = peak_rss_mb() {
+        out["peak_rss_mb"] = json!(mb.round());
+    }
     Ok(out)
+}
+
+/// Peak resident memory of this process (Linux VmHWM), in MiB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn unit_suffix(unit: &str) -> &str {

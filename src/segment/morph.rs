@@ -45,15 +45,20 @@ pub fn neighbours6(idx: usize, d: [usize; 3], mut f: impl FnMut(usize)) {
 }
 
 /// Block means of `hu` over `f = [fk, fj, fi]` blocks (the last block of an axis may be partial), ignoring
-/// voxels flagged in `excluded`; a block is flagged when more than half of its voxels are.
+/// voxels flagged in `excluded` (out of field); a block is flagged when
+/// more than half of its voxels are.
 pub fn downsample_mean(
     hu: ArrayView3<i16>,
-    excluded: Option<&(dyn Fn(usize, usize, usize) -> bool + Sync)>,
+    excluded: Option<&crate::volume::FieldMask>,
     f: [usize; 3],
 ) -> (Array3<i16>, Array3<bool>) {
     let s = hu.shape();
     let (nk, nj, ni) = (s[0], s[1], s[2]);
     let cd = [nk.div_ceil(f[0]), nj.div_ceil(f[1]), ni.div_ceil(f[2])];
+    let ci: Vec<usize> = (0..ni).map(|i| i / f[2]).collect();
+    let hu = hu.as_standard_layout();
+    let flat = hu.as_slice().expect("standard layout");
+    let plane_len = nj * ni;
     let mut out = Array3::<i16>::zeros(cd);
     let mut flag = Array3::<bool>::from_elem(cd, false);
     out.axis_iter_mut(Axis(0))
@@ -65,17 +70,30 @@ pub fn downsample_mean(
             let mut cnt = vec![0u32; cd[1] * cd[2]];
             let mut exc = vec![0u32; cd[1] * cd[2]];
             for k in ck * f[0]..((ck + 1) * f[0]).min(nk) {
-                let plane = hu.index_axis(Axis(0), k);
+                let plane = &flat[k * plane_len..(k + 1) * plane_len];
+                let words = excluded.map(|e| e.slice_words(k));
                 for j in 0..nj {
-                    let row = plane.index_axis(Axis(0), j);
-                    let cj = j / f[1];
-                    for (i, &v) in row.iter().enumerate() {
-                        let c = cj * cd[2] + i / f[2];
-                        if excluded.is_some_and(|e| e(k, j, i)) {
-                            exc[c] += 1;
-                        } else {
-                            sum[c] += v as i64;
-                            cnt[c] += 1;
+                    let crow = (j / f[1]) * cd[2];
+                    let row = &plane[j * ni..(j + 1) * ni];
+                    match words {
+                        None => {
+                            for (i, &v) in row.iter().enumerate() {
+                                let c = crow + ci[i];
+                                sum[c] += v as i64;
+                                cnt[c] += 1;
+                            }
+                        }
+                        Some(w) => {
+                            for (i, &v) in row.iter().enumerate() {
+                                let c = crow + ci[i];
+                                let p = j * ni + i;
+                                if (w[p / 64] >> (p % 64)) & 1 == 1 {
+                                    exc[c] += 1;
+                                } else {
+                                    sum[c] += v as i64;
+                                    cnt[c] += 1;
+                                }
+                            }
                         }
                     }
                 }
@@ -92,33 +110,98 @@ pub fn downsample_mean(
     (out, flag)
 }
 
-/// 6-connected components of `mask`: labels (0 = background, 1.. = component) and the size of each
-/// component (`sizes[l - 1]`).
+/// 6-connected components of `mask`: labels (0 = background, 1.. = component, numbered in scan order)
+/// and the size of each component (`sizes[l - 1]`). Runs along rows are joined with a union-find to the
+/// overlapping runs of the row above and of the same row in the slice before; no component-count limit.
 pub fn label6(mask: &Array3<bool>) -> (Array3<u32>, Vec<usize>) {
     let d = dims(mask);
+    let (nk, nj, ni) = (d[0], d[1], d[2]);
     let m = mask.as_slice().expect("standard layout");
-    let mut lab = vec![0u32; m.len()];
-    let mut sizes = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..m.len() {
-        if !m[start] || lab[start] != 0 {
-            continue;
-        }
-        let id = sizes.len() as u32 + 1;
-        lab[start] = id;
-        stack.push(start);
-        let mut n = 0usize;
-        while let Some(p) = stack.pop() {
-            n += 1;
-            neighbours6(p, d, |q| {
-                if m[q] && lab[q] == 0 {
-                    lab[q] = id;
-                    stack.push(q);
+    // runs per row: (start, end exclusive); row_start[r] = index of the first run of row r
+    let nrows = nk * nj;
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    let mut row_start = Vec::with_capacity(nrows + 1);
+    for r in 0..nrows {
+        row_start.push(runs.len());
+        let row = &m[r * ni..(r + 1) * ni];
+        let mut i = 0;
+        while i < ni {
+            if row[i] {
+                let a = i;
+                while i < ni && row[i] {
+                    i += 1;
                 }
-            });
+                runs.push((a as u32, i as u32));
+            } else {
+                i += 1;
+            }
         }
-        sizes.push(n);
     }
+    row_start.push(runs.len());
+    let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
+    fn find(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            let p = parent[x as usize];
+            parent[x as usize] = parent[p as usize];
+            x = p;
+        }
+        x
+    }
+    let union_rows = |parent: &mut Vec<u32>, a: usize, b: usize| {
+        // join overlapping runs of rows a and b (both sorted by start)
+        let (mut x, xe) = (row_start[a], row_start[a + 1]);
+        let (mut y, ye) = (row_start[b], row_start[b + 1]);
+        while x < xe && y < ye {
+            let (ra, rb) = (runs[x], runs[y]);
+            if ra.0 < rb.1 && rb.0 < ra.1 {
+                let (fa, fb) = (find(parent, x as u32), find(parent, y as u32));
+                if fa != fb {
+                    let (lo, hi) = if fa < fb { (fa, fb) } else { (fb, fa) };
+                    parent[hi as usize] = lo;
+                }
+            }
+            if ra.1 < rb.1 {
+                x += 1;
+            } else {
+                y += 1;
+            }
+        }
+    };
+    for k in 0..nk {
+        for j in 0..nj {
+            let r = k * nj + j;
+            if row_start[r] == row_start[r + 1] {
+                continue;
+            }
+            if j > 0 {
+                union_rows(&mut parent, r, r - 1);
+            }
+            if k > 0 {
+                union_rows(&mut parent, r, r - nj);
+            }
+        }
+    }
+    // compact labels in scan order and sizes
+    let mut id_of_root = vec![0u32; runs.len()];
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut run_label = vec![0u32; runs.len()];
+    for x in 0..runs.len() {
+        let root = find(&mut parent, x as u32) as usize;
+        if id_of_root[root] == 0 {
+            sizes.push(0);
+            id_of_root[root] = sizes.len() as u32;
+        }
+        let id = id_of_root[root];
+        run_label[x] = id;
+        sizes[id as usize - 1] += (runs[x].1 - runs[x].0) as usize;
+    }
+    let mut lab = vec![0u32; m.len()];
+    lab.par_chunks_mut(ni).enumerate().for_each(|(r, row)| {
+        for x in row_start[r]..row_start[r + 1] {
+            let (a, b) = runs[x];
+            row[a as usize..b as usize].fill(run_label[x]);
+        }
+    });
     (Array3::from_shape_vec(d, lab).expect("shape"), sizes)
 }
 
@@ -171,25 +254,48 @@ pub fn erode6(mask: &Array3<bool>, r: usize) -> Array3<bool> {
     cur
 }
 
-/// In-plane (per slice) closing with a disc of radius `r` voxels (approximated by `r` 4-neighbour steps
-/// and diagonal steps alternating, i.e. an octagon).
+/// In-plane (per slice) closing with a disc of radius `r` voxels (approximated by alternating 4- and
+/// 8-neighbour steps, i.e. an octagon), computed in the bounding box of each slice's mask. The grid edge
+/// counts as inside for the erosion, so a mask cut by the field of view is not eaten from the cut.
 pub fn close2d(mask: &Array3<bool>, r: usize) -> Array3<bool> {
     let mut out = mask.clone();
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .for_each(|mut plane| {
             let (nj, ni) = (plane.shape()[0], plane.shape()[1]);
-            let mut cur: Vec<bool> = plane.iter().copied().collect();
-            // pad-free: dilation r times, erosion r times, with the grid edge treated as "inside" for the
-            // erosion (so a lung cut by the field of view is not eroded from the cut)
-            for step in 0..r {
-                cur = step2d(&cur, nj, ni, step % 2 == 1, true);
+            let (mut j0, mut j1, mut i0, mut i1) = (usize::MAX, 0, usize::MAX, 0);
+            for ((j, i), &v) in plane.indexed_iter() {
+                if v {
+                    j0 = j0.min(j);
+                    j1 = j1.max(j);
+                    i0 = i0.min(i);
+                    i1 = i1.max(i);
+                }
+            }
+            if j0 == usize::MAX {
+                return;
+            }
+            let (wj0, wi0) = (j0.saturating_sub(r + 1), i0.saturating_sub(r + 1));
+            let (wj1, wi1) = ((j1 + r + 1).min(nj - 1), (i1 + r + 1).min(ni - 1));
+            let (h, w) = (wj1 - wj0 + 1, wi1 - wi0 + 1);
+            let mut cur = vec![false; h * w];
+            for j in 0..h {
+                for i in 0..w {
+                    cur[j * w + i] = plane[[wj0 + j, wi0 + i]];
+                }
             }
             for step in 0..r {
-                cur = step2d(&cur, nj, ni, step % 2 == 1, false);
+                cur = step2d(&cur, h, w, step % 2 == 1, true);
             }
-            for (d, s) in plane.iter_mut().zip(cur) {
-                *d |= s;
+            for step in 0..r {
+                cur = step2d(&cur, h, w, step % 2 == 1, false);
+            }
+            for j in 0..h {
+                for i in 0..w {
+                    if cur[j * w + i] {
+                        plane[[wj0 + j, wi0 + i]] = true;
+                    }
+                }
             }
         });
     out
@@ -229,111 +335,112 @@ fn step2d(src: &[bool], nj: usize, ni: usize, diagonal: bool, dilate: bool) -> V
     out
 }
 
-/// Fill, slice by slice, the background regions of `labels == value` that do not reach the edge of the
-/// slice's bounding box (+1 margin) and hold at most `max_area` pixels, writing `value` only where
-/// `labels` is 0. The size limit keeps vessels and nodules but not, e.g., the diaphragm dome that a ring of
-/// lung base encloses in an axial slice.
-pub fn fill_holes_2d(labels: &mut Array3<u8>, value: u8, max_area: usize) {
-    labels
-        .axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .for_each(|mut plane| {
-            let (nj, ni) = (plane.shape()[0], plane.shape()[1]);
-            // bounding box of the label in this slice
-            let (mut j0, mut j1, mut i0, mut i1) = (usize::MAX, 0, usize::MAX, 0);
-            for ((j, i), &l) in plane.indexed_iter() {
-                if l == value {
-                    j0 = j0.min(j);
-                    j1 = j1.max(j);
-                    i0 = i0.min(i);
-                    i1 = i1.max(i);
-                }
+/// Fill, slice by slice, the holes of the labels in `codes`: background regions that do not reach the
+/// edge of the labels' bounding box (+1 margin), hold at most `max_area` pixels and border on one label
+/// only (a region enclosed by two lungs together, like the mediastinum between them, is not a hole of
+/// either). Only pixels that are 0 are written. The size limit keeps vessels and nodules but not, e.g.,
+/// the diaphragm dome that a ring of lung base encloses in an axial slice.
+pub fn fill_holes_2d(labels: &mut Array3<u8>, codes: &[u8], max_area: usize) {
+    let s = labels.shape();
+    let (nj, ni) = (s[1], s[2]);
+    let flat = labels.as_slice_mut().expect("standard layout");
+    let is_code = |l: u8| l != 0 && codes.contains(&l);
+    flat.par_chunks_mut(nj * ni).for_each(|plane| {
+        let (mut j0, mut j1, mut i0, mut i1) = (usize::MAX, 0, usize::MAX, 0);
+        for j in 0..nj {
+            let row = &plane[j * ni..(j + 1) * ni];
+            if let Some(a) = row.iter().position(|&l| is_code(l)) {
+                let b = row.iter().rposition(|&l| is_code(l)).unwrap_or(a);
+                j0 = j0.min(j);
+                j1 = j1.max(j);
+                i0 = i0.min(a);
+                i1 = i1.max(b);
             }
-            if j0 == usize::MAX {
-                return;
+        }
+        if j0 == usize::MAX {
+            return;
+        }
+        let (bj0, bi0) = (j0.saturating_sub(1), i0.saturating_sub(1));
+        let (bj1, bi1) = ((j1 + 1).min(nj - 1), (i1 + 1).min(ni - 1));
+        let (bh, bw) = (bj1 - bj0 + 1, bi1 - bi0 + 1);
+        // st: 0 = unvisited background, 1 = label, 2 = visited
+        let mut st = vec![0u8; bh * bw];
+        for j in 0..bh {
+            let src = &plane[(bj0 + j) * ni + bi0..(bj0 + j) * ni + bi0 + bw];
+            for (d, &l) in st[j * bw..(j + 1) * bw].iter_mut().zip(src) {
+                *d = is_code(l) as u8;
             }
-            // work in the box grown by one voxel; voxels outside the grid count as "outside"
-            let (bj0, bi0) = (j0.saturating_sub(1), i0.saturating_sub(1));
-            let (bj1, bi1) = ((j1 + 1).min(nj - 1), (i1 + 1).min(ni - 1));
-            let (bh, bw) = (bj1 - bj0 + 1, bi1 - bi0 + 1);
-            let mut reached = vec![false; bh * bw];
-            let mut queue = VecDeque::new();
-            let is_fg = |j: usize, i: usize| plane[[bj0 + j, bi0 + i]] == value;
-            for j in 0..bh {
-                for i in 0..bw {
-                    if (j == 0 || i == 0 || j == bh - 1 || i == bw - 1) && !is_fg(j, i) {
-                        reached[j * bw + i] = true;
-                        queue.push_back((j, i));
+        }
+        let mut stack = Vec::new();
+        let mut region = Vec::new();
+        // flood a background region; returns the label codes it borders (bit per code index)
+        let flood = |st: &mut Vec<u8>,
+                     stack: &mut Vec<usize>,
+                     start: usize,
+                     out: &mut Vec<usize>,
+                     plane: &[u8]| {
+            let mut border: u32 = 0;
+            st[start] = 2;
+            stack.push(start);
+            while let Some(p) = stack.pop() {
+                out.push(p);
+                let (j, i) = (p / bw, p % bw);
+                let mut visit = |q: usize| match st[q] {
+                    0 => {
+                        st[q] = 2;
+                        stack.push(q);
                     }
-                }
-            }
-            while let Some((j, i)) = queue.pop_front() {
-                let mut go = |jj: usize, ii: usize| {
-                    let p = jj * bw + ii;
-                    if !reached[p] && !is_fg(jj, ii) {
-                        reached[p] = true;
-                        queue.push_back((jj, ii));
+                    1 => {
+                        let l = plane[(bj0 + q / bw) * ni + bi0 + q % bw];
+                        if let Some(c) = codes.iter().position(|&c| c == l) {
+                            border |= 1 << c;
+                        }
                     }
+                    _ => {}
                 };
-                if j > 0 {
-                    go(j - 1, i);
-                }
-                if j + 1 < bh {
-                    go(j + 1, i);
-                }
                 if i > 0 {
-                    go(j, i - 1);
+                    visit(p - 1);
                 }
                 if i + 1 < bw {
-                    go(j, i + 1);
+                    visit(p + 1);
+                }
+                if j > 0 {
+                    visit(p - bw);
+                }
+                if j + 1 < bh {
+                    visit(p + bw);
                 }
             }
-            // each remaining background region is a hole: fill it when small enough
-            let mut hole = Vec::new();
-            let mut to_fill = Vec::new();
-            for start in 0..bh * bw {
-                if reached[start] {
-                    continue;
-                }
-                hole.clear();
-                reached[start] = true;
-                hole.push(start);
-                let mut q = 0;
-                while q < hole.len() {
-                    let p = hole[q];
-                    q += 1;
-                    let (j, i) = (p / bw, p % bw);
-                    let mut go = |jj: usize, ii: usize| {
-                        let r = jj * bw + ii;
-                        if !reached[r] && !is_fg(jj, ii) {
-                            reached[r] = true;
-                            hole.push(r);
-                        }
-                    };
-                    if j > 0 {
-                        go(j - 1, i);
-                    }
-                    if j + 1 < bh {
-                        go(j + 1, i);
-                    }
-                    if i > 0 {
-                        go(j, i - 1);
-                    }
-                    if i + 1 < bw {
-                        go(j, i + 1);
-                    }
-                }
-                if hole.len() <= max_area {
-                    to_fill.extend_from_slice(&hole);
+            border
+        };
+        // outside: everything reachable from the box border
+        for j in 0..bh {
+            for i in 0..bw {
+                let p = j * bw + i;
+                if (j == 0 || i == 0 || j == bh - 1 || i == bw - 1) && st[p] == 0 {
+                    flood(&mut st, &mut stack, p, &mut region, plane);
                 }
             }
-            for p in to_fill {
-                let v = &mut plane[[bj0 + p / bw, bi0 + p % bw]];
-                if *v == 0 {
-                    *v = value;
-                }
+        }
+        let mut fills: Vec<(usize, u8)> = Vec::new();
+        for start in 0..bh * bw {
+            if st[start] != 0 {
+                continue;
             }
-        });
+            region.clear();
+            let border = flood(&mut st, &mut stack, start, &mut region, plane);
+            if region.len() <= max_area && border.count_ones() == 1 {
+                let code = codes[border.trailing_zeros() as usize];
+                fills.extend(region.iter().map(|&p| (p, code)));
+            }
+        }
+        for (p, code) in fills {
+            let v = &mut plane[(bj0 + p / bw) * ni + bi0 + p % bw];
+            if *v == 0 {
+                *v = code;
+            }
+        }
+    });
 }
 
 /// Multi-seed breadth-first growth inside `allowed`: every allowed voxel connected to a seed gets the
@@ -383,6 +490,46 @@ mod tests {
     }
 
     #[test]
+    fn run_labelling_matches_a_flood_fill_reference() {
+        let mut x: u64 = 12345;
+        let m = Array3::from_shape_fn((7, 23, 31), |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 100 < 55
+        });
+        let (lab, sizes) = label6(&m);
+        // reference: flood fill from each voxel, compare partitions
+        let d = dims(&m);
+        let ms = m.as_slice().unwrap();
+        let ls = lab.as_slice().unwrap();
+        let mut seen = vec![false; ms.len()];
+        let mut count = 0;
+        for s0 in 0..ms.len() {
+            if !ms[s0] || seen[s0] {
+                continue;
+            }
+            count += 1;
+            let mut st = vec![s0];
+            seen[s0] = true;
+            let mut n = 0;
+            while let Some(p) = st.pop() {
+                n += 1;
+                assert_eq!(ls[p], ls[s0]);
+                neighbours6(p, d, |q| {
+                    if ms[q] && !seen[q] {
+                        seen[q] = true;
+                        st.push(q);
+                    }
+                });
+            }
+            assert_eq!(sizes[ls[s0] as usize - 1], n);
+        }
+        assert_eq!(count, sizes.len());
+        assert!(ls.iter().zip(ms).all(|(&l, &v)| (l > 0) == v));
+    }
+
+    #[test]
     fn labelling_has_no_component_limit() {
         // 70,000+ isolated voxels (a checkerboard) label fine
         let m = Array3::from_shape_fn((8, 200, 200), |(k, j, i)| (k + j + i) % 2 == 0);
@@ -419,7 +566,7 @@ mod tests {
         l[[0, 4, 6]] = 0;
         l[[0, 2, 2]] = 2; // another label inside: kept
         let mut big = l.clone();
-        fill_holes_2d(&mut l, 1, 10);
+        fill_holes_2d(&mut l, &[1], 10);
         assert_eq!(l[[0, 4, 4]], 1);
         assert_eq!(l[[0, 4, 7]], 0);
         assert_eq!(l[[0, 4, 6]], 0);
@@ -428,9 +575,30 @@ mod tests {
         big[[0, 4, 5]] = 0;
         big[[0, 4, 6]] = 1;
         big[[0, 4, 7]] = 1;
-        fill_holes_2d(&mut big, 1, 1);
+        fill_holes_2d(&mut big, &[1], 1);
         assert_eq!(big[[0, 4, 4]], 0);
         assert_eq!(big[[0, 4, 5]], 0);
+    }
+
+    #[test]
+    fn a_region_enclosed_by_two_labels_is_not_a_hole() {
+        // two C shapes facing each other enclose a gap between them: not a hole of either
+        let mut l = Array3::<u8>::zeros((1, 7, 9));
+        for j in 1..6 {
+            l[[0, j, 1]] = 1;
+            l[[0, j, 7]] = 2;
+        }
+        for i in 1..4 {
+            l[[0, 1, i]] = 1;
+            l[[0, 5, i]] = 1;
+        }
+        for i in 4..8 {
+            l[[0, 1, i]] = 2;
+            l[[0, 5, i]] = 2;
+        }
+        let before = l.clone();
+        fill_holes_2d(&mut l, &[1, 2], 100);
+        assert_eq!(l, before);
     }
 
     #[test]
@@ -452,8 +620,15 @@ mod tests {
         assert_eq!(c[[0, 0, 0]], -1000);
         assert_eq!(c[[0, 1, 1]], 0);
         assert!(!f.iter().any(|&v| v));
-        let ex = |_k: usize, j: usize, _i: usize| j == 0;
-        let (c, _) = downsample_mean(hu.view(), Some(&ex), [1, 2, 2]);
+        // row 0 excluded
+        let mut ex = crate::volume::FieldMask::new([2, 4, 4]);
+        for k in 0..2 {
+            for i in 0..4 {
+                ex.set(k, 0, i);
+            }
+        }
+        let (c, f2) = downsample_mean(hu.view(), Some(&ex), [1, 2, 2]);
+        assert!(!f2.iter().any(|&v| v)); // 2 of 4 excluded is not a majority
         assert_eq!(c[[0, 0, 0]], -1000);
         // partial last block
         let (c, _) = downsample_mean(hu.view(), None, [1, 3, 3]);

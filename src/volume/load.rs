@@ -70,19 +70,18 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
         .zip(field.slices_mut().collect::<Vec<_>>())
         .zip(stack.order.par_iter())
         .map(|((mut plane, bits), &n)| {
-            let px = decode_slice(&headers[n].path, &extras[n], stack.rows, stack.columns)?;
-            let mut any = false;
-            for (p, (dst, v)) in plane.iter_mut().zip(px).enumerate() {
-                match v {
-                    Some(h) => *dst = h,
-                    None => {
-                        *dst = AIR_HU;
-                        bits[p / 64] |= 1 << (p % 64);
-                        any = true;
-                    }
-                }
-            }
-            Ok(any)
+            let dst = plane.as_slice_mut().ok_or_else(|| VolumeError::Decode {
+                path: headers[n].path.clone(),
+                reason: "volume plane not contiguous".into(),
+            })?;
+            decode_slice(
+                &headers[n].path,
+                &extras[n],
+                stack.rows,
+                stack.columns,
+                dst,
+                bits,
+            )
         })
         .collect();
     let mut any_out = false;
@@ -268,13 +267,16 @@ fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
     Ok((header, extras))
 }
 
-/// Decode one slice to HU; `None` marks out-of-field / padding pixels.
+/// Decode one slice to HU straight into `plane`; out-of-field / padding pixels become [`AIR_HU`] and set
+/// their bit in `bits`. Returns whether any pixel was out of field.
 fn decode_slice(
     path: &Path,
     ex: &HeaderExtras,
     rows: usize,
     columns: usize,
-) -> Result<Vec<Option<i16>>, VolumeError> {
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> Result<bool, VolumeError> {
     let dec = |reason: String| VolumeError::Decode {
         path: path.to_path_buf(),
         reason,
@@ -303,55 +305,51 @@ fn decode_slice(
     );
     let bits_stored = px.bits_stored().clamp(1, 16) as u32;
     let data = px.data();
-    let raw: Vec<i32> = match px.bits_allocated() {
-        16 => {
-            if data.len() < 2 * n {
-                return Err(dec(format!(
-                    "{} bytes of pixel data for {n} pixels",
-                    data.len()
-                )));
-            }
-            data.chunks_exact(2)
-                .take(n)
-                .map(|b| {
-                    let v = u16::from_le_bytes([b[0], b[1]]);
-                    if signed {
-                        let sh = 16 - bits_stored;
-                        (((v << sh) as i16) >> sh) as i32
-                    } else {
-                        (v & (((1u32 << bits_stored) - 1) as u16)) as i32
-                    }
-                })
-                .collect()
-        }
-        8 => {
-            if data.len() < n {
-                return Err(dec(format!(
-                    "{} bytes of pixel data for {n} pixels",
-                    data.len()
-                )));
-            }
-            data[..n]
-                .iter()
-                .map(|&b| if signed { b as i8 as i32 } else { b as i32 })
-                .collect()
-        }
+    let bytes_per = match px.bits_allocated() {
+        16 => 2,
+        8 => 1,
         b => return Err(unsupported(format!("{b} bits allocated"))),
     };
-    Ok(raw
-        .into_iter()
-        .map(|v| {
-            if let Some((lo, hi)) = ex.padding {
-                if v >= lo && v <= hi {
-                    return None;
-                }
-            }
-            let h = v as f64 * ex.slope + ex.intercept;
-            if h < OUT_OF_FIELD_BELOW_HU {
-                None
+    if data.len() < bytes_per * n || plane.len() < n {
+        return Err(dec(format!(
+            "{} bytes of pixel data for {n} pixels",
+            data.len()
+        )));
+    }
+    let raw_at = |p: usize| -> i32 {
+        if bytes_per == 2 {
+            let v = u16::from_le_bytes([data[2 * p], data[2 * p + 1]]);
+            if signed {
+                let sh = 16 - bits_stored;
+                (((v << sh) as i16) >> sh) as i32
             } else {
-                Some(h.round().clamp(AIR_HU as f64, i16::MAX as f64) as i16)
+                (v & (((1u32 << bits_stored) - 1) as u16)) as i32
             }
-        })
-        .collect())
+        } else if signed {
+            data[p] as i8 as i32
+        } else {
+            data[p] as i32
+        }
+    };
+    // integer fast path for the usual slope 1 / integer intercept
+    let int_intercept =
+        (ex.slope == 1.0 && ex.intercept.fract() == 0.0).then_some(ex.intercept as i32);
+    let cut = OUT_OF_FIELD_BELOW_HU;
+    let mut any = false;
+    for (p, dst) in plane.iter_mut().enumerate().take(n) {
+        let v = raw_at(p);
+        let padding = ex.padding.is_some_and(|(lo, hi)| v >= lo && v <= hi);
+        let hu = match int_intercept {
+            Some(b) => (v + b) as f64,
+            None => v as f64 * ex.slope + ex.intercept,
+        };
+        if padding || hu < cut {
+            *dst = AIR_HU;
+            bits[p / 64] |= 1 << (p % 64);
+            any = true;
+        } else {
+            *dst = hu.round().clamp(AIR_HU as f64, i16::MAX as f64) as i16;
+        }
+    }
+    Ok(any)
 }
