@@ -493,3 +493,159 @@ fn external_models_ok_hang_and_garbage() {
         "a model process survived its timeout"
     );
 }
+
+#[test]
+fn admin_echo_send_and_rules_test() {
+    let data = tempfile::tempdir().unwrap();
+    let orthanc = OrthancProc::start();
+    let node = NodeProc::prepare(
+        &[],
+        &format!("{}{LUNG_RULE}", destination(orthanc.dicom_port)),
+    );
+    let peer = format!("ORTHANC@127.0.0.1:{}", orthanc.dicom_port);
+    let echo = node.cli(&["echo", &peer]);
+    assert!(
+        echo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&echo.stderr)
+    );
+    assert!(String::from_utf8_lossy(&echo.stdout).contains("status 0000"));
+    assert!(
+        !node
+            .cli(&["echo", &format!("ORTHANC@127.0.0.1:{}", free_port())])
+            .status
+            .success(),
+        "echo to a closed port succeeded"
+    );
+
+    // send a generated series and the real JPEG 2000 one as they are
+    let (files, uid) = gen_series(&data.path().join("ct"), 20, 64, 81, &[]);
+    let out = node.cli(&["send", data.path().join("ct").to_str().unwrap(), &peer]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // compressed files go as they are: JPEG Lossless SV1 made with DCMTK's dcmcjpeg
+    let (plain, _) = gen_series(&data.path().join("plain"), 3, 64, 83, &[]);
+    let jpeg_dir = data.path().join("jpeg");
+    std::fs::create_dir_all(&jpeg_dir).unwrap();
+    for (n, f) in plain.iter().enumerate() {
+        let st = Command::new("dcmcjpeg")
+            .arg(f)
+            .arg(jpeg_dir.join(format!("{n}.dcm")))
+            .status()
+            .unwrap();
+        assert!(st.success(), "dcmcjpeg");
+    }
+    let out = node.cli(&["send", jpeg_dir.to_str().unwrap(), &peer]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let series = orthanc.get("/series");
+    assert_eq!(series.as_array().unwrap().len(), 2);
+    let tag = |id: &Value| {
+        orthanc.get(&format!("/series/{}", id.as_str().unwrap()))["MainDicomTags"]
+            ["SeriesInstanceUID"]
+            .clone()
+    };
+    let ours = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|id| tag(id) == uid.as_str())
+        .expect("the sent series in Orthanc");
+    assert_eq!(
+        orthanc
+            .get(&format!("/series/{}/instances", ours.as_str().unwrap()))
+            .as_array()
+            .unwrap()
+            .len(),
+        files.len()
+    );
+    let jpeg = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|id| tag(id) != uid.as_str())
+        .unwrap();
+    let inst = orthanc.get(&format!("/series/{}/instances", jpeg.as_str().unwrap()));
+    let first = inst[0]["ID"].as_str().unwrap();
+    let ts = Command::new("curl")
+        .args([
+            "-sf",
+            &format!(
+                "http://127.0.0.1:{}/instances/{first}/metadata/TransferSyntax",
+                orthanc.http_port
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ts.stdout),
+        "1.2.840.10008.1.2.4.70",
+        "compressed file was not sent as is"
+    );
+
+    // a peer that takes Implicit VR LE only: the files are re-encoded, pixels unchanged
+    let scp_dir = data.path().join("scp");
+    std::fs::create_dir_all(&scp_dir).unwrap();
+    let port = free_port();
+    let mut scp = Command::new("storescp")
+        .args(["+xi", "-od"])
+        .arg(&scp_dir)
+        .arg(port.to_string())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = node.cli(&[
+        "send",
+        files[0].to_str().unwrap(),
+        &format!("ANY-SCP@127.0.0.1:{port}"),
+    ]);
+    let _ = scp.kill();
+    let _ = scp.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received = files_under(&scp_dir);
+    assert_eq!(received.len(), 1);
+    assert!(
+        meta_transfer_syntax(&received[0]).contains("1.2.840.10008.1.2]"),
+        "{}",
+        meta_transfer_syntax(&received[0])
+    );
+    let px = |p: &Path| {
+        dicom_object::open_file(p)
+            .unwrap()
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .to_vec()
+    };
+    assert!(
+        px(&received[0]) == px(&files[0]),
+        "pixel data changed in re-encoding"
+    );
+
+    // rules test: the 20-slice series hits the lung rule, a 10-slice one does not
+    let out = node.cli(&["rules", "test", data.path().join("ct").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("rule chest-ct → pipelines lung → destinations pacs"),
+        "{text}"
+    );
+    let (_, _) = gen_series(&data.path().join("few"), 10, 64, 82, &[]);
+    let text = String::from_utf8_lossy(
+        &node
+            .cli(&["rules", "test", data.path().join("few").to_str().unwrap()])
+            .stdout,
+    )
+    .to_string();
+    assert!(text.contains("no rule matches"), "{text}");
+}

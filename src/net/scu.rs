@@ -201,6 +201,37 @@ fn accepted(a: &Assoc, abstract_syntax: &str) -> Option<(u8, String)> {
         .map(|pc| (pc.id, pc.transfer_syntax.trim_end_matches('\0').to_string()))
 }
 
+/// Whether pixel data in this transfer syntax is encapsulated (compressed).
+fn is_encapsulated(ts: &str) -> bool {
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(ts)
+        .is_none_or(|t| t.is_encapsulated_pixel_data())
+}
+
+/// The accepted context to send `item` on: its own syntax when accepted, else (native data only) a
+/// little endian one.
+fn context_for(a: &Assoc, item: &Outgoing) -> Option<(u8, String)> {
+    let ok: Vec<(u8, String)> = a
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .filter(|pc| pc.abstract_syntax.trim_end_matches('\0') == item.sop_class)
+        .map(|pc| (pc.id, pc.transfer_syntax.trim_end_matches('\0').to_string()))
+        .collect();
+    ok.iter()
+        .find(|(_, ts)| *ts == item.transfer_syntax)
+        .cloned()
+        .or_else(|| {
+            if is_encapsulated(&item.transfer_syntax) {
+                None
+            } else {
+                ok.into_iter()
+                    .find(|(_, ts)| ts == EXPLICIT_LE || ts == IMPLICIT_LE)
+            }
+        })
+}
+
 /// The data set of `item` encoded in `ts` (byte for byte when `ts` is the file's own syntax).
 fn dataset_in(item: &Outgoing, ts: &str) -> Result<Vec<u8>, ScuError> {
     let err = |reason: String| ScuError::File {
@@ -238,16 +269,22 @@ pub async fn store(
     opts: &ScuOptions,
     items: &[Outgoing],
 ) -> Result<Vec<Result<u16, ScuError>>, ScuError> {
+    // Each file's own transfer syntax in a context of its own (so the peer cannot pick another one for a
+    // compressed file), plus, for native files, one context offering the little endian syntaxes to fall
+    // back to. Compressed data is never re-encoded.
     let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
-    for it in items {
-        let mut ts = vec![it.transfer_syntax.clone()];
-        for t in [EXPLICIT_LE, IMPLICIT_LE] {
-            if !ts.iter().any(|x| x == t) {
-                ts.push(t.to_string());
-            }
+    let mut add = |abs: &str, ts: Vec<String>| {
+        if !contexts.iter().any(|(a, t)| a == abs && *t == ts) && contexts.len() < 128 {
+            contexts.push((abs.to_string(), ts));
         }
-        if !contexts.iter().any(|(a, t)| *a == it.sop_class && *t == ts) && contexts.len() < 128 {
-            contexts.push((it.sop_class.clone(), ts));
+    };
+    for it in items {
+        add(&it.sop_class, vec![it.transfer_syntax.clone()]);
+        if !is_encapsulated(&it.transfer_syntax) {
+            add(
+                &it.sop_class,
+                vec![EXPLICIT_LE.to_string(), IMPLICIT_LE.to_string()],
+            );
         }
     }
     let mut a = connect(peer, opts, &contexts).await?;
@@ -258,10 +295,10 @@ pub async fn store(
     let chunk = max.saturating_sub(6).max(1024);
     let mut results = Vec::with_capacity(items.len());
     for (n, it) in items.iter().enumerate() {
-        let Some((pc, ts)) = accepted(&a, &it.sop_class) else {
+        let Some((pc, ts)) = context_for(&a, it) else {
             results.push(Err(ScuError::NoContext {
                 peer: peer.ae_title.clone(),
-                sop_class: it.sop_class.clone(),
+                sop_class: format!("{} in {}", it.sop_class, it.transfer_syntax),
             }));
             continue;
         };
