@@ -648,6 +648,7 @@ mod tests {
             labels,
             segments: vec![],
             notes: vec![],
+            details: None,
         }
     }
 

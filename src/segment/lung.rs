@@ -122,6 +122,7 @@ fn empty(volume: &Volume, mut notes: Vec<String>) -> Segmentation {
         labels: Array3::zeros(volume.hu.raw_dim()),
         segments: Vec::new(),
         notes,
+        details: None,
     }
 }
 
@@ -786,6 +787,7 @@ impl LungSegmenter {
             labels,
             segments,
             notes,
+            details: None,
         }
     }
 }
