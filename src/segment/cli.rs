@@ -73,8 +73,11 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
         "segments": segments,
         "notes": seg.notes,
     });
+    if let Some(d) = &seg.details {
+        out["details"] = d.clone();
+    }
     if seg.is_empty() {
-        out["status"] = json!(format!("no {} found", segmenter.name()));
+        out["status"] = json!(segmenter.nothing_found());
         out["output"] = serde_json::Value::Null;
         out["write_ms"] = json!(0);
         return Ok(out);
