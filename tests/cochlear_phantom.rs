@@ -275,9 +275,14 @@ fn coronal_array_partly_outside_the_field_of_view() {
 /// Every variant with more seeds (contact sizes, offsets, noise and streak phases change with the seed).
 #[test]
 fn every_variant_over_seeds() {
+    // more seeds with COCHLEAR_SEEDS=N (default 4)
+    let seeds: u64 = std::env::var("COCHLEAR_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     let mut failures = Vec::new();
     for variant in CbctVariant::TESTED {
-        for seed in 1..=4u64 {
+        for seed in 1..=seeds {
             let ph = generate_cbct(&CbctSpec::new(variant, seed));
             let v = in_memory(&ph);
             let seg = CochlearSegmenter::default().segment(&v).unwrap();
@@ -316,4 +321,14 @@ fn every_variant_over_seeds() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn bright_bone_near_the_clipped_maximum() {
+    check(CbctVariant::BrightBone);
+}
+
+#[test]
+fn double_oblique_stack() {
+    check(CbctVariant::Oblique);
 }

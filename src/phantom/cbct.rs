@@ -39,6 +39,8 @@ pub enum Orientation {
     Coronal,
     /// IOP 0\1\0\0\0\−1.
     Sagittal,
+    /// The axial frame turned 25° about x, then 20° about z (a double-oblique reformat).
+    Oblique,
 }
 
 impl Orientation {
@@ -47,6 +49,13 @@ impl Orientation {
             Orientation::Axial => [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
             Orientation::Coronal => [1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
             Orientation::Sagittal => [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
+            Orientation::Oblique => {
+                let (a, b) = (25f64.to_radians(), 20f64.to_radians());
+                // R = Rz(b) · Rx(a) applied to the x and y unit vectors
+                let r = [b.cos(), b.sin(), 0.0];
+                let c = [-b.sin() * a.cos(), b.cos() * a.cos(), a.sin()];
+                [r[0], r[1], r[2], c[0], c[1], c[2]]
+            }
         }
     }
 }
@@ -76,12 +85,18 @@ pub enum CbctVariant {
     SagittalAniso,
     /// Coronal stack, both ears, 0.3 mm, the left array partly outside the field of view.
     CoronalClipped,
+    /// Coronal stack, right ear, 0.3 mm, bright bone: otic capsule at 2750 of a 3071 maximum, more noise.
+    BrightBone,
+    /// Double-oblique stack, left ear, 0.25 mm.
+    Oblique,
     /// Benchmark: axial, both ears, 0.2 mm, a cube of `matrix`³ voxels (400 in the benchmark).
     Bench,
 }
 
 impl CbctVariant {
-    pub const TESTED: [CbctVariant; 7] = [
+    pub const TESTED: [CbctVariant; 9] = [
+        CbctVariant::BrightBone,
+        CbctVariant::Oblique,
         CbctVariant::CoronalRight,
         CbctVariant::CoronalLeft,
         CbctVariant::AxialBoth,
@@ -100,6 +115,8 @@ impl CbctVariant {
             CbctVariant::AxialFilling => "axial-filling",
             CbctVariant::SagittalAniso => "sagittal-aniso",
             CbctVariant::CoronalClipped => "coronal-clipped",
+            CbctVariant::BrightBone => "bright-bone",
+            CbctVariant::Oblique => "oblique",
             CbctVariant::Bench => "bench",
         }
     }
@@ -138,6 +155,9 @@ pub struct CbctSpec {
     pub noise_sd: f64,
     /// Standard deviation of the device's Gaussian point-spread function (mm).
     pub psf_mm: f64,
+    /// Grey value of the otic capsule and of the petrous bone (devices differ in calibration).
+    pub capsule_hu: f64,
+    pub petrous_hu: f64,
 }
 
 /// Cochlea centres (LPS mm) per side: index 0 = right (−x), 1 = left (+x).
@@ -179,6 +199,8 @@ impl CbctSpec {
             device_max: 3071.0,
             noise_sd: 45.0,
             psf_mm: 0.12,
+            capsule_hu: 1900.0,
+            petrous_hu: 1250.0,
         };
         match variant {
             CbctVariant::CoronalRight => {}
@@ -233,6 +255,23 @@ impl CbctSpec {
                 s.ears = Ears::Both;
                 s.arrays = [a_mid, a_mid2];
             }
+            CbctVariant::BrightBone => {
+                s.pixel_mm = 0.3;
+                s.slice_mm = 0.3;
+                s.arrays[0] = a_mid;
+                s.capsule_hu = 2750.0;
+                s.petrous_hu = 2300.0;
+                s.noise_sd = 60.0;
+            }
+            CbctVariant::Oblique => {
+                s.orientation = Orientation::Oblique;
+                s.pixel_mm = 0.25;
+                s.slice_mm = 0.25;
+                s.box_min = lmin;
+                s.box_max = lmax;
+                s.ears = Ears::Left;
+                s.arrays[1] = a_mid2;
+            }
             CbctVariant::Bench => {
                 s.orientation = Orientation::Axial;
                 s.box_min = [-40.0, -32.0, -40.0];
@@ -284,18 +323,23 @@ impl CbctSpec {
         ]
     }
 
-    /// The index → patient geometry of the grid.
+    /// The index → patient geometry of the grid: centred on the box, covering it.
     pub fn geometry(&self) -> Geometry {
         let (r, c, n) = self.axes();
-        // origin: the corner of the box the three axes point away from
+        let [ns, nr, nc] = self.shape();
+        let centre = [
+            0.5 * (self.box_min[0] + self.box_max[0]),
+            0.5 * (self.box_min[1] + self.box_max[1]),
+            0.5 * (self.box_min[2] + self.box_max[2]),
+        ];
+        let (hc, hr, hs) = (
+            0.5 * (nc as f64 - 1.0) * self.pixel_mm,
+            0.5 * (nr as f64 - 1.0) * self.pixel_mm,
+            0.5 * (ns as f64 - 1.0) * self.slice_mm,
+        );
         let mut origin = [0.0; 3];
         for a in 0..3 {
-            let d = r[a] + c[a] + n[a];
-            origin[a] = if d >= 0.0 {
-                self.box_min[a]
-            } else {
-                self.box_max[a]
-            };
+            origin[a] = centre[a] - hc * r[a] - hr * c[a] - hs * n[a];
         }
         Geometry {
             origin,
@@ -533,6 +577,8 @@ struct Model {
     teeth: Vec<(Vec3, Vec3)>,
     filling: Option<(Vec3, Vec3)>,
     sigma: f64,
+    capsule_hu: f64,
+    petrous_hu: f64,
 }
 
 impl Model {
@@ -628,6 +674,8 @@ impl Model {
                 teeth,
                 filling,
                 sigma,
+                capsule_hu: spec.capsule_hu,
+                petrous_hu: spec.petrous_hu,
             },
             placed,
         )
@@ -663,7 +711,7 @@ impl Model {
             + (perp[2] / 9.0).powi(2)
             < 1.0
         {
-            v = 1250.0;
+            v = self.petrous_hu;
         }
         // mastoid: trabecular bone with air cells, posterolateral
         let m = [q[0] - 43.0, q[1] - 22.0, q[2] - 1.0];
@@ -684,7 +732,7 @@ impl Model {
         }
         // otic capsule: denser bone around the cochlea
         if dot(d, d) < 7.5 * 7.5 {
-            v = 1900.0;
+            v = self.capsule_hu;
             // modiolus slightly less dense (left-frame coordinates)
             let wl = self.frames[1].1.w;
             let w = dot(d, wl);

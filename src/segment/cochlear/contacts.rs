@@ -30,19 +30,30 @@ pub struct ArrayContacts {
     /// Whether the tip / base order comes from the spiral (else it is a fallback: see notes).
     pub order_from_spiral: bool,
     pub notes: Vec<String>,
+    /// Per blob of the chain: whether it is part of the array (specks off the array's rhythm are not).
+    pub used_blobs: Vec<bool>,
 }
 
 /// Locate the contacts of a chain; `voxel_mm` is the geometric mean voxel size.
-pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
+pub fn locate(chain: &Chain, voxel_mm: f64, min_blob_mm3: f64) -> ArrayContacts {
     let mut notes = Vec::new();
     let nb = chain.blobs.len();
+    // solid blobs make the statistics and the contacts; specks (noise or streaks that clip on bright
+    // bone, or contacts that barely clip) join only where the array's rhythm expects a contact
+    let mut solid: Vec<usize> = (0..nb)
+        .filter(|&b| chain.blobs[b].volume_mm3 >= min_blob_mm3)
+        .collect();
+    if solid.len() < 2 {
+        solid = (0..nb).collect();
+    }
     let extents: Vec<f64> = (0..nb).map(|b| chain.extent(b, voxel_mm)).collect();
-    let mut sorted = extents.clone();
+    let mut sorted: Vec<f64> = solid.iter().map(|&b| extents[b]).collect();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    // the footprint of one contact: the lower quartile of the blob extents, or the thickness of the
-    // blobs when every blob holds merged contacts (a bloomed contact is as long as it is thick)
-    let mut thick: Vec<f64> = (0..nb)
-        .map(|b| (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt())
+    // the footprint of one contact: the median extent of the blobs no longer than they are thick, or
+    // the thickness when every blob holds merged contacts (a bloomed contact is as long as it is thick)
+    let mut thick: Vec<f64> = solid
+        .iter()
+        .map(|&b| (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt())
         .collect();
     thick.sort_by(|a, b| a.total_cmp(b));
     let thick_med = thick[thick.len() / 2];
@@ -57,7 +68,15 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
         thick_med + 0.5 * voxel_mm
     }
     .max(voxel_mm);
-    let singles: Vec<usize> = (0..nb).filter(|&b| extents[b] < 1.5 * e1).collect();
+    let singles: Vec<usize> = solid
+        .iter()
+        .copied()
+        .filter(|&b| extents[b] < 1.5 * e1)
+        .collect();
+    // metal of one contact (voxels): the median single blob, when there are enough of them
+    let mut single_mass: Vec<usize> = singles.iter().map(|&b| chain.s[b].len()).collect();
+    single_mass.sort_unstable();
+    let m1 = (single_mass.len() >= 2).then(|| single_mass[single_mass.len() / 2] as f64);
     // pitch: the median nearest-neighbour distance between single contacts (most contacts' nearest
     // neighbour is the next one on the array; across turns near the apex it may be closer)
     let mut gaps: Vec<f64> = singles
@@ -75,13 +94,37 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
     let pitch = if gaps.len() >= 3 {
         Some(gaps[gaps.len() / 2])
     } else {
-        periodicity(chain, voxel_mm)
+        periodicity(chain, &solid, voxel_mm)
     };
-    let mut pieces: Vec<Vec<Vec3>> = Vec::new();
-    for b in 0..nb {
+    let mut pieces: Vec<Piece> = Vec::new();
+    // a single contact's cross-section (equivalent diameter), to tell a lead wire from merged contacts
+    let mut single_thick: Vec<f64> = singles
+        .iter()
+        .map(|&b| (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt())
+        .collect();
+    single_thick.sort_by(|a, b| a.total_cmp(b));
+    let t1 = (single_thick.len() >= 2).then(|| single_thick[single_thick.len() / 2]);
+    let mut wires = Vec::new();
+    for &b in &solid {
+        let thickness =
+            (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt();
+        if extents[b] >= 1.5 * e1 && t1.is_some_and(|t| thickness < 0.75 * t) {
+            // long and clearly thinner than a contact: a lead wire that clips (bright bone)
+            wires.push(b);
+            continue;
+        }
         let n = match pitch {
             _ if extents[b] < 1.5 * e1 => 1,
-            Some(p) => best_count(&chain.s[b], extents[b], e1, p, voxel_mm),
+            Some(p) => {
+                let (n, bulges) = best_count(&chain.s[b], extents[b], e1, p, voxel_mm);
+                tracing::debug!(blob = b, thickness, ?t1, bulges, n, "merged");
+                if bulges < BEADED && extents[b] >= 2.0 * e1 && t1.is_some_and(|t| thickness < t) {
+                    // long, no bulges, not thicker than one contact: a lead wire, not merged contacts
+                    wires.push(b);
+                    continue;
+                }
+                n
+            }
             None => {
                 notes.push(format!(
                     "merged contacts over {:.1} mm with no measurable pitch: count is a lower bound",
@@ -103,7 +146,11 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
             "blob"
         );
         if n == 1 {
-            pieces.push(vec![chain.blobs[b].centroid]);
+            pieces.push(Piece {
+                contacts: vec![chain.blobs[b].centroid],
+                blob: b,
+                speck: false,
+            });
             continue;
         }
         let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -128,14 +175,15 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
                 *o = mean(&sel.iter().map(|&v| pts[v]).collect::<Vec<_>>());
             }
         }
-        // a window with little metal is the tail of a contact (or a wire), not a contact; two windows
-        // that converged onto one contact are one
-        let per = s.len() as f64 / n as f64;
+        // a window with little metal is the tail of a contact or a wire (a lead bright enough to clip on
+        // dense bone), not a contact; two windows that converged onto one contact are one
+        let heaviest = mass.iter().copied().max().unwrap_or(0) as f64;
+        let min_mass = 0.7 * m1.unwrap_or(heaviest).min(heaviest.max(1.0));
         let mut windows: Vec<(f64, Vec3, usize)> = centres
             .into_iter()
             .zip(out)
             .zip(mass)
-            .filter(|(_, m)| *m as f64 >= 0.4 * per)
+            .filter(|(_, m)| *m as f64 >= min_mass)
             .map(|((c, o), m)| (c, o, m))
             .collect();
         windows.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -150,12 +198,32 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
                 _ => piece.push(w),
             }
         }
-        if piece.is_empty() {
-            piece.push((lo, chain.blobs[b].centroid, s.len()));
+        if !piece.is_empty() {
+            pieces.push(Piece {
+                contacts: piece.into_iter().map(|p| p.1).collect(),
+                blob: b,
+                speck: false,
+            });
         }
-        pieces.push(piece.into_iter().map(|p| p.1).collect());
     }
-    let mut contacts = order_pieces(pieces);
+    for b in (0..nb).filter(|b| !solid.contains(b)) {
+        pieces.push(Piece {
+            contacts: vec![chain.blobs[b].centroid],
+            blob: b,
+            speck: true,
+        });
+    }
+    let (mut contacts, used_list) = order_pieces(pieces);
+    let mut used = vec![false; nb];
+    for b in used_list.into_iter().chain(wires.iter().copied()) {
+        used[b] = true;
+    }
+    if !wires.is_empty() {
+        notes.push(format!(
+            "{} thin run(s) of clipped metal taken as lead wire, not contacts",
+            wires.len()
+        ));
+    }
     let length_mm = contacts.windows(2).map(|w| dist(w[0], w[1])).sum();
     let (order_from_spiral, angle) = match spiral_fit(&contacts) {
         Some(fit) => {
@@ -172,6 +240,7 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
         notes.push("array too straight or too short to tell tip from base by the spiral".into());
     }
     ArrayContacts {
+        used_blobs: used,
         contacts,
         pitch_mm: pitch,
         length_mm,
@@ -181,63 +250,99 @@ pub fn locate(chain: &Chain, voxel_mm: f64) -> ArrayContacts {
     }
 }
 
-/// Order the contacts of the chain's pieces (single contacts, or the ordered contacts of a merged blob)
-/// into one sequence. The sequence starts at the piece end farthest from the centroid (the outer, basal
-/// end of a spiral) and grows by the piece end nearest to the position predicted from the last step and
-/// the last turn: near the apex, a contact of the next turn may be nearer than the next contact, but it
-/// is not where the curve is heading.
-fn order_pieces(mut pieces: Vec<Vec<Vec3>>) -> Vec<Vec3> {
-    let all: Vec<Vec3> = pieces.iter().flatten().copied().collect();
-    if pieces.len() <= 1 {
-        return all;
+/// Contacts from one blob: a single contact, the ordered contacts of a merged blob, or a speck (a blob
+/// too small to trust: noise or a streak that clips on bright bone, or a contact that barely clips).
+#[derive(Debug, Clone)]
+struct Piece {
+    contacts: Vec<Vec3>,
+    blob: usize,
+    speck: bool,
+}
+
+/// Order the contacts of the chain's pieces into one sequence; returns it with the blobs used.
+///
+/// The sequence starts at the solid piece end farthest from the centroid (the outer, basal end of a
+/// spiral) and grows by the piece end nearest to the position predicted from the last step and the last
+/// turn: near the apex a contact of the next turn may be nearer than the next contact, but it is not
+/// where the curve is heading. A speck joins only when it sits where the next contact is predicted;
+/// specks left over are not part of the array.
+fn order_pieces(mut pieces: Vec<Piece>) -> (Vec<Vec3>, Vec<usize>) {
+    let solid: Vec<Vec3> = pieces
+        .iter()
+        .filter(|p| !p.speck)
+        .flat_map(|p| p.contacts.iter().copied())
+        .collect();
+    if solid.is_empty() {
+        return (Vec::new(), Vec::new());
     }
-    let c = mean(&all);
+    let c = mean(&solid);
     let mut best = (f64::NEG_INFINITY, 0, false);
-    for (n, p) in pieces.iter().enumerate() {
-        for (rev, q) in [(false, p[0]), (true, p[p.len() - 1])] {
+    for (n, p) in pieces.iter().enumerate().filter(|(_, p)| !p.speck) {
+        let ends = [
+            (false, p.contacts[0]),
+            (true, p.contacts[p.contacts.len() - 1]),
+        ];
+        for (rev, q) in ends {
             let d = dist(q, c);
             if d > best.0 {
                 best = (d, n, rev);
             }
         }
     }
-    let mut path = pieces.swap_remove(best.1);
+    let first = pieces.swap_remove(best.1);
+    let mut used = vec![first.blob];
+    let mut path = first.contacts;
     if best.2 {
         path.reverse();
     }
-    while !pieces.is_empty() {
+    while pieces.iter().any(|p| !p.speck) {
         let m = path.len();
         let p = path[m - 1];
-        let pred = if m >= 3 {
+        // the next position, and the one after it (in case the next contact is missing)
+        let (pred, pred2, step) = if m >= 3 {
             let h0 = sub(path[m - 2], path[m - 3]);
             let h1 = sub(p, path[m - 2]);
-            add(p, rotate_like(h0, h1))
+            let h2 = rotate_like(h0, h1);
+            let q = add(p, h2);
+            (q, add(q, rotate_like(h1, h2)), dot(h1, h1).sqrt())
         } else if m == 2 {
-            add(p, sub(p, path[0]))
+            let h = sub(p, path[0]);
+            (add(p, h), add(p, add(h, h)), dot(h, h).sqrt())
         } else {
-            p
+            (p, p, 0.0)
         };
         let mut pick = (f64::INFINITY, 0, false);
         for (n, piece) in pieces.iter().enumerate() {
-            for (rev, q) in [(false, piece[0]), (true, piece[piece.len() - 1])] {
+            let ends = [
+                (false, piece.contacts[0]),
+                (true, piece.contacts[piece.contacts.len() - 1]),
+            ];
+            for (rev, q) in ends {
                 // first step: the nearest end, preferring the outer turn
                 let cost = if m == 1 {
                     dist(q, p) - 0.5 * dist(q, c)
                 } else {
-                    dist(q, pred)
+                    // a contact where the one after next is expected costs a little more than one
+                    // where the next is expected
+                    dist(q, pred).min(dist(q, pred2) + 0.25 * step)
                 };
+                if piece.speck && (m == 1 || cost > 0.4 * step) {
+                    continue;
+                }
                 if cost < pick.0 {
                     pick = (cost, n, rev);
                 }
             }
         }
-        let mut next = pieces.swap_remove(pick.1);
+        let next = pieces.swap_remove(pick.1);
+        used.push(next.blob);
+        let mut more = next.contacts;
         if pick.2 {
-            next.reverse();
+            more.reverse();
         }
-        path.extend(next);
+        path.extend(more);
     }
-    path
+    (path, used)
 }
 
 fn sub(a: Vec3, b: Vec3) -> Vec3 {
@@ -277,7 +382,9 @@ fn rotate_like(h0: Vec3, h1: Vec3) -> Vec3 {
 /// How many contacts a merged blob holds: the count from its length and the pitch, or one more or less,
 /// whichever puts evenly spaced contacts on the bulges of the blob's cross-section profile along the arc
 /// rather than on the necks between them.
-fn best_count(s: &[f64], extent: f64, e1: f64, pitch: f64, voxel_mm: f64) -> usize {
+///
+/// Returns the count and the contrast of bulges over necks (about 0 for a wire or a smooth tube).
+fn best_count(s: &[f64], extent: f64, e1: f64, pitch: f64, voxel_mm: f64) -> (usize, f64) {
     let n0 = (((extent - e1) / pitch).round() as usize + 1).max(1);
     let h = 0.05;
     let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -322,14 +429,17 @@ fn best_count(s: &[f64], extent: f64, e1: f64, pitch: f64, voxel_mm: f64) -> usi
     }
     // a flat profile says nothing: keep the count from the length
     if best.0 < 0.05 {
-        n0
+        (n0, best.0)
     } else {
-        best.1
+        (best.1, best.0)
     }
 }
 
+/// Bulge contrast above which a long blob is merged contacts rather than a wire.
+const BEADED: f64 = 0.3;
+
 /// Pitch from the autocorrelation of the voxel count along the arc (lags 0.6–2.6 mm).
-fn periodicity(chain: &Chain, voxel_mm: f64) -> Option<f64> {
+fn periodicity(chain: &Chain, blobs: &[usize], voxel_mm: f64) -> Option<f64> {
     let h = 0.05;
     let n = (chain.length_mm / h).ceil() as usize + 1;
     if n < 40 {
@@ -338,7 +448,7 @@ fn periodicity(chain: &Chain, voxel_mm: f64) -> Option<f64> {
     let mut prof = vec![0.0; n];
     let sd = 0.35 * voxel_mm / h;
     let w = (3.0 * sd).ceil() as i64;
-    for s in chain.s.iter().flatten() {
+    for s in blobs.iter().flat_map(|&b| chain.s[b].iter()) {
         let c = s / h;
         let ci = c.round() as i64;
         for d in -w..=w {

@@ -4,7 +4,9 @@
 //! Pipeline (everything after step 1 works on a sparse list of metal voxels):
 //! 1. Metal level from the histogram (`threshold.rs`): metal is usually clipped at the device maximum;
 //!    the threshold sits in a narrow band below it and above dense bone.
-//! 2. Candidates and their 26-connected blobs (`blobs.rs`).
+//! 2. Candidates and their 26-connected blobs (`blobs.rs`); when metal is clipped, a blob must hold at
+//!    least one clipped voxel (noise on bright bone and streaks reach the band below the maximum, not
+//!    the maximum itself).
 //! 3. Blobs linked into chains by proximity; each chain ordered by geodesic arc length (`chain.rs`).
 //! 4. A chain is an electrode array when it is long (≥ 3 mm along the arc), thin (no blob thicker than a
 //!    bloomed contact), holds at least [`CochlearParams::min_contacts`] contacts and lies in dense bone
@@ -42,6 +44,11 @@ pub struct CochlearParams {
     /// Thickest blob (equivalent diameter, mm): a bloomed contact is < 1.2 mm, a filling several mm.
     pub max_blob_thickness_mm: f64,
     pub min_contacts: usize,
+    /// Smaller blobs may be noise or streak specks on bright bone (mm³; one 0.4 mm voxel is 0.064 mm³):
+    /// they join an array only where its pitch expects a contact.
+    pub min_blob_mm3: f64,
+    /// Dense bone (99.5th percentile) closer than this to the clipped maximum makes tiny blobs suspect.
+    pub bright_bone_margin: f64,
     /// Share of samples 1.5–3 mm around the contacts that must be bone.
     pub min_bone_fraction: f64,
     /// More metal candidates than this: the volume is not a metal-in-bone problem (mis-scaled data).
@@ -55,6 +62,8 @@ impl Default for CochlearParams {
             min_length_mm: 3.0,
             max_blob_thickness_mm: 1.5,
             min_contacts: 4,
+            min_blob_mm3: 0.06,
+            bright_bone_margin: 400.0,
             min_bone_fraction: 0.3,
             max_candidates: 2_000_000,
         }
@@ -119,14 +128,40 @@ impl Segmenter for CochlearSegmenter {
             notes.push("too many metal-level voxels: not a metal-in-bone image".into());
             return Ok(empty(volume, notes));
         };
-        let blobs = blobs::blobs(volume, &cands);
+        let mut blobs = blobs::blobs(volume, &cands);
+        if level.clipped {
+            // metal saturates: a blob without a single clipped voxel is noise or a streak on bone
+            let before = blobs.len();
+            blobs.retain(|b| {
+                b.voxels.iter().any(|&v| {
+                    let [k, j, i] = kji(v, shape);
+                    volume.hu[[k, j, i]] >= level.device_max
+                })
+            });
+            if blobs.len() < before {
+                notes.push(format!(
+                    "{} bright spot(s) without a clipped voxel ignored",
+                    before - blobs.len()
+                ));
+            }
+        }
         let spacing = volume.geometry.spacing_kji();
         let voxel_mm = (spacing[0] * spacing[1] * spacing[2]).cbrt();
         let mut arrays = Vec::new();
         let mut rejected = 0usize;
+        // dense bone close to the clip level: noise and streaks on bone can clip too, so tiny blobs join
+        // an array only where its rhythm expects a contact; otherwise every clipped blob counts
+        let speck_mm3 = if (level.device_max as f64 - level.bone_ref)
+            < self.params.bright_bone_margin
+        {
+            notes.push("dense bone close to the clip level: tiny blobs are checked against the array's pitch".into());
+            self.params.min_blob_mm3
+        } else {
+            0.0
+        };
         for group in chain::link(blobs, self.params.link_mm) {
             let ch = chain::order(group, shape);
-            match self.judge(volume, ch, voxel_mm) {
+            match self.judge(volume, ch, voxel_mm, speck_mm3) {
                 Ok(a) => arrays.push(a),
                 Err(why) => {
                     rejected += 1;
@@ -169,7 +204,13 @@ impl Segmenter for CochlearSegmenter {
 
 impl CochlearSegmenter {
     /// Accept a chain as an electrode array, or say why not.
-    fn judge(&self, volume: &Volume, ch: Chain, voxel_mm: f64) -> Result<Array, String> {
+    fn judge(
+        &self,
+        volume: &Volume,
+        ch: Chain,
+        voxel_mm: f64,
+        speck_mm3: f64,
+    ) -> Result<Array, String> {
         let p = &self.params;
         if ch.length_mm < p.min_length_mm {
             return Err(format!("short ({:.1} mm)", ch.length_mm));
@@ -178,7 +219,7 @@ impl CochlearSegmenter {
         if thick > p.max_blob_thickness_mm {
             return Err(format!("thick ({thick:.1} mm)"));
         }
-        let found = contacts::locate(&ch, voxel_mm);
+        let found = contacts::locate(&ch, voxel_mm, speck_mm3);
         if found.contacts.len() < p.min_contacts {
             return Err(format!("{} contacts", found.contacts.len()));
         }
@@ -210,9 +251,11 @@ impl CochlearSegmenter {
             .expect("a freshly allocated array is contiguous");
         for (n, a) in arrays.iter().enumerate() {
             let number = (n + 1) as u8;
-            for b in &a.chain.blobs {
-                for &v in &b.voxels {
-                    flat[v] = number;
+            for (b, used) in a.chain.blobs.iter().zip(&a.found.used_blobs) {
+                if *used {
+                    for &v in &b.voxels {
+                        flat[v] = number;
+                    }
                 }
             }
             let side = if a.left { "left" } else { "right" };
