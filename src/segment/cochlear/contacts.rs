@@ -177,8 +177,10 @@ pub fn locate(chain: &Chain, voxel_mm: f64, min_blob_mm3: f64) -> ArrayContacts 
         }
         // a window with little metal is the tail of a contact or a wire (a lead bright enough to clip on
         // dense bone), not a contact; two windows that converged onto one contact are one
-        let heaviest = mass.iter().copied().max().unwrap_or(0) as f64;
-        let min_mass = 0.7 * m1.unwrap_or(heaviest).min(heaviest.max(1.0));
+        let mut sorted_mass = mass.clone();
+        sorted_mass.sort_unstable();
+        let typical = sorted_mass[sorted_mass.len() / 2].max(1) as f64;
+        let min_mass = 0.6 * m1.unwrap_or(typical).min(typical);
         let mut windows: Vec<(f64, Vec3, usize)> = centres
             .into_iter()
             .zip(out)
