@@ -3,8 +3,16 @@
 //!
 //! Contacts that bloom into separate blobs are located by the blob centroid. Blobs that hold several
 //! merged contacts (tight pitch, coarse voxels) are split by the array's pitch, measured on the separate
-//! blobs (median centre-to-centre arc distance) or, when every contact is merged, from the periodicity of
-//! the voxel mass along the arc; each contact is then the centroid of the voxels within half a pitch.
+//! blobs (median nearest-neighbour distance) or, when every contact is merged, from the periodicity of
+//! the voxel mass along the arc; the count is checked against the bulges of the blob's cross-section
+//! profile, and each contact is the centroid of the voxels within half a pitch (windows with too little
+//! metal are tails, not contacts). A long blob thinner than one contact, or one without bulges, is a lead
+//! wire that clips on bright bone: it is labelled but holds no contact. On bright bone, tiny blobs
+//! (specks) join only where the ordering expects the next contact.
+//!
+//! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
+//! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
+//! contact, but not where the curve is heading).
 //!
 //! The modiolar axis is the normal of the best plane through the contacts. In that plane the tangent of a
 //! cochlear spiral turns by the same angle as the position around the modiolus, so the insertion angle is

@@ -28,7 +28,7 @@ pub use threshold::{metal_level, MetalLevel};
 use super::codes::{self, CodedConcept};
 use super::{Measurement, Segment, SegmentDescription, SegmentError, Segmentation, Segmenter};
 use crate::volume::Volume;
-use blobs::{dist, kji, mean};
+use blobs::{kji, mean};
 use chain::Chain;
 use ndarray::Array3;
 use serde_json::json;
@@ -412,6 +412,5 @@ fn bone_fraction(volume: &Volume, contacts: &[[f64; 3]]) -> f64 {
     if all == 0 {
         return 0.0;
     }
-    let _ = dist;
     bone as f64 / all as f64
 }
