@@ -263,9 +263,11 @@ fn run_pipeline(
         "segments": segments,
         "notes": seg.notes,
     });
+    if let Some(details) = &seg.details {
+        summary["details"] = details.clone();
+    }
     if seg.is_empty() {
-        let short = job.pipeline.rsplit(':').next().unwrap_or(&job.pipeline);
-        summary["status"] = json!(format!("no {short} found"));
+        summary["status"] = json!(segmenter.nothing_found());
         return Ok((summary, Vec::new()));
     }
     let t2 = Instant::now();

@@ -649,3 +649,71 @@ fn admin_echo_send_and_rules_test() {
     .to_string();
     assert!(text.contains("no rule matches"), "{text}");
 }
+
+#[test]
+fn coronal_cbct_is_routed_to_cochlear_by_the_example_rule() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("cbct");
+    let out = run_with_timeout(
+        Command::new(segnode_bin())
+            .args([
+                "phantom",
+                "--kind",
+                "cbct",
+                "--cbct-variant",
+                "coronal-right",
+                "--out",
+            ])
+            .arg(&dir),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the example file in config/ routes it
+    let example = repo_root().join("config/examples/routing.toml");
+    let out = run_with_timeout(
+        Command::new(segnode_bin())
+            .arg("--config")
+            .arg(&example)
+            .args(["rules", "test"])
+            .arg(&dir),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("rule cbct-cochlear → pipelines cochlear"),
+        "{text}"
+    );
+    assert!(!text.contains("chest-ct-lungs"), "{text}");
+    // and through the node: the electrode SEG reaches the PACS, contacts in the job result
+    let orthanc = OrthancProc::start();
+    let rule = std::fs::read_to_string(&example).unwrap();
+    let rule = &rule[rule.find("[[rules]]\nname = \"cbct-cochlear\"").unwrap()..];
+    let node = NodeProc::start_with(&[], &format!("{}{rule}", destination(orthanc.dicom_port)));
+    assert!(storescu(node.port, &files_under(&dir), &[])
+        .status
+        .success());
+    let seg = wait_for(
+        "the electrode SEG in Orthanc",
+        Duration::from_secs(180),
+        || orthanc.series_of_modality("SEG").into_iter().next(),
+    );
+    let job = jobs(&node).into_iter().next().unwrap();
+    assert_eq!(job["pipeline"], "cochlear");
+    let result: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+    let arrays = result["details"]["arrays"]
+        .as_array()
+        .expect("contact details in the job result");
+    assert_eq!(arrays.len(), 1);
+    assert_eq!(arrays[0]["contact_count"], 22, "{:#}", arrays[0]);
+    assert_eq!(
+        arrays[0]["contacts_mm"].as_array().map(|c| c.len()),
+        Some(22)
+    );
+    let dl = tempfile::tempdir().unwrap();
+    let decoded = decode_seg(&orthanc.download_series(&seg, dl.path())[0]);
+    assert_eq!(decoded.voxels.len(), 1, "one segment (one array)");
+}

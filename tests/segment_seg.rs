@@ -47,6 +47,7 @@ fn two_segments(v: &segnode::volume::Volume) -> Segmentation {
         labels,
         segments: vec![seg(1, "Right lung", &RIGHT), seg(2, "Left lung", &LEFT)],
         notes: vec![],
+        details: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn empty_or_inconsistent_segmentations_are_refused_up_front() {
         labels: ndarray::Array3::zeros(v.hu.raw_dim()),
         segments: vec![],
         notes: vec![],
+        details: None,
     };
     assert!(matches!(
         SegObject::build(&v, &empty, &SegOptions::default()),

@@ -7,11 +7,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PhantomArgs {
-    /// Phantom kind (only `chest` for now).
+    /// Phantom kind: `chest` or `cbct` (temporal bone with cochlear implants).
     #[arg(long, default_value = "chest")]
     pub kind: String,
     #[arg(long, value_enum, default_value = "standard")]
     pub variant: Variant,
+    /// Variant of the `cbct` kind.
+    #[arg(long, value_enum, default_value = "coronal-right")]
+    pub cbct_variant: super::cbct::CbctVariant,
+    /// `cbct` kind: a cube of N³ voxels around the variant's centre (benchmarks).
+    #[arg(long)]
+    pub cube: Option<usize>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Rows = columns.
@@ -32,9 +38,12 @@ pub struct PhantomArgs {
 }
 
 pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
+    if args.kind == "cbct" {
+        return super::cbct_cli::run(args);
+    }
     anyhow::ensure!(
         args.kind == "chest",
-        "unknown phantom kind {:?} (known: chest)",
+        "unknown phantom kind {:?} (known: chest, cbct)",
         args.kind
     );
     anyhow::ensure!(

@@ -7,13 +7,17 @@
 //! contrast, emphysema, fused lungs) and returns the HU volume with its geometry and the ground-truth
 //! label map. [`write_series`] writes it as a folder of CT Image Storage files.
 
+pub mod cbct;
+mod cbct_cli;
+mod cbct_write;
 pub mod chest;
 pub mod cli;
 mod rng;
 mod write;
 
+pub use cbct_write::write_cbct_series;
 pub use chest::class;
-pub use write::{write_series, PhantomWriteError};
+pub use write::{write_series, PhantomWriteError, WrittenSeries};
 
 use crate::volume::geometry::{cross, Geometry};
 use chest::{Anatomy, Chest};

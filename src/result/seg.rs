@@ -661,6 +661,7 @@ mod tests {
             labels,
             segments: vec![],
             notes: vec![],
+            details: None,
         }
     }
 

@@ -28,7 +28,8 @@ pub struct SegmentArgs {
     #[arg(long, default_value_t = 9001)]
     pub series_number: i32,
     /// SeriesDescription of the SEG.
-    #[arg(long, default_value = "segnode lung segmentation")]
+    /// SeriesDescription of the SEG (`{pipeline}` is replaced by the pipeline name).
+    #[arg(long, default_value = "segnode {pipeline} segmentation")]
     pub series_description: String,
 }
 
@@ -79,8 +80,11 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
         "segments": segments,
         "notes": seg.notes,
     });
+    if let Some(d) = &seg.details {
+        out["details"] = d.clone();
+    }
     if seg.is_empty() {
-        out["status"] = json!(format!("no {} found", segmenter.name()));
+        out["status"] = json!(segmenter.nothing_found());
         out["output"] = serde_json::Value::Null;
         out["write_ms"] = json!(0);
         if let Some(mb) = peak_rss_mb() {
@@ -91,7 +95,9 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
     let t2 = Instant::now();
     let opts = SegOptions {
         series_number: args.series_number,
-        series_description: args.series_description.clone(),
+        series_description: args
+            .series_description
+            .replace("{pipeline}", &args.pipeline),
         ..SegOptions::default()
     };
     let obj = SegObject::build(&volume, &seg, &opts).context("building the DICOM SEG")?;

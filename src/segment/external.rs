@@ -271,6 +271,7 @@ impl ExternalSegmenter {
             labels,
             segments,
             notes,
+            details: None,
         })
     }
 }

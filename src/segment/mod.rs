@@ -6,6 +6,7 @@
 //! in `cli.rs`. Nothing here knows DICOM: results are written by `crate::result`.
 
 pub mod cli;
+pub mod cochlear;
 pub mod codes;
 pub mod external;
 pub mod lung;
@@ -21,6 +22,10 @@ pub trait Segmenter: Send + Sync {
     fn name(&self) -> &'static str;
     /// Algorithm version written into results (changes whenever the output may change).
     fn version(&self) -> &'static str;
+    /// Status line when nothing is found (the CLI's `status`), e.g. "no lung found".
+    fn nothing_found(&self) -> String {
+        format!("no {} found", self.name())
+    }
     /// Segment a volume. "Nothing found" is an `Ok` with no segments, not an error.
     fn segment(&self, volume: &Volume) -> Result<Segmentation, SegmentError>;
 }
@@ -30,7 +35,7 @@ pub trait Segmenter: Send + Sync {
 pub enum SegmentError {
     #[error("volume too small to segment: {0}")]
     VolumeTooSmall(String),
-    #[error("unknown pipeline {0:?} (known: lung)")]
+    #[error("unknown pipeline {0:?} (known: lung, cochlear)")]
     UnknownPipeline(String),
     #[error("external model: {0}")]
     External(String),
@@ -40,6 +45,7 @@ pub enum SegmentError {
 pub fn pipeline(name: &str) -> Result<Box<dyn Segmenter>, SegmentError> {
     match name {
         "lung" => Ok(Box::new(lung::LungSegmenter::default())),
+        "cochlear" => Ok(Box::new(cochlear::CochlearSegmenter::default())),
         other => Err(SegmentError::UnknownPipeline(other.to_string())),
     }
 }
@@ -84,6 +90,8 @@ pub struct Segmentation {
     pub segments: Vec<Segment>,
     /// Notes for the job log ("no lung found", "lungs split at the anterior junction" …).
     pub notes: Vec<String>,
+    /// Structured per-result data for the job result / CLI JSON (e.g. the cochlear contact list).
+    pub details: Option<serde_json::Value>,
 }
 
 impl Segmentation {

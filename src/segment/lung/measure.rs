@@ -111,6 +111,7 @@ impl LungSegmenter {
             labels,
             segments,
             notes,
+            details: None,
         }
     }
 }

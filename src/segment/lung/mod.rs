@@ -153,6 +153,7 @@ fn empty(volume: &Volume, mut notes: Vec<String>) -> Segmentation {
         labels: Array3::zeros(volume.hu.raw_dim()),
         segments: Vec::new(),
         notes,
+        details: None,
     }
 }
 

@@ -1,0 +1,134 @@
+//! The metal level of a CBCT / CT volume: the device maximum (metal is usually clipped there), a
+//! reference level of dense bone, and the threshold above which a voxel counts as metal.
+//!
+//! CBCT grey values are not calibrated like CT: dense petrous bone may sit anywhere from ~1000 to near the
+//! top of the range. The threshold is therefore placed relative to the clipped maximum when metal is
+//! clipped (a band just below it, wide enough for noise on the saturated core, narrow enough to stay
+//! above bone), and half-way between bone and the maximum when it is not (extended-range CT).
+
+use ndarray::{Array3, Axis};
+use rayon::prelude::*;
+
+/// Levels derived from the histogram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetalLevel {
+    /// Highest value in the volume.
+    pub device_max: i16,
+    /// Voxels at exactly the maximum.
+    pub saturated: usize,
+    /// 99.5th percentile of the voxels at or above [`BONE_HU`] and below the maximum.
+    pub bone_ref: f64,
+    /// Voxels at or above this are metal candidates.
+    pub threshold: i16,
+    /// Whether the metal looks clipped at the device maximum.
+    pub clipped: bool,
+}
+
+/// Voxels at or above this are bone (or metal).
+pub const BONE_HU: i16 = 300;
+/// No metal below this, whatever the histogram says.
+const ABSOLUTE_FLOOR: f64 = 1500.0;
+
+/// The metal level, or `None` when nothing in the volume can be metal.
+pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
+    let hist = histogram(hu);
+    let off = 32768usize;
+    let top = hist.iter().rposition(|&c| c > 0)?;
+    let device_max = (top as i64 - off as i64) as i16;
+    let saturated = hist[top] as usize;
+    // bone statistics leave out the plateau at the maximum (clipped metal)
+    let bone: u64 = hist[off + BONE_HU as usize..top].iter().sum();
+    let bone_ref = if bone == 0 {
+        BONE_HU as f64
+    } else {
+        let want = (bone as f64 * 0.995).ceil() as u64;
+        let mut acc = 0u64;
+        let mut v = BONE_HU as f64;
+        for (n, &c) in hist[..top].iter().enumerate().skip(off + BONE_HU as usize) {
+            acc += c;
+            if acc >= want {
+                v = n as f64 - off as f64;
+                break;
+            }
+        }
+        v
+    };
+    let d = device_max as f64;
+    if d < ABSOLUTE_FLOOR {
+        return None;
+    }
+    // clipped: a plateau of identical values at the top, well above bone
+    let clipped = saturated >= 3 && d > bone_ref + 150.0;
+    let threshold = if clipped {
+        let delta = (0.1 * (d - bone_ref)).clamp(50.0, 300.0);
+        d - delta
+    } else {
+        let floor = (bone_ref + 400.0).max(2000.0);
+        if d < floor + 100.0 {
+            return None;
+        }
+        floor.max(bone_ref + 0.5 * (d - bone_ref))
+    };
+    if threshold < ABSOLUTE_FLOOR {
+        return None;
+    }
+    Some(MetalLevel {
+        device_max,
+        saturated,
+        bone_ref,
+        threshold: threshold.round() as i16,
+        clipped,
+    })
+}
+
+fn histogram(hu: &Array3<i16>) -> Vec<u64> {
+    hu.axis_iter(Axis(0))
+        .into_par_iter()
+        .fold(
+            || vec![0u64; 65536],
+            |mut h, plane| {
+                for &v in plane.iter() {
+                    h[(v as i32 + 32768) as usize] += 1;
+                }
+                h
+            },
+        )
+        .reduce(
+            || vec![0u64; 65536],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipped_metal_sits_just_below_the_maximum_and_above_bone() {
+        let mut a = Array3::<i16>::from_elem((4, 20, 20), 40);
+        for j in 0..20 {
+            for i in 0..10 {
+                a[[1, j, i]] = 1900;
+            }
+        }
+        for i in 0..5 {
+            a[[2, 3, i]] = 3071;
+        }
+        let m = metal_level(&a).unwrap();
+        assert!(m.clipped);
+        assert_eq!(m.device_max, 3071);
+        assert!(m.threshold > 2000 && m.threshold < 3071, "{m:?}");
+    }
+
+    #[test]
+    fn no_metal_in_plain_bone() {
+        let mut a = Array3::<i16>::from_elem((4, 20, 20), 40);
+        a[[1, 1, 1]] = 1400;
+        assert!(metal_level(&a).is_none());
+    }
+}
