@@ -203,7 +203,7 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
                 .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
                 .media_storage_sop_instance_uid(sop_uids[k].as_str())
                 .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .implementation_class_uid(crate::result::seg::IMPLEMENTATION_CLASS_UID)
+                .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
                 .build()
                 .map_err(|e| derr(e.to_string()))?;
             o.with_exact_meta(meta)

@@ -10,6 +10,7 @@
 use super::dataset::{code_item, ds, ds_multi, item, put_seq, put_str, put_u16, Obj};
 use super::uid::{new_uid, now_da_tm};
 use crate::segment::{Segment, Segmentation};
+use crate::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::volume::Volume;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -443,10 +444,6 @@ impl SegObject {
         std::fs::rename(&tmp, path).map_err(|e| werr(e.to_string()))
     }
 }
-
-/// segnode's implementation class UID (a fixed 2.25 UID) and version name.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.302118466217339185617399574137563870751";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("SEGNODE_", env!("CARGO_PKG_VERSION"));
 
 fn validate(source: &Volume, seg: &Segmentation) -> Result<(), SegError> {
     if seg.segments.is_empty() {
