@@ -45,6 +45,28 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
     let n = ph.hu.shape()[0];
     // inferior end first when numbering from the feet
     let inferior_first = g.normal[2] > 0.0;
+    let series_tags = SeriesTags {
+        image_type: "ORIGINAL\\PRIMARY\\AXIAL",
+        accession: "PH0001",
+        series_description: format!("Phantom chest {}", spec.variant.name()),
+        patient_name: format!("PHANTOM^{}", spec.variant.name().to_uppercase()),
+        patient_id: format!("PH-{}", spec.seed),
+        birth_date: "19600101",
+        body_part: "CHEST",
+        slice_thickness: spec.slice_spacing,
+        kvp: "120",
+        patient_position: spec.patient_position,
+        series_number: "2",
+        iop: spec.iop,
+        rows: spec.matrix,
+        columns: spec.matrix,
+        pixel_spacing: g.pixel_spacing,
+        study: &study,
+        series: &series,
+        frame_of_reference: &frame_of_ref,
+        date: &date,
+        time: &time,
+    };
     let files: Vec<Result<PathBuf, PhantomWriteError>> = (0..n)
         .into_par_iter()
         .map(|k| {
@@ -55,107 +77,15 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
                 n - from_feet
             };
             // file names scrambled relative to the position
-            let name = format!(
+            let path = dir.join(format!(
                 "IM{:08X}.dcm",
                 (k as u64).wrapping_mul(2_654_435_761) % 0xFFFF_FFFF
-            );
-            let path = dir.join(name);
-            let mut o = InMemDicomObject::new_empty();
-            let s = |o: &mut InMemDicomObject, tag, vr, v: &str| {
-                o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
-            };
-            let u = |o: &mut InMemDicomObject, tag, v: u16| {
-                o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
-            };
-            let pos = g.index_to_patient(k as f64, 0.0, 0.0);
-            s(&mut o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
-            s(&mut o, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL");
-            s(&mut o, tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
-            s(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &sop_uids[k]);
-            s(&mut o, tags::STUDY_DATE, VR::DA, &date);
-            s(&mut o, tags::STUDY_TIME, VR::TM, &time);
-            s(&mut o, tags::ACCESSION_NUMBER, VR::SH, "PH0001");
-            s(&mut o, tags::MODALITY, VR::CS, "CT");
-            s(&mut o, tags::MANUFACTURER, VR::LO, "segnode phantom");
-            s(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
-            s(
-                &mut o,
-                tags::SERIES_DESCRIPTION,
-                VR::LO,
-                &format!("Phantom chest {}", spec.variant.name()),
-            );
-            s(
-                &mut o,
-                tags::PATIENT_NAME,
-                VR::PN,
-                &format!("PHANTOM^{}", spec.variant.name().to_uppercase()),
-            );
-            s(
-                &mut o,
-                tags::PATIENT_ID,
-                VR::LO,
-                &format!("PH-{}", spec.seed),
-            );
-            s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, "19600101");
-            s(&mut o, tags::PATIENT_SEX, VR::CS, "O");
-            s(&mut o, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
-            s(
-                &mut o,
-                tags::SLICE_THICKNESS,
-                VR::DS,
-                &crate::result::dataset::ds(spec.slice_spacing),
-            );
-            s(&mut o, tags::KVP, VR::DS, "120");
-            s(
-                &mut o,
-                tags::PATIENT_POSITION,
-                VR::CS,
-                spec.patient_position,
-            );
-            s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &study);
-            s(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &series);
-            s(&mut o, tags::STUDY_ID, VR::SH, "1");
-            s(&mut o, tags::SERIES_NUMBER, VR::IS, "2");
-            s(&mut o, tags::INSTANCE_NUMBER, VR::IS, &number.to_string());
-            s(
-                &mut o,
-                tags::IMAGE_POSITION_PATIENT,
-                VR::DS,
-                &crate::result::dataset::ds_multi(&pos),
-            );
-            s(
-                &mut o,
-                tags::IMAGE_ORIENTATION_PATIENT,
-                VR::DS,
-                &crate::result::dataset::ds_multi(&spec.iop),
-            );
-            s(&mut o, tags::FRAME_OF_REFERENCE_UID, VR::UI, &frame_of_ref);
-            s(&mut o, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
-            u(&mut o, tags::SAMPLES_PER_PIXEL, 1);
-            s(
-                &mut o,
-                tags::PHOTOMETRIC_INTERPRETATION,
-                VR::CS,
-                "MONOCHROME2",
-            );
-            u(&mut o, tags::ROWS, spec.matrix as u16);
-            u(&mut o, tags::COLUMNS, spec.matrix as u16);
-            s(
-                &mut o,
-                tags::PIXEL_SPACING,
-                VR::DS,
-                &crate::result::dataset::ds_multi(&g.pixel_spacing),
-            );
-            u(&mut o, tags::BITS_ALLOCATED, 16);
+            ));
             let plane = ph.hu.index_axis(ndarray::Axis(0), k);
             let oof = ph.out_of_field.index_axis(ndarray::Axis(0), k);
             let mut bytes = Vec::with_capacity(plane.len() * 2);
-            match spec.storage {
+            let pixels = match spec.storage {
                 Storage::Unsigned => {
-                    u(&mut o, tags::BITS_STORED, 12);
-                    u(&mut o, tags::HIGH_BIT, 11);
-                    u(&mut o, tags::PIXEL_REPRESENTATION, 0);
-                    s(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
                     for (&h, &out) in plane.iter().zip(oof.iter()) {
                         let v: u16 = if out {
                             0
@@ -164,51 +94,36 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
                         };
                         bytes.extend_from_slice(&v.to_le_bytes());
                     }
+                    SlicePixels {
+                        bits_stored: 12,
+                        signed: false,
+                        intercept: "-1024",
+                        padding: None,
+                        bytes,
+                    }
                 }
                 Storage::SignedPadding | Storage::SignedOutOfField => {
-                    u(&mut o, tags::BITS_STORED, 16);
-                    u(&mut o, tags::HIGH_BIT, 15);
-                    u(&mut o, tags::PIXEL_REPRESENTATION, 1);
-                    s(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "0");
                     let fill: i16 = if spec.storage == Storage::SignedPadding {
                         -2000
                     } else {
                         -3024
                     };
-                    if spec.storage == Storage::SignedPadding {
-                        o.put(DataElement::new(
-                            tags::PIXEL_PADDING_VALUE,
-                            VR::SS,
-                            PrimitiveValue::from(fill),
-                        ));
-                    }
                     for (&h, &out) in plane.iter().zip(oof.iter()) {
                         let v = if out { fill } else { h };
                         bytes.extend_from_slice(&v.to_le_bytes());
                     }
+                    let padding = (spec.storage == Storage::SignedPadding).then_some(fill);
+                    SlicePixels {
+                        bits_stored: 16,
+                        signed: true,
+                        intercept: "0",
+                        padding,
+                        bytes,
+                    }
                 }
-            }
-            s(&mut o, tags::RESCALE_SLOPE, VR::DS, "1");
-            s(&mut o, tags::RESCALE_TYPE, VR::LO, "HU");
-            o.put(DataElement::new(
-                tags::PIXEL_DATA,
-                VR::OW,
-                PrimitiveValue::from(bytes),
-            ));
-            let derr = |reason: String| PhantomWriteError::Dicom {
-                path: path.clone(),
-                reason,
             };
-            let meta = FileMetaTableBuilder::new()
-                .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
-                .media_storage_sop_instance_uid(sop_uids[k].as_str())
-                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
-                .build()
-                .map_err(|e| derr(e.to_string()))?;
-            o.with_exact_meta(meta)
-                .write_to_file(&path)
-                .map_err(|e| derr(e.to_string()))?;
+            let position = g.index_to_patient(k as f64, 0.0, 0.0);
+            write_ct_slice(&path, &series_tags, &sop_uids[k], number, position, pixels)?;
             Ok(path)
         })
         .collect();
@@ -218,4 +133,124 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
         series_instance_uid: series,
         files,
     })
+}
+
+/// The values that differ between phantom kinds; the rest of a phantom CT slice file is common.
+pub(super) struct SeriesTags<'a> {
+    pub image_type: &'a str,
+    pub accession: &'a str,
+    pub series_description: String,
+    pub patient_name: String,
+    pub patient_id: String,
+    pub birth_date: &'a str,
+    pub body_part: &'a str,
+    pub slice_thickness: f64,
+    pub kvp: &'a str,
+    pub patient_position: &'a str,
+    pub series_number: &'a str,
+    pub iop: [f64; 6],
+    pub rows: usize,
+    pub columns: usize,
+    pub pixel_spacing: [f64; 2],
+    pub study: &'a str,
+    pub series: &'a str,
+    pub frame_of_reference: &'a str,
+    pub date: &'a str,
+    pub time: &'a str,
+}
+
+/// One slice's stored pixels and how to read them back as HU (slope 1).
+pub(super) struct SlicePixels {
+    pub bits_stored: u16,
+    pub signed: bool,
+    pub intercept: &'static str,
+    /// Pixel Padding Value, when the slice uses one.
+    pub padding: Option<i16>,
+    /// Little-endian 16-bit samples, row by row.
+    pub bytes: Vec<u8>,
+}
+
+/// Write one CT Image Storage file (Explicit VR Little Endian).
+pub(super) fn write_ct_slice(
+    path: &Path,
+    t: &SeriesTags,
+    sop_uid: &str,
+    instance_number: usize,
+    position: [f64; 3],
+    pixels: SlicePixels,
+) -> Result<(), PhantomWriteError> {
+    use crate::result::dataset::{ds, ds_multi};
+    let mut o = InMemDicomObject::new_empty();
+    let mut s = |tag, vr, v: &str| {
+        o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    };
+    s(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
+    s(tags::IMAGE_TYPE, VR::CS, t.image_type);
+    s(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+    s(tags::SOP_INSTANCE_UID, VR::UI, sop_uid);
+    s(tags::STUDY_DATE, VR::DA, t.date);
+    s(tags::STUDY_TIME, VR::TM, t.time);
+    s(tags::ACCESSION_NUMBER, VR::SH, t.accession);
+    s(tags::MODALITY, VR::CS, "CT");
+    s(tags::MANUFACTURER, VR::LO, "segnode phantom");
+    s(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+    s(tags::SERIES_DESCRIPTION, VR::LO, &t.series_description);
+    s(tags::PATIENT_NAME, VR::PN, &t.patient_name);
+    s(tags::PATIENT_ID, VR::LO, &t.patient_id);
+    s(tags::PATIENT_BIRTH_DATE, VR::DA, t.birth_date);
+    s(tags::PATIENT_SEX, VR::CS, "O");
+    s(tags::BODY_PART_EXAMINED, VR::CS, t.body_part);
+    s(tags::SLICE_THICKNESS, VR::DS, &ds(t.slice_thickness));
+    s(tags::KVP, VR::DS, t.kvp);
+    s(tags::PATIENT_POSITION, VR::CS, t.patient_position);
+    s(tags::STUDY_INSTANCE_UID, VR::UI, t.study);
+    s(tags::SERIES_INSTANCE_UID, VR::UI, t.series);
+    s(tags::STUDY_ID, VR::SH, "1");
+    s(tags::SERIES_NUMBER, VR::IS, t.series_number);
+    s(tags::INSTANCE_NUMBER, VR::IS, &instance_number.to_string());
+    s(tags::IMAGE_POSITION_PATIENT, VR::DS, &ds_multi(&position));
+    s(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, &ds_multi(&t.iop));
+    s(tags::FRAME_OF_REFERENCE_UID, VR::UI, t.frame_of_reference);
+    s(tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
+    s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    s(tags::PIXEL_SPACING, VR::DS, &ds_multi(&t.pixel_spacing));
+    s(tags::RESCALE_INTERCEPT, VR::DS, pixels.intercept);
+    s(tags::RESCALE_SLOPE, VR::DS, "1");
+    s(tags::RESCALE_TYPE, VR::LO, "HU");
+    let mut u = |tag, v: u16| {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    };
+    u(tags::SAMPLES_PER_PIXEL, 1);
+    u(tags::ROWS, t.rows as u16);
+    u(tags::COLUMNS, t.columns as u16);
+    u(tags::BITS_ALLOCATED, 16);
+    u(tags::BITS_STORED, pixels.bits_stored);
+    u(tags::HIGH_BIT, pixels.bits_stored - 1);
+    u(tags::PIXEL_REPRESENTATION, u16::from(pixels.signed));
+    if let Some(fill) = pixels.padding {
+        o.put(DataElement::new(
+            tags::PIXEL_PADDING_VALUE,
+            VR::SS,
+            PrimitiveValue::from(fill),
+        ));
+    }
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(pixels.bytes),
+    ));
+    let derr = |reason: String| PhantomWriteError::Dicom {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
+        .media_storage_sop_instance_uid(sop_uid)
+        .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
+        .build()
+        .map_err(|e| derr(e.to_string()))?;
+    o.with_exact_meta(meta)
+        .write_to_file(path)
+        .map_err(|e| derr(e.to_string()))
 }
