@@ -9,32 +9,6 @@ use segnode::phantom::write_cbct_series;
 use segnode::segment::cochlear::CochlearSegmenter;
 use segnode::segment::Segmenter;
 use segnode::volume::{load_series, LoadOptions};
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-fn segment_cli(input: &Path, output: &Path) -> (bool, serde_json::Value) {
-    let out = support::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_segnode"))
-            .args(["segment", "--pipeline", "cochlear", "--input"])
-            .arg(input)
-            .arg("--output")
-            .arg(output),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "one JSON line expected, got: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success(),
-        serde_json::from_str(lines[0]).expect("JSON"),
-    )
-}
 
 /// Phantom → DICOM → CLI → SEG checks; returns the CLI's JSON.
 fn seg_round_trip(variant: CbctVariant) -> serde_json::Value {
@@ -43,7 +17,7 @@ fn seg_round_trip(variant: CbctVariant) -> serde_json::Value {
     let src = dir.path().join("series");
     write_cbct_series(&ph, &src).unwrap();
     let seg_path = dir.path().join("electrodes.dcm");
-    let (ok, j) = segment_cli(&src, &seg_path);
+    let (ok, j) = support::segment_cli("cochlear", &src, &seg_path);
     assert!(ok, "{j}");
     assert_eq!(j["status"], "ok", "{j}");
     assert_eq!(j["pipeline"], "cochlear");
@@ -140,7 +114,11 @@ fn coronal_cbct_seg_passes_dciodvfy_and_reads_back_bit_exact() {
 fn chest_ct_has_no_electrode_and_no_seg() {
     let dir = tempfile::tempdir().unwrap();
     let seg_path = dir.path().join("none.dcm");
-    let (ok, j) = segment_cli(&support::shared_data("chest-ct-crop"), &seg_path);
+    let (ok, j) = support::segment_cli(
+        "cochlear",
+        &support::shared_data("chest-ct-crop"),
+        &seg_path,
+    );
     assert!(ok, "{j}");
     assert_eq!(j["status"], "no electrode found", "{j}");
     assert_eq!(j["slices"], 112);

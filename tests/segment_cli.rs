@@ -8,35 +8,12 @@ use segnode::volume::{load_series, LoadOptions};
 use std::process::Command;
 use std::time::Duration;
 
-fn segment_cli(input: &std::path::Path, output: &std::path::Path) -> (bool, serde_json::Value) {
-    let out = support::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_segnode"))
-            .args(["segment", "--pipeline", "lung", "--input"])
-            .arg(input)
-            .arg("--output")
-            .arg(output),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "one JSON line expected, got: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success(),
-        serde_json::from_str(lines[0]).expect("JSON"),
-    )
-}
-
 #[test]
 fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
     let src = support::shared_data("chest-ct-crop");
     let dir = tempfile::tempdir().unwrap();
     let seg_path = dir.path().join("lungs.dcm");
-    let (ok, j) = segment_cli(&src, &seg_path);
+    let (ok, j) = support::segment_cli("lung", &src, &seg_path);
     assert!(ok, "{j}");
     assert_eq!(j["status"], "ok", "{j}");
     assert_eq!(j["slices"], 112);
@@ -110,7 +87,7 @@ fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
 fn jpeg2000_pelvis_decodes_and_has_no_lung() {
     let dir = tempfile::tempdir().unwrap();
     let seg_path = dir.path().join("none.dcm");
-    let (ok, j) = segment_cli(&support::shared_data("ct-jpeg2000"), &seg_path);
+    let (ok, j) = support::segment_cli("lung", &support::shared_data("ct-jpeg2000"), &seg_path);
     assert!(ok, "{j}");
     assert_eq!(j["status"], "no lung found", "{j}");
     assert_eq!(j["slices"], 20);
@@ -126,7 +103,7 @@ fn jpeg2000_pelvis_decodes_and_has_no_lung() {
 fn refused_series_gives_an_error_line_and_a_failing_status() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.txt"), "nothing").unwrap();
-    let (ok, j) = segment_cli(dir.path(), &dir.path().join("o.dcm"));
+    let (ok, j) = support::segment_cli("lung", dir.path(), &dir.path().join("o.dcm"));
     assert!(!ok);
     assert_eq!(j["status"], "error");
     assert!(
@@ -167,7 +144,7 @@ fn phantom_command_writes_a_series_that_segment_reads() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["shape"], serde_json::json!([60, 128, 128]));
     assert_eq!(std::fs::metadata(&truth).unwrap().len(), 60 * 128 * 128);
-    let (ok, s) = segment_cli(&series, &dir.path().join("seg.dcm"));
+    let (ok, s) = support::segment_cli("lung", &series, &dir.path().join("seg.dcm"));
     assert!(ok, "{s}");
     assert_eq!(s["status"], "ok", "{s}");
     assert_eq!(s["segments"].as_array().unwrap().len(), 2, "{s}");

@@ -10,8 +10,8 @@
 use super::dataset::{code_item, ds, ds_multi, item, put_seq, put_str, put_u16, Obj};
 use super::uid::{new_uid, now_da_tm};
 use crate::segment::{Segment, Segmentation};
-use crate::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::volume::Volume;
+use crate::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileDicomObject, FileMetaTableBuilder};

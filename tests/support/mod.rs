@@ -113,6 +113,31 @@ pub fn run_py(script: &str, args: &[&str], limit: Duration) -> Output {
     )
 }
 
+/// `segnode segment --pipeline PIPELINE --input INPUT --output OUTPUT`: whether it succeeded, and the one
+/// JSON line it must print (also on failure).
+pub fn segment_cli(pipeline: &str, input: &Path, output: &Path) -> (bool, serde_json::Value) {
+    let out = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_segnode"))
+            .args(["segment", "--pipeline", pipeline, "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(output),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one JSON line expected, got: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success(),
+        serde_json::from_str(lines[0]).expect("JSON"),
+    )
+}
+
 /// Every regular file under `dir`, recursively, sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
