@@ -8,7 +8,6 @@
 //! its success response arrives, so a restart never resends what the PACS already acknowledged.
 
 use sqlx::Row;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -420,13 +419,4 @@ enum BatchOutcome {
     Idle,
     Sent,
     Unreachable,
-}
-
-/// Destinations by name (for lookups in the CLI).
-pub fn destinations(settings: &Settings) -> HashMap<String, DestinationSettings> {
-    settings
-        .destinations
-        .iter()
-        .map(|d| (d.name.clone(), d.clone()))
-        .collect()
 }

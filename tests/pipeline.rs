@@ -363,7 +363,7 @@ fn killed_worker_job_is_taken_again_and_completes_once() {
         ("SEGNODE_WORKERS__POLL_MS", "200"),
     ];
     let node = NodeProc::start_with(&env, &toml);
-    let mut worker_a = node.sibling("worker", "a");
+    let mut worker_a = node.sibling("worker");
     worker_a.spawn();
     assert!(storescu(node.port, &files, &[]).status.success());
     wait_for(
@@ -373,7 +373,7 @@ fn killed_worker_job_is_taken_again_and_completes_once() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(worker_a.signal("-9"), None);
-    let mut worker_b = node.sibling("worker", "b");
+    let mut worker_b = node.sibling("worker");
     worker_b.spawn();
     let job = wait_for("the job done by worker B", Duration::from_secs(120), || {
         jobs(&node).into_iter().find(|j| j["state"] == "DONE")

@@ -62,21 +62,6 @@ pub const TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2.4.91", "JPEG 2000 Image Compression"),
 ];
 
-/// Whether `uid` is one of our storage SOP classes.
-pub fn is_storage_class(uid: &str) -> bool {
-    STORAGE_SOP_CLASSES.iter().any(|(u, _)| *u == uid)
-}
-
-/// A readable name for a SOP class or transfer syntax UID (the UID itself when unknown).
-pub fn name_of(uid: &str) -> &str {
-    STORAGE_SOP_CLASSES
-        .iter()
-        .chain(TRANSFER_SYNTAXES.iter())
-        .find(|(u, _)| *u == uid)
-        .map(|(_, n)| *n)
-        .unwrap_or(uid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub struct InstanceHeader {
     pub iop: Option<[f64; 6]>,
     pub pixel_spacing: Option<[f64; 2]>,
     pub slice_thickness: Option<f64>,
+    /// The file meta's transfer syntax (empty for a data set read without file meta).
+    pub transfer_syntax: String,
 }
 
 /// Why an instance is refused (each maps to a DIMSE failure status).
@@ -56,7 +58,13 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, HeaderError> {
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| HeaderError::Unparsable(e.to_string()))?;
-    Ok(from_object(&obj))
+    let mut header = from_object(&obj);
+    header.transfer_syntax = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    Ok(header)
 }
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
@@ -104,6 +112,7 @@ pub fn from_object(obj: &InMemDicomObject) -> InstanceHeader {
             .get(tags::SLICE_THICKNESS)
             .and_then(|e| e.to_float64().ok())
             .filter(|v| v.is_finite()),
+        transfer_syntax: String::new(),
     }
 }
 

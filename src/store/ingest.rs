@@ -210,19 +210,9 @@ impl Ingest {
             let size = std::fs::metadata(&path)
                 .map(|m| m.len() as i64)
                 .unwrap_or(0);
-            let ts = dicom_object::OpenFileOptions::new()
-                .read_until(dicom_dictionary_std::tags::SOP_CLASS_UID)
-                .open_file(&path)
-                .map(|o| {
-                    o.meta()
-                        .transfer_syntax()
-                        .trim_end_matches('\0')
-                        .to_string()
-                })
-                .unwrap_or_default();
             let record = InstanceRecord {
+                transfer_syntax: header.transfer_syntax.clone(),
                 header,
-                transfer_syntax: ts,
                 association_id: String::new(),
                 calling_ae: "(recovered)".into(),
                 called_ae: String::new(),

@@ -77,7 +77,7 @@ impl NodeProc {
     }
 
     /// Another process (e.g. a `segnode worker`) with the same config, database and storage.
-    pub fn sibling(&self, role: &str, _name: &str) -> NodeProc {
+    pub fn sibling(&self, role: &str) -> NodeProc {
         NodeProc {
             dir: tempfile::tempdir().expect("tempdir"),
             port: self.port,
