@@ -30,6 +30,8 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    #[serde(default)]
+    pub node: NodeSettings,
     pub dicom: DicomSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
@@ -46,6 +48,16 @@ pub struct Settings {
     /// Where results are sent.
     #[serde(default)]
     pub destinations: Vec<DestinationSettings>,
+}
+
+/// Who this process is among the receivers and workers sharing one database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// A name that stays the same across restarts (empty: `<hostname>:<dicom port>`). A restarted
+    /// receiver closes the associations its previous run left open under this name.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// In-process workers: which pipelines run, how many at once, leases and retries.
@@ -211,8 +223,39 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// The `SEGNODE_<SECTION>__<KEY>` variables of an environment. Other `SEGNODE_…` names (a container
+/// platform's service variables such as `SEGNODE_PORT=tcp://…`, a test harness's switches) are not
+/// settings and are left out rather than refused as unknown keys.
+fn settings_environment(
+    vars: impl Iterator<Item = (String, String)>,
+) -> std::collections::HashMap<String, String> {
+    vars.filter(|(k, _)| {
+        k.strip_prefix("SEGNODE_")
+            .is_some_and(|rest| rest.contains("__") && !rest.starts_with('_'))
+    })
+    .collect()
+}
+
+impl Settings {
+    /// This process's node name: `node.name`, else `<hostname>:<dicom port>`.
+    pub fn node_name(&self) -> String {
+        if !self.node.name.trim().is_empty() {
+            return self.node.name.trim().to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", self.dicom.port)
+    }
+}
+
 /// The built-in defaults, identical to the values in `config/segnode.toml` (less the caller list).
 const DEFAULTS: &str = r#"
+[node]
+name = ""
 [dicom]
 ae_title = "SEGNODE"
 bind = "127.0.0.1"
@@ -284,7 +327,8 @@ impl Settings {
                 // set explicitly: with `__` as separator the prefix separator would change too
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(settings_environment(std::env::vars()))),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
@@ -466,6 +510,24 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.dicom.port, 11112);
         assert!(!s.dicom.accept_any);
+    }
+
+    #[test]
+    fn only_section_key_variables_are_settings() {
+        let vars = [
+            ("SEGNODE_DICOM__PORT", "104"),
+            ("SEGNODE_NODE__NAME", "rx-1"),
+            // Kubernetes service variables of a service named segnode, a test switch, others
+            ("SEGNODE_PORT", "tcp://10.0.0.1:11112"),
+            ("SEGNODE_SERVICE_HOST", "10.0.0.1"),
+            ("SEGNODE_TEST_DB", "postgres"),
+            ("SEGNODE___X", "1"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut kept: Vec<String> = settings_environment(vars.into_iter()).into_keys().collect();
+        kept.sort();
+        assert_eq!(kept, vec!["SEGNODE_DICOM__PORT", "SEGNODE_NODE__NAME"]);
     }
 
     #[test]

@@ -11,14 +11,15 @@ use sqlx::Row;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{secs, DestinationSettings, Settings};
 use crate::net::dimse;
 use crate::net::scu::{self, Outgoing, Peer, ScuOptions};
 use crate::queue::{backoff_ms, new_id, Job};
-use crate::store::index::{now_ms, Index, IndexError};
+use crate::store::index::{now_ms, Backend, Index, IndexError};
+use crate::store::wakeup::Topic;
 
 pub const PENDING: &str = "PENDING";
 pub const SENDING: &str = "SENDING";
@@ -125,10 +126,17 @@ impl Outbox {
         lease_ms: i64,
     ) -> Result<Vec<Delivery>, IndexError> {
         let now = now_ms();
+        // PostgreSQL: receivers sharing the database skip the rows another dispatcher is taking; the
+        // due-condition is repeated outside the sub-select so a row changed meanwhile is re-checked
+        let lock = match self.index.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let due = "destination = $3 AND (state = $4 OR state = $1) AND not_before_ms <= $5";
         let sql = format!(
             "UPDATE outbox SET state = $1, not_before_ms = $2
-             WHERE id IN (SELECT id FROM outbox WHERE destination = $3
-                AND (state = $4 OR state = $1) AND not_before_ms <= $5 ORDER BY created_ms LIMIT $6)
+             WHERE id IN (SELECT id FROM outbox WHERE {due} ORDER BY created_ms LIMIT $6{lock})
+                AND {due}
              RETURNING {COLUMNS}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -184,7 +192,11 @@ impl Outbox {
             .bind(id)
             .execute(self.index.pool())
             .await?;
-        Ok(r.rows_affected() == 1)
+        let queued = r.rows_affected() == 1;
+        if queued {
+            self.index.announce(Topic::Outbox).await?;
+        }
+        Ok(queued)
     }
 
     pub async fn list(&self) -> Result<Vec<Delivery>, IndexError> {
@@ -200,7 +212,6 @@ impl Outbox {
 pub struct Dispatcher {
     pub index: Index,
     pub settings: Arc<Settings>,
-    pub wake: Arc<Notify>,
 }
 
 impl Dispatcher {
@@ -211,7 +222,6 @@ impl Dispatcher {
                 outbox: Outbox::new(self.index.clone()),
                 index: self.index.clone(),
                 settings: self.settings.clone(),
-                wake: self.wake.clone(),
                 dest,
             };
             let sd = shutdown.clone();
@@ -225,7 +235,6 @@ struct DestinationWorker {
     outbox: Outbox,
     index: Index,
     settings: Arc<Settings>,
-    wake: Arc<Notify>,
     dest: DestinationSettings,
 }
 
@@ -238,10 +247,12 @@ impl DestinationWorker {
             let poll = Duration::from_millis(d.poll_ms);
             let mut failures = 0i64;
             let mut backoff_until: i64 = 0;
+            let mut wake = self.index.wakeups().subscribe(Topic::Outbox);
             loop {
                 if *shutdown.borrow() {
                     return;
                 }
+                wake.arm();
                 let now = now_ms();
                 if now >= backoff_until {
                     match self.deliver_batch().await {
@@ -269,8 +280,7 @@ impl DestinationWorker {
                 };
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = wake.wait(wait) => {}
                 }
             }
         }

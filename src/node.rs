@@ -10,12 +10,12 @@ use tracing::info;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::net::access::AccessPolicy;
-use crate::queue::Queue;
 use crate::routing::{route_completed, Router};
 use crate::series::tracker::Tracker;
 use crate::store::files::{InstanceStore, StoreError};
 use crate::store::index::{Index, IndexError};
 use crate::store::ingest::{Ingest, IngestError};
+use crate::store::wakeup::Topic;
 use crate::worker::Workers;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum NodeError {
 
 /// Shared state of a node.
 pub struct Node {
+    /// This process's name among those sharing the database (`node.name`).
+    pub name: String,
     pub settings: Arc<Settings>,
     pub store: Arc<InstanceStore>,
     pub index: Index,
@@ -52,10 +54,12 @@ impl Node {
             settings.storage.min_free_mb,
         )?);
         let index = Index::open(&settings.database.url).await?;
-        let orphaned = index.close_orphaned_associations().await?;
+        let name = settings.node_name();
+        let orphaned = index.close_orphaned_associations(&name).await?;
         if orphaned > 0 {
             info!(
                 orphaned,
+                node = %name,
                 "associations left open by a previous run marked aborted"
             );
         }
@@ -65,6 +69,7 @@ impl Node {
         };
         ingest.reconcile().await?;
         Ok(Node {
+            name,
             policy: Arc::new(AccessPolicy::from_settings(&settings.dicom)),
             settings: Arc::new(settings),
             store,
@@ -86,30 +91,20 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             source,
         })?;
     let (tx, rx) = watch::channel(false);
-    let completed = Arc::new(Notify::new());
+    node.index.listen();
     let tracker = Tracker::new(
         node.index.clone(),
         node.settings.completion.clone(),
         node.tracker_wake.clone(),
-        completed.clone(),
     );
     let mut background = tokio::task::JoinSet::new();
     background.spawn(tracker.run(rx.clone()));
-    let jobs_wake = Arc::new(Notify::new());
-    let dispatch_wake = Arc::new(Notify::new());
-    background.spawn(routing_loop(
-        node.clone(),
-        completed,
-        jobs_wake.clone(),
-        rx.clone(),
-    ));
+    background.spawn(routing_loop(node.clone(), rx.clone()));
     if node.settings.workers.enabled {
         let workers = Arc::new(Workers {
             index: node.index.clone(),
             settings: node.settings.clone(),
             store_root: node.store.root().to_path_buf(),
-            wake: jobs_wake.clone(),
-            dispatch_wake: dispatch_wake.clone(),
         });
         background.spawn(workers.run(rx.clone()));
     }
@@ -117,7 +112,6 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         Dispatcher {
             index: node.index.clone(),
             settings: node.settings.clone(),
-            wake: dispatch_wake,
         }
         .run(rx.clone()),
     );
@@ -127,8 +121,10 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         let _ = tx.send(true);
     });
     info!(
+        node = %node.name,
         ae_title = %node.settings.dicom.ae_title,
         addr = %addr,
+        database = ?node.index.backend(),
         store = %node.settings.storage.dir.display(),
         "segnode listening"
     );
@@ -143,13 +139,9 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Route completed series into jobs, woken by the tracker (and polling as a fallback).
-async fn routing_loop(
-    node: Arc<Node>,
-    completed: Arc<Notify>,
-    jobs_wake: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Route completed series into jobs, woken when a series completes (here or, on PostgreSQL, at another
+/// receiver) and polling as a fallback.
+async fn routing_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let router = match Router::from_settings(&node.settings) {
         Ok(r) => r,
         Err(e) => {
@@ -157,18 +149,16 @@ async fn routing_loop(
             return;
         }
     };
-    let queue = Queue::new(node.index.clone());
     let poll = std::time::Duration::from_millis(node.settings.completion.poll_ms * 5);
+    let mut completed = node.index.wakeups().subscribe(Topic::Series);
     loop {
-        match route_completed(&node.index, &router, &queue).await {
-            Ok(n) if n > 0 => jobs_wake.notify_waiters(),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "routing failed; retrying"),
+        completed.arm();
+        if let Err(e) = route_completed(&node.index, &router).await {
+            tracing::warn!(error = %e, "routing failed; retrying");
         }
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = completed.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
+            _ = completed.wait(poll) => {}
         }
     }
 }
@@ -182,14 +172,18 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
         wait_for_signal().await;
         let _ = tx.send(true);
     });
+    index.listen();
     let workers = Arc::new(Workers {
         index: index.clone(),
         settings: settings.clone(),
         store_root: settings.storage.dir.clone(),
-        wake: Arc::new(Notify::new()),
-        dispatch_wake: Arc::new(Notify::new()),
     });
-    info!(pipelines = ?crate::worker::configured_pipelines(&settings), "segnode worker running");
+    info!(
+        node = %settings.node_name(),
+        database = ?index.backend(),
+        pipelines = ?crate::worker::configured_pipelines(&settings),
+        "segnode worker running"
+    );
     workers.run(rx).await;
     index.close().await;
     Ok(())

@@ -9,6 +9,7 @@
 use sqlx::Row;
 
 use crate::store::index::{now_ms, Backend, Index, IndexError};
+use crate::store::wakeup::Topic;
 
 pub const QUEUED: &str = "QUEUED";
 pub const RUNNING: &str = "RUNNING";
@@ -90,6 +91,35 @@ pub fn backoff_ms(attempt: i64, base_s: f64, max_s: f64) -> i64 {
     (exp.min(max_s) * jitter * 1000.0) as i64
 }
 
+/// Insert the job of (series revision, pipeline) in `tx` unless it exists (the caller wakes the
+/// workers after the commit). Returns whether it was created.
+pub async fn insert_job(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    series_uid: &str,
+    revision: i64,
+    pipeline: &str,
+    rules: &[String],
+    destinations: &[String],
+) -> Result<bool, IndexError> {
+    let r = sqlx::query(
+        "INSERT INTO jobs (id, series_uid, revision, pipeline, rules, destinations, state, attempts,
+            not_before_ms, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
+         ON CONFLICT (series_uid, revision, pipeline) DO NOTHING",
+    )
+    .bind(new_id())
+    .bind(series_uid)
+    .bind(revision)
+    .bind(pipeline)
+    .bind(rules.join(","))
+    .bind(destinations.join(","))
+    .bind(QUEUED)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// Queue operations over the index database.
 #[derive(Clone)]
 pub struct Queue {
@@ -101,7 +131,8 @@ impl Queue {
         Queue { index }
     }
 
-    /// Create the job of (series revision, pipeline) unless it exists. Returns whether it was created.
+    /// Create the job of (series revision, pipeline) unless it exists, and wake the workers. Returns
+    /// whether it was created.
     pub async fn create(
         &self,
         series_uid: &str,
@@ -110,23 +141,17 @@ impl Queue {
         rules: &[String],
         destinations: &[String],
     ) -> Result<bool, IndexError> {
-        let r = sqlx::query(
-            "INSERT INTO jobs (id, series_uid, revision, pipeline, rules, destinations, state, attempts,
-                not_before_ms, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
-             ON CONFLICT (series_uid, revision, pipeline) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(series_uid)
-        .bind(revision)
-        .bind(pipeline)
-        .bind(rules.join(","))
-        .bind(destinations.join(","))
-        .bind(QUEUED)
-        .bind(now_ms())
-        .execute(self.index.pool())
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let mut tx = self.index.pool().begin().await?;
+        let created =
+            insert_job(&mut tx, series_uid, revision, pipeline, rules, destinations).await?;
+        if created {
+            self.index.notify_in(&mut tx, Topic::Jobs).await?;
+        }
+        tx.commit().await?;
+        if created {
+            self.index.wakeups().ring(Topic::Jobs);
+        }
+        Ok(created)
     }
 
     /// Claim the oldest due job of one of `pipelines` for `owner`, with a lease of `lease_ms`.
@@ -147,13 +172,16 @@ impl Queue {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        // the due-condition is repeated outside the sub-select: a row another claimer changed after
+        // this statement's snapshot is re-checked against its new version, never taken twice
+        let due = "(((state = 'QUEUED' OR state = 'FAILED') AND not_before_ms <= $5)
+                OR (state = 'RUNNING' AND lease_until_ms < $5))";
         let sql = format!(
             "UPDATE jobs SET state = $1, lease_owner = $2, lease_until_ms = $3, attempts = attempts + 1,
                 started_ms = $4
              WHERE id = (SELECT id FROM jobs
-                WHERE pipeline IN ({}) AND (((state = 'QUEUED' OR state = 'FAILED') AND not_before_ms <= $5)
-                    OR (state = 'RUNNING' AND lease_until_ms < $5))
-                ORDER BY created_ms LIMIT 1{lock})
+                WHERE pipeline IN ({}) AND {due}
+                ORDER BY created_ms LIMIT 1{lock}) AND {due}
              RETURNING {COLUMNS}",
             placeholders.join(", ")
         );
@@ -215,7 +243,13 @@ impl Queue {
         for d in deliveries {
             crate::dispatch::insert_delivery(&mut tx, job, d).await?;
         }
+        if !deliveries.is_empty() {
+            self.index.notify_in(&mut tx, Topic::Outbox).await?;
+        }
         tx.commit().await?;
+        if !deliveries.is_empty() {
+            self.index.wakeups().ring(Topic::Outbox);
+        }
         Ok(true)
     }
 
@@ -255,7 +289,8 @@ impl Queue {
         Ok((r.rows_affected() == 1).then_some(state))
     }
 
-    /// Put a FAILED or DEAD job back in the queue now (manual retry). Returns whether it was requeued.
+    /// Put a FAILED or DEAD job back in the queue now (manual retry) and wake the workers. Returns
+    /// whether it was requeued.
     pub async fn retry(&self, id: &str) -> Result<bool, IndexError> {
         let r = sqlx::query(
             "UPDATE jobs SET state = $1, not_before_ms = $2, attempts = 0 WHERE id = $3 AND (state = $4 OR state = $5)",
@@ -267,7 +302,11 @@ impl Queue {
         .bind(DEAD)
         .execute(self.index.pool())
         .await?;
-        Ok(r.rows_affected() == 1)
+        let requeued = r.rows_affected() == 1;
+        if requeued {
+            self.index.announce(Topic::Jobs).await?;
+        }
+        Ok(requeued)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Job>, IndexError> {

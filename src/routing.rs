@@ -64,7 +64,7 @@ pub struct Router {
 pub fn pipeline_known(settings: &Settings, name: &str) -> bool {
     match name.strip_prefix("external:") {
         Some(ext) => settings.pipelines.external.contains_key(ext),
-        None => crate::segment::pipeline(name).is_ok(),
+        None => name == crate::worker::NOOP_PIPELINE || crate::segment::pipeline(name).is_ok(),
     }
 }
 
@@ -294,14 +294,15 @@ mod tests {
     }
 }
 
-/// Route every COMPLETE series revision not routed yet: create its jobs (or record that no rule
-/// matched) and remember the revision as routed. Idempotent: the jobs table has one row per
-/// (series revision, pipeline), so a crash between the two steps only repeats harmless inserts.
+/// Route every COMPLETE series revision not routed yet: claim it, create its jobs (or record that no
+/// rule matched) in the same transaction, and wake the workers. Any number of receivers may run this
+/// against one database: each revision is routed exactly once, and a crash routes nothing half-way.
 pub async fn route_completed(
     index: &crate::store::index::Index,
     router: &Router,
-    queue: &crate::queue::Queue,
 ) -> Result<usize, crate::store::index::IndexError> {
+    use crate::store::index::{insert_event, now_ms};
+    use crate::store::wakeup::Topic;
     use sqlx::Row;
     let rows = sqlx::query(
         "SELECT series_uid, revision FROM series WHERE state = 'COMPLETE'
@@ -317,44 +318,71 @@ pub async fn route_completed(
             continue;
         };
         let route = router.route(&facts);
-        if route.jobs.is_empty() {
-            index
-                .add_event(
-                    &uid,
-                    revision,
-                    "routed",
-                    "no rule matched: stored, not processed",
-                )
-                .await?;
-            tracing::info!(series = %uid, revision, "no routing rule matched: stored, not processed");
+        let mut tx = index.pool().begin().await?;
+        // claim the routing of this revision: with several receivers on one database exactly one of
+        // them routes it, and its jobs and history entries commit together with the claim
+        let claimed = sqlx::query(
+            "UPDATE series SET routed_revision = $1 WHERE series_uid = $2 AND revision = $1
+                AND state = 'COMPLETE' AND (routed_revision IS NULL OR routed_revision < $1)",
+        )
+        .bind(revision)
+        .bind(&uid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            continue;
         }
+        let now = now_ms();
+        if route.jobs.is_empty() {
+            insert_event(
+                &mut tx,
+                &uid,
+                revision,
+                now,
+                "routed",
+                "no rule matched: stored, not processed",
+            )
+            .await?;
+        }
+        let mut jobs = 0;
         for (pipeline, (destinations, rules)) in &route.jobs {
-            if queue
-                .create(&uid, revision, pipeline, rules, destinations)
+            if crate::queue::insert_job(&mut tx, &uid, revision, pipeline, rules, destinations)
                 .await?
             {
-                created += 1;
+                jobs += 1;
             }
             let to = if destinations.is_empty() {
                 "no destination".to_string()
             } else {
                 destinations.join(", ")
             };
-            index
-                .add_event(
-                    &uid,
-                    revision,
-                    "routed",
-                    &format!("rule {} → pipeline {pipeline} → {to}", rules.join(", ")),
-                )
-                .await?;
+            insert_event(
+                &mut tx,
+                &uid,
+                revision,
+                now,
+                "routed",
+                &format!("rule {} → pipeline {pipeline} → {to}", rules.join(", ")),
+            )
+            .await?;
+        }
+        if jobs > 0 {
+            index.notify_in(&mut tx, Topic::Jobs).await?;
+        }
+        tx.commit().await?;
+        if jobs > 0 {
+            index.wakeups().ring(Topic::Jobs);
+        }
+        created += jobs;
+        if route.jobs.is_empty() {
+            tracing::info!(series = %uid, revision, "no routing rule matched: stored, not processed");
+        }
+        for (pipeline, (_, rules)) in &route.jobs {
             tracing::info!(series = %uid, revision, pipeline = %pipeline, rules = %rules.join(","), "job queued");
         }
-        sqlx::query("UPDATE series SET routed_revision = $1 WHERE series_uid = $2")
-            .bind(revision)
-            .bind(&uid)
-            .execute(index.pool())
-            .await?;
     }
     Ok(created)
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Settings;
@@ -21,6 +21,7 @@ use crate::result::{SegObject, SegOptions};
 use crate::segment::{external::ExternalSegmenter, Segmenter};
 use crate::store::files::sync_dir;
 use crate::store::index::Index;
+use crate::store::wakeup::Topic;
 use crate::volume::{load_series, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,10 @@ pub enum JobError {
     #[error("{0}")]
     Failed(String),
 }
+
+/// The pipeline that claims and completes its job without reading the series (benchmarks of the queue,
+/// tests of the routing).
+pub const NOOP_PIPELINE: &str = "noop";
 
 /// Build the segmenter of a pipeline name (`lung`, `cochlear`, `external:<name>`).
 pub fn segmenter(settings: &Settings, name: &str) -> Result<Box<dyn Segmenter>, String> {
@@ -68,16 +73,12 @@ pub struct Workers {
     pub index: Index,
     pub settings: Arc<Settings>,
     pub store_root: PathBuf,
-    /// Woken when jobs are created.
-    pub wake: Arc<Notify>,
-    /// Woken when deliveries are queued.
-    pub dispatch_wake: Arc<Notify>,
 }
 
 impl Workers {
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+        let node = self.settings.node_name();
         for pipeline in configured_pipelines(&self.settings) {
             let slots = self
                 .settings
@@ -88,7 +89,7 @@ impl Workers {
                 .unwrap_or(1);
             for slot in 0..slots {
                 let owner = format!(
-                    "{host}:{}:{pipeline}#{slot}:{}",
+                    "{node}/{}/{pipeline}#{slot}/{}",
                     std::process::id(),
                     crate::queue::new_id()
                 );
@@ -111,10 +112,12 @@ impl Workers {
         let lease_ms = (self.settings.workers.lease_s * 1000.0) as i64;
         let poll = Duration::from_millis(self.settings.workers.poll_ms);
         let pipelines = vec![pipeline.clone()];
+        let mut wake = self.index.wakeups().subscribe(Topic::Jobs);
         loop {
             if *shutdown.borrow() {
                 return;
             }
+            wake.arm();
             match queue.claim(&pipelines, &owner, lease_ms).await {
                 Ok(Some(job)) => {
                     self.run_job(&queue, job, &owner).await;
@@ -125,8 +128,7 @@ impl Workers {
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = wake.wait(poll) => {}
             }
         }
     }
@@ -161,6 +163,7 @@ impl Workers {
             match outcome {
                 Ok((mut summary, deliveries)) => {
                     summary["total_ms"] = json!(ms);
+                    summary["worker"] = json!(owner);
                     let text = summary.to_string();
                     match queue.complete(&job, owner, &text, &deliveries).await {
                         Ok(true) => {
@@ -173,9 +176,6 @@ impl Workers {
                                 format!("{} done in {ms} ms: {status}; result queued for {}", job.pipeline, to.join(", "))
                             };
                             let _ = self.index.add_event(&job.series_uid, job.revision, "job", &detail).await;
-                            if !deliveries.is_empty() {
-                                self.dispatch_wake.notify_waiters();
-                            }
                         }
                         Ok(false) => warn!("lease lost while running: the result is discarded (another worker owns the job)"),
                         Err(e) => warn!(error = %e, "cannot record the job's completion"),
@@ -204,6 +204,12 @@ impl Workers {
     /// Load, segment, write the result. Returns the job summary and the deliveries to queue.
     async fn execute(&self, job: &Job) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
         let fail = |m: String| JobError::Failed(m);
+        if job.pipeline == NOOP_PIPELINE {
+            return Ok((
+                json!({ "pipeline": NOOP_PIPELINE, "status": "noop: nothing run" }),
+                Vec::new(),
+            ));
+        }
         let rel = self
             .index
             .series_dir(&job.series_uid)

@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::node::*;
 use support::orthanc::OrthancProc;
 use support::*;
@@ -21,88 +21,7 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// TOML for a destination called `pacs` pointing at `orthanc_port`.
-fn destination(orthanc_port: u16) -> String {
-    format!("[[destinations]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {orthanc_port}\n")
-}
-
 const LUNG_RULE: &str = "[[rules]]\nname = \"chest-ct\"\npipelines = [\"lung\"]\ndestinations = [\"pacs\"]\n[rules.match]\nmodality = [\"CT\"]\nmin_slices = 15\n";
-
-/// `segnode phantom`: a chest series in `dir`, truth label map in `truth`.
-fn phantom(dir: &Path, truth: &Path, slices: usize, matrix: usize) {
-    let out = run_with_timeout(
-        Command::new(segnode_bin())
-            .args([
-                "phantom",
-                "--slices",
-                &slices.to_string(),
-                "--matrix",
-                &matrix.to_string(),
-                "--out",
-            ])
-            .arg(dir)
-            .arg("--truth")
-            .arg(truth),
-        Duration::from_secs(300),
-    );
-    assert!(
-        out.status.success(),
-        "phantom: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A `segnode … --json` listing as an array.
-fn cli_list(node: &NodeProc, args: &[&str]) -> Vec<Value> {
-    let out = node.cli(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn jobs(node: &NodeProc) -> Vec<Value> {
-    cli_list(node, &["jobs", "list", "--json"])
-}
-
-fn outbox(node: &NodeProc) -> Vec<Value> {
-    cli_list(node, &["outbox", "list", "--json"])
-}
-
-fn history(node: &NodeProc, uid: &str) -> Vec<String> {
-    node.series_show(uid)["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["event"].as_str().unwrap(),
-                e["detail"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
 
 /// A decoded SEG: segment label → set of (source SOP Instance UID, row, column) voxels.
 struct DecodedSeg {
@@ -216,7 +135,7 @@ fn chest_ct_comes_back_as_seg_in_orthanc() {
     let orthanc = OrthancProc::start();
     let node = NodeProc::start_with(
         &[],
-        &format!("{}{LUNG_RULE}", destination(orthanc.dicom_port)),
+        &format!("{}{LUNG_RULE}", destination_toml(orthanc.dicom_port)),
     );
     let out = storescu(node.port, &files, &[]);
     let released = now_ms();
@@ -232,7 +151,7 @@ fn chest_ct_comes_back_as_seg_in_orthanc() {
     let s = node.series();
     let uid = s[0]["series_uid"].as_str().unwrap().to_string();
     let complete_after = s[0]["completed_ms"].as_i64().unwrap() - released;
-    let job = jobs(&node)[0].clone();
+    let job = node.jobs()[0].clone();
     let result: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
     println!(
         "END-TO-END LATENCY (release → SEG stored in Orthanc), 300 × 512²: {} ms [completion {} ms; job load {} + segment {} + write {} ms]",
@@ -271,7 +190,7 @@ fn chest_ct_comes_back_as_seg_in_orthanc() {
         println!("{label}: Dice {dice:.4} against the phantom truth");
         assert!(dice >= 0.95, "{label}: Dice {dice}");
     }
-    let h = history(&node, &uid);
+    let h = node.history(&uid);
     assert!(
         h.iter().any(|e| e.starts_with("routed rule chest-ct")),
         "{h:#?}"
@@ -301,7 +220,7 @@ fn result_waits_for_orthanc_and_is_delivered_once() {
     ];
     let mut node = NodeProc::start_with(
         &env,
-        &format!("{}{LUNG_RULE}", destination(orthanc.dicom_port)),
+        &format!("{}{LUNG_RULE}", destination_toml(orthanc.dicom_port)),
     );
     assert!(storescu(node.port, &files, &[]).status.success());
     let uid = node.wait_complete(1, Duration::from_secs(60))[0]["series_uid"]
@@ -309,7 +228,7 @@ fn result_waits_for_orthanc_and_is_delivered_once() {
         .unwrap()
         .to_string();
     wait_for("failed delivery attempts", Duration::from_secs(120), || {
-        outbox(&node)
+        node.outbox()
             .first()
             .filter(|d| d["attempts"].as_i64().unwrap_or(0) >= 2)
             .cloned()
@@ -318,7 +237,7 @@ fn result_waits_for_orthanc_and_is_delivered_once() {
     let item = wait_for(
         "delivery after Orthanc is back",
         Duration::from_secs(60),
-        || outbox(&node).into_iter().find(|d| d["state"] == "SENT"),
+        || node.outbox().into_iter().find(|d| d["state"] == "SENT"),
     );
     assert_eq!(item["last_status"], "0000");
     assert_eq!(orthanc.series_of_modality("SEG").len(), 1);
@@ -326,13 +245,14 @@ fn result_waits_for_orthanc_and_is_delivered_once() {
     node.signal("-TERM");
     node.spawn();
     std::thread::sleep(Duration::from_secs(3));
-    let items = outbox(&node);
+    let items = node.outbox();
     assert_eq!(items.len(), 1);
     assert_eq!(
         items[0]["attempts"], item["attempts"],
         "sent again after the restart"
     );
-    let delivered: Vec<String> = history(&node, &uid)
+    let delivered: Vec<String> = node
+        .history(&uid)
         .into_iter()
         .filter(|e| e.starts_with("delivery delivered"))
         .collect();
@@ -354,7 +274,7 @@ fn killed_worker_job_is_taken_again_and_completes_once() {
     let orthanc = OrthancProc::start();
     let toml = format!(
         "{}{}[[rules]]\nname = \"slow\"\npipelines = [\"external:slow\"]\ndestinations = [\"pacs\"]\n",
-        destination(orthanc.dicom_port),
+        destination_toml(orthanc.dicom_port),
         external("slow", "slow", 120.0, ", \"--sleep\", \"6\"")
     );
     let env = [
@@ -369,24 +289,25 @@ fn killed_worker_job_is_taken_again_and_completes_once() {
     wait_for(
         "the job running on worker A",
         Duration::from_secs(60),
-        || jobs(&node).into_iter().find(|j| j["state"] == "RUNNING"),
+        || node.jobs().into_iter().find(|j| j["state"] == "RUNNING"),
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(worker_a.signal("-9"), None);
     let mut worker_b = node.sibling("worker");
     worker_b.spawn();
     let job = wait_for("the job done by worker B", Duration::from_secs(120), || {
-        jobs(&node).into_iter().find(|j| j["state"] == "DONE")
+        node.jobs().into_iter().find(|j| j["state"] == "DONE")
     });
     assert_eq!(job["attempts"], 2, "{job:#?}");
     let item = wait_for("delivery", Duration::from_secs(60), || {
-        outbox(&node).into_iter().find(|d| d["state"] == "SENT")
+        node.outbox().into_iter().find(|d| d["state"] == "SENT")
     });
     assert_eq!(item["job_id"], job["id"]);
-    assert_eq!(outbox(&node).len(), 1, "one result delivered once");
+    assert_eq!(node.outbox().len(), 1, "one result delivered once");
     assert_eq!(orthanc.series_of_modality("SEG").len(), 1);
     let uid = job["series_uid"].as_str().unwrap();
-    let done: Vec<String> = history(&node, uid)
+    let done: Vec<String> = node
+        .history(uid)
         .into_iter()
         .filter(|e| e.contains(" done in "))
         .collect();
@@ -399,7 +320,7 @@ fn unmatched_series_and_abdomen_without_lung() {
     let orthanc = OrthancProc::start();
     let node = NodeProc::start_with(
         &[],
-        &format!("{}{LUNG_RULE}", destination(orthanc.dicom_port)),
+        &format!("{}{LUNG_RULE}", destination_toml(orthanc.dicom_port)),
     );
     // 10 slices: below the rule's min_slices → no rule matches
     let (small, small_uid) = gen_series(&data.path().join("small"), 10, 64, 71, &[]);
@@ -416,16 +337,17 @@ fn unmatched_series_and_abdomen_without_lung() {
     assert!(lines.iter().all(|l| l["status"] == 0));
     node.wait_complete(2, Duration::from_secs(60));
     let job = wait_for("the pelvis job", Duration::from_secs(120), || {
-        jobs(&node).into_iter().find(|j| j["state"] == "DONE")
+        node.jobs().into_iter().find(|j| j["state"] == "DONE")
     });
     let result: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
     assert_eq!(result["status"], "no lung found", "{result:#?}");
-    assert_eq!(jobs(&node).len(), 1, "the unmatched series got a job");
-    assert!(history(&node, &small_uid)
+    assert_eq!(node.jobs().len(), 1, "the unmatched series got a job");
+    assert!(node
+        .history(&small_uid)
         .iter()
         .any(|e| e.contains("no rule matched")));
     std::thread::sleep(Duration::from_secs(2));
-    assert!(outbox(&node).is_empty(), "something was queued for sending");
+    assert!(node.outbox().is_empty(), "something was queued for sending");
     assert!(orthanc.series_of_modality("SEG").is_empty());
 }
 
@@ -438,7 +360,7 @@ fn external_models_ok_hang_and_garbage() {
     let tag = format!("stuck-{}-{}", std::process::id(), now_ms());
     let toml = format!(
         "{}{}{}{}[[rules]]\nname = \"models\"\npipelines = [\"external:good\", \"external:stuck\", \"external:broken\"]\ndestinations = [\"pacs\"]\n",
-        destination(orthanc.dicom_port),
+        destination_toml(orthanc.dicom_port),
         external("good", "ok", 120.0, ""),
         external("stuck", "hang", 3.0, &format!(", \"--tag\", \"{tag}\"")),
         external("broken", "garbage", 60.0, "")
@@ -446,7 +368,7 @@ fn external_models_ok_hang_and_garbage() {
     let node = NodeProc::start_with(&[("SEGNODE_WORKERS__MAX_ATTEMPTS", "1")], &toml);
     assert!(storescu(node.port, &files, &[]).status.success());
     let all = wait_for("three finished jobs", Duration::from_secs(180), || {
-        let j = jobs(&node);
+        let j = node.jobs();
         (j.len() == 3
             && j.iter()
                 .all(|x| x["state"] == "DONE" || x["state"] == "DEAD"))
@@ -500,7 +422,7 @@ fn admin_echo_send_and_rules_test() {
     let orthanc = OrthancProc::start();
     let node = NodeProc::prepare(
         &[],
-        &format!("{}{LUNG_RULE}", destination(orthanc.dicom_port)),
+        &format!("{}{LUNG_RULE}", destination_toml(orthanc.dicom_port)),
     );
     let peer = format!("ORTHANC@127.0.0.1:{}", orthanc.dicom_port);
     let echo = node.cli(&["echo", &peer]);
@@ -692,7 +614,10 @@ fn coronal_cbct_is_routed_to_cochlear_by_the_example_rule() {
     let orthanc = OrthancProc::start();
     let rule = std::fs::read_to_string(&example).unwrap();
     let rule = &rule[rule.find("[[rules]]\nname = \"cbct-cochlear\"").unwrap()..];
-    let node = NodeProc::start_with(&[], &format!("{}{rule}", destination(orthanc.dicom_port)));
+    let node = NodeProc::start_with(
+        &[],
+        &format!("{}{rule}", destination_toml(orthanc.dicom_port)),
+    );
     assert!(storescu(node.port, &files_under(&dir), &[])
         .status
         .success());
@@ -701,7 +626,7 @@ fn coronal_cbct_is_routed_to_cochlear_by_the_example_rule() {
         Duration::from_secs(180),
         || orthanc.series_of_modality("SEG").into_iter().next(),
     );
-    let job = jobs(&node).into_iter().next().unwrap();
+    let job = node.jobs().into_iter().next().unwrap();
     assert_eq!(job["pipeline"], "cochlear");
     let result: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
     let arrays = result["details"]["arrays"]

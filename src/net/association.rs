@@ -197,6 +197,7 @@ impl Handler {
         );
         let record = AssociationRecord {
             id: self.id.clone(),
+            node: self.node.name.clone(),
             calling_ae: self.calling_ae.clone(),
             called_ae: self.called_ae.clone(),
             peer: self.peer.to_string(),

@@ -8,8 +8,10 @@
 //!   geometry at all: a SEG, an RT structure set, a multi-frame object);
 //! - **quiet period**: nothing arrived for `quiet_period_s` (the fixed timer the other tools use alone).
 //!
-//! Completion is a conditional update in the index (same revision, same last-received time), so a
-//! late instance or a second tracker on another receiver can never complete a series twice.
+//! Completion is a conditional update in the index (same revision, same last-received time and
+//! instance count), so a late instance or a second tracker on another receiver can never complete a
+//! series twice. On a shared database every receiver's tracker sees every receiver's instances and
+//! associations: a series whose instances arrive at two receivers completes once both have ended.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,23 +29,17 @@ pub struct Tracker {
     wake: Arc<Notify>,
     /// Last "waiting" reason logged per (series, revision), to log each once.
     waiting: HashMap<(String, i64), String>,
-    /// Notified when a series completes (routing picks it up at once).
-    completed: Arc<Notify>,
 }
 
 impl Tracker {
-    pub fn new(
-        index: Index,
-        settings: CompletionSettings,
-        wake: Arc<Notify>,
-        completed: Arc<Notify>,
-    ) -> Tracker {
+    /// `wake`: notified when an association of this process ended. A completed series wakes the
+    /// routers through the index (every receiver's, on PostgreSQL).
+    pub fn new(index: Index, settings: CompletionSettings, wake: Arc<Notify>) -> Tracker {
         Tracker {
             index,
             settings,
             wake,
             waiting: HashMap::new(),
-            completed,
         }
     }
 
@@ -72,11 +68,7 @@ impl Tracker {
         });
         for s in open {
             if let Some(reason) = self.evidence(&s, now).await? {
-                if self
-                    .index
-                    .complete_series(&s.series_uid, s.revision, s.last_received_ms, &reason)
-                    .await?
-                {
+                if self.index.complete_series(&s, &reason).await? {
                     info!(
                         series = %s.series_uid,
                         revision = s.revision,
@@ -86,7 +78,6 @@ impl Tracker {
                         reason = %reason,
                         "series complete"
                     );
-                    self.completed.notify_one();
                 }
             }
         }

@@ -10,9 +10,11 @@
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::header::InstanceHeader;
+use super::wakeup::{Topic, Wakeups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -163,19 +165,33 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_state ON outbox (state, destination);
 ALTER TABLE series ADD COLUMN routed_revision BIGINT;
 "#,
+    // the node (receiver process) that holds an association: a restarted receiver closes only its own
+    r#"
+ALTER TABLE associations ADD COLUMN node TEXT;
+CREATE INDEX associations_state ON associations (state, node);
+CREATE INDEX instances_association ON instances (association_id);
+"#,
 ];
+
+/// Key of the PostgreSQL advisory lock that serialises migrations of processes starting together.
+const MIGRATION_LOCK: i64 = 0x5e9_0de1;
 
 /// Handle to the index database.
 #[derive(Clone)]
 pub struct Index {
     pool: AnyPool,
     backend: Backend,
+    url: String,
+    wakeups: Arc<Wakeups>,
+    listener: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// One association as recorded.
 #[derive(Debug, Clone)]
 pub struct AssociationRecord {
     pub id: String,
+    /// The receiver process that holds it (`node.name`).
+    pub node: String,
     pub calling_ae: String,
     pub called_ae: String,
     pub peer: String,
@@ -328,13 +344,62 @@ impl Index {
             })
             .connect(&connect_url)
             .await?;
-        let index = Index { pool, backend };
+        let index = Index {
+            pool,
+            backend,
+            url: url.to_string(),
+            wakeups: Arc::new(Wakeups::default()),
+            listener: Arc::new(Mutex::new(None)),
+        };
         index.migrate().await?;
         Ok(index)
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The wake-up topics of this process (rung by this process's changes and, on PostgreSQL, by every
+    /// process's once [`listen`](Self::listen) runs).
+    pub fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wakeups
+    }
+
+    /// Start listening for other processes' wake-ups (PostgreSQL; a no-op on SQLite). Idempotent.
+    pub fn listen(&self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        if let Ok(mut l) = self.listener.lock() {
+            if l.is_none() {
+                *l = Some(super::wakeup::spawn_pg_listener(
+                    self.url.clone(),
+                    self.wakeups.clone(),
+                ));
+            }
+        }
+    }
+
+    /// Queue a wake-up of `topic` for the other processes, sent when `tx` commits (PostgreSQL).
+    /// The caller rings the local topic after the commit.
+    pub async fn notify_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        topic: Topic,
+    ) -> Result<(), IndexError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(topic.notify_sql()).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Wake `topic` in every process now (outside a transaction).
+    pub async fn announce(&self, topic: Topic) -> Result<(), IndexError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(topic.notify_sql()).execute(&self.pool).await?;
+        }
+        self.wakeups.ring(topic);
+        Ok(())
     }
 
     /// The connection pool, for the other rooms that keep their tables in the index database (jobs,
@@ -402,11 +467,22 @@ impl Index {
     }
 
     async fn migrate(&self) -> Result<(), IndexError> {
+        // one transaction: processes starting together against one PostgreSQL wait for each other
+        // (advisory lock), and a failed migration leaves the schema as it was
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            let lock =
+                format!("DO $$ BEGIN PERFORM pg_advisory_xact_lock({MIGRATION_LOCK}); END $$");
+            // constant text
+            sqlx::query(sqlx::AssertSqlSafe(lock))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_version")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?
             .try_get("v")?;
         let current = current.unwrap_or(0) as usize;
@@ -415,7 +491,6 @@ impl Index {
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for (i, m) in MIGRATIONS.iter().enumerate().skip(current) {
-            let mut tx = self.pool.begin().await?;
             let ddl = m.replace("{ID}", id);
             for stmt in ddl.split(';') {
                 if !stmt.trim().is_empty() {
@@ -429,17 +504,17 @@ impl Index {
                 .bind((i + 1) as i64)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
             tracing::info!(version = i + 1, "index schema migrated");
         }
+        tx.commit().await?;
         Ok(())
     }
 
     /// Record a new association.
     pub async fn begin_association(&self, a: &AssociationRecord) -> Result<(), IndexError> {
         sqlx::query(
-            "INSERT INTO associations (id, calling_ae, called_ae, peer, state, started_ms, instances, bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, 0, 0)",
+            "INSERT INTO associations (id, calling_ae, called_ae, peer, state, started_ms, instances, bytes, node)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7)",
         )
         .bind(&a.id)
         .bind(&a.calling_ae)
@@ -447,6 +522,7 @@ impl Index {
         .bind(&a.peer)
         .bind(ASSOC_OPEN)
         .bind(now_ms())
+        .bind(&a.node)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -476,14 +552,17 @@ impl Index {
         Ok(())
     }
 
-    /// At start: associations still OPEN belong to a process that died; they ended without a release.
-    pub async fn close_orphaned_associations(&self) -> Result<u64, IndexError> {
+    /// At start of receiver `node`: its associations still OPEN belong to its previous run, which died;
+    /// they ended without a release. (Other receivers' associations on a shared database are theirs.)
+    pub async fn close_orphaned_associations(&self, node: &str) -> Result<u64, IndexError> {
         let r = sqlx::query(
-            "UPDATE associations SET state = $1, ended_ms = $2, outcome = 'node restarted' WHERE state = $3",
+            "UPDATE associations SET state = $1, ended_ms = $2, outcome = 'node restarted'
+             WHERE state = $3 AND (node = $4 OR node IS NULL)",
         )
         .bind(ASSOC_ABORTED)
         .bind(now_ms())
         .bind(ASSOC_OPEN)
+        .bind(node)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -510,41 +589,54 @@ impl Index {
         let h = &rec.header;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let existing = sqlx::query("SELECT state, revision FROM series WHERE series_uid = $1")
-            .bind(&h.series_uid)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // create the series row if it is new; on a shared database two receivers may race for it, and
+        // ON CONFLICT lets exactly one of them create it
+        let created = sqlx::query(
+            "INSERT INTO series (series_uid, study_uid, patient_id, patient_name, study_date, modality,
+                body_part, series_description, protocol_name, series_number, frame_of_reference_uid,
+                calling_ae, called_ae, revision, state, instance_count, first_received_ms,
+                last_received_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, 0, $15, $15)
+             ON CONFLICT (series_uid) DO NOTHING",
+        )
+        .bind(&h.series_uid)
+        .bind(&h.study_uid)
+        .bind(&h.patient_id)
+        .bind(&h.patient_name)
+        .bind(&h.study_date)
+        .bind(&h.modality)
+        .bind(&h.body_part)
+        .bind(&h.series_description)
+        .bind(&h.protocol_name)
+        .bind(h.series_number)
+        .bind(&h.frame_of_reference_uid)
+        .bind(&rec.calling_ae)
+        .bind(&rec.called_ae)
+        .bind(RECEIVING)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        // lock the row for the rest of the transaction (PostgreSQL; SQLite has one writer anyway), so
+        // that a completion or reopening by another process cannot interleave with this instance
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT state, revision FROM series WHERE series_uid = $1{lock}"
+        )))
+        .bind(&h.series_uid)
+        .fetch_optional(&mut *tx)
+        .await?;
         let mut outcome = RecordOutcome {
             revision: 1,
             new_series: false,
             reopened: false,
         };
-        match existing {
+        match existing.filter(|_| !created) {
             None => {
-                sqlx::query(
-                    "INSERT INTO series (series_uid, study_uid, patient_id, patient_name, study_date, modality,
-                        body_part, series_description, protocol_name, series_number, frame_of_reference_uid,
-                        calling_ae, called_ae, revision, state, instance_count, first_received_ms,
-                        last_received_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, 0, $15, $15)",
-                )
-                .bind(&h.series_uid)
-                .bind(&h.study_uid)
-                .bind(&h.patient_id)
-                .bind(&h.patient_name)
-                .bind(&h.study_date)
-                .bind(&h.modality)
-                .bind(&h.body_part)
-                .bind(&h.series_description)
-                .bind(&h.protocol_name)
-                .bind(h.series_number)
-                .bind(&h.frame_of_reference_uid)
-                .bind(&rec.calling_ae)
-                .bind(&rec.called_ae)
-                .bind(RECEIVING)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
                 outcome.new_series = true;
                 insert_event(
                     &mut tx,
@@ -745,33 +837,47 @@ impl Index {
 
     /// Mark a series revision COMPLETE unless something changed it meanwhile (a new instance, another
     /// tracker). Returns whether this call completed it.
+    /// `seen` is the series row the evidence was judged on: its last-received time and instance count
+    /// must be unchanged.
     pub async fn complete_series(
         &self,
-        series_uid: &str,
-        revision: i64,
-        last_received_ms: i64,
+        seen: &SeriesRow,
         reason: &str,
     ) -> Result<bool, IndexError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE series SET state = $1, completion_reason = $2, completed_ms = $3
-             WHERE series_uid = $4 AND revision = $5 AND state = $6 AND last_received_ms = $7",
+             WHERE series_uid = $4 AND revision = $5 AND state = $6 AND last_received_ms = $7
+                AND instance_count = $8",
         )
         .bind(COMPLETE)
         .bind(reason)
         .bind(now)
-        .bind(series_uid)
-        .bind(revision)
+        .bind(&seen.series_uid)
+        .bind(seen.revision)
         .bind(RECEIVING)
-        .bind(last_received_ms)
+        .bind(seen.last_received_ms)
+        .bind(seen.instance_count)
         .execute(&mut *tx)
         .await?;
         let done = r.rows_affected() == 1;
         if done {
-            insert_event(&mut tx, series_uid, revision, now, "complete", reason).await?;
+            insert_event(
+                &mut tx,
+                &seen.series_uid,
+                seen.revision,
+                now,
+                "complete",
+                reason,
+            )
+            .await?;
+            self.notify_in(&mut tx, Topic::Series).await?;
         }
         tx.commit().await?;
+        if done {
+            self.wakeups.ring(Topic::Series);
+        }
         Ok(done)
     }
 
@@ -831,11 +937,14 @@ impl Index {
     }
 
     pub async fn close(&self) {
+        if let Some(l) = self.listener.lock().ok().and_then(|mut l| l.take()) {
+            l.abort();
+        }
         self.pool.close().await;
     }
 }
 
-async fn insert_event(
+pub(crate) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     series_uid: &str,
     revision: i64,
@@ -915,6 +1024,7 @@ mod tests {
         index
             .begin_association(&AssociationRecord {
                 id: "a1".into(),
+                node: "n1".into(),
                 calling_ae: "STORESCU".into(),
                 called_ae: "SEGNODE".into(),
                 peer: "127.0.0.1:1".into(),
@@ -943,13 +1053,16 @@ mod tests {
         );
         // a stale completion (another instance arrived since) does nothing
         assert!(!index
-            .complete_series("1.2.3", 1, open[0].last_received_ms - 1, "x")
+            .complete_series(
+                &SeriesRow {
+                    last_received_ms: open[0].last_received_ms - 1,
+                    ..open[0].clone()
+                },
+                "x"
+            )
             .await
             .unwrap());
-        assert!(index
-            .complete_series("1.2.3", 1, open[0].last_received_ms, "test")
-            .await
-            .unwrap());
+        assert!(index.complete_series(&open[0], "test").await.unwrap());
         assert!(index.receiving_series().await.unwrap().is_empty());
         // late instance: revision 2
         let o = index
@@ -976,6 +1089,6 @@ mod tests {
         drop(index);
         let again = Index::open(&url).await.unwrap();
         assert_eq!(again.list_series().await.unwrap()[0].instance_count, 3);
-        assert_eq!(again.close_orphaned_associations().await.unwrap(), 1);
+        assert_eq!(again.close_orphaned_associations("n1").await.unwrap(), 1);
     }
 }

@@ -6,3 +6,4 @@ pub mod header;
 pub mod index;
 pub mod ingest;
 pub mod uid;
+pub mod wakeup;

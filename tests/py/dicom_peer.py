@@ -3,11 +3,11 @@
 
   dicom_peer.py echo  PORT [--aet AET] [--aec AEC]
       C-ECHO; prints {"status": N} (or {"error": ...}), exit 0 when the echo succeeded.
-  dicom_peer.py send  PORT FILE... [--aet AET] [--aec AEC]
+  dicom_peer.py send  PORT FILE... [--aet AET] [--aec AEC] [--delay SECONDS]
       C-STORE each file in its own order, reading SOP class / instance from the file meta and sending
       the data set bytes exactly as in the file (pynetdicom's chunked mode). Prints one JSON line per
       file as soon as its response arrives: {"file": ..., "status": N}. Stops at the first network error
-      ({"file": ..., "error": ...}).
+      ({"file": ..., "error": ...}). --delay waits between files (a slow sender).
   dicom_peer.py hold  PORT SECONDS [--aet AET] [--aec AEC]
       Associate, print "ready", keep the association open SECONDS, release.
 """
@@ -44,6 +44,7 @@ def main():
     ap.add_argument("rest", nargs="*")
     ap.add_argument("--aet", default="PYNETDICOM")
     ap.add_argument("--aec", default="SEGNODE")
+    ap.add_argument("--delay", type=float, default=0.0)
     args = ap.parse_args()
 
     if args.mode in ("echo", "hold"):
@@ -76,7 +77,9 @@ def main():
         out({"error": "association not established", "rejected": assoc.is_rejected})
         return 1
     failed = False
-    for f in files:
+    for i, f in enumerate(files):
+        if args.delay and i:
+            time.sleep(args.delay)
         try:
             st = assoc.send_c_store(f)
         except Exception as e:  # noqa: BLE001 - report and stop

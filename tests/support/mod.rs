@@ -42,6 +42,21 @@ pub fn py_script(name: &str) -> PathBuf {
     repo_root().join("tests").join("py").join(name)
 }
 
+/// Poll `f` every 100 ms until it gives a value; panics naming `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A TCP port on 127.0.0.1 that is free right now.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -220,3 +235,4 @@ pub fn check_seg_with_highdicom(
 
 pub mod node;
 pub mod orthanc;
+pub mod postgres;

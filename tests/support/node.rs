@@ -1,5 +1,6 @@
 //! A segnode process for the network tests: started on a free 127.0.0.1 port with its own store and
-//! index in a temporary directory, killed when dropped. Also the DCMTK / pynetdicom runners and index
+//! index in a temporary directory (or its own PostgreSQL database, see `support::postgres`), killed
+//! when dropped. Also the DCMTK / pynetdicom runners and index
 //! queries the tests share.
 #![allow(dead_code)]
 
@@ -54,7 +55,7 @@ impl NodeProc {
             ),
             (
                 "SEGNODE_DATABASE__URL".into(),
-                format!("sqlite://{}/index.db", dir.path().display()),
+                super::postgres::database_url(dir.path()),
             ),
             ("SEGNODE_STORAGE__MIN_FREE_MB".into(), "0".into()),
             (
@@ -215,6 +216,47 @@ impl NodeProc {
         }
     }
 
+    /// A `segnode … --json` listing as an array.
+    pub fn cli_list(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .expect("JSON listing")
+            .as_array()
+            .expect("array")
+            .clone()
+    }
+
+    /// `segnode jobs list --json`.
+    pub fn jobs(&self) -> Vec<Value> {
+        self.cli_list(&["jobs", "list", "--json"])
+    }
+
+    /// `segnode outbox list --json`.
+    pub fn outbox(&self) -> Vec<Value> {
+        self.cli_list(&["outbox", "list", "--json"])
+    }
+
+    /// A series' history as "event detail" lines, oldest first.
+    pub fn history(&self, uid: &str) -> Vec<String> {
+        self.series_show(uid)["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["event"].as_str().unwrap_or(""),
+                    e["detail"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
     /// Instance files in the store (not the temporary area).
     pub fn stored_files(&self) -> Vec<PathBuf> {
         files_under(&self.store_dir())
@@ -231,6 +273,41 @@ impl Drop for NodeProc {
             let _ = c.wait();
         }
     }
+}
+
+/// TOML for a destination called `pacs` at a DICOM port on 127.0.0.1 (AE ORTHANC).
+pub fn destination_toml(port: u16) -> String {
+    format!("[[destinations]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {port}\n")
+}
+
+/// `segnode phantom`: a chest series in `dir`, its truth label map in `truth`.
+pub fn phantom(dir: &Path, truth: &Path, slices: usize, matrix: usize) {
+    phantom_with(dir, truth, slices, matrix, &[]);
+}
+
+/// [`phantom`] with more arguments (`--seed N` gives other UIDs and anatomy).
+pub fn phantom_with(dir: &Path, truth: &Path, slices: usize, matrix: usize, extra: &[&str]) {
+    let out = run_with_timeout(
+        Command::new(segnode_bin())
+            .args([
+                "phantom",
+                "--slices",
+                &slices.to_string(),
+                "--matrix",
+                &matrix.to_string(),
+                "--out",
+            ])
+            .arg(dir)
+            .arg("--truth")
+            .arg(truth)
+            .args(extra),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "phantom: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Generate a synthetic CT series with tests/py/gen_ct_series.py; returns its files and series UID.
