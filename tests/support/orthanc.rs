@@ -15,6 +15,12 @@ pub struct OrthancProc {
 
 impl OrthancProc {
     pub fn start() -> OrthancProc {
+        OrthancProc::start_with(|_, _| {})
+    }
+
+    /// Start with the test configuration edited by `adapt(config, dir)` first (e.g. a deployment's own
+    /// configuration merged in, with paths under `dir` and the ports kept).
+    pub fn start_with(adapt: impl FnOnce(&mut Value, &Path)) -> OrthancProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut o = OrthancProc {
             dir,
@@ -22,12 +28,13 @@ impl OrthancProc {
             http_port: free_port(),
             child: None,
         };
-        let cfg = serde_json::json!({
+        let mut cfg = serde_json::json!({
             "Name": "segnode-test", "StorageDirectory": o.dir.path().join("db"), "IndexDirectory": o.dir.path().join("db"),
             "DicomAet": "ORTHANC", "DicomPort": o.dicom_port, "HttpPort": o.http_port, "RemoteAccessAllowed": false,
             "AuthenticationEnabled": false, "DicomCheckCalledAet": false, "DicomAlwaysAllowStore": true,
             "Plugins": [], "HttpBindAddress": "127.0.0.1", "DicomBindAddress": "127.0.0.1"
         });
+        adapt(&mut cfg, o.dir.path());
         std::fs::write(o.dir.path().join("orthanc.json"), cfg.to_string()).expect("orthanc config");
         o.spawn();
         o
