@@ -29,6 +29,12 @@ enum Command {
     /// Inspect the series in the index.
     #[command(subcommand)]
     Series(SeriesCommand),
+    /// Database reachable? Counts of series, jobs and deliveries per state (exit 1 when the database
+    /// cannot be opened: a health check).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run only the pipelines (another machine or process, same database and storage).
     Worker,
     /// Inspect and manage the job queue.
@@ -172,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(segnode::node::serve(settings))?;
         }
         Command::Series(cmd) => runtime.block_on(series_command(settings, cmd))?,
+        Command::Status { json } => runtime.block_on(status_command(settings, json))?,
         Command::Worker => {
             init_logging(&settings);
             runtime.block_on(segnode::node::work(settings))?;
@@ -204,6 +211,42 @@ fn fmt_ms(ms: Option<i64>) -> String {
             )
         }
     }
+}
+
+async fn status_command(settings: Settings, json: bool) -> anyhow::Result<()> {
+    let index = Index::open(&settings.database.url)
+        .await
+        .with_context(|| format!("opening the index {}", settings.database.url))?;
+    let counts = index.state_counts().await?;
+    let backend = format!("{:?}", index.backend());
+    index.close().await;
+    if json {
+        let v = serde_json::json!({
+            "node": settings.node_name(),
+            "database": backend,
+            "series": counts.get("series"),
+            "jobs": counts.get("jobs"),
+            "outbox": counts.get("outbox"),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "node {} — database {backend}: reachable",
+            settings.node_name()
+        );
+        for (table, states) in &counts {
+            let parts: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            println!(
+                "{table:<7} {}",
+                if parts.is_empty() {
+                    "-".to_string()
+                } else {
+                    parts.join(", ")
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Result<()> {

@@ -49,12 +49,13 @@ pub struct Node {
 impl Node {
     /// Open the store and index and reconcile them.
     pub async fn open(settings: Settings) -> Result<Node, NodeError> {
+        let name = settings.node_name();
         let store = Arc::new(InstanceStore::open(
             &settings.storage.dir,
+            &name,
             settings.storage.min_free_mb,
         )?);
         let index = Index::open(&settings.database.url).await?;
-        let name = settings.node_name();
         let orphaned = index.close_orphaned_associations(&name).await?;
         if orphaned > 0 {
             info!(

@@ -332,7 +332,7 @@ fn compose_file_describes_the_scale_out() {
         );
         let check = words(&svc["healthcheck"]["test"]).join(" ");
         assert!(
-            check.contains("segnode --config /etc/segnode/segnode.toml jobs list"),
+            check.ends_with("segnode --config /etc/segnode/segnode.toml status"),
             "{name} health check: {check}"
         );
         assert_eq!(

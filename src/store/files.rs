@@ -2,10 +2,11 @@
 //! temporary file, and the commit that makes it durable and visible.
 //!
 //! Layout: `<root>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (Part 10 files with the transfer syntax
-//! as received), temporary files in `<root>/.incoming/`. The commit order is what makes a success
-//! status safe to send: write → fdatasync → rename into place → fsync of the directory (and of any
-//! directory created on the way). A crash at any point leaves either no file or a whole one in the
-//! store; leftovers in `.incoming/` are deleted at start.
+//! as received), temporary files in `<root>/.incoming/<node>/` (one folder per receiver, so receivers
+//! sharing a store never touch each other's files in progress). The commit order is what makes a
+//! success status safe to send: write → fdatasync → rename into place → fsync of the directory (and of
+//! any directory created on the way). A crash at any point leaves either no file or a whole one in the
+//! store; a receiver deletes the leftovers in its own temporary folder at start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -61,11 +62,27 @@ pub struct InstanceStore {
 }
 
 impl InstanceStore {
-    /// Open (creating) the store at `root`, removing temporary files a crash left behind.
-    /// `reserve_mb`: refuse new instances when less free space than this remains.
-    pub fn open(root: &Path, reserve_mb: u64) -> Result<InstanceStore, StoreError> {
+    /// Open (creating) the store at `root` for receiver `node`, removing the temporary files a crash of
+    /// this receiver left behind. `reserve_mb`: refuse new instances when less free space than this
+    /// remains.
+    pub fn open(root: &Path, node: &str, reserve_mb: u64) -> Result<InstanceStore, StoreError> {
         fs::create_dir_all(root).map_err(io_err("create", root))?;
-        let incoming = root.join(".incoming");
+        let folder: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let folder = if folder.trim_matches('.').is_empty() {
+            "node".to_string()
+        } else {
+            folder
+        };
+        let incoming = root.join(".incoming").join(folder);
         fs::create_dir_all(&incoming).map_err(io_err("create", &incoming))?;
         for entry in fs::read_dir(&incoming)
             .map_err(io_err("read", &incoming))?
@@ -78,6 +95,9 @@ impl InstanceStore {
             }
         }
         sync_dir(&incoming)?;
+        if let Some(parent) = incoming.parent() {
+            sync_dir(parent)?;
+        }
         sync_dir(root)?;
         Ok(InstanceStore {
             root: root.to_path_buf(),
@@ -340,7 +360,7 @@ mod tests {
     #[test]
     fn commit_moves_a_whole_file_into_place() {
         let dir = tempfile::tempdir().unwrap();
-        let store = InstanceStore::open(dir.path(), 0).unwrap();
+        let store = InstanceStore::open(dir.path(), "rx", 0).unwrap();
         let mut f = store.begin(&meta()).unwrap();
         f.write(b"\x08\x00\x16\x00");
         f.write(b"more");
@@ -358,21 +378,29 @@ mod tests {
     #[test]
     fn abandoned_and_leftover_files_disappear() {
         let dir = tempfile::tempdir().unwrap();
-        let store = InstanceStore::open(dir.path(), 0).unwrap();
+        let store = InstanceStore::open(dir.path(), "rx", 0).unwrap();
         let f = store.begin(&meta()).unwrap();
         let p = f.path().to_path_buf();
         assert!(p.exists());
         drop(f);
         assert!(!p.exists());
-        fs::write(dir.path().join(".incoming").join("x.part"), b"partial").unwrap();
-        let _store = InstanceStore::open(dir.path(), 0).unwrap();
-        assert!(!dir.path().join(".incoming").join("x.part").exists());
+        let mine = dir.path().join(".incoming").join("rx").join("x.part");
+        fs::write(&mine, b"partial").unwrap();
+        // another receiver sharing the store: its files in progress are not ours to delete
+        let other = InstanceStore::open(dir.path(), "other:11112", 0).unwrap();
+        let theirs = other.begin(&meta()).unwrap();
+        let _store = InstanceStore::open(dir.path(), "rx", 0).unwrap();
+        assert!(!mine.exists());
+        assert!(
+            theirs.path().exists(),
+            "another receiver's file in progress kept"
+        );
     }
 
     #[test]
     fn paths_only_from_valid_uids() {
         let dir = tempfile::tempdir().unwrap();
-        let store = InstanceStore::open(dir.path(), 0).unwrap();
+        let store = InstanceStore::open(dir.path(), "rx", 0).unwrap();
         assert!(store.path_for("1.2", "../x", "1.2.3").is_err());
         assert!(store.path_for("", "1.2", "1.2.3").is_err());
     }
@@ -380,7 +408,7 @@ mod tests {
     #[test]
     fn reserve_refuses_new_instances() {
         let dir = tempfile::tempdir().unwrap();
-        let store = InstanceStore::open(dir.path(), u64::MAX / 2).unwrap();
+        let store = InstanceStore::open(dir.path(), "rx", u64::MAX / 2).unwrap();
         assert!(matches!(
             store.begin(&meta()),
             Err(StoreError::LowSpace { .. })

@@ -936,6 +936,39 @@ impl Index {
             .collect()
     }
 
+    /// Rows per state of the series, jobs and outbox tables (`segnode status`, health checks): one
+    /// cheap query each, whatever the size of the tables' history.
+    pub async fn state_counts(
+        &self,
+    ) -> Result<
+        std::collections::BTreeMap<&'static str, std::collections::BTreeMap<String, i64>>,
+        IndexError,
+    > {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, sql) in [
+            (
+                "series",
+                "SELECT state, COUNT(*) AS n FROM series GROUP BY state",
+            ),
+            (
+                "jobs",
+                "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state",
+            ),
+            (
+                "outbox",
+                "SELECT state, COUNT(*) AS n FROM outbox GROUP BY state",
+            ),
+        ] {
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            let mut m = std::collections::BTreeMap::new();
+            for r in rows {
+                m.insert(r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?);
+            }
+            out.insert(name, m);
+        }
+        Ok(out)
+    }
+
     pub async fn close(&self) {
         if let Some(l) = self.listener.lock().ok().and_then(|mut l| l.take()) {
             l.abort();
