@@ -7,7 +7,6 @@ mod support;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::node::*;
 use support::orthanc::OrthancProc;
@@ -56,46 +55,6 @@ fn worker_of(job: &Value) -> String {
         .as_str()
         .and_then(|w| w.split('/').next())
         .unwrap_or("")
-        .to_string()
-}
-
-fn pynetdicom_send(port: u16, files: &[PathBuf], delay_s: f64, log: &Path) -> std::process::Child {
-    Command::new(python())
-        .arg(py_script("dicom_peer.py"))
-        .args(["send", &port.to_string()])
-        .args(files)
-        .args(["--delay", &delay_s.to_string()])
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pynetdicom sender")
-}
-
-fn wait_child(child: &mut std::process::Child, limit: Duration) -> bool {
-    wait_for("the sender to finish", limit, || {
-        child.try_wait().unwrap().map(|st| st.success())
-    })
-}
-
-/// Files the sender got a success status for.
-fn acknowledged(log: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["status"] == 0)
-        .map(|l| PathBuf::from(l["file"].as_str().unwrap()))
-        .collect()
-}
-
-fn sop_uid_of(path: &Path) -> String {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::SOP_CLASS_UID)
-        .open_file(path)
-        .expect("open sent file");
-    obj.meta()
-        .media_storage_sop_instance_uid()
-        .trim_end_matches('\0')
         .to_string()
 }
 

@@ -59,6 +59,16 @@ fn assoc(id: &str, node: &str) -> AssociationRecord {
     }
 }
 
+/// A SEG result `<i>.dcm` for the destination `pacs`.
+fn delivery(i: usize) -> NewDelivery {
+    NewDelivery {
+        destination: "pacs".into(),
+        path: format!("{i}.dcm"),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.66.4".into(),
+        sop_instance_uid: format!("2.25.{i}"),
+    }
+}
+
 async fn count(index: &Index, sql: &'static str) -> i64 {
     sqlx::query(sql)
         .fetch_one(index.pool())
@@ -368,13 +378,7 @@ async fn dispatchers_sharing_the_outbox_take_each_delivery_once() {
             .await
             .unwrap()
             .unwrap();
-        let d = NewDelivery {
-            destination: "pacs".into(),
-            path: format!("{i}.dcm"),
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.66.4".into(),
-            sop_instance_uid: format!("2.25.{i}"),
-        };
-        assert!(q.complete(&job, "w", "{}", &[d]).await.unwrap());
+        assert!(q.complete(&job, "w", "{}", &[delivery(i)]).await.unwrap());
     }
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -434,13 +438,7 @@ async fn a_job_created_by_one_process_wakes_the_workers_of_another() {
         .await
         .unwrap()
         .unwrap();
-    let d = NewDelivery {
-        destination: "pacs".into(),
-        path: "r.dcm".into(),
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.66.4".into(),
-        sop_instance_uid: "2.25.1".into(),
-    };
-    assert!(q.complete(&job, "w", "{}", &[d]).await.unwrap());
+    assert!(q.complete(&job, "w", "{}", &[delivery(1)]).await.unwrap());
     assert!(
         outbox.wait(Duration::from_secs(30)).await,
         "the delivery wakes the dispatchers"

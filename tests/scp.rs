@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::node::*;
@@ -28,18 +28,6 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// SOP Instance UID of a Part 10 file (from its meta).
-fn sop_uid_of(path: &Path) -> String {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(dicom_dictionary_std::tags::SOP_CLASS_UID)
-        .open_file(path)
-        .expect("open sent file");
-    obj.meta()
-        .media_storage_sop_instance_uid()
-        .trim_end_matches('\0')
-        .to_string()
 }
 
 /// SOP UID → stored path, from `segnode series show`.
@@ -249,39 +237,6 @@ fn eight_concurrent_associations() {
     }
 }
 
-/// Start a pynetdicom sender in the background; its JSON lines go to `out`.
-fn background_send(port: u16, files: &[PathBuf], out: &Path) -> std::process::Child {
-    Command::new(python())
-        .arg(py_script("dicom_peer.py"))
-        .args(["send", &port.to_string()])
-        .args(files)
-        .stdout(std::fs::File::create(out).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sender")
-}
-
-fn wait_child(child: &mut std::process::Child, limit: Duration) {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("sender did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn acknowledged(out: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["status"] == 0)
-        .map(|l| PathBuf::from(l["file"].as_str().unwrap()))
-        .collect()
-}
-
 fn wait_stored(node: &NodeProc, at_least: usize) {
     let start = Instant::now();
     while node.stored_files().len() < at_least {
@@ -300,7 +255,7 @@ fn kill_9_mid_send_loses_nothing_acknowledged() {
     let (files, uid) = gen_series(data.path(), 300, 512, 31, &[]);
     let mut node = NodeProc::start(&[]);
     let log = data.path().join("sender.jsonl");
-    let mut sender = background_send(node.port, &files, &log);
+    let mut sender = pynetdicom_send(node.port, &files, 0.0, &log);
     wait_stored(&node, 60);
     assert_eq!(node.signal("-9"), None, "killed by a signal");
     wait_child(&mut sender, Duration::from_secs(60));
@@ -356,7 +311,7 @@ fn sigterm_finishes_in_flight_and_exits_zero() {
     let (files, uid) = gen_series(data.path(), 200, 512, 41, &[]);
     let mut node = NodeProc::start(&[]);
     let log = data.path().join("sender.jsonl");
-    let mut sender = background_send(node.port, &files, &log);
+    let mut sender = pynetdicom_send(node.port, &files, 0.0, &log);
     wait_stored(&node, 30);
     assert_eq!(
         node.signal("-TERM"),

@@ -407,3 +407,55 @@ pub fn echoscu(port: u16, calling: &str, called: &str) -> Output {
         Duration::from_secs(60),
     )
 }
+
+/// The SOP Instance UID of a Part 10 file (from its meta).
+pub fn sop_uid_of(path: &Path) -> String {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::SOP_CLASS_UID)
+        .open_file(path)
+        .expect("open sent file");
+    obj.meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// pynetdicom (tests/py/dicom_peer.py) sending `files` in the background, `delay_s` between files; its
+/// JSON lines (one per response) go to `log`.
+pub fn pynetdicom_send(port: u16, files: &[PathBuf], delay_s: f64, log: &Path) -> Child {
+    Command::new(python())
+        .arg(py_script("dicom_peer.py"))
+        .args(["send", &port.to_string()])
+        .args(files)
+        .args(["--delay", &delay_s.to_string()])
+        .stdout(std::fs::File::create(log).expect("sender log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pynetdicom sender")
+}
+
+/// Wait (bounded: kill and panic after `limit`) for a child; returns whether it exited with success.
+pub fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st.success();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("child did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The files a [`pynetdicom_send`] log reports a success status for.
+pub fn acknowledged(log: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["status"] == 0)
+        .filter_map(|l| l["file"].as_str().map(PathBuf::from))
+        .collect()
+}
