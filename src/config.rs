@@ -204,6 +204,11 @@ pub struct StorageSettings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
+    /// PostgreSQL connections per process (SQLite always uses one).
+    pub max_connections: u32,
+    /// How long an index operation waits for a connection; past it (a database that is down or
+    /// overloaded) the C-STORE gets Out of Resources rather than hanging the sender.
+    pub acquire_timeout_s: f64,
 }
 
 /// Evidence thresholds of the series completion tracker.
@@ -271,6 +276,8 @@ dir = "data/store"
 min_free_mb = 512
 [database]
 url = "sqlite://data/segnode.db"
+max_connections = 8
+acquire_timeout_s = 5.0
 [completion]
 settle_s = 2.0
 quiet_period_s = 60.0
@@ -389,6 +396,13 @@ impl Settings {
                 format!("`{url}`: expected sqlite://PATH or postgres://…"),
             ));
         }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        positive_secs(
+            "database.acquire_timeout_s",
+            self.database.acquire_timeout_s,
+        )?;
         let c = &self.completion;
         if !(c.settle_s.is_finite() && c.settle_s >= 0.0) {
             return Err(invalid("completion.settle_s", "must be ≥ 0"));

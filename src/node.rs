@@ -55,7 +55,7 @@ impl Node {
             &name,
             settings.storage.min_free_mb,
         )?);
-        let index = Index::open(&settings.database.url).await?;
+        let index = Index::open_settings(&settings.database).await?;
         let orphaned = index.close_orphaned_associations(&name).await?;
         if orphaned > 0 {
             info!(
@@ -167,7 +167,7 @@ async fn routing_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 /// Run only the pipelines (a `segnode worker` process): same database and storage as the receivers.
 pub async fn work(settings: Settings) -> Result<(), NodeError> {
     let settings = Arc::new(settings);
-    let index = Index::open(&settings.database.url).await?;
+    let index = Index::open_settings(&settings.database).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::node::*;
 use support::orthanc::OrthancProc;
-use support::postgres::new_database;
+use support::postgres::{new_database, PgServer};
 use support::*;
 
 const LUNG_RULE: &str = "[[rules]]\nname = \"chest-ct\"\npipelines = [\"lung\"]\ndestinations = [\"pacs\"]\n[rules.match]\nmodality = [\"CT\"]\nmin_slices = 15\n";
@@ -344,5 +344,98 @@ fn receiver_restarted_mid_stream_loses_nothing_and_the_series_completes() {
     wait_for("one job", Duration::from_secs(60), || {
         let j = r1.jobs();
         (j.len() == 1).then_some(())
+    });
+}
+
+#[test]
+fn database_restart_turns_senders_away_and_everything_resumes() {
+    let pg = PgServer::private();
+    let data = tempfile::tempdir().unwrap();
+    // in file-name order, not slice order: what arrives before the outage has gaps, so the series
+    // cannot complete on release evidence before the rest is sent
+    let (files, uid) = gen_series(data.path(), 30, 64, 41, &[]);
+    let url = pg.database();
+    let rule = "[[rules]]\nname = \"all\"\npipelines = [\"noop\"]\ndestinations = []\n";
+    let env = [
+        ("SEGNODE_DATABASE__URL", url.as_str()),
+        ("SEGNODE_NODE__NAME", "receiver-1"),
+        ("SEGNODE_COMPLETION__SETTLE_S", "0.5"),
+    ];
+    let node = NodeProc::start_with(&env, rule);
+    let log = data.path().join("sent.jsonl");
+    let mut sender = pynetdicom_send(node.port, &files, 0.25, &log);
+    wait_for("8 instances stored", Duration::from_secs(60), || {
+        (acknowledged(&log).len() >= 8).then_some(())
+    });
+    pg.stop();
+    // the association in progress: what arrives now is refused with Out of Resources, not acknowledged
+    wait_child(&mut sender, Duration::from_secs(120));
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let refused = lines.iter().filter(|l| l["status"] == 0xA700).count();
+    let acked = acknowledged(&log);
+    assert!(refused >= 1, "{lines:#?}");
+    assert_eq!(
+        acked.len() + refused,
+        lines.len(),
+        "every response is a success or A700: {lines:#?}"
+    );
+    // a new association while the database is away: A-ASSOCIATE-RJ, transient
+    let out = echoscu(node.port, "ECHOSCU", "SEGNODE");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains("Transient") && text.contains("Congestion"),
+        "{text}"
+    );
+    pg.start();
+    wait_for("the node to accept again", Duration::from_secs(60), || {
+        echoscu(node.port, "ECHOSCU", "SEGNODE")
+            .status
+            .success()
+            .then_some(())
+    });
+    // every acknowledged instance is indexed; the sender sends what was refused
+    let stored: HashSet<String> = node.series_show(&uid)["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sop_uid"].as_str().unwrap().to_string())
+        .collect();
+    for f in &acked {
+        assert!(
+            stored.contains(&sop_uid_of(f)),
+            "acknowledged {} lost",
+            f.display()
+        );
+    }
+    let rest: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !stored.contains(&sop_uid_of(f)))
+        .cloned()
+        .collect();
+    assert!(storescu(node.port, &rest, &[]).status.success());
+    // completion on release evidence (the first association's end was recorded once the database was
+    // back), routing and the worker's wake-up all resume
+    let s = node.wait_complete(1, Duration::from_secs(30));
+    assert_eq!(s[0]["instance_count"], 30);
+    assert!(
+        s[0]["completion_reason"]
+            .as_str()
+            .unwrap()
+            .contains("association released"),
+        "{s:#?}"
+    );
+    assert_eq!(s[0]["revision"], 1, "{s:#?}");
+    wait_for("the job done", Duration::from_secs(30), || {
+        let j = node.jobs();
+        (j.len() == 1 && j[0]["state"] == "DONE").then_some(())
     });
 }

@@ -228,7 +228,30 @@ impl Handler {
             )
             .await
         {
-            warn!(error = %e, "could not record the end of the association");
+            // the series it carried wait for this record (completion on release evidence): keep
+            // trying in the background while the database is away
+            warn!(error = %e, "could not record the end of the association; retrying");
+            let (index, id, wake) = (
+                self.node.index.clone(),
+                self.id.clone(),
+                self.node.tracker_wake.clone(),
+            );
+            let (stored, bytes, outcome) = (self.tally.stored, self.tally.bytes, outcome.clone());
+            tokio::spawn(async move {
+                for _ in 0..600 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if index
+                        .end_association(&id, state, stored, bytes, &outcome)
+                        .await
+                        .is_ok()
+                    {
+                        info!(association = %id, "end of the association recorded");
+                        wake.notify_one();
+                        return;
+                    }
+                }
+                warn!(association = %id, "end of the association not recorded: its series complete after the quiet period");
+            });
         }
         self.node.tracker_wake.notify_one();
         info!(

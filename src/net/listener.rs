@@ -3,7 +3,8 @@
 //! Each accepted connection gets its own task ([`super::association::serve_connection`]) holding a
 //! semaphore permit. When every permit is taken, the connection is still read up to its A-ASSOCIATE-RQ
 //! and answered with A-ASSOCIATE-RJ (transient, service provider: local limit exceeded), so the sender
-//! knows to retry rather than seeing a reset. On shutdown the loop stops accepting and waits (bounded)
+//! knows to retry rather than seeing a reset; the same, with temporary congestion, while the index
+//! database does not answer (nothing could be filed). On shutdown the loop stops accepting and waits (bounded)
 //! for the associations in flight, which finish the instance they are receiving and then end.
 
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
+
+use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason as Reason;
 
 use crate::config::secs;
 use crate::node::Node;
@@ -36,14 +39,22 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
                         let node = node.clone();
                         let sd = shutdown.clone();
                         tasks.spawn(async move {
-                            super::association::serve_connection(node, socket, peer, sd).await;
+                            // nothing can be filed while the index is unreachable (a database server
+                            // restarting): say so at once, so the sender retries later
+                            if !node.index.unavailable() && node.index.ping(INDEX_CHECK).await {
+                                super::association::serve_connection(node, socket, peer, sd).await;
+                            } else {
+                                warn!(%peer, "index unavailable: rejecting (temporary congestion)");
+                                let artim = secs(node.settings.dicom.artim_timeout_s);
+                                reject_transient(socket, peer, artim, Reason::TemporaryCongestion).await;
+                            }
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         warn!(%peer, limit, "association limit reached: rejecting (local limit exceeded)");
                         let artim = secs(node.settings.dicom.artim_timeout_s);
-                        tasks.spawn(reject_busy(socket, peer, artim));
+                        tasks.spawn(reject_transient(socket, peer, artim, Reason::LocalLimitExceeded));
                     }
                 },
                 Err(e) => {
@@ -72,12 +83,18 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
     }
 }
 
-/// Read the A-ASSOCIATE-RQ of a connection over the limit and answer A-ASSOCIATE-RJ.
-async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration) {
-    use dicom_ul::pdu::{
-        AssociationRJ, AssociationRJResult,
-        AssociationRJServiceProviderPresentationReason as Reason, AssociationRJSource,
-    };
+/// How long the index may take to answer before a new association is turned away.
+const INDEX_CHECK: Duration = Duration::from_secs(5);
+
+/// Read the A-ASSOCIATE-RQ of a connection we cannot serve now and answer A-ASSOCIATE-RJ (transient,
+/// service provider, `reason`).
+async fn reject_transient(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    artim: Duration,
+    reason: Reason,
+) {
+    use dicom_ul::pdu::{AssociationRJ, AssociationRJResult, AssociationRJSource};
     let read = async {
         let mut header = [0u8; 6];
         socket.read_exact(&mut header).await?;
@@ -92,14 +109,15 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration) {
     if !matches!(tokio::time::timeout(artim, read).await, Ok(Ok(()))) {
         return;
     }
+    let why = format!("{reason:?}");
     let rj = dicom_ul::Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(Reason::LocalLimitExceeded),
+        source: AssociationRJSource::ServiceProviderPresentation(reason),
     });
     let mut out = Vec::new();
     if dicom_ul::write_pdu(&mut out, &rj).is_ok() {
         let _ = tokio::time::timeout(artim, socket.write_all(&out)).await;
         let _ = socket.shutdown().await;
     }
-    info!(%peer, "rejected: local limit exceeded");
+    info!(%peer, reason = %why, "association rejected (transient)");
 }

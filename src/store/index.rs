@@ -24,6 +24,23 @@ pub enum IndexError {
     Url(String, String),
 }
 
+impl IndexError {
+    /// The database could not be reached (down, restarting, overloaded) — as opposed to a statement
+    /// that failed on a reachable database.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Db(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+            )
+        )
+    }
+}
+
 /// Which engine is behind the pool (DDL differs in one place: auto-increment keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -184,6 +201,9 @@ pub struct Index {
     url: String,
     wakeups: Arc<Wakeups>,
     listener: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Set while the database is known to be unreachable (a probe clears it), so that the receive
+    /// path answers at once instead of waiting for a connection per instance.
+    unavailable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One association as recorded.
@@ -292,8 +312,31 @@ fn parse_floats<const N: usize>(s: Option<String>) -> Option<[f64; N]> {
 }
 
 impl Index {
-    /// Connect (creating the SQLite file and its folder when needed) and apply pending migrations.
+    /// Connect with the default pool settings (see [`open_with`](Self::open_with)).
     pub async fn open(url: &str) -> Result<Index, IndexError> {
+        Index::open_with(url, 8, Duration::from_secs(5)).await
+    }
+
+    /// Connect with the pool settings of `database` (`segnode serve` / `worker`).
+    pub async fn open_settings(
+        database: &crate::config::DatabaseSettings,
+    ) -> Result<Index, IndexError> {
+        Index::open_with(
+            &database.url,
+            database.max_connections,
+            crate::config::secs(database.acquire_timeout_s),
+        )
+        .await
+    }
+
+    /// Connect (creating the SQLite file and its folder when needed) and apply pending migrations.
+    /// `max_connections` applies to PostgreSQL (SQLite has one); `acquire_timeout` bounds how long an
+    /// operation waits for a connection (a database that is down fails fast instead of hanging).
+    pub async fn open_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Index, IndexError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -324,8 +367,12 @@ impl Index {
         }
         let pool = AnyPoolOptions::new()
             // SQLite: one writer at a time anyway; a single connection avoids lock upgrades failing
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(if backend == Backend::Sqlite {
+                1
+            } else {
+                max_connections
+            })
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -350,6 +397,7 @@ impl Index {
             url: url.to_string(),
             wakeups: Arc::new(Wakeups::default()),
             listener: Arc::new(Mutex::new(None)),
+            unavailable: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         index.migrate().await?;
         Ok(index)
@@ -934,6 +982,40 @@ impl Index {
                 })
             })
             .collect()
+    }
+
+    /// Whether the database answers within `limit`.
+    pub async fn ping(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&self.pool)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Whether the database is known to be unreachable right now (see [`note_error`](Self::note_error)).
+    pub fn unavailable(&self) -> bool {
+        self.unavailable.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Look at an error of the receive path: when the database is unreachable, mark it so and probe it
+    /// (every 500 ms) until it answers again.
+    pub fn note_error(&self, e: &IndexError) {
+        use std::sync::atomic::Ordering;
+        if !e.is_unavailable() || self.unavailable.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(error = %e, "index database unreachable: refusing instances until it answers");
+        let index = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if index.ping(Duration::from_secs(2)).await {
+                    index.unavailable.store(false, Ordering::SeqCst);
+                    tracing::info!("index database reachable again");
+                    return;
+                }
+            }
+        });
     }
 
     /// Rows per state of the series, jobs and outbox tables (`segnode status`, health checks): one

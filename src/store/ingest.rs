@@ -64,6 +64,25 @@ impl Ingest {
         announced: &Announced,
         origin: &Origin,
     ) -> Result<Filed, IngestError> {
+        if self.index.unavailable() {
+            // answered at once (Out of Resources) while the database is away; the sender retries
+            return Err(IngestError::Index(IndexError::Db(
+                sqlx::Error::PoolTimedOut,
+            )));
+        }
+        let filed = self.file_now(closed, announced, origin).await;
+        if let Err(IngestError::Index(e)) = &filed {
+            self.index.note_error(e);
+        }
+        filed
+    }
+
+    async fn file_now(
+        &self,
+        closed: ClosedFile,
+        announced: &Announced,
+        origin: &Origin,
+    ) -> Result<Filed, IngestError> {
         let t0 = std::time::Instant::now();
         // the data flush and the header parse overlap: both only read or flush the temporary file
         let temp = closed.path.clone();

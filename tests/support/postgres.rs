@@ -1,8 +1,9 @@
 //! A real PostgreSQL server for the tests: Debian's `postgresql` binaries, a fresh cluster in a temporary
 //! directory on a free 127.0.0.1 port, run as an ordinary user (the `postgres` system user when the
-//! tests run as root: PostgreSQL refuses to run as root). One server per test binary, started on first
-//! use from a thread that lives as long as the binary; the server gets a parent-death signal, so it
-//! stops when the test binary exits, however it exits. Each test gets a database of its own.
+//! tests run as root: PostgreSQL refuses to run as root). One shared server per test binary, started on
+//! first use, each test with a database of its own; a test that stops and restarts its server makes a
+//! private one ([`PgServer::private`]). The server is started from a thread that waits for it and gets a
+//! parent-death signal, so it stops when the test binary exits, however it exits.
 //!
 //! `SEGNODE_TEST_DB=postgres` makes [`database_url`] (and so every `NodeProc`) use PostgreSQL instead
 //! of a SQLite file: `scripts/test` runs the index, queue and pipeline tests once per backend.
@@ -10,13 +11,17 @@
 
 use super::*;
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct PgServer {
     pub port: u16,
     pub dir: PathBuf,
     bin: PathBuf,
+    user: Option<(u32, u32)>,
+    /// Whether the postmaster started by [`PgServer::start`] is still running.
+    running: Arc<AtomicBool>,
+    pid: Mutex<Option<u32>>,
 }
 
 static SERVER: OnceLock<PgServer> = OnceLock::new();
@@ -39,38 +44,13 @@ pub fn database_url(dir: &Path) -> String {
 
 /// A new, empty database on the shared test server; returns its URL.
 pub fn new_database() -> String {
-    let server = SERVER.get_or_init(start_server);
-    let name = format!(
-        "t{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::SeqCst)
-    );
-    let out = run_with_timeout(
-        Command::new(server.bin.join("createdb"))
-            .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
-            .args(["-U", "segnode", &name]),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "createdb {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("postgres://segnode@127.0.0.1:{}/{name}", server.port)
+    SERVER.get_or_init(PgServer::private).database()
 }
 
 /// `psql -At -c SQL` against a database URL of [`new_database`]; returns stdout.
 pub fn psql(url: &str, sql: &str) -> String {
-    let server = SERVER.get().expect("server started");
     let out = run_with_timeout(
-        Command::new(server.bin.join("psql")).args([
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            url,
-            "-c",
-            sql,
-        ]),
+        Command::new(bin_dir().join("psql")).args(["-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql]),
         Duration::from_secs(30),
     );
     assert!(
@@ -164,40 +144,81 @@ fn sweep_stale() {
     }
 }
 
-fn start_server() -> PgServer {
-    sweep_stale();
-    let bin = bin_dir();
-    let user = server_user();
-    let dir =
-        std::env::temp_dir().join(format!("segnode-pg-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("cluster dir");
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
+impl PgServer {
+    /// A server of the caller's own (a test that stops and restarts it); stopped and removed when
+    /// dropped.
+    pub fn private() -> PgServer {
+        sweep_stale();
+        let bin = bin_dir();
+        let user = server_user();
+        let dir =
+            std::env::temp_dir().join(format!("segnode-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
+        }
+        let out = run_with_timeout(
+            server_command(bin.join("initdb"), user)
+                .args(["-D", &dir.join("data").display().to_string()])
+                .args(["-U", "segnode", "-A", "trust", "-E", "UTF8", "--locale=C"])
+                .args(["--no-sync", "--no-instructions"]),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = PgServer {
+            port: free_port(),
+            dir,
+            bin,
+            user,
+            running: Arc::new(AtomicBool::new(false)),
+            pid: Mutex::new(None),
+        };
+        server.start();
+        server
     }
-    let data = dir.join("data");
-    let out = run_with_timeout(
-        server_command(bin.join("initdb"), user)
-            .args(["-D", &data.display().to_string()])
-            .args(["-U", "segnode", "-A", "trust", "-E", "UTF8", "--locale=C"])
-            .args(["--no-sync", "--no-instructions"]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "initdb failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = free_port();
-    let log = dir.join("postgres.log");
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let (bin, data, dir, log) = (bin.clone(), data.clone(), dir.clone(), log.clone());
-        // the server's parent-death signal follows this thread: it must live as long as the binary
+
+    /// A new, empty database on this server; returns its URL.
+    pub fn database(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        let out = run_with_timeout(
+            Command::new(self.bin.join("createdb"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "segnode", &name]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://segnode@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Start the postmaster (again) on the same cluster and port; returns when it accepts connections.
+    pub fn start(&self) {
+        let log = self.dir.join("postgres.log");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (bin, user, port, dir) = (self.bin.clone(), self.user, self.port, self.dir.clone());
+        let running = self.running.clone();
+        running.store(true, Ordering::SeqCst);
+        // the server's parent-death signal follows this thread: it lives until the server exits
         std::thread::spawn(move || {
-            let logf = std::fs::File::create(&log).expect("postgres log");
+            let logf = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("postgres.log"))
+                .expect("postgres log");
             let child = server_command(bin.join("postgres"), user)
-                .args(["-D", &data.display().to_string()])
+                .args(["-D", &dir.join("data").display().to_string()])
                 .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
                 .args(["-k", &dir.display().to_string()])
                 // a test cluster: durability of the server itself is not under test
@@ -206,43 +227,67 @@ fn start_server() -> PgServer {
                 .stdout(Stdio::null())
                 .stderr(logf)
                 .spawn();
-            let _ = tx.send(child.map(|c| c.id()));
-            loop {
-                std::thread::park();
+            match child {
+                Ok(mut c) => {
+                    let _ = tx.send(Ok(c.id()));
+                    let _ = c.wait();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
             }
+            running.store(false, Ordering::SeqCst);
         });
-    }
-    let pid = rx
-        .recv()
-        .expect("server thread")
-        .unwrap_or_else(|e| panic!("cannot start postgres: {e}"));
-    let start = Instant::now();
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "segnode",
-                "-d",
-                "postgres",
-                "-p",
-                &port.to_string(),
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            break;
+        let pid = rx
+            .recv()
+            .expect("server thread")
+            .unwrap_or_else(|e| panic!("cannot start postgres: {e}"));
+        *self.pid.lock().unwrap() = Some(pid);
+        let start = Instant::now();
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-U", "segnode", "-d", "postgres"])
+                .args(["-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(
+                self.running.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60),
+                "postgres did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        // SAFETY: signal 0 only checks existence
-        let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
-        assert!(
-            alive && start.elapsed() < Duration::from_secs(60),
-            "postgres did not start:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
-    PgServer { port, dir, bin }
+
+    /// Stop the postmaster (fast shutdown: connections are cut) and wait until it has exited.
+    pub fn stop(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid.lock().unwrap().take() {
+            // SAFETY: plain kill(2) on the postmaster we started
+            unsafe {
+                libc::kill(pid as i32, sig);
+            }
+        }
+        let start = Instant::now();
+        while self.running.load(Ordering::SeqCst) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "postgres did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.signal(libc::SIGQUIT);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
