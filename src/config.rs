@@ -92,6 +92,8 @@ pub struct DispatchSettings {
     pub poll_ms: u64,
     /// Where results wait for delivery (durable, like incoming data).
     pub outbox_dir: PathBuf,
+    /// Hours a result file stays in the outbox after every destination acknowledged it (0: forever).
+    pub keep_sent_h: f64,
 }
 
 /// How result objects are labelled.
@@ -301,6 +303,7 @@ connect_timeout_s = 10.0
 dimse_timeout_s = 60.0
 poll_ms = 1000
 outbox_dir = "data/outbox"
+keep_sent_h = 72.0
 [results]
 series_number = 9001
 series_description = "segnode {pipeline} segmentation"
@@ -394,6 +397,12 @@ impl Settings {
             return Err(invalid(
                 "database.url",
                 format!("`{url}`: expected sqlite://PATH or postgres://…"),
+            ));
+        }
+        if !(self.dispatch.keep_sent_h.is_finite() && self.dispatch.keep_sent_h >= 0.0) {
+            return Err(invalid(
+                "dispatch.keep_sent_h",
+                "must be ≥ 0 (0 keeps results forever)",
             ));
         }
         if self.database.max_connections == 0 {

@@ -5,7 +5,10 @@
 //! association backs the whole destination off exponentially (with jitter); a failure status for one
 //! object retries that object (Out of Resources) or dead-letters it (any other failure). After
 //! `dispatch.max_attempts` an item is DEAD until `segnode outbox resend`. An item is marked SENT as soon as
-//! its success response arrives, so a restart never resends what the PACS already acknowledged.
+//! its success response arrives, so a restart never resends what the PACS already acknowledged. A result
+//! file is removed `dispatch.keep_sent_h` after the last of its destinations acknowledged it (never
+//! while any delivery of it is pending or dead), so a node left running for months does not fill its
+//! disk with results.
 
 use sqlx::Row;
 use std::path::PathBuf;
@@ -184,8 +187,61 @@ impl Outbox {
         Ok(())
     }
 
-    /// Manual resend of a DEAD (or SENT) item.
+    /// Remove the result files whose every delivery was acknowledged before `sent_before_ms` (at most
+    /// 500 per call), and mark their deliveries purged. Returns how many files were removed.
+    pub async fn purge_delivered(
+        &self,
+        outbox_dir: &std::path::Path,
+        sent_before_ms: i64,
+    ) -> Result<usize, IndexError> {
+        let rows = sqlx::query(
+            "SELECT path FROM outbox GROUP BY path
+             HAVING SUM(CASE WHEN state = 'SENT' AND sent_ms < $1 THEN 0 ELSE 1 END) = 0
+                AND SUM(CASE WHEN purged_ms IS NULL THEN 1 ELSE 0 END) > 0
+             LIMIT 500",
+        )
+        .bind(sent_before_ms)
+        .fetch_all(self.index.pool())
+        .await?;
+        let mut removed = 0;
+        for r in rows {
+            let rel: String = r.try_get("path")?;
+            // a bare file name written by a worker; anything else is not ours to delete
+            if rel.contains('/') || rel.contains('\\') || rel.starts_with('.') {
+                continue;
+            }
+            match std::fs::remove_file(outbox_dir.join(&rel)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(path = %rel, error = %e, "cannot remove a delivered result");
+                    continue;
+                }
+            }
+            sqlx::query("UPDATE outbox SET purged_ms = $1 WHERE path = $2 AND purged_ms IS NULL")
+                .bind(now_ms())
+                .bind(&rel)
+                .execute(self.index.pool())
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    /// Manual resend of a DEAD (or SENT) item. Returns false when there is no such item; an error when
+    /// its file was already removed after delivery.
     pub async fn resend(&self, id: &str) -> Result<bool, IndexError> {
+        let purged = sqlx::query("SELECT purged_ms FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.index.pool())
+            .await?
+            .map(|r| r.try_get::<Option<i64>, _>("purged_ms"))
+            .transpose()?
+            .flatten();
+        if purged.is_some() {
+            return Err(IndexError::Gone(format!(
+                "the result file of delivery {id} was removed after delivery (dispatch.keep_sent_h); retry the job instead"
+            )));
+        }
         let r = sqlx::query("UPDATE outbox SET state = $1, attempts = 0, not_before_ms = $2 WHERE id = $3 AND state IN ('DEAD', 'SENT')")
             .bind(PENDING)
             .bind(now_ms())
@@ -227,7 +283,46 @@ impl Dispatcher {
             let sd = shutdown.clone();
             tasks.spawn(worker.run(sd));
         }
+        tasks.spawn(purge_loop(
+            Outbox::new(self.index.clone()),
+            self.settings.clone(),
+            shutdown.clone(),
+        ));
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Remove delivered results once they are `dispatch.keep_sent_h` old (checked every 10 minutes, and
+/// once shortly after start).
+async fn purge_loop(outbox: Outbox, settings: Arc<Settings>, mut shutdown: watch::Receiver<bool>) {
+    let keep_h = settings.dispatch.keep_sent_h;
+    if keep_h <= 0.0 {
+        return;
+    }
+    let mut wait = Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = Duration::from_secs(600);
+        let cutoff = now_ms() - (keep_h * 3_600_000.0) as i64;
+        loop {
+            match outbox
+                .purge_delivered(&settings.dispatch.outbox_dir, cutoff)
+                .await
+            {
+                Ok(0) => break,
+                Ok(n) => info!(
+                    files = n,
+                    keep_h, "delivered results removed from the outbox"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "outbox clean-up failed");
+                    break;
+                }
+            }
+        }
     }
 }
 

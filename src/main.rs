@@ -400,7 +400,10 @@ async fn outbox_command(settings: Settings, cmd: OutboxCommand) -> anyhow::Resul
         }
         OutboxCommand::Resend { id } => {
             anyhow::ensure!(
-                outbox.resend(&id).await?,
+                outbox
+                    .resend(&id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
                 "delivery {id} is not DEAD or SENT (or does not exist)"
             );
             println!(

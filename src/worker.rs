@@ -43,13 +43,11 @@ pub fn segmenter(settings: &Settings, name: &str) -> Result<Box<dyn Segmenter>, 
                 .external
                 .get(ext)
                 .ok_or_else(|| format!("no [pipelines.external.{ext}]"))?;
-            let work = settings
-                .dispatch
-                .outbox_dir
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("work");
-            Ok(Box::new(ExternalSegmenter::new(ext, cfg, &work)))
+            Ok(Box::new(ExternalSegmenter::new(
+                ext,
+                cfg,
+                &work_root(settings),
+            )))
         }
         None => crate::segment::pipeline(name).map_err(|e| e.to_string()),
     }
@@ -75,8 +73,53 @@ pub struct Workers {
     pub store_root: PathBuf,
 }
 
+/// The external models' work folder (beside the outbox, on the shared storage).
+fn work_root(settings: &Settings) -> PathBuf {
+    settings
+        .dispatch
+        .outbox_dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("work")
+}
+
+/// Remove work folders that no running job can own any more: older than twice the longest external
+/// model timeout (a model is killed at its timeout) and at least a day. Left behind by a worker that
+/// was killed mid-job. Returns how many were removed.
+pub fn sweep_stale_work(settings: &Settings) -> usize {
+    let longest = settings
+        .pipelines
+        .external
+        .values()
+        .map(|e| e.timeout_s)
+        .fold(0.0f64, f64::max);
+    let age = Duration::from_secs_f64((2.0 * longest).max(86_400.0));
+    let Ok(entries) = std::fs::read_dir(work_root(settings)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age);
+        if old && e.path().is_dir() && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl Workers {
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let settings = self.settings.clone();
+        if let Ok(n) = tokio::task::spawn_blocking(move || sweep_stale_work(&settings)).await {
+            if n > 0 {
+                info!(folders = n, "stale work folders of killed jobs removed");
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         let node = self.settings.node_name();
         for pipeline in configured_pipelines(&self.settings) {
@@ -318,4 +361,29 @@ fn write_outbox_file(outbox: &Path, name: &str, obj: &SegObject) -> Result<(), S
         .map_err(|e| err("fsync", &e))?;
     std::fs::rename(&tmp, outbox.join(name)).map_err(|e| err("rename", &e))?;
     sync_dir(outbox).map_err(|e| err("fsync", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stale_work_folders_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::load_from_str_for_tests("");
+        settings.dispatch.outbox_dir = dir.path().join("outbox");
+        let work = dir.path().join("work");
+        let (old, fresh) = (work.join("ext-old"), work.join("ext-running"));
+        for d in [&old, &fresh] {
+            std::fs::create_dir_all(d.join("input")).unwrap();
+        }
+        let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+        std::fs::File::open(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        assert_eq!(sweep_stale_work(&settings), 1);
+        assert!(!old.exists());
+        assert!(fresh.exists(), "a folder a running job may own is kept");
+    }
 }

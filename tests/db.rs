@@ -445,3 +445,41 @@ async fn a_job_created_by_one_process_wakes_the_workers_of_another() {
     );
     worker_side.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivered_results_are_removed_only_when_every_destination_has_them() {
+    let (dir, url) = fresh();
+    let outbox_dir = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox_dir).unwrap();
+    let index = Index::open(&url).await.unwrap();
+    let q = Queue::new(index.clone());
+    let outbox = Outbox::new(index.clone());
+    // one result for two destinations
+    q.create("4.1", 1, "lung", &[], &["pacs".into(), "archive".into()])
+        .await
+        .unwrap();
+    let job = q.claim(&["lung".into()], "w", 60_000).await.unwrap().unwrap();
+    let both = ["pacs", "archive"].map(|d| NewDelivery {
+        destination: d.into(),
+        ..delivery(7)
+    });
+    assert!(q.complete(&job, "w", "{}", &both).await.unwrap());
+    std::fs::write(outbox_dir.join("7.dcm"), b"seg").unwrap();
+    let later = segnode::store::index::now_ms() + 60_000;
+    // the PACS has it, the archive not yet: the file stays
+    let pacs = outbox.claim("pacs", 10, 60_000).await.unwrap();
+    outbox.mark_sent(&pacs[0].id, 0).await.unwrap();
+    assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 0);
+    assert!(outbox_dir.join("7.dcm").exists());
+    // both have it, but not long enough ago: stays
+    let archive = outbox.claim("archive", 10, 60_000).await.unwrap();
+    outbox.mark_sent(&archive[0].id, 0).await.unwrap();
+    let long_ago = segnode::store::index::now_ms() - 60_000;
+    assert_eq!(outbox.purge_delivered(&outbox_dir, long_ago).await.unwrap(), 0);
+    // old enough: removed once, and a resend says why it cannot be done
+    assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 1);
+    assert!(!outbox_dir.join("7.dcm").exists());
+    assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 0);
+    let err = outbox.resend(&pacs[0].id).await.unwrap_err().to_string();
+    assert!(err.contains("removed after delivery"), "{err}");
+}

@@ -22,6 +22,8 @@ pub enum IndexError {
     Db(#[from] sqlx::Error),
     #[error("database url `{0}`: {1}")]
     Url(String, String),
+    #[error("{0}")]
+    Gone(String),
 }
 
 impl IndexError {
@@ -187,6 +189,10 @@ ALTER TABLE series ADD COLUMN routed_revision BIGINT;
 ALTER TABLE associations ADD COLUMN node TEXT;
 CREATE INDEX associations_state ON associations (state, node);
 CREATE INDEX instances_association ON instances (association_id);
+"#,
+    // result files removed after delivery (dispatch.keep_sent_h)
+    r#"
+ALTER TABLE outbox ADD COLUMN purged_ms BIGINT;
 "#,
 ];
 
