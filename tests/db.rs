@@ -458,7 +458,11 @@ async fn delivered_results_are_removed_only_when_every_destination_has_them() {
     q.create("4.1", 1, "lung", &[], &["pacs".into(), "archive".into()])
         .await
         .unwrap();
-    let job = q.claim(&["lung".into()], "w", 60_000).await.unwrap().unwrap();
+    let job = q
+        .claim(&["lung".into()], "w", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
     let both = ["pacs", "archive"].map(|d| NewDelivery {
         destination: d.into(),
         ..delivery(7)
@@ -475,7 +479,10 @@ async fn delivered_results_are_removed_only_when_every_destination_has_them() {
     let archive = outbox.claim("archive", 10, 60_000).await.unwrap();
     outbox.mark_sent(&archive[0].id, 0).await.unwrap();
     let long_ago = segnode::store::index::now_ms() - 60_000;
-    assert_eq!(outbox.purge_delivered(&outbox_dir, long_ago).await.unwrap(), 0);
+    assert_eq!(
+        outbox.purge_delivered(&outbox_dir, long_ago).await.unwrap(),
+        0
+    );
     // old enough: removed once, and a resend says why it cannot be done
     assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 1);
     assert!(!outbox_dir.join("7.dcm").exists());

@@ -91,8 +91,14 @@ impl Ingest {
             let c = closed.clone();
             tokio::task::spawn_blocking(move || c.sync())
         };
-        let parsed = tokio::task::spawn_blocking(move || header::read_header(&temp)).await;
-        let synced = syncing.await;
+        let parsing = tokio::task::spawn_blocking(move || header::read_header(&temp));
+        // the stored copy of this SOP instance (duplicate check), looked up meanwhile by the UID the
+        // command announced (the data set must carry the same one: checked below)
+        let (parsed, synced, previous) = tokio::join!(
+            parsing,
+            syncing,
+            self.index.instance_hash(&announced.sop_instance)
+        );
         let closed = match Arc::try_unwrap(closed) {
             Ok(c) => c,
             Err(_) => return Err(IngestError::Internal("temporary file still shared".into())),
@@ -129,7 +135,7 @@ impl Ingest {
             .unwrap_or(&final_path)
             .to_string_lossy()
             .into_owned();
-        let previous = self.index.instance_hash(&header.sop_instance_uid).await?;
+        let previous = previous?;
         if let Some((hash, old_rel)) = &previous {
             if *hash == closed.content_hash && self.store.root().join(old_rel).is_file() {
                 closed.discard();
