@@ -337,11 +337,17 @@ fn read_header(path: &Path) -> Result<Vec<(SliceHeader, HeaderExtras)>, Dropped>
         .collect())
 }
 
-/// A multi-frame file's pixels: decoded whole (native), or the object to decode frame by frame from
-/// (encapsulated: each frame is compressed on its own, so frames decode in parallel).
+/// A multi-frame file's pixels: native 16-bit samples read in place (no copy of a large object), the
+/// object to decode frame by frame from (encapsulated: each frame is compressed on its own, so frames
+/// decode in parallel), or, for other native layouts, all frames decoded at once.
 enum FrameSource<'a> {
-    Whole(DecodedPixelData<'a>),
+    Words {
+        words: &'a [u16],
+        signed: bool,
+        bits_stored: u32,
+    },
     PerFrame(&'a DefaultDicomObject),
+    Whole(DecodedPixelData<'a>),
 }
 
 fn open_multiframe(path: &Path) -> Result<DefaultDicomObject, VolumeError> {
@@ -362,6 +368,23 @@ fn frame_source<'a>(
         .is_some_and(|e| matches!(e.value(), dicom_core::DicomValue::PixelSequence(_)));
     if encapsulated {
         return Ok(FrameSource::PerFrame(obj));
+    }
+    let native_words = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| match e.value() {
+            dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U16(w)) => Some(&w[..]),
+            _ => None,
+        });
+    if let Some(words) = native_words.filter(|_| {
+        int(obj, tags::BITS_ALLOCATED) == Some(16) && int(obj, tags::SAMPLES_PER_PIXEL) == Some(1)
+    }) {
+        return Ok(FrameSource::Words {
+            words,
+            signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
+            bits_stored: int(obj, tags::BITS_STORED).unwrap_or(16).clamp(1, 16) as u32,
+        });
     }
     let px = obj.decode_pixel_data().map_err(|e| VolumeError::Decode {
         path: path.to_path_buf(),
@@ -388,6 +411,27 @@ fn decode_frame(
     };
     let index = number.saturating_sub(1);
     match src {
+        FrameSource::Words {
+            words,
+            signed,
+            bits_stored,
+        } => {
+            let n = rows * columns;
+            let start = index as usize * n;
+            let frame = words
+                .get(start..start + n)
+                .filter(|_| plane.len() >= n)
+                .ok_or_else(|| VolumeError::Decode {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "frame {number}: {} samples of pixel data, frame ends at {}",
+                        words.len(),
+                        start + n
+                    ),
+                })?;
+            let raw_at = |p: usize| sample16(frame[p], *signed, *bits_stored);
+            Ok(fill_hu(n, raw_at, ex, plane, bits))
+        }
         FrameSource::Whole(px) => to_hu(path, px, index, ex, rows, columns, plane, bits),
         FrameSource::PerFrame(obj) => {
             let px = obj.decode_pixel_data_frame(index).map_err(dec)?;
@@ -471,19 +515,39 @@ fn to_hu(
     }
     let raw_at = |p: usize| -> i32 {
         if bytes_per == 2 {
-            let v = u16::from_le_bytes([data[2 * p], data[2 * p + 1]]);
-            if signed {
-                let sh = 16 - bits_stored;
-                (((v << sh) as i16) >> sh) as i32
-            } else {
-                (v & (((1u32 << bits_stored) - 1) as u16)) as i32
-            }
+            sample16(
+                u16::from_le_bytes([data[2 * p], data[2 * p + 1]]),
+                signed,
+                bits_stored,
+            )
         } else if signed {
             data[p] as i8 as i32
         } else {
             data[p] as i32
         }
     };
+    Ok(fill_hu(n, raw_at, ex, plane, bits))
+}
+
+/// A 16-bit stored sample as its value: the low `bits_stored` bits, sign-extended when signed.
+fn sample16(v: u16, signed: bool, bits_stored: u32) -> i32 {
+    if signed {
+        let sh = 16 - bits_stored;
+        (((v << sh) as i16) >> sh) as i32
+    } else {
+        (v & (((1u32 << bits_stored) - 1) as u16)) as i32
+    }
+}
+
+/// Stored values (`raw_at(p)` for the `n` pixels) to HU in `plane`; padding and out-of-field pixels
+/// become [`AIR_HU`] with their bit set. Returns whether any pixel was out of field.
+fn fill_hu(
+    n: usize,
+    raw_at: impl Fn(usize) -> i32,
+    ex: &HeaderExtras,
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> bool {
     // integer fast path for the usual slope 1 / integer intercept
     let int_intercept =
         (ex.slope == 1.0 && ex.intercept.fract() == 0.0).then_some(ex.intercept as i32);
@@ -504,5 +568,5 @@ fn to_hu(
             *dst = hu.round().clamp(AIR_HU as f64, i16::MAX as f64) as i16;
         }
     }
-    Ok(any)
+    any
 }
