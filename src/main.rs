@@ -437,7 +437,8 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
     } else {
         vec![path.to_path_buf()]
     };
-    let mut series: std::collections::BTreeMap<String, (SeriesFacts, Option<i64>)> =
+    // facts, lowest InstanceNumber seen, instance count (facts.slices counts frames)
+    let mut series: std::collections::BTreeMap<String, (SeriesFacts, Option<i64>, usize)> =
         Default::default();
     for f in files {
         let Ok(h) = read_header(&f) else { continue };
@@ -453,9 +454,11 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
                     ..Default::default()
                 },
                 h.instance_number,
+                0,
             )
         });
-        entry.0.slices += 1;
+        entry.0.slices += h.number_of_frames.unwrap_or(1).max(1);
+        entry.2 += 1;
         if h.instance_number < entry.1 && h.instance_number.is_some() {
             entry.0.slice_thickness = h.slice_thickness;
             entry.0.orientation = h.iop;
@@ -463,10 +466,14 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
         }
     }
     anyhow::ensure!(!series.is_empty(), "no DICOM file under {}", path.display());
-    for (uid, (facts, _)) in &series {
+    for (uid, (facts, _, instances)) in &series {
+        let frames = if facts.slices as usize != *instances {
+            format!(" ({} frames)", facts.slices)
+        } else {
+            String::new()
+        };
         println!(
-            "series {uid}: {} instances, modality {}, body part {}, description {:?}",
-            facts.slices,
+            "series {uid}: {instances} instances{frames}, modality {}, body part {}, description {:?}",
             facts.modality.as_deref().unwrap_or("-"),
             facts.body_part.as_deref().unwrap_or("-"),
             facts.series_description.as_deref().unwrap_or("")

@@ -35,6 +35,7 @@ fn in_memory(ph: &CbctPhantom) -> Volume {
                 path: format!("slice{k}").into(),
                 sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
                 sop_instance_uid: format!("2.25.{k}"),
+                frame_number: None,
                 position: ph.geometry.index_to_patient(k as f64, 0.0, 0.0),
             })
             .collect(),

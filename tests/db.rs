@@ -489,4 +489,31 @@ async fn delivered_results_are_removed_only_when_every_destination_has_them() {
     assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 0);
     let err = outbox.resend(&pacs[0].id).await.unwrap_err().to_string();
     assert!(err.contains("removed after delivery"), "{err}");
+
+async fn routing_facts_of_a_multiframe_series_count_its_frames() {
+    let (_dir, url) = fresh();
+    let index = Index::open(&url).await.unwrap();
+    index.begin_association(&assoc("a1", "rx-1")).await.unwrap();
+    // one X-Ray 3D Craniofacial object: no top-level position, 120 frames, coronal (from its groups)
+    let mut r = record("7.7", "7.7.1", 0.0, "a1");
+    r.header.sop_class_uid = "1.2.840.10008.5.1.4.1.1.13.1.2".into();
+    r.header.ipp = None;
+    r.header.iop = Some([1.0, 0.0, 0.0, 0.0, 0.0, -1.0]);
+    r.header.slice_thickness = Some(0.3);
+    r.header.number_of_frames = Some(120);
+    index.record_instance(&r).await.unwrap();
+    // and a single-frame series beside it keeps counting instances
+    index
+        .record_instance(&record("8.8", "8.8.1", 0.0, "a1"))
+        .await
+        .unwrap();
+    index
+        .record_instance(&record("8.8", "8.8.2", 1.0, "a1"))
+        .await
+        .unwrap();
+    let f = index.series_facts("7.7").await.unwrap().unwrap();
+    assert_eq!(f.slices, 120);
+    assert_eq!(f.orientation, Some([1.0, 0.0, 0.0, 0.0, 0.0, -1.0]));
+    assert_eq!(f.slice_thickness, Some(0.3));
+    assert_eq!(index.series_facts("8.8").await.unwrap().unwrap().slices, 2);
 }

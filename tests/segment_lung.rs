@@ -339,6 +339,7 @@ fn lungs_joined_too_widely_for_erosion_are_split_at_the_midline() {
                 path: format!("s{k}").into(),
                 sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
                 sop_instance_uid: format!("2.25.{k}"),
+                frame_number: None,
                 position: [-159.0, -159.0, 2.5 * k as f64],
             })
             .collect(),

@@ -1,8 +1,9 @@
-//! `segnode phantom --kind cbct`: write a temporal-bone CBCT phantom series, optionally its ground truth
+//! `segnode phantom --kind cbct [--multiframe xray3d|enhanced-ct]`: write a temporal-bone CBCT phantom
+//! series (a file per slice, or one multi-frame object), optionally its ground truth
 //! (raw uint8 `[k, j, i]`, [`super::cbct::cbct_class`] values) and the placed contacts as JSON.
 
 use super::cbct::{generate_cbct, CbctSpec};
-use super::cbct_write::write_cbct_series;
+use super::cbct_write::{write_cbct_multiframe, write_cbct_series};
 use super::cli::PhantomArgs;
 use anyhow::Context;
 
@@ -13,7 +14,11 @@ pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
         spec = spec.with_cube(n);
     }
     let ph = generate_cbct(&spec);
-    let written = write_cbct_series(&ph, &args.out).context("writing the phantom series")?;
+    let written = match args.multiframe {
+        Some(kind) => write_cbct_multiframe(&ph, &args.out, kind),
+        None => write_cbct_series(&ph, &args.out),
+    }
+    .context("writing the phantom series")?;
     if let Some(t) = &args.truth {
         std::fs::write(t, ph.truth.as_slice().context("truth layout")?)
             .context("writing the truth")?;
@@ -34,6 +39,7 @@ pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "kind": "cbct",
         "variant": spec.variant.name(),
+        "multiframe": args.multiframe.map(|m| m.name()),
         "seed": args.seed,
         "shape": [s[0], s[1], s[2]],
         "pixel_spacing": ph.geometry.pixel_spacing,

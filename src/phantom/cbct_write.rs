@@ -1,15 +1,38 @@
 //! Writing a CBCT phantom as a folder of single-frame CT Image Storage files (the export most CBCT
-//! devices offer), signed 16-bit, one file per slice in the phantom's orientation.
+//! devices offer), signed 16-bit, one file per slice in the phantom's orientation; or as one
+//! multi-frame object (X-Ray 3D Craniofacial, Enhanced CT) with the same pixels and UIDs.
 
-use super::cbct::{CbctPhantom, Orientation};
+use super::cbct::{CbctPhantom, Ears, Orientation};
+use super::multiframe::{write_multiframe, Anatomy, MultiFrame, ObjectUids};
 use super::rng::Rng;
-use super::write::{write_ct_slice, PhantomWriteError, SeriesTags, SlicePixels, WrittenSeries};
+use super::write::{
+    frames_in_number_order, write_ct_slice, PhantomWriteError, SeriesTags, SlicePixels,
+    WrittenSeries,
+};
 use crate::result::uid::now_da_tm;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Write the phantom into `dir` (created if needed).
 pub fn write_cbct_series(ph: &CbctPhantom, dir: &Path) -> Result<WrittenSeries, PhantomWriteError> {
+    write_cbct(ph, dir, None)
+}
+
+/// Write the phantom into `dir` (created if needed) as one multi-frame object of the given IOD, frames
+/// in slice order; study / series / frame of reference UIDs as [`write_cbct_series`] with the same seed.
+pub fn write_cbct_multiframe(
+    ph: &CbctPhantom,
+    dir: &Path,
+    kind: MultiFrame,
+) -> Result<WrittenSeries, PhantomWriteError> {
+    write_cbct(ph, dir, Some(kind))
+}
+
+fn write_cbct(
+    ph: &CbctPhantom,
+    dir: &Path,
+    multiframe: Option<MultiFrame>,
+) -> Result<WrittenSeries, PhantomWriteError> {
     std::fs::create_dir_all(dir).map_err(|source| PhantomWriteError::Io {
         path: dir.to_path_buf(),
         source,
@@ -51,6 +74,44 @@ pub fn write_cbct_series(ph: &CbctPhantom, dir: &Path) -> Result<WrittenSeries, 
         date: &date,
         time: &time,
     };
+    let slice = |k: usize| {
+        let plane = ph.hu.index_axis(ndarray::Axis(0), k);
+        let mut bytes = Vec::with_capacity(plane.len() * 2);
+        for &h in plane.iter() {
+            bytes.extend_from_slice(&h.to_le_bytes());
+        }
+        let pixels = SlicePixels {
+            bits_stored: 16,
+            signed: true,
+            intercept: "0",
+            padding: None,
+            bytes,
+        };
+        (k + 1, g.index_to_patient(k as f64, 0.0, 0.0), pixels)
+    };
+    if let Some(kind) = multiframe {
+        let uids = ObjectUids {
+            sop_instance: rng.uid(),
+            dimension_organization: rng.uid(),
+            irradiation_event: rng.uid(),
+        };
+        let anatomy = Anatomy {
+            region: crate::segment::codes::CodedConcept::new("25342003", "SCT", "Temporal bone"),
+            laterality: match spec.ears {
+                Ears::Left => "L",
+                Ears::Right => "R",
+                Ears::Both => "B",
+            },
+        };
+        let path = dir.join(format!("{}.dcm", kind.name()));
+        let frames = frames_in_number_order((0..n).into_par_iter().map(slice).collect());
+        write_multiframe(&path, kind, &series_tags, &anatomy, &uids, frames)?;
+        return Ok(WrittenSeries {
+            study_instance_uid: study,
+            series_instance_uid: series,
+            files: vec![path],
+        });
+    }
     let files: Vec<Result<PathBuf, PhantomWriteError>> = (0..n)
         .into_par_iter()
         .map(|k| {
@@ -58,20 +119,8 @@ pub fn write_cbct_series(ph: &CbctPhantom, dir: &Path) -> Result<WrittenSeries, 
                 "CB{:08X}.dcm",
                 (k as u64).wrapping_mul(2_654_435_761) % 0xFFFF_FFFF
             ));
-            let plane = ph.hu.index_axis(ndarray::Axis(0), k);
-            let mut bytes = Vec::with_capacity(plane.len() * 2);
-            for &h in plane.iter() {
-                bytes.extend_from_slice(&h.to_le_bytes());
-            }
-            let pixels = SlicePixels {
-                bits_stored: 16,
-                signed: true,
-                intercept: "0",
-                padding: None,
-                bytes,
-            };
-            let position = g.index_to_patient(k as f64, 0.0, 0.0);
-            write_ct_slice(&path, &series_tags, &sop_uids[k], k + 1, position, pixels)?;
+            let (number, position, pixels) = slice(k);
+            write_ct_slice(&path, &series_tags, &sop_uids[k], number, position, pixels)?;
             Ok(path)
         })
         .collect();

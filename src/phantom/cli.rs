@@ -1,7 +1,7 @@
 //! `segnode phantom` (hidden): write a phantom series for benchmarks and peers, optionally with its
 //! ground truth as raw uint8 `[k, j, i]`.
 
-use super::{generate, write_series, Spec, Variant};
+use super::{generate, write_series, write_series_multiframe, Spec, Variant};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -35,6 +35,10 @@ pub struct PhantomArgs {
     /// Also write the ground truth label map (uint8, C order [slice, row, column]).
     #[arg(long)]
     pub truth: Option<PathBuf>,
+    /// Write ONE multi-frame object instead of a file per slice: `xray3d` (X-Ray 3D Craniofacial) or
+    /// `enhanced-ct` (Enhanced CT).
+    #[arg(long, value_enum)]
+    pub multiframe: Option<super::MultiFrame>,
 }
 
 pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
@@ -62,7 +66,11 @@ pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
         spec.z_range = [centre - half, centre + half + 1e-6];
     }
     let ph = generate(&spec);
-    let written = write_series(&ph, &args.out).context("writing the phantom series")?;
+    let written = match args.multiframe {
+        Some(kind) => write_series_multiframe(&ph, &args.out, kind),
+        None => write_series(&ph, &args.out),
+    }
+    .context("writing the phantom series")?;
     if let Some(t) = &args.truth {
         std::fs::write(t, ph.truth.as_slice().context("truth layout")?)
             .context("writing the truth")?;
@@ -70,6 +78,7 @@ pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
     let s = ph.hu.shape();
     Ok(serde_json::json!({
         "variant": args.variant.name(),
+        "multiframe": args.multiframe.map(|m| m.name()),
         "seed": args.seed,
         "shape": [s[0], s[1], s[2]],
         "pixel_spacing": ph.geometry.pixel_spacing,

@@ -5,19 +5,22 @@
 //! fluid level and bowel gas below the diaphragm, a table with a foam core, noise, out-of-field padding)
 //! on the grid of a [`Variant`] (orientation, slice order, field of view, coverage, slice thickness,
 //! contrast, emphysema, fused lungs) and returns the HU volume with its geometry and the ground-truth
-//! label map. [`write_series`] writes it as a folder of CT Image Storage files.
+//! label map. [`write_series`] writes it as a folder of CT Image Storage files,
+//! [`write_series_multiframe`] as one Enhanced CT / X-Ray 3D Craniofacial object.
 
 pub mod cbct;
 mod cbct_cli;
 mod cbct_write;
 pub mod chest;
 pub mod cli;
+mod multiframe;
 mod rng;
 mod write;
 
-pub use cbct_write::write_cbct_series;
+pub use cbct_write::{write_cbct_multiframe, write_cbct_series};
 pub use chest::class;
-pub use write::{write_series, PhantomWriteError, WrittenSeries};
+pub use multiframe::MultiFrame;
+pub use write::{write_series, write_series_multiframe, PhantomWriteError, WrittenSeries};
 
 use crate::volume::geometry::{cross, Geometry};
 use chest::{Anatomy, Chest};

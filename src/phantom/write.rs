@@ -1,6 +1,8 @@
 //! Writing a phantom as a series folder of CT Image Storage files (Explicit VR Little Endian), with file
-//! names that do not follow the slice order and the storage convention of the variant.
+//! names that do not follow the slice order and the storage convention of the variant; or as one
+//! multi-frame object (`multiframe.rs`) with the same pixels, UIDs and frame order.
 
+use super::multiframe::{write_multiframe, Anatomy, Frame, MultiFrame, ObjectUids};
 use super::{rng::Rng, Phantom, Storage};
 use crate::result::uid::now_da_tm;
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -30,6 +32,25 @@ pub struct WrittenSeries {
 
 /// Write the phantom into `dir` (created if needed), one file per slice.
 pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWriteError> {
+    write_chest(ph, dir, None)
+}
+
+/// Write the phantom into `dir` (created if needed) as one multi-frame object of the given IOD; frames
+/// in the order of the single-frame files' InstanceNumber. Study / series / frame of reference UIDs are
+/// those of [`write_series`] with the same seed.
+pub fn write_series_multiframe(
+    ph: &Phantom,
+    dir: &Path,
+    kind: MultiFrame,
+) -> Result<WrittenSeries, PhantomWriteError> {
+    write_chest(ph, dir, Some(kind))
+}
+
+fn write_chest(
+    ph: &Phantom,
+    dir: &Path,
+    multiframe: Option<MultiFrame>,
+) -> Result<WrittenSeries, PhantomWriteError> {
     std::fs::create_dir_all(dir).map_err(|source| PhantomWriteError::Io {
         path: dir.to_path_buf(),
         source,
@@ -67,62 +88,84 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
         date: &date,
         time: &time,
     };
+    let slice = |k: usize| {
+        let from_feet = if inferior_first { k } else { n - 1 - k };
+        let number = if spec.number_from_feet {
+            from_feet + 1
+        } else {
+            n - from_feet
+        };
+        let plane = ph.hu.index_axis(ndarray::Axis(0), k);
+        let oof = ph.out_of_field.index_axis(ndarray::Axis(0), k);
+        let mut bytes = Vec::with_capacity(plane.len() * 2);
+        let pixels = match spec.storage {
+            Storage::Unsigned => {
+                for (&h, &out) in plane.iter().zip(oof.iter()) {
+                    let v: u16 = if out {
+                        0
+                    } else {
+                        (h as i32 + 1024).clamp(0, 4095) as u16
+                    };
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                SlicePixels {
+                    bits_stored: 12,
+                    signed: false,
+                    intercept: "-1024",
+                    padding: None,
+                    bytes,
+                }
+            }
+            Storage::SignedPadding | Storage::SignedOutOfField => {
+                let fill: i16 = if spec.storage == Storage::SignedPadding {
+                    -2000
+                } else {
+                    -3024
+                };
+                for (&h, &out) in plane.iter().zip(oof.iter()) {
+                    let v = if out { fill } else { h };
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                let padding = (spec.storage == Storage::SignedPadding).then_some(fill);
+                SlicePixels {
+                    bits_stored: 16,
+                    signed: true,
+                    intercept: "0",
+                    padding,
+                    bytes,
+                }
+            }
+        };
+        (number, g.index_to_patient(k as f64, 0.0, 0.0), pixels)
+    };
+    if let Some(kind) = multiframe {
+        let uids = ObjectUids {
+            sop_instance: rng.uid(),
+            dimension_organization: rng.uid(),
+            irradiation_event: rng.uid(),
+        };
+        let anatomy = Anatomy {
+            region: crate::segment::codes::CodedConcept::new("51185008", "SCT", "Thorax"),
+            laterality: "U",
+        };
+        let path = dir.join(format!("{}.dcm", kind.name()));
+        let frames = frames_in_number_order((0..n).into_par_iter().map(slice).collect());
+        write_multiframe(&path, kind, &series_tags, &anatomy, &uids, frames)?;
+        return Ok(WrittenSeries {
+            study_instance_uid: study,
+            series_instance_uid: series,
+            files: vec![path],
+        });
+    }
     let files: Vec<Result<PathBuf, PhantomWriteError>> = (0..n)
         .into_par_iter()
         .map(|k| {
-            let from_feet = if inferior_first { k } else { n - 1 - k };
-            let number = if spec.number_from_feet {
-                from_feet + 1
-            } else {
-                n - from_feet
-            };
             // file names scrambled relative to the position
             let path = dir.join(format!(
                 "IM{:08X}.dcm",
                 (k as u64).wrapping_mul(2_654_435_761) % 0xFFFF_FFFF
             ));
-            let plane = ph.hu.index_axis(ndarray::Axis(0), k);
-            let oof = ph.out_of_field.index_axis(ndarray::Axis(0), k);
-            let mut bytes = Vec::with_capacity(plane.len() * 2);
-            let pixels = match spec.storage {
-                Storage::Unsigned => {
-                    for (&h, &out) in plane.iter().zip(oof.iter()) {
-                        let v: u16 = if out {
-                            0
-                        } else {
-                            (h as i32 + 1024).clamp(0, 4095) as u16
-                        };
-                        bytes.extend_from_slice(&v.to_le_bytes());
-                    }
-                    SlicePixels {
-                        bits_stored: 12,
-                        signed: false,
-                        intercept: "-1024",
-                        padding: None,
-                        bytes,
-                    }
-                }
-                Storage::SignedPadding | Storage::SignedOutOfField => {
-                    let fill: i16 = if spec.storage == Storage::SignedPadding {
-                        -2000
-                    } else {
-                        -3024
-                    };
-                    for (&h, &out) in plane.iter().zip(oof.iter()) {
-                        let v = if out { fill } else { h };
-                        bytes.extend_from_slice(&v.to_le_bytes());
-                    }
-                    let padding = (spec.storage == Storage::SignedPadding).then_some(fill);
-                    SlicePixels {
-                        bits_stored: 16,
-                        signed: true,
-                        intercept: "0",
-                        padding,
-                        bytes,
-                    }
-                }
-            };
-            let position = g.index_to_patient(k as f64, 0.0, 0.0);
+            let (number, position, pixels) = slice(k);
             write_ct_slice(&path, &series_tags, &sop_uids[k], number, position, pixels)?;
             Ok(path)
         })
@@ -133,6 +176,17 @@ pub fn write_series(ph: &Phantom, dir: &Path) -> Result<WrittenSeries, PhantomWr
         series_instance_uid: series,
         files,
     })
+}
+
+/// (instance number, position, pixels) of each slice → frames ordered by instance number.
+pub(super) fn frames_in_number_order(
+    mut slices: Vec<(usize, [f64; 3], SlicePixels)>,
+) -> Vec<Frame> {
+    slices.sort_by_key(|s| s.0);
+    slices
+        .into_iter()
+        .map(|(_, position, pixels)| Frame { position, pixels })
+        .collect()
 }
 
 /// The values that differ between phantom kinds; the rest of a phantom CT slice file is common.

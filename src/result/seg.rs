@@ -5,7 +5,8 @@
 //! by segment then slice, bits packed contiguously across frames (LSB first) and padded to an even
 //! length. Each frame carries its plane position, segment identification, dimension index values (in the
 //! order of the DimensionIndexSequence: segment number, then slice position) and a source image reference
-//! with SpatialLocationsPreserved = YES.
+//! with SpatialLocationsPreserved = YES. A frame of a multi-frame source is referenced as its instance
+//! and ReferencedFrameNumber.
 
 use super::dataset::{code_item, ds, ds_multi, item, put_seq, put_str, put_u16, Obj};
 use super::uid::{new_uid, now_da_tm};
@@ -384,26 +385,7 @@ impl SegObject {
                 put_seq(
                     s,
                     tags::REFERENCED_INSTANCE_SEQUENCE,
-                    source
-                        .slices
-                        .iter()
-                        .map(|sl| {
-                            item(|r| {
-                                put_str(
-                                    r,
-                                    tags::REFERENCED_SOP_CLASS_UID,
-                                    VR::UI,
-                                    &sl.sop_class_uid,
-                                );
-                                put_str(
-                                    r,
-                                    tags::REFERENCED_SOP_INSTANCE_UID,
-                                    VR::UI,
-                                    &sl.sop_instance_uid,
-                                );
-                            })
-                        })
-                        .collect(),
+                    referenced_instances(source),
                 );
             })],
         );
@@ -494,6 +476,36 @@ fn validate(source: &Volume, seg: &Segmentation) -> Result<(), SegError> {
     Ok(())
 }
 
+/// ReferencedInstanceSequence of the Common Instance Reference module: one item per source instance, in
+/// slice order. A multi-frame source is one instance however many of its frames are slices. The frames
+/// are named per SEG frame (SourceImageSequence > ReferencedFrameNumber), not here: this sequence uses
+/// the SOP Instance Reference macro, which has no ReferencedFrameNumber (dciodvfy would call the SEG a
+/// Standard Extended SOP Class; highdicom writes none here either).
+fn referenced_instances(source: &Volume) -> Vec<Obj> {
+    let mut seen = std::collections::HashSet::new();
+    source
+        .slices
+        .iter()
+        .filter(|sl| seen.insert(sl.sop_instance_uid.as_str()))
+        .map(|sl| {
+            item(|r| {
+                put_str(r, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &sl.sop_class_uid);
+                put_str(
+                    r,
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    &sl.sop_instance_uid,
+                );
+            })
+        })
+        .collect()
+}
+
+/// ReferencedFrameNumber of a reference to one frame of a multi-frame source.
+fn put_frame_number(o: &mut Obj, frame: u32) {
+    put_str(o, tags::REFERENCED_FRAME_NUMBER, VR::IS, &frame.to_string());
+}
+
 fn segment_item(s: &Segment) -> Obj {
     let d = &s.description;
     item(|i| {
@@ -561,6 +573,9 @@ fn frame_item(source: &Volume, f: FrameRef) -> Obj {
                             VR::UI,
                             &slice.sop_instance_uid,
                         );
+                        if let Some(f) = slice.frame_number {
+                            put_frame_number(s, f);
+                        }
                         put_seq(
                             s,
                             tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,

@@ -8,7 +8,8 @@
 //! - `input/volume.raw`: the series as int16 little-endian Hounsfield units, C order `[slice][row][column]`,
 //!   slices sorted along the slice normal; `input/volume.json`: `shape` `[slices, rows, columns]`,
 //!   `spacing_mm` (same order), `affine_kji` (4×4, `[k, j, i, 1]` → LPS mm), `series_instance_uid`,
-//!   `sop_instance_uids` (one per slice, in array order); `input/dicom/`: links to the original files.
+//!   `sop_instance_uids` (one per slice, in array order; for a multi-frame source also `frame_numbers`,
+//!   1-based, one per slice); `input/dicom/`: links to the original files (a multi-frame file once).
 //! - The model writes `output/labels.raw` (uint8, same shape and order; 0 = background) and
 //!   `output/segments.json`: `{"algorithm": {"name", "version"}, "segments": [{"label": 1, "name": "…",
 //!   "category": {"code", "scheme", "meaning"}, "type": {…}, "modifier": {…} (optional)}]}`.
@@ -118,13 +119,20 @@ impl ExternalSegmenter {
                 .map_err(|e| io("volume.raw", e))?;
         }
         raw.flush().map_err(|e| io("volume.raw", e))?;
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "shape": shape,
             "spacing_mm": volume.geometry.spacing_kji(),
             "affine_kji": volume.geometry.affine(),
             "series_instance_uid": volume.series.series_instance_uid,
             "sop_instance_uids": volume.slices.iter().map(|s| s.sop_instance_uid.clone()).collect::<Vec<_>>(),
         });
+        if volume.slices.iter().any(|s| s.frame_number.is_some()) {
+            meta["frame_numbers"] = serde_json::json!(volume
+                .slices
+                .iter()
+                .map(|s| s.frame_number)
+                .collect::<Vec<_>>());
+        }
         std::fs::write(
             input.join("volume.json"),
             serde_json::to_vec_pretty(&meta).unwrap_or_default(),
@@ -132,7 +140,11 @@ impl ExternalSegmenter {
         .map_err(|e| io("volume.json", e))?;
         let dicom = input.join("dicom");
         std::fs::create_dir_all(&dicom).map_err(|e| io("dicom/", e))?;
+        let mut linked = HashSet::new();
         for (k, s) in volume.slices.iter().enumerate() {
+            if !linked.insert(&s.path) {
+                continue; // the frames of one multi-frame file
+            }
             let link = dicom.join(format!("{k:05}.dcm"));
             if std::os::unix::fs::symlink(&s.path, &link).is_err() {
                 std::fs::copy(&s.path, &link).map_err(|e| io("dicom/", e))?;

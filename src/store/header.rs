@@ -1,5 +1,12 @@
 //! The attributes the index keeps of each instance, read from a received file's header (everything
 //! before Pixel Data), and the checks that decide whether the instance may be filed at all.
+//!
+//! An enhanced multi-frame object (Enhanced CT / MR, X-Ray 3D Craniofacial) keeps orientation, pixel
+//! spacing and slice thickness in its functional groups: when they are absent at the top level they are
+//! taken from the shared group (else the first frame's), so routing on orientation or thickness matches
+//! a multi-frame series like a stack of slices. The header is read up to Pixel Data anyway, so the
+//! per-frame groups (5200,9230) are parsed too; for a 1000-frame object that is a few hundred kB of
+//! sequence items, small beside its pixel data.
 
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
@@ -83,8 +90,36 @@ fn floats<const N: usize>(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Optio
     arr.iter().all(|x| x.is_finite()).then_some(arr)
 }
 
+/// A functional-group attribute of a multi-frame object (shared, else first frame), as `N` finite values.
+fn group_floats<const N: usize>(
+    obj: &InMemDicomObject,
+    seq: dicom_core::Tag,
+    tag: dicom_core::Tag,
+) -> Option<[f64; N]> {
+    let v = crate::volume::frames::shared_or_first_frame(obj, seq, tag)?;
+    v.get(..N)?.try_into().ok()
+}
+
 /// Extract the indexed attributes from a parsed data set (UIDs are trimmed, not yet validated).
 pub fn from_object(obj: &InMemDicomObject) -> InstanceHeader {
+    let mut h = top_level(obj);
+    h.iop = h.iop.or_else(|| {
+        group_floats::<6>(
+            obj,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
+    });
+    h.pixel_spacing = h
+        .pixel_spacing
+        .or_else(|| group_floats::<2>(obj, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING));
+    h.slice_thickness = h.slice_thickness.or_else(|| {
+        group_floats::<1>(obj, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS).map(|[t]| t)
+    });
+    h
+}
+
+fn top_level(obj: &InMemDicomObject) -> InstanceHeader {
     InstanceHeader {
         sop_class_uid: text(obj, tags::SOP_CLASS_UID).unwrap_or_default(),
         sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
@@ -208,6 +243,62 @@ mod tests {
             blank_class.check("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"),
             Ok(())
         );
+    }
+
+    #[test]
+    fn multiframe_orientation_spacing_thickness_from_the_shared_groups() {
+        use dicom_core::value::DataSetSequence;
+        let mut o = obj("1.2", "1.2.3.4");
+        let strs = |v: &[&str]| PrimitiveValue::Strs(v.iter().map(|s| s.to_string()).collect());
+        let macro_item = |seq, tag, v: PrimitiveValue| {
+            let mut i = InMemDicomObject::new_empty();
+            i.put(DataElement::new(tag, VR::DS, v));
+            let mut m = InMemDicomObject::new_empty();
+            m.put(DataElement::new(
+                seq,
+                VR::SQ,
+                DataSetSequence::from(vec![i]),
+            ));
+            m
+        };
+        let mut shared = macro_item(
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            strs(&["1", "0", "0", "0", "0", "-1"]),
+        );
+        let mut pm = InMemDicomObject::new_empty();
+        pm.put(DataElement::new(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            strs(&["0.2", "0.2"]),
+        ));
+        pm.put(DataElement::new(
+            tags::SLICE_THICKNESS,
+            VR::DS,
+            PrimitiveValue::from("0.2"),
+        ));
+        shared.put(DataElement::new(
+            tags::PIXEL_MEASURES_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![pm]),
+        ));
+        o.put(DataElement::new(
+            tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![shared]),
+        ));
+        let h = from_object(&o);
+        assert_eq!(h.iop, Some([1.0, 0.0, 0.0, 0.0, 0.0, -1.0]));
+        assert_eq!(h.pixel_spacing, Some([0.2, 0.2]));
+        assert_eq!(h.slice_thickness, Some(0.2));
+
+        // a top-level value wins (single-frame objects are read as before)
+        o.put(DataElement::new(
+            tags::SLICE_THICKNESS,
+            VR::DS,
+            PrimitiveValue::from("1.5"),
+        ));
+        assert_eq!(from_object(&o).slice_thickness, Some(1.5));
     }
 
     #[test]

@@ -462,7 +462,8 @@ impl Index {
         &self.pool
     }
 
-    /// Facts of a series for routing: series attributes plus the first instance's geometry.
+    /// Facts of a series for routing: series attributes plus the first instance's geometry; `slices`
+    /// counts the frames of multi-frame instances (an Enhanced CT of 300 frames is 300 slices).
     pub async fn series_facts(
         &self,
         series_uid: &str,
@@ -490,6 +491,14 @@ impl Index {
             ),
             None => (None, None),
         };
+        let extra_frames: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(number_of_frames - 1), 0) AS BIGINT) AS n
+             FROM instances WHERE series_uid = $1 AND number_of_frames > 1",
+        )
+        .bind(series_uid)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
         Ok(Some(crate::routing::SeriesFacts {
             modality: s.try_get("modality")?,
             body_part: s.try_get("body_part")?,
@@ -499,7 +508,7 @@ impl Index {
             orientation,
             calling_ae: s.try_get("calling_ae")?,
             called_ae: s.try_get("called_ae")?,
-            slices: s.try_get("instance_count")?,
+            slices: s.try_get::<i64, _>("instance_count")? + extra_frames,
         }))
     }
 

@@ -1,14 +1,22 @@
 //! Reading a series folder: headers first (in parallel, up to the pixel data), then the stack is chosen,
 //! then each chosen slice is decoded straight into its plane of the volume (in parallel), so the peak
 //! memory is the volume plus one decoded slice per thread.
+//!
+//! A multi-frame object (Enhanced CT / MR, X-Ray 3D Craniofacial) becomes one header per frame, with the
+//! frame's geometry and rescale from its functional groups (`frames.rs`); its frames then join the stack
+//! exactly like single-frame slices. Such a file is opened once: native pixel data is decoded whole,
+//! encapsulated (RLE, JPEG, JPEG 2000) frame by frame in parallel. The peak memory then also holds the
+//! object (and, native, its decoded copy).
 
+use super::frames::{frame_geometries, has_functional_groups};
 use super::stack::{build_stack, SliceHeader};
 use super::{Dropped, FieldMask, SeriesInfo, SliceRef, Volume, VolumeError, AIR_HU};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::PixelDecoder;
+use dicom_pixeldata::{DecodedPixelData, PixelDecoder};
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Below this many HU a value cannot be a real tissue or air measurement (air is −1000): it is the
@@ -31,16 +39,18 @@ impl Default for LoadOptions {
 /// Load the series stored under `dir` (files in any sub-folder; non-DICOM files are dropped with a reason).
 pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError> {
     let files = list_files(dir)?;
-    let read: Vec<Result<(SliceHeader, HeaderExtras), Dropped>> =
+    let read: Vec<Result<Vec<(SliceHeader, HeaderExtras)>, Dropped>> =
         files.par_iter().map(|p| read_header(p)).collect();
     let mut headers = Vec::with_capacity(read.len());
     let mut extras = Vec::with_capacity(read.len());
     let mut dropped = Vec::new();
     for r in read {
         match r {
-            Ok((h, e)) => {
-                headers.push(h);
-                extras.push(e);
+            Ok(frames) => {
+                for (h, e) in frames {
+                    headers.push(h);
+                    extras.push(e);
+                }
             }
             Err(d) => dropped.push(d),
         }
@@ -62,6 +72,26 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
     }
 
     let shape = [stack.order.len(), stack.rows, stack.columns];
+    // multi-frame files of the stack: each opened once, before the planes are filled
+    let mut multi_paths: Vec<&Path> = stack
+        .order
+        .iter()
+        .filter(|&&n| headers[n].frame.is_some())
+        .map(|&n| headers[n].path.as_path())
+        .collect();
+    multi_paths.sort();
+    multi_paths.dedup();
+    let objects = multi_paths
+        .iter()
+        .map(|p| open_multiframe(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sources: HashMap<&Path, FrameSource<'_>> = multi_paths
+        .iter()
+        .copied()
+        .zip(objects.iter())
+        .map(|(p, obj)| Ok((p, frame_source(p, obj)?)))
+        .collect::<Result<_, VolumeError>>()?;
+
     let mut hu = Array3::<i16>::zeros(shape);
     let mut field = FieldMask::new(shape);
     let results: Vec<Result<bool, VolumeError>> = hu
@@ -74,20 +104,29 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
                 path: headers[n].path.clone(),
                 reason: "volume plane not contiguous".into(),
             })?;
-            decode_slice(
-                &headers[n].path,
-                &extras[n],
-                stack.rows,
-                stack.columns,
-                dst,
-                bits,
-            )
+            let h = &headers[n];
+            match (h.frame, sources.get(h.path.as_path())) {
+                (Some(f), Some(src)) => decode_frame(
+                    &h.path,
+                    src,
+                    f,
+                    &extras[n],
+                    stack.rows,
+                    stack.columns,
+                    dst,
+                    bits,
+                ),
+                _ => decode_slice(&h.path, &extras[n], stack.rows, stack.columns, dst, bits),
+            }
         })
         .collect();
     let mut any_out = false;
     for r in results {
         any_out |= r?;
     }
+    // multi-frame objects (and native ones' decoded copy) are not needed past this point
+    drop(sources);
+    drop(objects);
 
     let first = &extras[stack.order[0]];
     let slices = stack
@@ -97,6 +136,7 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
             path: headers[n].path.clone(),
             sop_class_uid: extras[n].sop_class_uid.clone(),
             sop_instance_uid: extras[n].sop_instance_uid.clone(),
+            frame_number: headers[n].frame,
             position: {
                 let p = headers[n].ipp.as_deref().unwrap_or(&[0.0, 0.0, 0.0]);
                 [p[0], p[1], p[2]]
@@ -105,6 +145,7 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
         .collect();
     tracing::debug!(
         slices = shape[0],
+        multiframe_files = multi_paths.len(),
         rows = shape[1],
         columns = shape[2],
         dropped = dropped.len(),
@@ -187,7 +228,9 @@ fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i32> {
         .and_then(|e| e.to_int::<i32>().ok())
 }
 
-fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
+/// The header of one file: one entry for a single-frame image, one per frame for an enhanced multi-frame
+/// object (geometry and rescale from its functional groups).
+fn read_header(path: &Path) -> Result<Vec<(SliceHeader, HeaderExtras)>, Dropped> {
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -195,7 +238,7 @@ fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
             path: path.to_path_buf(),
             reason: format!("not a readable DICOM file: {e}"),
         })?;
-    let image_type = obj
+    let image_type: Vec<String> = obj
         .element_opt(tags::IMAGE_TYPE)
         .ok()
         .flatten()
@@ -205,6 +248,7 @@ fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
                 .map(|v| v.iter().map(|s| s.trim().to_string()).collect())
         })
         .unwrap_or_default();
+    let frames = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
     let header = SliceHeader {
         path: path.to_path_buf(),
         series_instance_uid: text(&obj, tags::SERIES_INSTANCE_UID),
@@ -214,7 +258,8 @@ fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
         pixel_spacing: floats(&obj, tags::PIXEL_SPACING),
         rows: int(&obj, tags::ROWS).unwrap_or(0).max(0) as u32,
         columns: int(&obj, tags::COLUMNS).unwrap_or(0).max(0) as u32,
-        frames: int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
+        frames,
+        frame: None,
     };
     let padding = int(&obj, tags::PIXEL_PADDING_VALUE).map(|v| {
         let limit = int(&obj, tags::PIXEL_PADDING_RANGE_LIMIT).unwrap_or(v);
@@ -264,11 +309,139 @@ fn read_header(path: &Path) -> Result<(SliceHeader, HeaderExtras), Dropped> {
             slice_thickness: floats(&obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
         },
     };
-    Ok((header, extras))
+    if !has_functional_groups(&obj) {
+        // a single-frame slice (or a multi-frame without functional groups, which the stack drops)
+        return Ok(vec![(header, extras)]);
+    }
+    let geometries = frame_geometries(&obj, frames).map_err(|reason| Dropped {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(geometries
+        .into_iter()
+        .map(|g| {
+            let h = SliceHeader {
+                iop: g.iop,
+                ipp: g.ipp,
+                pixel_spacing: g.pixel_spacing,
+                frames: 1,
+                frame: Some(g.number),
+                ..header.clone()
+            };
+            let mut e = extras.clone();
+            e.slope = g.slope.unwrap_or(1.0);
+            e.intercept = g.intercept.unwrap_or(0.0);
+            e.series.slice_thickness = e.series.slice_thickness.or(g.slice_thickness);
+            (h, e)
+        })
+        .collect())
 }
 
-/// Decode one slice to HU straight into `plane`; out-of-field / padding pixels become [`AIR_HU`] and set
-/// their bit in `bits`. Returns whether any pixel was out of field.
+/// A multi-frame file's pixels: native 16-bit samples read in place (no copy of a large object), the
+/// object to decode frame by frame from (encapsulated: each frame is compressed on its own, so frames
+/// decode in parallel), or, for other native layouts, all frames decoded at once.
+enum FrameSource<'a> {
+    Words {
+        words: &'a [u16],
+        signed: bool,
+        bits_stored: u32,
+    },
+    PerFrame(&'a DefaultDicomObject),
+    Whole(DecodedPixelData<'a>),
+}
+
+fn open_multiframe(path: &Path) -> Result<DefaultDicomObject, VolumeError> {
+    dicom_object::open_file(path).map_err(|e| VolumeError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn frame_source<'a>(
+    path: &Path,
+    obj: &'a DefaultDicomObject,
+) -> Result<FrameSource<'a>, VolumeError> {
+    let encapsulated = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .is_some_and(|e| matches!(e.value(), dicom_core::DicomValue::PixelSequence(_)));
+    if encapsulated {
+        return Ok(FrameSource::PerFrame(obj));
+    }
+    let native_words = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| match e.value() {
+            dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U16(w)) => Some(&w[..]),
+            _ => None,
+        });
+    if let Some(words) = native_words.filter(|_| {
+        int(obj, tags::BITS_ALLOCATED) == Some(16) && int(obj, tags::SAMPLES_PER_PIXEL) == Some(1)
+    }) {
+        return Ok(FrameSource::Words {
+            words,
+            signed: int(obj, tags::PIXEL_REPRESENTATION) == Some(1),
+            bits_stored: int(obj, tags::BITS_STORED).unwrap_or(16).clamp(1, 16) as u32,
+        });
+    }
+    let px = obj.decode_pixel_data().map_err(|e| VolumeError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(FrameSource::Whole(px))
+}
+
+/// Decode frame `number` (1-based) of a multi-frame file to HU into `plane` (see [`decode_slice`]).
+#[allow(clippy::too_many_arguments)]
+fn decode_frame(
+    path: &Path,
+    src: &FrameSource<'_>,
+    number: u32,
+    ex: &HeaderExtras,
+    rows: usize,
+    columns: usize,
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> Result<bool, VolumeError> {
+    let dec = |e: dicom_pixeldata::Error| VolumeError::Decode {
+        path: path.to_path_buf(),
+        reason: format!("frame {number}: {e}"),
+    };
+    let index = number.saturating_sub(1);
+    match src {
+        FrameSource::Words {
+            words,
+            signed,
+            bits_stored,
+        } => {
+            let n = rows * columns;
+            let start = index as usize * n;
+            let frame = words
+                .get(start..start + n)
+                .filter(|_| plane.len() >= n)
+                .ok_or_else(|| VolumeError::Decode {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "frame {number}: {} samples of pixel data, frame ends at {}",
+                        words.len(),
+                        start + n
+                    ),
+                })?;
+            let raw_at = |p: usize| sample16(frame[p], *signed, *bits_stored);
+            Ok(fill_hu(n, raw_at, ex, plane, bits))
+        }
+        FrameSource::Whole(px) => to_hu(path, px, index, ex, rows, columns, plane, bits),
+        FrameSource::PerFrame(obj) => {
+            let px = obj.decode_pixel_data_frame(index).map_err(dec)?;
+            to_hu(path, &px, 0, ex, rows, columns, plane, bits)
+        }
+    }
+}
+
+/// Decode one single-frame slice to HU straight into `plane`; out-of-field / padding pixels become
+/// [`AIR_HU`] and set their bit in `bits`. Returns whether any pixel was out of field.
 fn decode_slice(
     path: &Path,
     ex: &HeaderExtras,
@@ -283,6 +456,25 @@ fn decode_slice(
     };
     let obj = dicom_object::open_file(path).map_err(|e| dec(e.to_string()))?;
     let px = obj.decode_pixel_data().map_err(|e| dec(e.to_string()))?;
+    to_hu(path, &px, 0, ex, rows, columns, plane, bits)
+}
+
+/// Frame `frame` (0-based) of decoded pixel data to HU in `plane` (see [`decode_slice`]).
+#[allow(clippy::too_many_arguments)]
+fn to_hu(
+    path: &Path,
+    px: &DecodedPixelData<'_>,
+    frame: u32,
+    ex: &HeaderExtras,
+    rows: usize,
+    columns: usize,
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> Result<bool, VolumeError> {
+    let dec = |reason: String| VolumeError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
     let unsupported = |reason: String| VolumeError::UnsupportedPixels {
         path: path.to_path_buf(),
         reason,
@@ -304,11 +496,16 @@ fn decode_slice(
         dicom_pixeldata::PixelRepresentation::Signed
     );
     let bits_stored = px.bits_stored().clamp(1, 16) as u32;
-    let data = px.data();
     let bytes_per = match px.bits_allocated() {
         16 => 2,
         8 => 1,
         b => return Err(unsupported(format!("{b} bits allocated"))),
+    };
+    let data = if px.number_of_frames() <= 1 {
+        px.data()
+    } else {
+        px.frame_data(frame)
+            .map_err(|e| dec(format!("frame {}: {e}", frame + 1)))?
     };
     if data.len() < bytes_per * n || plane.len() < n {
         return Err(dec(format!(
@@ -318,19 +515,39 @@ fn decode_slice(
     }
     let raw_at = |p: usize| -> i32 {
         if bytes_per == 2 {
-            let v = u16::from_le_bytes([data[2 * p], data[2 * p + 1]]);
-            if signed {
-                let sh = 16 - bits_stored;
-                (((v << sh) as i16) >> sh) as i32
-            } else {
-                (v & (((1u32 << bits_stored) - 1) as u16)) as i32
-            }
+            sample16(
+                u16::from_le_bytes([data[2 * p], data[2 * p + 1]]),
+                signed,
+                bits_stored,
+            )
         } else if signed {
             data[p] as i8 as i32
         } else {
             data[p] as i32
         }
     };
+    Ok(fill_hu(n, raw_at, ex, plane, bits))
+}
+
+/// A 16-bit stored sample as its value: the low `bits_stored` bits, sign-extended when signed.
+fn sample16(v: u16, signed: bool, bits_stored: u32) -> i32 {
+    if signed {
+        let sh = 16 - bits_stored;
+        (((v << sh) as i16) >> sh) as i32
+    } else {
+        (v & (((1u32 << bits_stored) - 1) as u16)) as i32
+    }
+}
+
+/// Stored values (`raw_at(p)` for the `n` pixels) to HU in `plane`; padding and out-of-field pixels
+/// become [`AIR_HU`] with their bit set. Returns whether any pixel was out of field.
+fn fill_hu(
+    n: usize,
+    raw_at: impl Fn(usize) -> i32,
+    ex: &HeaderExtras,
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> bool {
     // integer fast path for the usual slope 1 / integer intercept
     let int_intercept =
         (ex.slope == 1.0 && ex.intercept.fract() == 0.0).then_some(ex.intercept as i32);
@@ -351,5 +568,5 @@ fn decode_slice(
             *dst = hu.round().clamp(AIR_HU as f64, i16::MAX as f64) as i16;
         }
     }
-    Ok(any)
+    any
 }

@@ -7,6 +7,7 @@
 //! Segmenters only ever see a [`Volume`]; they never touch DICOM files.
 
 mod error;
+pub mod frames;
 pub mod geometry;
 mod load;
 mod stack;
@@ -29,7 +30,8 @@ pub struct Volume {
     pub hu: Array3<i16>,
     /// Index → patient (LPS mm) geometry.
     pub geometry: Geometry,
-    /// One entry per slice `k`, in the same order as the array.
+    /// One entry per slice `k`, in the same order as the array (a frame of a multi-frame source is a
+    /// slice with its frame number).
     pub slices: Vec<SliceRef>,
     /// Identity of the series and the attributes a derived object copies from it.
     pub series: SeriesInfo,
@@ -59,6 +61,9 @@ pub struct SliceRef {
     pub path: PathBuf,
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
+    /// The frame number (1-based) when the slice is a frame of a multi-frame object, `None` for a
+    /// single-frame image: with the SOP Instance UID it identifies the source (ReferencedFrameNumber).
+    pub frame_number: Option<u32>,
     /// ImagePositionPatient (LPS mm).
     pub position: Vec3,
 }

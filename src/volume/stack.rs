@@ -19,7 +19,10 @@ pub struct SliceHeader {
     pub pixel_spacing: Option<Vec<f64>>,
     pub rows: u32,
     pub columns: u32,
+    /// NumberOfFrames of the file; 1 for a frame of an expanded multi-frame object.
     pub frames: u32,
+    /// The frame number (1-based) when this header is one frame of a multi-frame object.
+    pub frame: Option<u32>,
 }
 
 /// Slices that form a stack, sorted along the normal, and its geometry.
@@ -42,7 +45,10 @@ pub fn build_stack(headers: &[SliceHeader], min_slices: usize) -> Result<Stack, 
     let mut drop = |h: &SliceHeader, reason: String| {
         dropped.push(Dropped {
             path: h.path.clone(),
-            reason,
+            reason: match h.frame {
+                Some(f) => format!("frame {f}: {reason}"),
+                None => reason,
+            },
         })
     };
 
@@ -57,7 +63,10 @@ pub fn build_stack(headers: &[SliceHeader], min_slices: usize) -> Result<Stack, 
         } else if h.frames > 1 {
             drop(
                 h,
-                format!("multi-frame image ({} frames) in a slice series", h.frames),
+                format!(
+                    "multi-frame image ({} frames) without functional groups (no per-frame positions)",
+                    h.frames
+                ),
             );
         } else if h.iop.as_deref().and_then(orientation_from_iop).is_none() {
             drop(h, "no valid ImageOrientationPatient".into());
@@ -186,6 +195,7 @@ pub fn build_stack(headers: &[SliceHeader], min_slices: usize) -> Result<Stack, 
     sorted.sort_by(|a, b| {
         a.0.total_cmp(&b.0)
             .then_with(|| headers[a.1].path.cmp(&headers[b.1].path))
+            .then_with(|| headers[a.1].frame.cmp(&headers[b.1].frame))
     });
     let mut order: Vec<(f64, usize)> = Vec::with_capacity(sorted.len());
     for (d, n) in sorted {
@@ -293,6 +303,7 @@ mod tests {
             rows: 64,
             columns: 64,
             frames: 1,
+            frame: None,
         }
     }
 
@@ -378,5 +389,60 @@ mod tests {
         let s = build_stack(&h, 3).unwrap();
         assert_eq!(s.order.len(), 4);
         assert!(s.dropped[0].reason.contains("duplicate"));
+    }
+
+    /// The frames of one multi-frame object: same file, told apart by frame number.
+    fn frames_of(zs: &[f64]) -> Vec<SliceHeader> {
+        zs.iter()
+            .enumerate()
+            .map(|(n, &z)| SliceHeader {
+                path: PathBuf::from("enhanced.dcm"),
+                frame: Some(n as u32 + 1),
+                ..hdr(0, z)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_sort_along_the_normal_with_spacing_from_positions() {
+        // frames stored head first (descending z), as scanners often do
+        let h = frames_of(&[4.0, 3.0, 2.0, 1.0, 0.0]);
+        let s = build_stack(&h, 3).unwrap();
+        assert_eq!(s.order, vec![4, 3, 2, 1, 0]);
+        let frames: Vec<Option<u32>> = s.order.iter().map(|&n| h[n].frame).collect();
+        assert_eq!(frames, [Some(5), Some(4), Some(3), Some(2), Some(1)]);
+        assert!((s.geometry.slice_spacing - 1.0).abs() < 1e-9);
+        assert_eq!(s.geometry.origin[2], 0.0);
+    }
+
+    #[test]
+    fn duplicate_and_missing_frames_are_named_by_frame_number() {
+        let mut h = frames_of(&[0.0, 1.0, 2.0, 3.0]);
+        h.push(SliceHeader {
+            frame: Some(5),
+            ..h[2].clone()
+        });
+        let s = build_stack(&h, 3).unwrap();
+        assert_eq!(s.order.len(), 4);
+        assert!(
+            s.dropped[0].reason.starts_with("frame 5: duplicate"),
+            "{:?}",
+            s.dropped
+        );
+
+        let h = frames_of(&[0.0, 1.0, 2.0, 4.0, 5.0]);
+        assert!(matches!(build_stack(&h, 3), Err(VolumeError::Gap { .. })));
+    }
+
+    #[test]
+    fn multiframe_without_functional_groups_is_dropped_with_a_reason() {
+        let mut h = stack_of(&[0.0, 1.0, 2.0]);
+        h.push(SliceHeader {
+            frames: 40,
+            ..hdr(9, 3.0)
+        });
+        let s = build_stack(&h, 3).unwrap();
+        assert_eq!(s.order.len(), 3);
+        assert!(s.dropped[0].reason.contains("without functional groups"));
     }
 }
