@@ -489,7 +489,9 @@ async fn delivered_results_are_removed_only_when_every_destination_has_them() {
     assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 0);
     let err = outbox.resend(&pacs[0].id).await.unwrap_err().to_string();
     assert!(err.contains("removed after delivery"), "{err}");
+}
 
+#[tokio::test(flavor = "multi_thread")]
 async fn routing_facts_of_a_multiframe_series_count_its_frames() {
     let (_dir, url) = fresh();
     let index = Index::open(&url).await.unwrap();
