@@ -33,6 +33,7 @@ pub struct Settings {
     #[serde(default)]
     pub node: NodeSettings,
     pub dicom: DicomSettings,
+    pub http: HttpSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
     pub completion: CompletionSettings,
@@ -58,6 +59,14 @@ pub struct NodeSettings {
     /// receiver closes the associations its previous run left open under this name.
     #[serde(default)]
     pub name: String,
+}
+
+/// The monitoring endpoint (`/health`, `/metrics`); off while `port` is 0.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: String,
+    pub port: u16,
 }
 
 /// In-process workers: which pipelines run, how many at once, leases and retries.
@@ -273,6 +282,9 @@ max_associations = 32
 artim_timeout_s = 30
 idle_timeout_s = 300
 dimse_timeout_s = 60
+[http]
+bind = "127.0.0.1"
+port = 0
 [storage]
 dir = "data/store"
 min_free_mb = 512
@@ -386,6 +398,12 @@ impl Settings {
                 })?;
             }
         }
+        self.http.bind.parse::<IpAddr>().map_err(|_| {
+            invalid(
+                "http.bind",
+                format!("`{}` is not an IP address", self.http.bind),
+            )
+        })?;
         if self.storage.dir.as_os_str().is_empty() {
             return Err(invalid("storage.dir", "must not be empty"));
         }

@@ -176,6 +176,7 @@ impl Outbox {
         dead: bool,
         delay_ms: i64,
     ) -> Result<(), IndexError> {
+        crate::metrics::metrics().delivery(&d.destination, false);
         sqlx::query("UPDATE outbox SET state = $1, last_status = $2, error = $3, attempts = attempts + 1, not_before_ms = $4 WHERE id = $5")
             .bind(if dead { DEAD } else { PENDING })
             .bind(status.map(|s| format!("{s:04X}")))
@@ -453,6 +454,7 @@ impl DestinationWorker {
                     match res {
                         Ok(st) if !dimse::is_failure(st) => {
                             self.outbox.mark_sent(&it.id, st).await?;
+                            crate::metrics::metrics().delivery(&self.dest.name, true);
                             info!(sop = %it.sop_instance_uid, status = format!("{st:04X}"), ms = started.elapsed().as_millis() as u64, "delivered");
                             let warning = if st != 0 { " (warning)" } else { "" };
                             self.event(

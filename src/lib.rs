@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod phantom;

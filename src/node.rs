@@ -26,6 +26,8 @@ pub enum NodeError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -91,14 +93,26 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             addr: addr.clone(),
             source,
         })?;
+    let http = match node.settings.http.port {
+        0 => None,
+        port => Some(crate::http::bind(&node.settings.http.bind, port).await?),
+    };
     let (tx, rx) = watch::channel(false);
     node.index.listen();
+    let mut background = tokio::task::JoinSet::new();
+    if let Some(l) = http {
+        background.spawn(crate::http::serve(
+            l,
+            node.index.clone(),
+            node.name.clone(),
+            rx.clone(),
+        ));
+    }
     let tracker = Tracker::new(
         node.index.clone(),
         node.settings.completion.clone(),
         node.tracker_wake.clone(),
     );
-    let mut background = tokio::task::JoinSet::new();
     background.spawn(tracker.run(rx.clone()));
     background.spawn(routing_loop(node.clone(), rx.clone()));
     if node.settings.workers.enabled {
@@ -174,6 +188,15 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
         let _ = tx.send(true);
     });
     index.listen();
+    if settings.http.port != 0 {
+        let l = crate::http::bind(&settings.http.bind, settings.http.port).await?;
+        tokio::spawn(crate::http::serve(
+            l,
+            index.clone(),
+            settings.node_name(),
+            rx.clone(),
+        ));
+    }
     let workers = Arc::new(Workers {
         index: index.clone(),
         settings: settings.clone(),

@@ -212,6 +212,7 @@ impl Workers {
                         Ok(true) => {
                             let status = summary["status"].as_str().unwrap_or("done").to_string();
                             info!(ms, status = %status, deliveries = deliveries.len(), "job done");
+                            crate::metrics::metrics().job(&job.pipeline, true, ms as f64 / 1000.0);
                             let to: Vec<&str> = deliveries.iter().map(|d| d.destination.as_str()).collect();
                             let detail = if deliveries.is_empty() {
                                 format!("{} done in {ms} ms: {status}", job.pipeline)
@@ -229,6 +230,7 @@ impl Workers {
                     match queue.fail(&job, owner, &reason, w.max_attempts, w.retry_base_s, w.retry_max_s).await {
                         Ok(Some(state)) => {
                             warn!(ms, state, reason = %reason, "job failed");
+                            crate::metrics::metrics().job(&job.pipeline, false, 0.0);
                             let _ = self
                                 .index
                                 .add_event(&job.series_uid, job.revision, "job", &format!("{} failed (attempt {}, now {state}): {reason}", job.pipeline, job.attempts))

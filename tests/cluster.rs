@@ -356,11 +356,14 @@ fn database_restart_turns_senders_away_and_everything_resumes() {
     let (files, uid) = gen_series(data.path(), 30, 64, 41, &[]);
     let url = pg.database();
     let rule = "[[rules]]\nname = \"all\"\npipelines = [\"noop\"]\ndestinations = []\n";
+    let http = free_port().to_string();
     let env = [
         ("SEGNODE_DATABASE__URL", url.as_str()),
         ("SEGNODE_NODE__NAME", "receiver-1"),
         ("SEGNODE_COMPLETION__SETTLE_S", "0.5"),
+        ("SEGNODE_HTTP__PORT", http.as_str()),
     ];
+    let http: u16 = http.parse().unwrap();
     let node = NodeProc::start_with(&env, rule);
     let log = data.path().join("sent.jsonl");
     let mut sender = pynetdicom_send(node.port, &files, 0.25, &log);
@@ -394,6 +397,17 @@ fn database_restart_turns_senders_away_and_everything_resumes() {
     assert!(
         text.contains("Transient") && text.contains("Congestion"),
         "{text}"
+    );
+    assert_eq!(
+        http_get(http, "/health").0,
+        503,
+        "health while the database is away"
+    );
+    let (_, metrics) = http_get(http, "/metrics");
+    assert!(
+        metrics.contains("segnode_index_up{node=\"receiver-1\"} 0")
+            && metrics.contains("reason=\"index_unavailable\"} 1"),
+        "{metrics}"
     );
     pg.start();
     wait_for("the node to accept again", Duration::from_secs(60), || {
@@ -434,6 +448,7 @@ fn database_restart_turns_senders_away_and_everything_resumes() {
         "{s:#?}"
     );
     assert_eq!(s[0]["revision"], 1, "{s:#?}");
+    assert_eq!(http_get(http, "/health"), (200, "ok\n".to_string()));
     wait_for("the job done", Duration::from_secs(30), || {
         let j = node.jobs();
         (j.len() == 1 && j[0]["state"] == "DONE").then_some(())

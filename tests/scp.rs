@@ -72,6 +72,41 @@ fn events(node: &NodeProc, series_uid: &str, kind: &str) -> usize {
 }
 
 #[test]
+fn monitoring_endpoint_health_and_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let (files, _) = gen_series(data.path(), 12, 64, 51, &[]);
+    let http = free_port();
+    let node = NodeProc::start(&[
+        ("SEGNODE_HTTP__PORT", &http.to_string()),
+        ("SEGNODE_NODE__NAME", "rx-monitored"),
+    ]);
+    assert_eq!(http_get(http, "/health"), (200, "ok\n".to_string()));
+    assert!(storescu(node.port, &files, &[]).status.success());
+    assert!(!echoscu(node.port, "INTRUDER", "SEGNODE").status.success());
+    node.wait_complete(1, Duration::from_secs(30));
+    let (code, text) = http_get(http, "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "segnode_instances_stored_total{node=\"rx-monitored\"} 12",
+        "segnode_instances_refused_total{node=\"rx-monitored\"} 0",
+        "segnode_associations_total{node=\"rx-monitored\"} 1",
+        "segnode_associations_rejected_total{node=\"rx-monitored\",reason=\"refused\"} 1",
+        "segnode_index_up{node=\"rx-monitored\"} 1",
+        "segnode_series{state=\"COMPLETE\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("segnode_received_bytes_total{node=\"rx-monitored\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("bytes counter");
+    let sent: u64 = files.iter().map(|f| dataset_bytes(f).len() as u64).sum();
+    assert_eq!(bytes, sent, "data set bytes received");
+    assert_eq!(http_get(http, "/nothing").0, 404);
+}
+
+#[test]
 fn echo_and_access_control() {
     let node = NodeProc::start(&[]);
     let ok = echoscu(node.port, "ECHOSCU", "SEGNODE");

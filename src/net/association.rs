@@ -134,6 +134,8 @@ pub async fn serve_connection(
                 }
                 Ok(Err(dicom_ul::association::Error::Rejected { association_rj, .. })) => {
                     warn!(reason = ?association_rj.source, "association rejected");
+                    crate::metrics::metrics()
+                        .association_rejected(crate::metrics::Rejection::Refused);
                     return;
                 }
                 Ok(Err(e)) => {
@@ -195,6 +197,7 @@ impl Handler {
             contexts = self.contexts.len(),
             "association accepted"
         );
+        crate::metrics::metrics().association_accepted();
         let record = AssociationRecord {
             id: self.id.clone(),
             node: self.node.name.clone(),
@@ -347,6 +350,7 @@ impl Handler {
                                 }
                                 Some(p) => {
                                     self.tally.bytes += pv.data.len() as i64;
+                                    crate::metrics::metrics().received(pv.data.len() as u64);
                                     if let Ok(f) = p.target.as_mut() {
                                         f.write(&pv.data);
                                     }
@@ -400,6 +404,7 @@ impl Handler {
         match cmd.field {
             command_field::C_ECHO_RQ => {
                 self.tally.echoes += 1;
+                crate::metrics::metrics().echo();
                 let rsp = dimse::encode_response(
                     command_field::C_ECHO_RSP,
                     cmd.message_id,
@@ -489,11 +494,13 @@ impl Handler {
         let (st, comment) = match &result {
             Ok(filed) => {
                 self.tally.stored += 1;
+                crate::metrics::metrics().instance(true);
                 debug!(sop = %sop_instance, ms = started.elapsed().as_secs_f64() * 1e3, ?filed, "stored");
                 (status::SUCCESS, None)
             }
             Err(r) => {
                 self.tally.failed += 1;
+                crate::metrics::metrics().instance(false);
                 warn!(sop = %sop_instance, status = format!("0x{:04X}", r.status), reason = %r.comment, "instance refused");
                 (r.status, Some(r.comment.as_str()))
             }

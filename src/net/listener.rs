@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason as Reason;
 
 use crate::config::secs;
+use crate::metrics::Rejection;
 use crate::node::Node;
 
 /// How long shutdown waits for in-flight associations before cutting them.
@@ -45,6 +46,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
                                 super::association::serve_connection(node, socket, peer, sd).await;
                             } else {
                                 warn!(%peer, "index unavailable: rejecting (temporary congestion)");
+                                crate::metrics::metrics().association_rejected(Rejection::IndexUnavailable);
                                 let artim = secs(node.settings.dicom.artim_timeout_s);
                                 reject_transient(socket, peer, artim, Reason::TemporaryCongestion).await;
                             }
@@ -53,6 +55,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, mut shutdown: watch::Re
                     }
                     Err(_) => {
                         warn!(%peer, limit, "association limit reached: rejecting (local limit exceeded)");
+                        crate::metrics::metrics().association_rejected(Rejection::Limit);
                         let artim = secs(node.settings.dicom.artim_timeout_s);
                         tasks.spawn(reject_transient(socket, peer, artim, Reason::LocalLimitExceeded));
                     }

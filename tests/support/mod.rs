@@ -57,6 +57,19 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// `GET http://127.0.0.1:PORT/PATH` with curl: (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let out = run_with_timeout(
+        Command::new("curl")
+            .args(["-s", "-m", "20", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}{path}")),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// A TCP port on 127.0.0.1 that is free right now.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
