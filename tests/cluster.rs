@@ -302,25 +302,8 @@ fn receiver_restarted_mid_stream_loses_nothing_and_the_series_completes() {
     );
     // the other receiver carries on meanwhile; receiver 1 comes back under its name
     r1.spawn();
-    let stored: HashSet<String> = r2.series_show(&uid)["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sop_uid"].as_str().unwrap().to_string())
-        .collect();
-    for f in &acked {
-        assert!(
-            stored.contains(&sop_uid_of(f)),
-            "acknowledged {} lost",
-            f.display()
-        );
-    }
     // the sender sends the rest (the node may also have the instance that was in flight)
-    let rest: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| !stored.contains(&sop_uid_of(f)))
-        .cloned()
-        .collect();
+    let rest = check_acknowledged_then_rest(&files, &acked, &indexed_sops(&r2, &uid));
     assert!(storescu(r1.port, &rest, &[]).status.success());
     let s = r2.wait_complete(1, Duration::from_secs(60));
     assert_eq!(s[0]["instance_count"], files.len() as i64);
@@ -417,24 +400,7 @@ fn database_restart_turns_senders_away_and_everything_resumes() {
             .then_some(())
     });
     // every acknowledged instance is indexed; the sender sends what was refused
-    let stored: HashSet<String> = node.series_show(&uid)["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sop_uid"].as_str().unwrap().to_string())
-        .collect();
-    for f in &acked {
-        assert!(
-            stored.contains(&sop_uid_of(f)),
-            "acknowledged {} lost",
-            f.display()
-        );
-    }
-    let rest: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| !stored.contains(&sop_uid_of(f)))
-        .cloned()
-        .collect();
+    let rest = check_acknowledged_then_rest(&files, &acked, &indexed_sops(&node, &uid));
     assert!(storescu(node.port, &rest, &[]).status.success());
     // completion on release evidence (the first association's end was recorded once the database was
     // back), routing and the worker's wake-up all resume

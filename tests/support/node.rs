@@ -459,3 +459,33 @@ pub fn acknowledged(log: &Path) -> Vec<PathBuf> {
         .filter_map(|l| l["file"].as_str().map(PathBuf::from))
         .collect()
 }
+
+/// The SOP Instance UIDs of a series as the node's index lists them.
+pub fn indexed_sops(node: &NodeProc, series_uid: &str) -> std::collections::HashSet<String> {
+    node.series_show(series_uid)["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| i["sop_uid"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Every acknowledged file's instance is in `stored`; returns the files a sender still has to send.
+pub fn check_acknowledged_then_rest(
+    files: &[PathBuf],
+    acked: &[PathBuf],
+    stored: &std::collections::HashSet<String>,
+) -> Vec<PathBuf> {
+    for f in acked {
+        assert!(
+            stored.contains(&sop_uid_of(f)),
+            "acknowledged {} lost",
+            f.display()
+        );
+    }
+    files
+        .iter()
+        .filter(|f| !stored.contains(&sop_uid_of(f)))
+        .cloned()
+        .collect()
+}
