@@ -78,6 +78,10 @@ pub struct WorkerSettings {
     /// Jobs of one pipeline running at once in this process; pipelines not listed get 1.
     #[serde(default)]
     pub concurrency: std::collections::HashMap<String, usize>,
+    /// The pipelines this process runs (empty: every pipeline the rules name). A GPU machine's
+    /// `segnode worker` can take only its model's jobs, CPU machines the others.
+    #[serde(default)]
+    pub pipelines: Vec<String>,
     /// A claimed job is taken again by another worker when its lease is not renewed for this long.
     pub lease_s: f64,
     /// Attempts before a job is dead-lettered.
@@ -350,6 +354,9 @@ impl Settings {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                // SEGNODE_WORKERS__PIPELINES=lung,cochlear
+                .list_separator(",")
+                .with_list_parse_key("workers.pipelines")
                 .source(Some(settings_environment(std::env::vars()))),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -422,6 +429,14 @@ impl Settings {
                 "dispatch.keep_sent_h",
                 "must be ≥ 0 (0 keeps results forever)",
             ));
+        }
+        for p in &self.workers.pipelines {
+            if !crate::routing::pipeline_known(self, p) {
+                return Err(invalid(
+                    "workers.pipelines",
+                    format!("unknown pipeline `{p}` (lung, cochlear, noop, external:<name>)"),
+                ));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

@@ -53,8 +53,11 @@ pub fn segmenter(settings: &Settings, name: &str) -> Result<Box<dyn Segmenter>, 
     }
 }
 
-/// Every pipeline the rules name.
+/// The pipelines this process runs: `workers.pipelines`, or else every pipeline the rules name.
 pub fn configured_pipelines(settings: &Settings) -> Vec<String> {
+    if !settings.workers.pipelines.is_empty() {
+        return settings.workers.pipelines.clone();
+    }
     let mut out: Vec<String> = Vec::new();
     for r in &settings.rules {
         for p in &r.pipelines {
@@ -368,6 +371,26 @@ fn write_outbox_file(outbox: &Path, name: &str, obj: &SegObject) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_runs_its_own_pipelines_or_those_of_the_rules() {
+        let rules = "[[rules]]\nname = \"a\"\npipelines = [\"lung\", \"noop\"]\n[[rules]]\nname = \"b\"\npipelines = [\"cochlear\", \"lung\"]\n";
+        let all = Settings::load_from_str_for_tests(rules);
+        assert_eq!(configured_pipelines(&all), ["lung", "noop", "cochlear"]);
+        let gpu = Settings::load_from_str_for_tests(&format!(
+            "[workers]\nenabled = true\npipelines = [\"noop\"]\n{rules}"
+        ));
+        assert_eq!(configured_pipelines(&gpu), ["noop"]);
+        assert!(gpu.validate().is_ok());
+        let typo = Settings::load_from_str_for_tests(&format!(
+            "[workers]\nenabled = true\npipelines = [\"lungs\"]\n{rules}"
+        ));
+        let err = typo.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("workers.pipelines") && err.contains("lungs"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn only_stale_work_folders_are_swept() {

@@ -420,3 +420,52 @@ fn database_restart_turns_senders_away_and_everything_resumes() {
         (j.len() == 1 && j[0]["state"] == "DONE").then_some(())
     });
 }
+
+#[test]
+fn workers_restricted_to_pipelines_take_only_their_jobs() {
+    let data = tempfile::tempdir().unwrap();
+    let rule = "[[rules]]\nname = \"chest\"\npipelines = [\"lung\", \"noop\"]\ndestinations = []\n[rules.match]\nmodality = [\"CT\"]\n";
+    let rx = receiver(
+        "receiver-1",
+        false,
+        &[("SEGNODE_WORKERS__POLL_MS", "500")],
+        rule,
+    );
+    // a "GPU" worker for one pipeline, a "CPU" worker for the other (the list from the environment)
+    let mut gpu = rx.sibling("worker");
+    gpu.env
+        .push(("SEGNODE_NODE__NAME".into(), "worker-gpu".into()));
+    gpu.env
+        .push(("SEGNODE_WORKERS__PIPELINES".into(), "noop".into()));
+    gpu.spawn();
+    let mut cpu = rx.sibling("worker");
+    cpu.env
+        .push(("SEGNODE_NODE__NAME".into(), "worker-cpu".into()));
+    cpu.env
+        .push(("SEGNODE_WORKERS__PIPELINES".into(), "lung,cochlear".into()));
+    cpu.spawn();
+    for i in 0..3 {
+        let dir = data.path().join(format!("s{i}"));
+        let seed = (300 + i).to_string();
+        phantom_with(
+            &dir,
+            &data.path().join(format!("t{i}")),
+            20,
+            64,
+            &["--seed", &seed],
+        );
+        assert!(storescu(rx.port, &files_under(&dir), &[]).status.success());
+    }
+    let jobs = wait_for("6 jobs done", Duration::from_secs(120), || {
+        let j = rx.jobs();
+        (j.len() == 6 && j.iter().all(|j| j["state"] == "DONE")).then_some(j)
+    });
+    for j in &jobs {
+        let expected = if j["pipeline"] == "noop" {
+            "worker-gpu"
+        } else {
+            "worker-cpu"
+        };
+        assert_eq!(worker_of(j), expected, "{j:#?}");
+    }
+}
