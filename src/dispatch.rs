@@ -135,7 +135,10 @@ impl Outbox {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let due = "destination = $3 AND (state = $4 OR state = $1) AND not_before_ms <= $5";
+        // (the literal state list selects the partial index of live deliveries)
+        let due =
+            "state IN ('PENDING', 'SENDING') AND destination = $3 AND (state = $4 OR state = $1)
+            AND not_before_ms <= $5";
         let sql = format!(
             "UPDATE outbox SET state = $1, not_before_ms = $2
              WHERE id IN (SELECT id FROM outbox WHERE {due} ORDER BY created_ms LIMIT $6{lock})
@@ -196,9 +199,8 @@ impl Outbox {
         sent_before_ms: i64,
     ) -> Result<usize, IndexError> {
         let rows = sqlx::query(
-            "SELECT path FROM outbox GROUP BY path
+            "SELECT path FROM outbox WHERE purged_ms IS NULL GROUP BY path
              HAVING SUM(CASE WHEN state = 'SENT' AND sent_ms < $1 THEN 0 ELSE 1 END) = 0
-                AND SUM(CASE WHEN purged_ms IS NULL THEN 1 ELSE 0 END) > 0
              LIMIT 500",
         )
         .bind(sent_before_ms)
@@ -385,7 +387,7 @@ impl DestinationWorker {
     }
 
     async fn pending_now(&self) -> Result<bool, IndexError> {
-        let r = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE destination = $1 AND state = $2 AND not_before_ms <= $3")
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('PENDING', 'SENDING') AND destination = $1 AND state = $2 AND not_before_ms <= $3")
             .bind(&self.dest.name)
             .bind(PENDING)
             .bind(now_ms())

@@ -180,7 +180,7 @@ impl Queue {
             "UPDATE jobs SET state = $1, lease_owner = $2, lease_until_ms = $3, attempts = attempts + 1,
                 started_ms = $4
              WHERE id = (SELECT id FROM jobs
-                WHERE pipeline IN ({}) AND {due}
+                WHERE state IN ('QUEUED', 'FAILED', 'RUNNING') AND pipeline IN ({}) AND {due}
                 ORDER BY created_ms LIMIT 1{lock}) AND {due}
              RETURNING {COLUMNS}",
             placeholders.join(", ")

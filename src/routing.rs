@@ -306,7 +306,7 @@ pub async fn route_completed(
     use sqlx::Row;
     let rows = sqlx::query(
         "SELECT series_uid, revision FROM series WHERE state = 'COMPLETE'
-            AND (routed_revision IS NULL OR routed_revision < revision)",
+            AND (routed_revision IS NULL OR routed_revision < revision) ORDER BY first_received_ms",
     )
     .fetch_all(index.pool())
     .await?;

@@ -194,6 +194,15 @@ CREATE INDEX instances_association ON instances (association_id);
     r#"
 ALTER TABLE outbox ADD COLUMN purged_ms BIGINT;
 "#,
+    // the polled queries look at the few live rows, not at months of history: partial indexes whose
+    // conditions the queries repeat word for word (SQLite uses a partial index only then)
+    r#"
+CREATE INDEX series_unrouted ON series (first_received_ms)
+    WHERE state = 'COMPLETE' AND (routed_revision IS NULL OR routed_revision < revision);
+CREATE INDEX jobs_live ON jobs (created_ms) WHERE state IN ('QUEUED', 'FAILED', 'RUNNING');
+CREATE INDEX outbox_unpurged ON outbox (path) WHERE purged_ms IS NULL;
+CREATE INDEX outbox_live ON outbox (destination, created_ms) WHERE state IN ('PENDING', 'SENDING');
+"#,
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations of processes starting together.
