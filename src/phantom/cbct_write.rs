@@ -3,15 +3,11 @@
 //! multi-frame object (X-Ray 3D Craniofacial, Enhanced CT) with the same pixels and UIDs.
 
 use super::cbct::{CbctPhantom, Ears, Orientation};
-use super::multiframe::{write_multiframe, Anatomy, MultiFrame, ObjectUids};
+use super::multiframe::{Anatomy, MultiFrame};
 use super::rng::Rng;
-use super::write::{
-    frames_in_number_order, write_ct_slice, PhantomWriteError, SeriesTags, SlicePixels,
-    WrittenSeries,
-};
+use super::write::{write_slices, PhantomWriteError, SeriesTags, SlicePixels, WrittenSeries};
 use crate::result::uid::now_da_tm;
-use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Write the phantom into `dir` (created if needed).
 pub fn write_cbct_series(ph: &CbctPhantom, dir: &Path) -> Result<WrittenSeries, PhantomWriteError> {
@@ -89,12 +85,7 @@ fn write_cbct(
         };
         (k + 1, g.index_to_patient(k as f64, 0.0, 0.0), pixels)
     };
-    if let Some(kind) = multiframe {
-        let uids = ObjectUids {
-            sop_instance: rng.uid(),
-            dimension_organization: rng.uid(),
-            irradiation_event: rng.uid(),
-        };
+    let object = multiframe.map(|kind| {
         let anatomy = Anatomy {
             region: crate::segment::codes::CodedConcept::new("25342003", "SCT", "Temporal bone"),
             laterality: match spec.ears {
@@ -103,31 +94,16 @@ fn write_cbct(
                 Ears::Both => "B",
             },
         };
-        let path = dir.join(format!("{}.dcm", kind.name()));
-        let frames = frames_in_number_order((0..n).into_par_iter().map(slice).collect());
-        write_multiframe(&path, kind, &series_tags, &anatomy, &uids, frames)?;
-        return Ok(WrittenSeries {
-            study_instance_uid: study,
-            series_instance_uid: series,
-            files: vec![path],
-        });
-    }
-    let files: Vec<Result<PathBuf, PhantomWriteError>> = (0..n)
-        .into_par_iter()
-        .map(|k| {
-            let path = dir.join(format!(
-                "CB{:08X}.dcm",
-                (k as u64).wrapping_mul(2_654_435_761) % 0xFFFF_FFFF
-            ));
-            let (number, position, pixels) = slice(k);
-            write_ct_slice(&path, &series_tags, &sop_uids[k], number, position, pixels)?;
-            Ok(path)
-        })
-        .collect();
-    let files = files.into_iter().collect::<Result<Vec<_>, _>>()?;
-    Ok(WrittenSeries {
-        study_instance_uid: study,
-        series_instance_uid: series,
-        files,
-    })
+        (kind, anatomy)
+    });
+    write_slices(
+        dir,
+        "CB",
+        n,
+        &series_tags,
+        &sop_uids,
+        &mut rng,
+        object,
+        slice,
+    )
 }

@@ -138,42 +138,69 @@ fn write_chest(
         };
         (number, g.index_to_patient(k as f64, 0.0, 0.0), pixels)
     };
-    if let Some(kind) = multiframe {
-        let uids = ObjectUids {
-            sop_instance: rng.uid(),
-            dimension_organization: rng.uid(),
-            irradiation_event: rng.uid(),
-        };
+    let object = multiframe.map(|kind| {
         let anatomy = Anatomy {
             region: crate::segment::codes::CodedConcept::new("51185008", "SCT", "Thorax"),
             laterality: "U",
         };
-        let path = dir.join(format!("{}.dcm", kind.name()));
-        let frames = frames_in_number_order((0..n).into_par_iter().map(slice).collect());
-        write_multiframe(&path, kind, &series_tags, &anatomy, &uids, frames)?;
-        return Ok(WrittenSeries {
-            study_instance_uid: study,
-            series_instance_uid: series,
-            files: vec![path],
-        });
-    }
-    let files: Vec<Result<PathBuf, PhantomWriteError>> = (0..n)
-        .into_par_iter()
-        .map(|k| {
-            // file names scrambled relative to the position
-            let path = dir.join(format!(
-                "IM{:08X}.dcm",
-                (k as u64).wrapping_mul(2_654_435_761) % 0xFFFF_FFFF
-            ));
-            let (number, position, pixels) = slice(k);
-            write_ct_slice(&path, &series_tags, &sop_uids[k], number, position, pixels)?;
-            Ok(path)
-        })
-        .collect();
-    let files = files.into_iter().collect::<Result<Vec<_>, _>>()?;
+        (kind, anatomy)
+    });
+    // file names scrambled relative to the position
+    write_slices(
+        dir,
+        "IM",
+        n,
+        &series_tags,
+        &sop_uids,
+        &mut rng,
+        object,
+        slice,
+    )
+}
+
+/// Write the `n` slices of a phantom series — `slice(k)` gives slice k's (instance number, position,
+/// pixels) — as one multi-frame object (`object`: its IOD and anatomy; its own UIDs drawn next from
+/// `rng`), or else as single-frame files named `<prefix><k scrambled>.dcm`, so that file names do not
+/// follow the slice order.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_slices(
+    dir: &Path,
+    prefix: &str,
+    n: usize,
+    series_tags: &SeriesTags,
+    sop_uids: &[String],
+    rng: &mut Rng,
+    object: Option<(MultiFrame, Anatomy)>,
+    slice: impl Fn(usize) -> (usize, [f64; 3], SlicePixels) + Sync,
+) -> Result<WrittenSeries, PhantomWriteError> {
+    let files = match object {
+        Some((kind, anatomy)) => {
+            let uids = ObjectUids {
+                sop_instance: rng.uid(),
+                dimension_organization: rng.uid(),
+                irradiation_event: rng.uid(),
+            };
+            let path = dir.join(format!("{}.dcm", kind.name()));
+            let frames = frames_in_number_order((0..n).into_par_iter().map(&slice).collect());
+            write_multiframe(&path, kind, series_tags, &anatomy, &uids, frames)?;
+            vec![path]
+        }
+        None => (0..n)
+            .into_par_iter()
+            .map(|k| {
+                let path = dir.join(format!(
+                    "{prefix}{:08X}.dcm",
+                    (k as u64).wrapping_mul(2_654_435_761) % 0xFFFF_FFFF
+                ));
+                let (number, position, pixels) = slice(k);
+                write_ct_slice(&path, series_tags, &sop_uids[k], number, position, pixels)?;
+                Ok(path)
+            })
+            .collect::<Result<Vec<_>, PhantomWriteError>>()?,
+    };
     Ok(WrittenSeries {
-        study_instance_uid: study,
-        series_instance_uid: series,
+        study_instance_uid: series_tags.study.to_string(),
+        series_instance_uid: series_tags.series.to_string(),
         files,
     })
 }
