@@ -35,6 +35,10 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
     let off = 32768usize;
     let top = hist.iter().rposition(|&c| c > 0)?;
     let device_max = (top as i64 - off as i64) as i16;
+    // nothing this dense can be metal (and below bone the bone statistics have no range to look at)
+    if (device_max as f64) < ABSOLUTE_FLOOR {
+        return None;
+    }
     let saturated = hist[top] as usize;
     // bone statistics leave out the plateau at the maximum (clipped metal)
     let bone: u64 = hist[off + BONE_HU as usize..top].iter().sum();
@@ -54,9 +58,6 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
         v
     };
     let d = device_max as f64;
-    if d < ABSOLUTE_FLOOR {
-        return None;
-    }
     // clipped: a plateau of identical values at the top, well above bone
     let clipped = saturated >= 3 && d > bone_ref + 150.0;
     let threshold = if clipped {
@@ -107,6 +108,16 @@ fn histogram(hu: &Array3<i16>) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_volume_without_bone_has_no_metal_level() {
+        // soft tissue only: the maximum is below the bone level (this used to slice past the maximum)
+        let a = Array3::<i16>::from_elem((4, 8, 8), 40);
+        assert_eq!(metal_level(&a), None);
+        let mut b = a.clone();
+        b[[1, 2, 3]] = 299;
+        assert_eq!(metal_level(&b), None);
+    }
 
     #[test]
     fn clipped_metal_sits_just_below_the_maximum_and_above_bone() {
