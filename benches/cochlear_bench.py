@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
+
+from benchlib import dice, run_rss, seg_labels
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,42 +31,6 @@ def run(cmd):
     if p.returncode != 0:
         sys.exit(f"{cmd[0]} failed: {err}")
     return out, wall
-
-
-def run_rss(cmd):
-    """Like run() but with wait4 so the peak RSS is that of this child only."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed with {p.returncode}")
-    return out, ru.ru_maxrss / 1024.0, time.perf_counter() - t0
-
-
-def seg_labels(seg_path, series_dir, shape):
-    srcs = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(Path(series_dir).iterdir())]
-    iop = np.array(srcs[0].ImageOrientationPatient, float)
-    n = np.cross(iop[:3], iop[3:])
-    srcs.sort(key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), n)))
-    idx = {d.SOPInstanceUID: k for k, d in enumerate(srcs)}
-    ds = pydicom.dcmread(seg_path)
-    names = {s.SegmentNumber: s.SegmentLabel for s in ds.SegmentSequence}
-    px = ds.pixel_array
-    if px.ndim == 2:
-        px = px[None]
-    out = np.zeros(shape, np.uint8)
-    for f, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        k = idx[fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
-        name = names[fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber]
-        out[k][px[f] > 0] = 2 if name.startswith("Left") else 1
-    return out
-
-
-def dice(a, b):
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
 
 
 def main():
@@ -98,7 +63,7 @@ def main():
         j = json.loads(o.strip().splitlines()[-1])
         runs.append((j, rss, wall))
     j = runs[-1][0]
-    lab = seg_labels(seg_path, series, shape)
+    lab = seg_labels(seg_path, series, shape, lambda name: 2 if name.startswith("Left") else 1)
     found = {x["side"]: x["contact_count"] for x in j["details"]["arrays"]}
     sn = {
         "load": statistics.median(r[0]["load_ms"] for r in runs) / 1e3,

@@ -13,26 +13,15 @@ usage: cochlear_scipy.py SERIES_DIR [LABELS_OUT.npy]  -> one JSON line (load_ms,
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pydicom
 from scipy import ndimage as ndi
+
+from benchlib import read_sorted
 
 
 def load(folder):
-    dss = []
-    for p in sorted(Path(folder).rglob("*")):
-        if p.is_file():
-            try:
-                dss.append(pydicom.dcmread(p))
-            except Exception:
-                pass
-    dss = [d for d in dss if "ImagePositionPatient" in d]
-    iop = np.array(dss[0].ImageOrientationPatient, float)
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    dss.sort(key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), normal)))
+    dss, row, col, normal = read_sorted(folder)
     hu = np.empty((len(dss), dss[0].Rows, dss[0].Columns), np.int16)
     for k, d in enumerate(dss):
         v = d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1)) + float(

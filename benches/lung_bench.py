@@ -17,35 +17,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from benchlib import dice, seg_labels
+
 HERE = Path(__file__).resolve().parent
 
-
-def seg_labels(seg_path, series_dir, shape):
-    """Label map of a SEG on the source grid (frames mapped through their source references)."""
-    srcs = []
-    for p in sorted(Path(series_dir).iterdir()):
-        d = pydicom.dcmread(p, stop_before_pixels=True)
-        srcs.append(d)
-    iop = np.array(srcs[0].ImageOrientationPatient, float)
-    n = np.cross(iop[:3], iop[3:])
-    srcs.sort(key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), n)))
-    idx = {d.SOPInstanceUID: k for k, d in enumerate(srcs)}
-    ds = pydicom.dcmread(seg_path)
-    names = {s.SegmentNumber: s.SegmentLabel for s in ds.SegmentSequence}
-    px = ds.pixel_array
-    if px.ndim == 2:
-        px = px[None]
-    out = np.zeros(shape, np.uint8)
-    for f, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        k = idx[fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
-        code = 1 if names[fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber] == "Right lung" else 2
-        out[k][px[f] > 0] = code
-    return out
-
-
-def dice(a, b):
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
 
 
 def main():
@@ -83,7 +58,7 @@ def main():
             r = subprocess.run([a.segnode, "segment", "--pipeline", "lung", "--input", str(series), "--output", str(seg_path)],
                                check=True, capture_output=True, text=True)
             runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
-        lab = seg_labels(seg_path, series, shape)
+        lab = seg_labels(seg_path, series, shape, lambda name: 1 if name == "Right lung" else 2)
         sn = {
             "load": statistics.median(x["load_ms"] for x in runs) / 1e3,
             "segment": statistics.median(x["segment_ms"] for x in runs) / 1e3,

@@ -14,11 +14,11 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pydicom
 from scipy import ndimage as ndi
+
+from benchlib import read_sorted
 
 AIR_HU, GAS_MEAN, MIN_PAREN, MIN_CONTACT = -400, -960.0, 0.5, 0.6
 MIN_COMP_ML, MIN_LUNG_ML, AIRWAY_HU, NODULE_MM, MAX_HOLE_MM2, LAA = 5.0, 15.0, -950, 6.0, 1000.0, -950
@@ -26,18 +26,7 @@ S6 = ndi.generate_binary_structure(3, 1)
 
 
 def load(folder):
-    dss = []
-    for p in sorted(Path(folder).rglob("*")):
-        if p.is_file():
-            try:
-                dss.append(pydicom.dcmread(p))
-            except Exception:
-                pass
-    dss = [d for d in dss if "ImagePositionPatient" in d]
-    iop = np.array(dss[0].ImageOrientationPatient, float)
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    dss.sort(key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), normal)))
+    dss, row, col, normal = read_sorted(folder)
     pos = np.array([np.array(d.ImagePositionPatient, float) for d in dss])
     hu = np.empty((len(dss), dss[0].Rows, dss[0].Columns), np.int16)
     oof = np.zeros(hu.shape, bool)
