@@ -214,9 +214,7 @@ fn fmt_ms(ms: Option<i64>) -> String {
 }
 
 async fn status_command(settings: Settings, json: bool) -> anyhow::Result<()> {
-    let index = Index::open(&settings.database.url)
-        .await
-        .with_context(|| format!("opening the index {}", settings.database.url))?;
+    let index = open_index(&settings).await?;
     let counts = index.state_counts().await?;
     let backend = format!("{:?}", index.backend());
     index.close().await;
@@ -250,9 +248,7 @@ async fn status_command(settings: Settings, json: bool) -> anyhow::Result<()> {
 }
 
 async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Result<()> {
-    let index = Index::open(&settings.database.url)
-        .await
-        .with_context(|| format!("opening the index {}", settings.database.url))?;
+    let index = open_index(&settings).await?;
     match cmd {
         SeriesCommand::List(args) => {
             let rows = index.list_series().await?;
@@ -319,8 +315,10 @@ async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Resul
     Ok(())
 }
 
+/// The index with this configuration's pool settings (`database.acquire_timeout_s` bounds a health
+/// check against a database that is down).
 async fn open_index(settings: &Settings) -> anyhow::Result<Index> {
-    Index::open(&settings.database.url)
+    Index::open_settings(&settings.database)
         .await
         .with_context(|| format!("opening the index {}", settings.database.url))
 }
