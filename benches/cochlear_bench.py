@@ -1,7 +1,7 @@
 """Benchmark of `segnode segment --pipeline cochlear` against the scipy peer (benches/cochlear_scipy.py).
 
 Generates the 400x400x400 CBCT phantom at 0.2 mm (both ears; `--cube N` for another size) with
-`segnode phantom --kind cbct --cbct-variant bench`, runs both tools in separate processes on the same
+`segnode-phantom --kind cbct --cbct-variant bench`, runs both tools in separate processes on the same
 series (segnode `--runs` times, median), measures each process's peak RSS with wait4, checks both against
 the phantom's truth (Dice per side, contact count) and prints a table with the scipy / segnode ratios.
 """
@@ -36,6 +36,7 @@ def run(cmd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--segnode", required=True)
+    ap.add_argument("--phantom", required=True, help="the segnode-phantom binary (crates/segnode-phantom)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--runs", type=int, default=3)
@@ -46,7 +47,7 @@ def main():
     tag = f"cbct{a.cube}"
     series, truth_path, meta = out / tag, out / (tag + ".truth"), out / (tag + ".json")
     if not series.exists():
-        r, _ = run([a.segnode, "phantom", "--kind", "cbct", "--cbct-variant", "bench", "--cube", str(a.cube),
+        r, _ = run([a.phantom, "--kind", "cbct", "--cbct-variant", "bench", "--cube", str(a.cube),
                     "--seed", "42", "--out", str(series), "--truth", str(truth_path)])
         meta.write_text(r)
     ph = json.loads(meta.read_text())

@@ -1,6 +1,6 @@
 """Benchmark of `segnode segment --pipeline lung` against the scipy.ndimage peer (benches/lung_scipy.py).
 
-Generates the phantoms with `segnode phantom` (512x512x300 chest at 1 mm, 512x512x600 thin-slice chest at
+Generates the phantoms with `segnode-phantom` (512x512x300 chest at 1 mm, 512x512x600 thin-slice chest at
 0.6 mm; `--quick` uses 256x256 matrices), runs both tools in separate processes on the same series (segnode
 `--runs` times, median reported), checks both against the ground truth (Dice per lung) and prints a table
 with the ratios. Figures: load (decode) time, segment time, peak RSS of the process, RSS relative to the
@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--segnode", required=True)
+    ap.add_argument("--phantom", required=True, help="the segnode-phantom binary (crates/segnode-phantom)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--runs", type=int, default=3)
@@ -44,7 +45,7 @@ def main():
         series = out / tag
         truth_path = out / (tag + ".truth")
         if not series.exists():
-            subprocess.run([a.segnode, "phantom", "--matrix", str(matrix), "--out", str(series), "--truth", str(truth_path)]
+            subprocess.run([a.phantom, "--matrix", str(matrix), "--out", str(series), "--truth", str(truth_path)]
                            + extra, check=True, stdout=subprocess.DEVNULL)
         files = sorted(series.iterdir())
         d0 = pydicom.dcmread(files[0], stop_before_pixels=True)

@@ -5,6 +5,7 @@
 //! `dicom.port`. A value that cannot be parsed or fails validation stops the start with an error that
 //! names the key, because a node silently running with half its settings is worse than one that refuses.
 
+use crate::pipeline::registry::Registry;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -124,16 +125,7 @@ pub struct ResultSettings {
 pub struct PipelineSettings {
     /// `external:<name>` pipelines: a site's own model run as a command.
     #[serde(default)]
-    pub external: std::collections::HashMap<String, ExternalSettings>,
-}
-
-/// A site model run as a command (the contract is in the README and `segment::external`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExternalSettings {
-    /// Program and arguments; `{input}` and `{output}` are replaced by the exchange folders.
-    pub command: Vec<String>,
-    pub timeout_s: f64,
+    pub external: std::collections::HashMap<String, crate::pipeline::external::ExternalSettings>,
 }
 
 /// One routing rule: a match on series attributes → pipelines and destinations.
@@ -430,13 +422,11 @@ impl Settings {
                 "must be ≥ 0 (0 keeps results forever)",
             ));
         }
+        let registry = Registry::new(&self.pipelines.external);
         for p in &self.workers.pipelines {
-            if !crate::routing::pipeline_known(self, p) {
-                return Err(invalid(
-                    "workers.pipelines",
-                    format!("unknown pipeline `{p}` (lung, cochlear, noop, external:<name>)"),
-                ));
-            }
+            registry
+                .parse(p)
+                .map_err(|e| invalid("workers.pipelines", e.to_string()))?;
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

@@ -12,17 +12,11 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod node;
-pub mod phantom;
+pub mod pipeline;
 pub mod queue;
-pub mod result;
 pub mod routing;
-pub mod segment;
 pub mod series;
 pub mod store;
-pub mod volume;
 pub mod worker;
 
-/// Our Implementation Class UID (file meta and association negotiation).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.14345763612760638638775095632467294471";
-/// Our Implementation Version Name (≤ 16 characters).
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("SEGNODE_", env!("CARGO_PKG_VERSION"));
+pub use segnode_imaging::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};

@@ -61,10 +61,7 @@ enum Command {
         aet: Option<String>,
     },
     /// Segment a series folder and write a DICOM SEG; prints one JSON line.
-    Segment(segnode::segment::cli::SegmentArgs),
-    /// Write a synthetic series with ground truth (tests, benchmarks).
-    #[command(hide = true)]
-    Phantom(segnode::phantom::cli::PhantomArgs),
+    Segment(segnode::pipeline::cli::SegmentArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,7 +150,7 @@ fn offline(result: anyhow::Result<serde_json::Value>) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Segment(_) | Command::Phantom(_) = &cli.command {
+    if let Command::Segment(_) = &cli.command {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("SEGNODE_LOG")
@@ -163,8 +160,7 @@ fn main() -> anyhow::Result<()> {
             .init();
     }
     match &cli.command {
-        Command::Segment(a) => return offline(segnode::segment::cli::run(a)),
-        Command::Phantom(a) => return offline(segnode::phantom::cli::run(a)),
+        Command::Segment(a) => return offline(segnode::pipeline::cli::run(a)),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -190,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         Command::Send { input, peer, aet } => {
             runtime.block_on(send_command(&settings, &input, &peer, aet))?
         }
-        Command::Segment(_) | Command::Phantom(_) => {}
+        Command::Segment(_) => {}
     }
     Ok(())
 }
@@ -199,7 +195,7 @@ fn fmt_ms(ms: Option<i64>) -> String {
     match ms {
         None => "-".into(),
         Some(ms) => {
-            let (da, tm) = segnode::result::uid::da_tm_from_unix((ms.max(0) / 1000) as u64);
+            let (da, tm) = segnode_imaging::result::uid::da_tm_from_unix((ms.max(0) / 1000) as u64);
             format!(
                 "{}-{}-{}T{}:{}:{}Z",
                 &da[0..4],

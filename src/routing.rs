@@ -9,6 +9,7 @@ use regex::{Regex, RegexBuilder};
 use std::collections::BTreeMap;
 
 use crate::config::{MatchSettings, RuleSettings, Settings};
+use crate::pipeline::registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
@@ -58,14 +59,6 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     pub rules: Vec<Rule>,
-}
-
-/// Whether `name` is a pipeline this configuration can run.
-pub fn pipeline_known(settings: &Settings, name: &str) -> bool {
-    match name.strip_prefix("external:") {
-        Some(ext) => settings.pipelines.external.contains_key(ext),
-        None => name == crate::worker::NOOP_PIPELINE || crate::segment::pipeline(name).is_ok(),
-    }
 }
 
 fn regex(rule: &str, what: &str, pattern: &Option<String>) -> Result<Option<Regex>, RoutingError> {
@@ -144,13 +137,11 @@ impl Rule {
         if r.pipelines.is_empty() {
             return Err(rule_err(&r.name, "names no pipeline"));
         }
+        let registry = Registry::new(&settings.pipelines.external);
         for p in &r.pipelines {
-            if !pipeline_known(settings, p) {
-                return Err(rule_err(
-                    &r.name,
-                    format!("unknown pipeline `{p}` (built-in: lung; or external:<name> from [pipelines.external])"),
-                ));
-            }
+            registry
+                .parse(p)
+                .map_err(|e| rule_err(&r.name, e.to_string()))?;
         }
         for d in &r.destinations {
             if !settings.destinations.iter().any(|x| &x.name == d) {
@@ -216,7 +207,7 @@ mod tests {
         let mut s = crate::config::Settings::load_from_str_for_tests(&toml);
         s.pipelines.external.insert(
             "brain".into(),
-            crate::config::ExternalSettings {
+            crate::pipeline::external::ExternalSettings {
                 command: vec!["true".into()],
                 timeout_s: 1.0,
             },

@@ -16,41 +16,18 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::Settings;
 use crate::dispatch::NewDelivery;
+use crate::pipeline::registry::{Registry, NOOP};
 use crate::queue::{Job, Queue};
-use crate::result::{SegObject, SegOptions};
-use crate::segment::{external::ExternalSegmenter, Segmenter};
 use crate::store::files::sync_dir;
 use crate::store::index::Index;
 use crate::store::wakeup::Topic;
-use crate::volume::{load_series, LoadOptions};
+use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::volume::{load_series, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("{0}")]
     Failed(String),
-}
-
-/// The pipeline that claims and completes its job without reading the series (benchmarks of the queue,
-/// tests of the routing).
-pub const NOOP_PIPELINE: &str = "noop";
-
-/// Build the segmenter of a pipeline name (`lung`, `cochlear`, `external:<name>`).
-pub fn segmenter(settings: &Settings, name: &str) -> Result<Box<dyn Segmenter>, String> {
-    match name.strip_prefix("external:") {
-        Some(ext) => {
-            let cfg = settings
-                .pipelines
-                .external
-                .get(ext)
-                .ok_or_else(|| format!("no [pipelines.external.{ext}]"))?;
-            Ok(Box::new(ExternalSegmenter::new(
-                ext,
-                cfg,
-                &work_root(settings),
-            )))
-        }
-        None => crate::segment::pipeline(name).map_err(|e| e.to_string()),
-    }
 }
 
 /// The pipelines this process runs: `workers.pipelines`, or else every pipeline the rules name.
@@ -252,9 +229,9 @@ impl Workers {
     /// Load, segment, write the result. Returns the job summary and the deliveries to queue.
     async fn execute(&self, job: &Job) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
         let fail = |m: String| JobError::Failed(m);
-        if job.pipeline == NOOP_PIPELINE {
+        if job.pipeline == NOOP {
             return Ok((
-                json!({ "pipeline": NOOP_PIPELINE, "status": "noop: nothing run" }),
+                json!({ "pipeline": NOOP, "status": "noop: nothing run" }),
                 Vec::new(),
             ));
         }
@@ -280,7 +257,10 @@ fn run_pipeline(
     dir: &Path,
 ) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
     let fail = |m: String| JobError::Failed(m);
-    let segmenter = segmenter(settings, &job.pipeline).map_err(fail)?;
+    let segmenter = Registry::new(&settings.pipelines.external)
+        .segmenter(&job.pipeline, &work_root(settings))
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail(format!("{} has no segmenter", job.pipeline)))?;
     let t0 = Instant::now();
     let volume = load_series(dir, &LoadOptions::default())
         .map_err(|e| fail(format!("loading the series: {e}")))?;

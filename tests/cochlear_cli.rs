@@ -4,11 +4,11 @@
 
 mod support;
 
-use segnode::phantom::cbct::{generate_cbct, CbctSpec, CbctVariant};
-use segnode::phantom::write_cbct_series;
-use segnode::segment::cochlear::CochlearSegmenter;
-use segnode::segment::Segmenter;
-use segnode::volume::{load_series, LoadOptions};
+use segnode_imaging::segment::cochlear::CochlearSegmenter;
+use segnode_imaging::segment::Segmenter;
+use segnode_imaging::volume::{load_series, LoadOptions};
+use segnode_phantom::cbct::{generate_cbct, CbctSpec, CbctVariant};
+use segnode_phantom::write_cbct_series;
 
 /// Phantom → DICOM → CLI → SEG checks; returns the CLI's JSON.
 fn seg_round_trip(variant: CbctVariant) -> serde_json::Value {

@@ -4,11 +4,11 @@
 
 mod support;
 
-use segnode::phantom::cbct::{cbct_class, generate_cbct, CbctPhantom, CbctSpec, CbctVariant};
-use segnode::phantom::write_cbct_series;
-use segnode::segment::cochlear::CochlearSegmenter;
-use segnode::segment::{Segmentation, Segmenter};
-use segnode::volume::{load_series, LoadOptions, SliceRef, Volume};
+use segnode_imaging::segment::cochlear::CochlearSegmenter;
+use segnode_imaging::segment::{Segmentation, Segmenter};
+use segnode_imaging::volume::{load_series, LoadOptions, SliceRef, Volume};
+use segnode_phantom::cbct::{cbct_class, generate_cbct, CbctPhantom, CbctSpec, CbctVariant};
+use segnode_phantom::write_cbct_series;
 
 /// Result of one variant, for the table and the assertions.
 #[derive(Debug)]

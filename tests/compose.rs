@@ -405,21 +405,14 @@ fn rules_test(env: &BTreeMap<String, String>, dir: &Path) -> (bool, String) {
     )
 }
 
-/// Write a phantom series with `segnode phantom` (chest CT or coronal temporal-bone CBCT), small.
+/// Write a phantom series with `segnode-phantom` (chest CT or coronal temporal-bone CBCT), small.
 fn phantom(dir: &Path, args: &[&str]) {
-    let out = run_with_timeout(
-        Command::new(segnode_bin())
-            .arg("phantom")
-            .args(args)
-            .arg("--out")
-            .arg(dir),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "phantom {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut argv: Vec<std::ffi::OsString> = vec!["segnode-phantom".into()];
+    argv.extend(args.iter().map(|a| a.into()));
+    argv.extend(["--out".into(), dir.as_os_str().to_owned()]);
+    if let Err(e) = segnode_phantom::cli::run_from(argv) {
+        panic!("phantom {args:?}: {e:#}");
+    }
 }
 
 #[test]

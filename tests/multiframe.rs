@@ -6,13 +6,13 @@
 
 mod support;
 
-use segnode::phantom::cbct::{generate_cbct, CbctSpec, CbctVariant};
-use segnode::phantom::{
+use segnode_imaging::segment::{Segmentation, Segmenter};
+use segnode_imaging::volume::{load_series, LoadOptions, Volume};
+use segnode_phantom::cbct::{generate_cbct, CbctSpec, CbctVariant};
+use segnode_phantom::{
     class, generate, write_cbct_multiframe, write_cbct_series, write_series,
     write_series_multiframe, MultiFrame, Spec, Variant,
 };
-use segnode::segment::{Segmentation, Segmenter};
-use segnode::volume::{load_series, LoadOptions, Volume};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -214,7 +214,7 @@ fn cochlear_both(
     // the SEG on the multi-frame source: valid, bit-exact in highdicom, every frame names its source frame
     assert_dciodvfy_clean(&seg_path);
     let v = load_series(&mf, &LoadOptions::default()).unwrap();
-    let seg = segnode::segment::cochlear::CochlearSegmenter::default()
+    let seg = segnode_imaging::segment::cochlear::CochlearSegmenter::default()
         .segment(&v)
         .unwrap();
     let report = support::check_seg_with_highdicom(&seg_path, &mf, &seg.labels);
@@ -291,7 +291,7 @@ fn lung_on_enhanced_ct_chest_is_as_good_as_on_slices() {
     // Dice against the truth, in process on both loads (the CLI's SEG is checked to hold these labels)
     let lungs = |d: &Path| {
         let v = load_series(d, &LoadOptions::default()).unwrap();
-        segnode::segment::lung::LungSegmenter::default()
+        segnode_imaging::segment::lung::LungSegmenter::default()
             .segment(&v)
             .unwrap()
     };

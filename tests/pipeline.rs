@@ -169,7 +169,7 @@ fn chest_ct_comes_back_as_seg_in_orthanc() {
         .to_string();
     assert_eq!(seg.study_uid, study);
     assert_eq!(seg.referenced_series, uid);
-    let vol = segnode::volume::load_series(&series_dir, &Default::default()).unwrap();
+    let vol = segnode_imaging::volume::load_series(&series_dir, &Default::default()).unwrap();
     let k_of: HashMap<String, usize> = vol
         .slices
         .iter()

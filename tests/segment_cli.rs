@@ -2,9 +2,9 @@
 
 mod support;
 
-use segnode::result::{SegObject, SegOptions};
-use segnode::segment::Segmenter;
-use segnode::volume::{load_series, LoadOptions};
+use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::segment::Segmenter;
+use segnode_imaging::volume::{load_series, LoadOptions};
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
 
     // in process: left lung at +x, the SEG on disk is valid and reads back bit-exact
     let v = load_series(&src, &LoadOptions::default()).unwrap();
-    let seg = segnode::segment::lung::LungSegmenter::default()
+    let seg = segnode_imaging::segment::lung::LungSegmenter::default()
         .segment(&v)
         .unwrap();
     let centroid_x = |number: u8| {

@@ -4,10 +4,10 @@
 
 mod support;
 
-use segnode::phantom::{class, generate, write_series, Spec, Variant};
-use segnode::result::{SegObject, SegOptions};
-use segnode::segment::{Segmentation, Segmenter};
-use segnode::volume::{load_series, LoadOptions, Volume};
+use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::segment::{Segmentation, Segmenter};
+use segnode_imaging::volume::{load_series, LoadOptions, Volume};
+use segnode_phantom::{class, generate, write_series, Spec, Variant};
 
 struct Report {
     laa_percent: f64,
@@ -75,7 +75,7 @@ fn run_spec(spec: Spec) -> Report {
             "{variant:?} origin"
         );
     }
-    let seg = segnode::segment::lung::LungSegmenter::default()
+    let seg = segnode_imaging::segment::lung::LungSegmenter::default()
         .segment(&v)
         .unwrap();
     let right = side_code(&seg, "Right lung");
@@ -281,7 +281,7 @@ fn an_abdomen_below_the_lungs_gives_no_lung_not_garbage() {
     let dir = tempfile::tempdir().unwrap();
     write_series(&ph, dir.path()).unwrap();
     let v = load_series(dir.path(), &LoadOptions::default()).unwrap();
-    let seg = segnode::segment::lung::LungSegmenter::default()
+    let seg = segnode_imaging::segment::lung::LungSegmenter::default()
         .segment(&v)
         .unwrap();
     assert!(
@@ -304,7 +304,7 @@ fn an_abdomen_below_the_lungs_gives_no_lung_not_garbage() {
 /// the split falls back to the body midline instead of calling it one lung.
 #[test]
 fn lungs_joined_too_widely_for_erosion_are_split_at_the_midline() {
-    use segnode::volume::{geometry::Geometry, SeriesInfo, SliceRef};
+    use segnode_imaging::volume::{geometry::Geometry, SeriesInfo, SliceRef};
     let (nk, nj, ni) = (40usize, 160usize, 160usize);
     let g = Geometry {
         origin: [-159.0, -159.0, 0.0],
@@ -347,7 +347,7 @@ fn lungs_joined_too_widely_for_erosion_are_split_at_the_midline() {
         out_of_field: None,
         dropped: vec![],
     };
-    let seg = segnode::segment::lung::LungSegmenter::default()
+    let seg = segnode_imaging::segment::lung::LungSegmenter::default()
         .segment(&v)
         .unwrap();
     assert!(

@@ -2,12 +2,14 @@
 
 mod support;
 
-use segnode::result::{SegError, SegObject, SegOptions};
-use segnode::segment::codes::{ANATOMICAL_STRUCTURE, LEFT, LUNG, MORPHOLOGICAL_OPERATIONS, RIGHT};
-use segnode::segment::{Segment, SegmentDescription, Segmentation};
-use segnode::volume::{load_series, LoadOptions};
+use segnode_imaging::result::{SegError, SegObject, SegOptions};
+use segnode_imaging::segment::codes::{
+    ANATOMICAL_STRUCTURE, LEFT, LUNG, MORPHOLOGICAL_OPERATIONS, RIGHT,
+};
+use segnode_imaging::segment::{Segment, SegmentDescription, Segmentation};
+use segnode_imaging::volume::{load_series, LoadOptions};
 
-fn desc(label: &str, side: &segnode::segment::codes::CodedConcept) -> SegmentDescription {
+fn desc(label: &str, side: &segnode_imaging::segment::codes::CodedConcept) -> SegmentDescription {
     SegmentDescription {
         label: label.into(),
         category: ANATOMICAL_STRUCTURE,
@@ -23,7 +25,7 @@ fn desc(label: &str, side: &segnode::segment::codes::CodedConcept) -> SegmentDes
 /// A label map that is not a lung segmentation but has the shapes that matter to the writer: two segments,
 /// some slices with only one of them, some with none, odd frame sizes (122 x 102 pixels: frames do not end
 /// on byte boundaries).
-fn two_segments(v: &segnode::volume::Volume) -> Segmentation {
+fn two_segments(v: &segnode_imaging::volume::Volume) -> Segmentation {
     let mut labels = ndarray::Array3::<u8>::zeros(v.hu.raw_dim());
     let [nk, _, ni] = v.shape();
     for ((k, _j, i), l) in labels.indexed_iter_mut() {

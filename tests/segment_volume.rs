@@ -2,7 +2,7 @@
 
 mod support;
 
-use segnode::volume::{load_series, LoadOptions, VolumeError};
+use segnode_imaging::volume::{load_series, LoadOptions, VolumeError};
 
 #[test]
 fn chest_crop_loads_sorted_along_the_normal_in_hu() {

@@ -96,7 +96,7 @@ fn group_floats<const N: usize>(
     seq: dicom_core::Tag,
     tag: dicom_core::Tag,
 ) -> Option<[f64; N]> {
-    let v = crate::volume::frames::shared_or_first_frame(obj, seq, tag)?;
+    let v = segnode_imaging::volume::frames::shared_or_first_frame(obj, seq, tag)?;
     v.get(..N)?.try_into().ok()
 }
 

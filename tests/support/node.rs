@@ -280,34 +280,28 @@ pub fn destination_toml(port: u16) -> String {
     format!("[[destinations]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {port}\n")
 }
 
-/// `segnode phantom`: a chest series in `dir`, its truth label map in `truth`.
+/// A chest phantom (`segnode-phantom`, run in-process): the series in `dir`, its truth label map in `truth`.
 pub fn phantom(dir: &Path, truth: &Path, slices: usize, matrix: usize) {
     phantom_with(dir, truth, slices, matrix, &[]);
 }
 
 /// [`phantom`] with more arguments (`--seed N` gives other UIDs and anatomy).
 pub fn phantom_with(dir: &Path, truth: &Path, slices: usize, matrix: usize, extra: &[&str]) {
-    let out = run_with_timeout(
-        Command::new(segnode_bin())
-            .args([
-                "phantom",
-                "--slices",
-                &slices.to_string(),
-                "--matrix",
-                &matrix.to_string(),
-                "--out",
-            ])
-            .arg(dir)
-            .arg("--truth")
-            .arg(truth)
-            .args(extra),
-        Duration::from_secs(300),
-    );
-    assert!(
-        out.status.success(),
-        "phantom: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut argv: Vec<std::ffi::OsString> = vec!["segnode-phantom".into()];
+    for a in [
+        "--slices",
+        &slices.to_string(),
+        "--matrix",
+        &matrix.to_string(),
+    ] {
+        argv.push(a.into());
+    }
+    argv.extend(["--out".into(), dir.as_os_str().to_owned()]);
+    argv.extend(["--truth".into(), truth.as_os_str().to_owned()]);
+    argv.extend(extra.iter().map(|a| a.into()));
+    if let Err(e) = segnode_phantom::cli::run_from(argv) {
+        panic!("phantom: {e:#}");
+    }
 }
 
 /// Generate a synthetic CT series with tests/py/gen_ct_series.py; returns its files and series UID.

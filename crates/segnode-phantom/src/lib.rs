@@ -22,10 +22,10 @@ pub use chest::class;
 pub use multiframe::MultiFrame;
 pub use write::{write_series, write_series_multiframe, PhantomWriteError, WrittenSeries};
 
-use crate::volume::geometry::{cross, Geometry};
 use chest::{Anatomy, Chest};
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
+use segnode_imaging::volume::geometry::{cross, Geometry};
 
 /// Phantom variants named in issue 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,10 +1,10 @@
 //! `segnode segment`: folder in, DICOM SEG out, one JSON line on stdout (series UID, slices, timings of
 //! load / segment / write, per-lung measurements, notes). No lung found → no SEG, status "no lung found".
 
-use crate::result::{SegObject, SegOptions};
-use crate::segment::pipeline;
-use crate::volume::{load_series, LoadOptions};
 use anyhow::Context;
+use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::segment::pipeline;
+use segnode_imaging::volume::{load_series, LoadOptions};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -7,12 +7,14 @@
 //! InstanceNumber (not necessarily along the slice normal), so a reader has to sort them. The mandatory
 //! modules of each IOD are filled with plausible values so that `dciodvfy` reports no error.
 
-use super::write::{PhantomWriteError, SeriesTags, SlicePixels};
-use crate::result::dataset::{code_item, ds, ds_multi, item, put_seq, put_str, put_u16, Obj};
-use crate::segment::codes::CodedConcept;
+use crate::write::{PhantomWriteError, SeriesTags, SlicePixels};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::FileMetaTableBuilder;
+use segnode_imaging::result::dataset::{
+    code_item, ds, ds_multi, item, put_seq, put_str, put_u16, Obj,
+};
+use segnode_imaging::segment::codes::CodedConcept;
 use std::path::Path;
 
 /// Which multi-frame IOD to write.
@@ -308,11 +310,11 @@ pub(super) fn write_multiframe(
     // Per-frame functional groups, and the pixels in frame order
     let mut per_frame = Vec::with_capacity(frames.len());
     // dimension index of a frame: its rank along the slice normal
-    let normal = crate::volume::geometry::cross(
+    let normal = segnode_imaging::volume::geometry::cross(
         [t.iop[0], t.iop[1], t.iop[2]],
         [t.iop[3], t.iop[4], t.iop[5]],
     );
-    let along = |p: [f64; 3]| crate::volume::geometry::dot(p, normal);
+    let along = |p: [f64; 3]| segnode_imaging::volume::geometry::dot(p, normal);
     let mut ranks: Vec<usize> = (0..frames.len()).collect();
     ranks.sort_by(|&a, &b| along(frames[a].position).total_cmp(&along(frames[b].position)));
     let mut rank_of = vec![0usize; frames.len()];
@@ -375,7 +377,7 @@ pub(super) fn write_multiframe(
         .media_storage_sop_class_uid(kind.sop_class_uid())
         .media_storage_sop_instance_uid(u.sop_instance.as_str())
         .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-        .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
+        .implementation_class_uid(segnode_imaging::IMPLEMENTATION_CLASS_UID)
         .build()
         .map_err(|e| derr(e.to_string()))?;
     o.with_exact_meta(meta)

@@ -1,7 +1,7 @@
 //! `segnode phantom` (hidden): write a phantom series for benchmarks and peers, optionally with its
 //! ground truth as raw uint8 `[k, j, i]`.
 
-use super::{generate, write_series, write_series_multiframe, Spec, Variant};
+use crate::{generate, write_series, write_series_multiframe, Spec, Variant};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ pub struct PhantomArgs {
     pub variant: Variant,
     /// Variant of the `cbct` kind.
     #[arg(long, value_enum, default_value = "coronal-right")]
-    pub cbct_variant: super::cbct::CbctVariant,
+    pub cbct_variant: crate::cbct::CbctVariant,
     /// `cbct` kind: a cube of N³ voxels around the variant's centre (benchmarks).
     #[arg(long)]
     pub cube: Option<usize>,
@@ -38,12 +38,12 @@ pub struct PhantomArgs {
     /// Write ONE multi-frame object instead of a file per slice: `xray3d` (X-Ray 3D Craniofacial) or
     /// `enhanced-ct` (Enhanced CT).
     #[arg(long, value_enum)]
-    pub multiframe: Option<super::MultiFrame>,
+    pub multiframe: Option<crate::MultiFrame>,
 }
 
 pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
     if args.kind == "cbct" {
-        return super::cbct_cli::run(args);
+        return crate::cbct_cli::run(args);
     }
     anyhow::ensure!(
         args.kind == "chest",
@@ -86,4 +86,27 @@ pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
         "series_uid": written.series_instance_uid,
         "out": args.out.display().to_string(),
     }))
+}
+
+/// The `segnode-phantom` command line; the binary and the tests (in-process) parse the same one.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "segnode-phantom",
+    version,
+    about = "Write a synthetic chest CT or temporal-bone CBCT series with its ground truth"
+)]
+pub struct PhantomCli {
+    #[command(flatten)]
+    pub args: PhantomArgs,
+}
+
+/// Parse `argv` (program name first) like the binary does, then [`run`].
+pub fn run_from<I, T>(argv: I) -> anyhow::Result<serde_json::Value>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let cli = PhantomCli::try_parse_from(argv)?;
+    run(&cli.args)
 }

@@ -2,13 +2,13 @@
 //! names that do not follow the slice order and the storage convention of the variant; or as one
 //! multi-frame object (`multiframe.rs`) with the same pixels, UIDs and frame order.
 
-use super::multiframe::{write_multiframe, Anatomy, Frame, MultiFrame, ObjectUids};
-use super::{rng::Rng, Phantom, Storage};
-use crate::result::uid::now_da_tm;
+use crate::multiframe::{write_multiframe, Anatomy, Frame, MultiFrame, ObjectUids};
+use crate::{rng::Rng, Phantom, Storage};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use rayon::prelude::*;
+use segnode_imaging::result::uid::now_da_tm;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +140,7 @@ fn write_chest(
     };
     let object = multiframe.map(|kind| {
         let anatomy = Anatomy {
-            region: crate::segment::codes::CodedConcept::new("51185008", "SCT", "Thorax"),
+            region: segnode_imaging::segment::codes::CodedConcept::new("51185008", "SCT", "Thorax"),
             laterality: "U",
         };
         (kind, anatomy)
@@ -260,7 +260,7 @@ pub(super) fn write_ct_slice(
     position: [f64; 3],
     pixels: SlicePixels,
 ) -> Result<(), PhantomWriteError> {
-    use crate::result::dataset::{ds, ds_multi};
+    use segnode_imaging::result::dataset::{ds, ds_multi};
     let mut o = InMemDicomObject::new_empty();
     let mut s = |tag, vr, v: &str| {
         o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
@@ -328,7 +328,7 @@ pub(super) fn write_ct_slice(
         .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
         .media_storage_sop_instance_uid(sop_uid)
         .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-        .implementation_class_uid(crate::IMPLEMENTATION_CLASS_UID)
+        .implementation_class_uid(segnode_imaging::IMPLEMENTATION_CLASS_UID)
         .build()
         .map_err(|e| derr(e.to_string()))?;
     o.with_exact_meta(meta)

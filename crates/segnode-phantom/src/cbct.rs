@@ -16,10 +16,10 @@
 //! *clean* value (anatomy + metal, before noise and streaks) reaches the device maximum: the metal as the
 //! device shows it (a sub-voxel contact cannot be segmented more finely than its saturated bloom).
 
-use super::rng::Rng;
-use crate::volume::geometry::{cross, dot, norm, Geometry, Vec3};
+use crate::rng::Rng;
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
+use segnode_imaging::volume::geometry::{cross, dot, norm, Geometry, Vec3};
 
 /// Ground-truth classes of the CBCT phantom label map.
 pub mod cbct_class {

@@ -24,10 +24,20 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::codes::{CodedConcept, ARTIFICIAL_INTELLIGENCE};
-use super::{Segment, SegmentDescription, SegmentError, Segmentation, Segmenter};
-use crate::config::ExternalSettings;
-use crate::volume::Volume;
+use segnode_imaging::segment::codes::{CodedConcept, ARTIFICIAL_INTELLIGENCE};
+use segnode_imaging::segment::{
+    Segment, SegmentDescription, SegmentError, Segmentation, Segmenter,
+};
+use segnode_imaging::volume::Volume;
+
+/// A site model run as a command (the contract is in the README and this module).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSettings {
+    /// Program and arguments; `{input}` and `{output}` are replaced by the exchange folders.
+    pub command: Vec<String>,
+    pub timeout_s: f64,
+}
 
 /// A configured external model.
 pub struct ExternalSegmenter {
@@ -263,7 +273,7 @@ impl ExternalSegmenter {
                     algorithm_family: ARTIFICIAL_INTELLIGENCE,
                     cielab: None,
                 },
-                measurements: vec![super::Measurement {
+                measurements: vec![segnode_imaging::segment::Measurement {
                     name: "volume",
                     value: present[s.label as usize] as f64 * volume.geometry.voxel_volume_mm3()
                         / 1000.0,

@@ -5,10 +5,8 @@
 //! runs a container fit the same trait). Shared voxel operations live in `morph.rs`; the CLI entry point
 //! in `cli.rs`. Nothing here knows DICOM: results are written by `crate::result`.
 
-pub mod cli;
 pub mod cochlear;
 pub mod codes;
-pub mod external;
 pub mod lung;
 pub mod morph;
 
@@ -35,13 +33,16 @@ pub trait Segmenter: Send + Sync {
 pub enum SegmentError {
     #[error("volume too small to segment: {0}")]
     VolumeTooSmall(String),
-    #[error("unknown pipeline {0:?} (known: lung, cochlear)")]
+    #[error("unknown built-in segmenter {0:?} (built-in: {list})", list = BUILTIN.join(", "))]
     UnknownPipeline(String),
     #[error("external model: {0}")]
     External(String),
 }
 
-/// The pipeline registered under `name`.
+/// The names of the built-in segmenters, in the order they are listed to users.
+pub const BUILTIN: &[&str] = &["lung", "cochlear"];
+
+/// The built-in segmenter registered under `name` (one of [`BUILTIN`]).
 pub fn pipeline(name: &str) -> Result<Box<dyn Segmenter>, SegmentError> {
     match name {
         "lung" => Ok(Box::new(lung::LungSegmenter::default())),

@@ -2,7 +2,7 @@
 //! secondary-capture overlay / SR measurements later. Input: the source [`crate::volume::Volume`] and a
 //! [`crate::segment::Segmentation`]; output: a DICOM file ready for the dispatcher.
 
-pub(crate) mod dataset;
+pub mod dataset;
 pub mod seg;
 pub mod uid;
 

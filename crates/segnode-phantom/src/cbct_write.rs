@@ -2,11 +2,11 @@
 //! devices offer), signed 16-bit, one file per slice in the phantom's orientation; or as one
 //! multi-frame object (X-Ray 3D Craniofacial, Enhanced CT) with the same pixels and UIDs.
 
-use super::cbct::{CbctPhantom, Ears, Orientation};
-use super::multiframe::{Anatomy, MultiFrame};
-use super::rng::Rng;
-use super::write::{write_slices, PhantomWriteError, SeriesTags, SlicePixels, WrittenSeries};
-use crate::result::uid::now_da_tm;
+use crate::cbct::{CbctPhantom, Ears, Orientation};
+use crate::multiframe::{Anatomy, MultiFrame};
+use crate::rng::Rng;
+use crate::write::{write_slices, PhantomWriteError, SeriesTags, SlicePixels, WrittenSeries};
+use segnode_imaging::result::uid::now_da_tm;
 use std::path::Path;
 
 /// Write the phantom into `dir` (created if needed).
@@ -87,7 +87,11 @@ fn write_cbct(
     };
     let object = multiframe.map(|kind| {
         let anatomy = Anatomy {
-            region: crate::segment::codes::CodedConcept::new("25342003", "SCT", "Temporal bone"),
+            region: segnode_imaging::segment::codes::CodedConcept::new(
+                "25342003",
+                "SCT",
+                "Temporal bone",
+            ),
             laterality: match spec.ears {
                 Ears::Left => "L",
                 Ears::Right => "R",

@@ -2,7 +2,7 @@
 //! +x = patient left, +y = posterior, +z = superior), so any grid, orientation or slice thickness samples
 //! the same anatomy and the ground truth comes from the same functions as the image.
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// Ground-truth classes of the phantom label map.
 pub mod class {

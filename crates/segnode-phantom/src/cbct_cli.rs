@@ -1,10 +1,10 @@
 //! `segnode phantom --kind cbct [--multiframe xray3d|enhanced-ct]`: write a temporal-bone CBCT phantom
 //! series (a file per slice, or one multi-frame object), optionally its ground truth
-//! (raw uint8 `[k, j, i]`, [`super::cbct::cbct_class`] values) and the placed contacts as JSON.
+//! (raw uint8 `[k, j, i]`, [`crate::cbct::cbct_class`] values) and the placed contacts as JSON.
 
-use super::cbct::{generate_cbct, CbctSpec};
-use super::cbct_write::{write_cbct_multiframe, write_cbct_series};
-use super::cli::PhantomArgs;
+use crate::cbct::{generate_cbct, CbctSpec};
+use crate::cbct_write::{write_cbct_multiframe, write_cbct_series};
+use crate::cli::PhantomArgs;
 use anyhow::Context;
 
 pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
