@@ -21,7 +21,7 @@ use crate::queue::{Job, Queue};
 use crate::store::files::sync_dir;
 use crate::store::index::Index;
 use crate::store::wakeup::Topic;
-use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::result::{ResultForm, ResultObject, SegForm, SegOptions};
 use segnode_imaging::volume::{load_series, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -313,30 +313,36 @@ fn run_pipeline(
             .replace("{pipeline}", &job.pipeline),
         ..SegOptions::default()
     };
-    let obj = SegObject::build(&volume, &seg, &opts)
-        .map_err(|e| fail(format!("building the SEG: {e}")))?;
-    let name = format!("{}.dcm", obj.sop_instance_uid);
-    write_outbox_file(&settings.dispatch.outbox_dir, &name, &obj).map_err(fail)?;
+    // every result form a job writes (SEG for now), each object into the outbox for each destination
+    let destinations = job.destination_list();
+    let mut deliveries = Vec::new();
+    for form in [&SegForm as &dyn ResultForm] {
+        let objects = form
+            .build(&volume, &seg, &opts)
+            .map_err(|e| fail(e.to_string()))?;
+        for obj in objects {
+            let name = format!("{}.dcm", obj.sop_instance_uid);
+            write_outbox_file(&settings.dispatch.outbox_dir, &name, &obj).map_err(fail)?;
+            if form.name() == "seg" {
+                summary["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
+                summary["seg_series_instance_uid"] = json!(obj.series_instance_uid);
+                summary["frames"] = obj.summary["frames"].clone();
+            }
+            deliveries.extend(destinations.iter().map(|d| NewDelivery {
+                destination: d.clone(),
+                path: name.clone(),
+                sop_class_uid: obj.sop_class_uid.clone(),
+                sop_instance_uid: obj.sop_instance_uid.clone(),
+            }));
+        }
+    }
     summary["write_ms"] = json!(t2.elapsed().as_millis() as u64);
     summary["status"] = json!("ok");
-    summary["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
-    summary["seg_series_instance_uid"] = json!(obj.series_instance_uid);
-    summary["frames"] = json!(obj.frames.len());
-    let deliveries = job
-        .destination_list()
-        .into_iter()
-        .map(|d| NewDelivery {
-            destination: d,
-            path: name.clone(),
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.66.4".into(),
-            sop_instance_uid: obj.sop_instance_uid.clone(),
-        })
-        .collect();
     Ok((summary, deliveries))
 }
 
 /// Write a result durably into the outbox folder: temporary name, fsync, rename, directory fsync.
-fn write_outbox_file(outbox: &Path, name: &str, obj: &SegObject) -> Result<(), String> {
+fn write_outbox_file(outbox: &Path, name: &str, obj: &ResultObject) -> Result<(), String> {
     let err = |what: &str, e: &dyn std::fmt::Display| format!("outbox {what}: {e}");
     std::fs::create_dir_all(outbox).map_err(|e| err("folder", &e))?;
     let tmp = outbox.join(format!(".{name}.part"));

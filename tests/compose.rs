@@ -407,12 +407,9 @@ fn rules_test(env: &BTreeMap<String, String>, dir: &Path) -> (bool, String) {
 
 /// Write a phantom series with `segnode-phantom` (chest CT or coronal temporal-bone CBCT), small.
 fn phantom(dir: &Path, args: &[&str]) {
-    let mut argv: Vec<std::ffi::OsString> = vec!["segnode-phantom".into()];
-    argv.extend(args.iter().map(|a| a.into()));
-    argv.extend(["--out".into(), dir.as_os_str().to_owned()]);
-    if let Err(e) = segnode_phantom::cli::run_from(argv) {
-        panic!("phantom {args:?}: {e:#}");
-    }
+    let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    argv.extend([std::ffi::OsStr::new("--out"), dir.as_os_str()]);
+    phantom_cli(&argv);
 }
 
 #[test]

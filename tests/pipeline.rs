@@ -576,24 +576,14 @@ fn admin_echo_send_and_rules_test() {
 fn coronal_cbct_is_routed_to_cochlear_by_the_example_rule() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("cbct");
-    let out = run_with_timeout(
-        Command::new(segnode_bin())
-            .args([
-                "phantom",
-                "--kind",
-                "cbct",
-                "--cbct-variant",
-                "coronal-right",
-                "--out",
-            ])
-            .arg(&dir),
-        Duration::from_secs(300),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    phantom_cli(&[
+        std::ffi::OsStr::new("--kind"),
+        "cbct".as_ref(),
+        "--cbct-variant".as_ref(),
+        "coronal-right".as_ref(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]);
     // the example file in config/ routes it
     let example = repo_root().join("config/examples/routing.toml");
     let out = run_with_timeout(

@@ -5,8 +5,6 @@ mod support;
 use segnode_imaging::result::{SegObject, SegOptions};
 use segnode_imaging::segment::Segmenter;
 use segnode_imaging::volume::{load_series, LoadOptions};
-use std::process::Command;
-use std::time::Duration;
 
 #[test]
 fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
@@ -117,31 +115,27 @@ fn phantom_command_writes_a_series_that_segment_reads() {
     let dir = tempfile::tempdir().unwrap();
     let series = dir.path().join("ph");
     let truth = dir.path().join("truth.raw");
-    let out = support::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_segnode"))
-            .args([
-                "phantom",
-                "--kind",
-                "chest",
-                "--variant",
-                "flipped",
-                "--matrix",
-                "128",
-                "--slices",
-                "60",
-            ])
-            .args(["--slice-spacing", "4", "--seed", "7", "--out"])
-            .arg(&series)
-            .arg("--truth")
-            .arg(&truth),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut args: Vec<std::ffi::OsString> = [
+        "--kind",
+        "chest",
+        "--variant",
+        "flipped",
+        "--matrix",
+        "128",
+        "--slices",
+        "60",
+        "--slice-spacing",
+        "4",
+        "--seed",
+        "7",
+    ]
+    .iter()
+    .map(|a| a.into())
+    .collect();
+    args.extend(["--out".into(), series.as_os_str().to_owned()]);
+    args.extend(["--truth".into(), truth.as_os_str().to_owned()]);
+    let j = support::phantom_cli(&args);
+
     assert_eq!(j["shape"], serde_json::json!([60, 128, 128]));
     assert_eq!(std::fs::metadata(&truth).unwrap().len(), 60 * 128 * 128);
     let (ok, s) = support::segment_cli("lung", &series, &dir.path().join("seg.dcm"));

@@ -180,6 +180,7 @@ impl InstanceStore {
         let dir = final_path.parent().unwrap_or(&self.root);
         self.ensure_dir(dir)?;
         fs::rename(&file.path, final_path).map_err(io_err("rename into", final_path))?;
+        super::crashpoint::reached(super::crashpoint::Step::Renamed);
         sync_dir(dir)
     }
 
@@ -322,6 +323,29 @@ fn file_meta_bytes(meta: &IncomingMeta) -> Result<Vec<u8>, StoreError> {
         .write(&mut out)
         .map_err(|e| StoreError::Meta(e.to_string()))?;
     Ok(out)
+}
+
+/// The content hash of a stored instance file, computed like [`IncomingFile`] does while receiving: xxh3
+/// (128 bit) of the data set bytes after the file meta group. Used when a file is found in the store
+/// without its index row, so that the sender's retry of it is recognised as a duplicate.
+pub fn stored_content_hash(path: &Path) -> Result<(String, u64), StoreError> {
+    let bytes = fs::read(path).map_err(io_err("read", path))?;
+    let bad = || StoreError::Meta(format!("{}: no Part 10 file meta group", path.display()));
+    // preamble (128) + "DICM" + (0002,0000) UL: tag 4, VR 2, length 2, value 4
+    if bytes.len() < 144 || &bytes[128..132] != b"DICM" || bytes[132..136] != [2, 0, 0, 0] {
+        return Err(bad());
+    }
+    let group_len = u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]) as usize;
+    let start = 144usize
+        .checked_add(group_len)
+        .filter(|s| *s <= bytes.len())
+        .ok_or_else(bad)?;
+    let mut h = Xxh3::new();
+    h.update(&bytes[start..]);
+    Ok((
+        format!("{:032x}", h.digest128()),
+        (bytes.len() - start) as u64,
+    ))
 }
 
 /// fsync a directory so that entries created or renamed in it survive a crash.

@@ -302,6 +302,16 @@ pub struct InstanceRow {
     pub size_bytes: i64,
 }
 
+/// Where an indexed instance's file is (start-up reconciliation).
+#[derive(Debug, Clone)]
+pub struct IndexedFile {
+    pub path: String,
+    pub sop_uid: String,
+    pub series_uid: String,
+    /// The series revision the instance belongs to.
+    pub revision: i64,
+}
+
 /// One history entry of a series.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeriesEvent {
@@ -973,13 +983,20 @@ impl Index {
             .collect()
     }
 
-    /// Paths of every indexed instance (for the start-up reconciliation with the store).
-    pub async fn indexed_paths(&self) -> Result<std::collections::HashSet<String>, IndexError> {
-        let rows = sqlx::query("SELECT path FROM instances")
+    /// Every indexed instance file: path (relative to the store), SOP Instance UID and series.
+    pub async fn indexed_files(&self) -> Result<Vec<IndexedFile>, IndexError> {
+        let rows = sqlx::query("SELECT path, sop_uid, series_uid, revision FROM instances")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("path").map_err(IndexError::from))
+            .map(|r| {
+                Ok(IndexedFile {
+                    path: r.try_get("path")?,
+                    sop_uid: r.try_get("sop_uid")?,
+                    series_uid: r.try_get("series_uid")?,
+                    revision: r.try_get("revision")?,
+                })
+            })
             .collect()
     }
 

@@ -2,12 +2,14 @@
 //! in the store, record it in the index. The association layer calls this once a data set is complete
 //! and answers the C-STORE from the outcome — success only after this returned `Ok`.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::files::{ClosedFile, InstanceStore, StoreError};
+use super::crashpoint::{self, Step};
+use super::files::{stored_content_hash, ClosedFile, InstanceStore, StoreError};
 use super::header::{self, HeaderError, InstanceHeader};
-use super::index::{Index, IndexError, InstanceRecord, RecordOutcome};
+use super::index::{Index, IndexError, IndexedFile, InstanceRecord, RecordOutcome};
 
 /// Who sent the instance.
 #[derive(Debug, Clone)]
@@ -108,6 +110,7 @@ impl Ingest {
             synced.map_err(|e| IngestError::Internal(e.to_string()))??;
             Ok(header)
         })();
+        crashpoint::reached(Step::Synced);
         let header = match checked {
             Ok(h) => h,
             Err(e) => {
@@ -154,30 +157,33 @@ impl Ingest {
             content_hash: closed.content_hash.clone(),
         };
         let t1 = t0.elapsed();
-        // The rename + directory fsync and the index row are independent: do them at once (both finish
-        // before the response). A failed publish takes its new row back out of the index.
+        // The durability order README documents: the file is in place and its directory entry durable
+        // before its index row is committed, and both before the success status. A crash in between
+        // leaves a file without a row, which `reconcile` indexes at the next start.
         let store = self.store.clone();
         let dest = final_path.clone();
-        let publishing = tokio::task::spawn_blocking(move || store.publish(closed, &dest));
-        let recorded = self.index.record_instance(&record).await;
-        let published: Result<(), IngestError> = match publishing.await {
-            Ok(r) => r.map_err(IngestError::from),
-            Err(e) => Err(IngestError::Internal(e.to_string())),
-        };
-        let t2 = t0.elapsed();
-        if let Err(e) = published {
-            if recorded.is_ok() && previous.is_none() {
-                let _ = self
-                    .index
-                    .forget_instance(&header.sop_instance_uid, &header.series_uid)
-                    .await;
-            }
-            return Err(e);
+        match tokio::task::spawn_blocking(move || store.publish(closed, &dest)).await {
+            Ok(r) => r?,
+            Err(e) => return Err(IngestError::Internal(e.to_string())),
         }
-        let outcome = recorded?;
+        crashpoint::reached(Step::Published);
+        let recorded = self.index.record_instance(&record).await;
+        let t2 = t0.elapsed();
+        let outcome = match recorded {
+            Ok(o) => o,
+            Err(e) => {
+                // not acknowledged: the sender resends. A new file without its row goes (a replaced
+                // copy keeps its place: its older row still names it).
+                if previous.is_none() {
+                    let _ = std::fs::remove_file(&final_path);
+                }
+                return Err(e.into());
+            }
+        };
+        crashpoint::reached(Step::Indexed);
         tracing::trace!(
             sync_and_header_us = t1.as_micros() as u64,
-            publish_and_index_us = (t2 - t1).as_micros() as u64,
+            publish_then_index_us = (t2 - t1).as_micros() as u64,
             "filing steps"
         );
         if outcome.new_series {
@@ -209,32 +215,43 @@ impl Ingest {
         }
     }
 
-    /// At start: index instance files that are in the store but not in the index (a crash between the
-    /// durable rename and the index commit). Returns how many were added.
-    pub async fn reconcile(&self) -> Result<usize, IngestError> {
-        let known = self.index.indexed_paths().await?;
+    /// At start, make store and index agree in both directions:
+    /// - an instance file in the store without its index row (a crash after the durable rename, before
+    ///   the index commit: never acknowledged) is indexed, with its real content hash, so the sender's
+    ///   retry is recognised as a duplicate;
+    /// - an index row whose file is gone (removed outside segnode) is taken out of the index, with a
+    ///   warning and an event in the series' history, so the series never claims data it cannot load.
+    pub async fn reconcile(&self) -> Result<Reconciled, IngestError> {
+        let indexed = self.index.indexed_files().await?;
         let root = self.store.root().to_path_buf();
-        let missing = tokio::task::spawn_blocking(move || unindexed_files(&root, &known))
-            .await
-            .map_err(|e| IngestError::Internal(e.to_string()))?;
-        let mut added = 0;
-        for rel in missing {
+        let (missing_rows, missing_files) = tokio::task::spawn_blocking(move || {
+            let known: HashSet<String> = indexed.iter().map(|f| f.path.clone()).collect();
+            let gone: Vec<IndexedFile> = indexed
+                .into_iter()
+                .filter(|f| !root.join(&f.path).is_file())
+                .collect();
+            (unindexed_files(&root, &known), gone)
+        })
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let mut done = Reconciled::default();
+        for rel in missing_rows {
             let path = self.store.root().join(&rel);
             let p2 = path.clone();
-            let header: InstanceHeader = match tokio::task::spawn_blocking(move || {
-                header::read_header(&p2)
+            let read = tokio::task::spawn_blocking(move || {
+                let header = header::read_header(&p2).map_err(|e| e.to_string())?;
+                let hash = stored_content_hash(&p2).map_err(|e| e.to_string())?;
+                Ok::<_, String>((header, hash))
             })
             .await
-            {
-                Ok(Ok(h)) => h,
-                _ => {
-                    tracing::warn!(path = %path.display(), "unreadable file in the store left as is");
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+            let (header, (content_hash, size)) = match read {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), %why, "unreadable file in the store left as is");
                     continue;
                 }
             };
-            let size = std::fs::metadata(&path)
-                .map(|m| m.len() as i64)
-                .unwrap_or(0);
             let record = InstanceRecord {
                 transfer_syntax: header.transfer_syntax.clone(),
                 header,
@@ -243,24 +260,51 @@ impl Ingest {
                 called_ae: String::new(),
                 peer: String::new(),
                 path: rel.clone(),
-                size_bytes: size,
-                content_hash: format!("recovered:{size}"),
+                size_bytes: size as i64,
+                content_hash,
             };
             self.index.record_instance(&record).await?;
-            added += 1;
+            done.indexed += 1;
         }
-        if added > 0 {
+        for f in missing_files {
+            tracing::warn!(path = %f.path, sop = %f.sop_uid, series = %f.series_uid, "indexed instance file is missing from the store: removed from the index");
+            self.index
+                .forget_instance(&f.sop_uid, &f.series_uid)
+                .await?;
+            self.index
+                .add_event(
+                    &f.series_uid,
+                    f.revision,
+                    "file missing",
+                    &format!(
+                        "instance {}: file {} not in the store at start; removed from the index",
+                        f.sop_uid, f.path
+                    ),
+                )
+                .await?;
+            done.forgotten += 1;
+        }
+        if done.indexed > 0 {
             tracing::warn!(
-                added,
+                added = done.indexed,
                 "indexed instance files found in the store but missing from the index"
             );
         }
-        Ok(added)
+        Ok(done)
     }
 }
 
+/// What [`Ingest::reconcile`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Files in the store that had no index row, now indexed.
+    pub indexed: usize,
+    /// Index rows whose file was gone, now removed.
+    pub forgotten: usize,
+}
+
 /// Relative paths of `*.dcm` files under `root` (not in `.incoming`) that `known` lacks.
-fn unindexed_files(root: &Path, known: &std::collections::HashSet<String>) -> Vec<String> {
+fn unindexed_files(root: &Path, known: &HashSet<String>) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(studies) = std::fs::read_dir(root) else {
         return out;

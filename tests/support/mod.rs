@@ -11,6 +11,23 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Run the phantom writer's command line (`segnode-phantom ARGS…`, the segnode-phantom crate) in-process;
+/// its JSON summary. Panics with the writer's error when it fails.
+pub fn phantom_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let mut argv: Vec<std::ffi::OsString> = vec!["segnode-phantom".into()];
+    argv.extend(args.iter().map(|a| a.as_ref().to_owned()));
+    match segnode_phantom::cli::run_from(argv) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "segnode-phantom {:?}: {e:#}",
+            &args
+                .iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
 /// A folder of `../shared/data/` (real CT series, read-only).
 pub fn shared_data(name: &str) -> PathBuf {
     let p = repo_root()

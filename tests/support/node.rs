@@ -158,6 +158,22 @@ impl NodeProc {
         }
     }
 
+    /// Wait (bounded) for the process to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                panic!("segnode did not exit within {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -287,21 +303,19 @@ pub fn phantom(dir: &Path, truth: &Path, slices: usize, matrix: usize) {
 
 /// [`phantom`] with more arguments (`--seed N` gives other UIDs and anatomy).
 pub fn phantom_with(dir: &Path, truth: &Path, slices: usize, matrix: usize, extra: &[&str]) {
-    let mut argv: Vec<std::ffi::OsString> = vec!["segnode-phantom".into()];
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
     for a in [
         "--slices",
         &slices.to_string(),
         "--matrix",
         &matrix.to_string(),
     ] {
-        argv.push(a.into());
+        args.push(a.into());
     }
-    argv.extend(["--out".into(), dir.as_os_str().to_owned()]);
-    argv.extend(["--truth".into(), truth.as_os_str().to_owned()]);
-    argv.extend(extra.iter().map(|a| a.into()));
-    if let Err(e) = segnode_phantom::cli::run_from(argv) {
-        panic!("phantom: {e:#}");
-    }
+    args.extend(["--out".into(), dir.as_os_str().to_owned()]);
+    args.extend(["--truth".into(), truth.as_os_str().to_owned()]);
+    args.extend(extra.iter().map(|a| a.into()));
+    super::phantom_cli(&args);
 }
 
 /// Generate a synthetic CT series with tests/py/gen_ct_series.py; returns its files and series UID.
