@@ -5,7 +5,8 @@
 use crate::cbct::{CbctPhantom, Ears, Orientation};
 use crate::multiframe::{Anatomy, MultiFrame};
 use crate::rng::Rng;
-use crate::write::{write_slices, PhantomWriteError, SeriesTags, SlicePixels, WrittenSeries};
+use crate::slices::{PhantomWriteError, SeriesTags, SlicePixels, WrittenSeries};
+use crate::write::write_slices;
 use segnode_imaging::result::uid::now_da_tm;
 use std::path::Path;
 

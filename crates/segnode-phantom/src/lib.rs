@@ -9,18 +9,19 @@
 //! [`write_series_multiframe`] as one Enhanced CT / X-Ray 3D Craniofacial object.
 
 pub mod cbct;
-mod cbct_cli;
 mod cbct_write;
 pub mod chest;
 pub mod cli;
 mod multiframe;
 mod rng;
+mod slices;
 mod write;
 
 pub use cbct_write::{write_cbct_multiframe, write_cbct_series};
 pub use chest::class;
 pub use multiframe::MultiFrame;
-pub use write::{write_series, write_series_multiframe, PhantomWriteError, WrittenSeries};
+pub use slices::{PhantomWriteError, WrittenSeries};
+pub use write::{write_series, write_series_multiframe};
 
 use chest::{Anatomy, Chest};
 use ndarray::{Array3, Axis};

@@ -7,7 +7,7 @@
 //! InstanceNumber (not necessarily along the slice normal), so a reader has to sort them. The mandatory
 //! modules of each IOD are filled with plausible values so that `dciodvfy` reports no error.
 
-use crate::write::{PhantomWriteError, SeriesTags, SlicePixels};
+use crate::slices::{PhantomWriteError, SeriesTags, SlicePixels};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::FileMetaTableBuilder;
