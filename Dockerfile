@@ -6,12 +6,15 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY src ./src
+# the documented configuration is compiled into the binary as its defaults
+COPY config ./config
 # The registry and the target folder are build caches (BuildKit): a rebuild after a source change only
-# compiles segnode itself. The cached target is not part of the layer, so the binary is copied out here.
+# compiles the workspace crates that changed. The cached target is not part of the layer, so the binary is copied out here.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked -p segnode \
     && install -D -m 0755 target/release/segnode /out/segnode \
     && strip /out/segnode
 

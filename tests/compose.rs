@@ -711,6 +711,10 @@ fn dockerfile_builds_a_small_non_root_image_for_compose() {
     assert!(lines.contains(&r#"ENTRYPOINT ["segnode", "--config", "/etc/segnode/segnode.toml"]"#));
     assert!(lines.contains(&r#"CMD ["serve"]"#));
     assert!(text.contains("/usr/local/bin/segnode"));
+    // the build stage has every workspace crate and the documented configuration (compiled in)
+    for copy in ["COPY crates ./crates", "COPY src ./src", "COPY config ./config"] {
+        assert!(lines.contains(&copy), "the build stage needs `{copy}`");
+    }
     // the environment overrides every file: the image must not pin the database or the storage
     for key in [
         "SEGNODE_DATABASE__URL",
