@@ -15,9 +15,10 @@
 //! own server only takes a `TcpStream`), which is what lets the tests run whole associations in-process
 //! over `tokio::io::duplex`.
 //!
-//! Module graph (one way only): `association` → `dimse`, `negotiation`, `wire`, `handler`, `options`;
-//! `listener` → `association`, `handler`, `options`, `wire`; `scu` → `dimse`, `negotiation`, `wire`,
-//! `sop`; `handler` → `dimse`; `dimse`, `options` → `sop`; `wire`, `negotiation`, `sop` import no other
+//! Module graph (one way only, checked with `grep -n 'crate::' src/*.rs`):
+//! `listener` → `association`, `handler`, `options`; `association` → `dimse`, `handler`,
+//! `negotiation`, `options`, `sop`, `wire`; `scu` → `dimse`, `negotiation`, `sop`, `wire`;
+//! `handler` → `dimse`; `dimse`, `options` → `sop`; `wire`, `negotiation` and `sop` import no other
 //! module.
 
 pub mod association;
