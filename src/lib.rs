@@ -3,20 +3,23 @@
 //!
 //! The crate is a library with one binary (`src/main.rs`) so that tests and benchmarks can reach every
 //! room of the pipeline directly. Data flows one way through the modules:
-//! `net` (C-STORE SCP) → `store` (durable files + index) → `series` (completion) → `volume` (HU + affine)
-//! → `segment` (pipelines) → `result` (DICOM SEG).
+//! `source` (the C-STORE SCP of crate `segnode-net`) → `store` (durable files + index) → `series`
+//! (completion) → `volume` (HU + affine) → `segment` (pipelines) → `result` (DICOM SEG).
 
 pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
-pub mod net;
 pub mod node;
 pub mod pipeline;
 pub mod queue;
 pub mod routing;
 pub mod series;
+pub mod source;
 pub mod store;
 pub mod worker;
+
+/// The DICOM network layer (crate `segnode-net`), under the path the CLI and dispatch have always used.
+pub use segnode_net as net;
 
 pub use segnode_imaging::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};

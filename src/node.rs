@@ -1,17 +1,19 @@
-//! A running node: the shared state every association and background task uses, and `serve`, which
-//! opens the store and index, reconciles them, starts the tracker and the listener, and shuts all of
-//! it down on SIGINT / SIGTERM.
+//! The composition root: `serve` opens the store and index, reconciles them, builds the C-STORE SCP
+//! source ([`crate::source::scp::StoreScp`]) and hands it to `segnode-net`'s listener with the DICOM
+//! options taken from the configuration, starts the tracker, routing, workers, dispatch and HTTP, and
+//! shuts all of it down on SIGINT / SIGTERM. `work` runs the pipelines only.
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tracing::info;
 
-use crate::config::Settings;
+use crate::config::{secs, Settings};
 use crate::dispatch::Dispatcher;
-use crate::net::access::AccessPolicy;
 use crate::routing::{route_completed, Router};
 use crate::series::tracker::Tracker;
+use crate::source::access::AccessPolicy;
+use crate::source::scp::StoreScp;
 use crate::store::files::{InstanceStore, StoreError};
 use crate::store::index::{Index, IndexError};
 use crate::store::ingest::{Ingest, IngestError};
@@ -42,7 +44,7 @@ pub struct Node {
     pub settings: Arc<Settings>,
     pub store: Arc<InstanceStore>,
     pub index: Index,
-    pub ingest: Ingest,
+    pub ingest: Arc<Ingest>,
     pub policy: Arc<AccessPolicy>,
     /// Wakes the completion tracker (an association ended).
     pub tracker_wake: Arc<Notify>,
@@ -66,10 +68,10 @@ impl Node {
                 "associations left open by a previous run marked aborted"
             );
         }
-        let ingest = Ingest {
+        let ingest = Arc::new(Ingest {
             store: store.clone(),
             index: index.clone(),
-        };
+        });
         ingest.reconcile().await?;
         Ok(Node {
             name,
@@ -143,7 +145,15 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         store = %node.settings.storage.dir.display(),
         "segnode listening"
     );
-    crate::net::listener::run(node.clone(), listener, rx).await;
+    let scp = Arc::new(StoreScp {
+        node: node.name.clone(),
+        store: node.store.clone(),
+        index: node.index.clone(),
+        ingest: node.ingest.clone(),
+        policy: node.policy.clone(),
+        tracker_wake: node.tracker_wake.clone(),
+    });
+    segnode_net::listener::run(scp, Arc::new(scp_options(&node.settings)), listener, rx).await;
     // background tasks stop at the shutdown signal; a running pipeline is left to its lease
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while background.join_next().await.is_some() {}
@@ -152,6 +162,19 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     node.index.close().await;
     info!("segnode stopped");
     Ok(())
+}
+
+/// The DICOM layer's options from the `[dicom]` settings.
+pub fn scp_options(settings: &Settings) -> segnode_net::ScpOptions {
+    let d = &settings.dicom;
+    segnode_net::ScpOptions {
+        max_pdu: d.max_pdu,
+        artim_timeout: secs(d.artim_timeout_s),
+        idle_timeout: secs(d.idle_timeout_s),
+        dimse_timeout: secs(d.dimse_timeout_s),
+        max_associations: d.max_associations,
+        ..segnode_net::ScpOptions::new(d.ae_title.as_str())
+    }
 }
 
 /// Route completed series into jobs, woken when a series completes (here or, on PostgreSQL, at another

@@ -202,11 +202,7 @@ pub fn encode_store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> 
 /// A C-ECHO-RQ command set.
 pub fn encode_echo_rq(message_id: u16) -> Vec<u8> {
     let mut e = Encoder::default();
-    e.text(
-        tag::AFFECTED_SOP_CLASS_UID,
-        crate::net::sop::VERIFICATION,
-        0,
-    );
+    e.text(tag::AFFECTED_SOP_CLASS_UID, crate::sop::VERIFICATION, 0);
     e.us(tag::COMMAND_FIELD, command_field::C_ECHO_RQ);
     e.us(tag::MESSAGE_ID, message_id);
     e.us(tag::COMMAND_DATASET_TYPE, NO_DATASET);

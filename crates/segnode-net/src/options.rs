@@ -1,0 +1,52 @@
+//! The SCP's own settings (the application maps its configuration onto them): who we are, how large a
+//! PDU we take, the timers, the association limit, and what we accept.
+
+use std::time::Duration;
+
+use crate::sop;
+
+/// Settings of the C-STORE / C-ECHO SCP.
+#[derive(Debug, Clone)]
+pub struct ScpOptions {
+    /// Our AE title (handed to [`crate::ScpHandler::admit`], which checks the called AE title).
+    pub ae_title: String,
+    /// The largest PDU we accept (announced in A-ASSOCIATE-AC; larger PDUs abort the association).
+    pub max_pdu: u32,
+    /// How long a new connection may take to send its A-ASSOCIATE-RQ (and to be answered).
+    pub artim_timeout: Duration,
+    /// How long an association may stay silent between messages.
+    pub idle_timeout: Duration,
+    /// How long the next PDU of a message in progress may take, and the limit on every write.
+    pub dimse_timeout: Duration,
+    /// Associations served at once; more are answered A-ASSOCIATE-RJ (transient, local limit exceeded).
+    pub max_associations: usize,
+    /// How long shutdown waits for associations in flight before cutting them.
+    pub shutdown_grace: Duration,
+    /// Abstract syntaxes accepted: Verification and the storage SOP classes of [`sop`] by default.
+    pub abstract_syntaxes: Vec<String>,
+    /// Transfer syntaxes accepted (each must also be decodable): [`sop::TRANSFER_SYNTAXES`] by default.
+    pub transfer_syntaxes: Vec<String>,
+}
+
+impl ScpOptions {
+    /// Defaults for `ae_title`: 16 KiB PDUs, ARTIM 30 s, idle 300 s, DIMSE 60 s, 16 associations.
+    pub fn new(ae_title: impl Into<String>) -> ScpOptions {
+        ScpOptions {
+            ae_title: ae_title.into(),
+            max_pdu: 16_384,
+            artim_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            dimse_timeout: Duration::from_secs(60),
+            max_associations: 16,
+            shutdown_grace: Duration::from_secs(30),
+            abstract_syntaxes: std::iter::once(sop::VERIFICATION)
+                .chain(sop::STORAGE_SOP_CLASSES.iter().map(|(uid, _)| *uid))
+                .map(String::from)
+                .collect(),
+            transfer_syntaxes: sop::TRANSFER_SYNTAXES
+                .iter()
+                .map(|(uid, _)| uid.to_string())
+                .collect(),
+        }
+    }
+}

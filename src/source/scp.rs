@@ -1,0 +1,227 @@
+//! The C-STORE SCP as a source: segnode's implementation of [`segnode_net::ScpHandler`].
+//!
+//! The DICOM layer (crate `segnode-net`) runs the associations; this module decides what they mean to
+//! the node: who may call (the [`AccessPolicy`]), whether the node can take associations at all (the
+//! index answers), the association journal in the index, where an announced instance goes (a temporary
+//! file in the store, filed by [`Ingest`] once complete: success only once it is durable and indexed),
+//! which DIMSE status each filing error earns, and the process metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use segnode_net::dimse::status;
+use segnode_net::handler::{
+    Announced as NetAnnounced, AssociationInfo, AssociationRequest, Ending, Event, InstanceSink,
+    RejectKind, RejectReason, ScpHandler, StoreStatus, Tally,
+};
+
+use super::access::{AccessPolicy, ConnectionAccess};
+use crate::metrics::{metrics, Rejection};
+use crate::store::files::{IncomingFile, IncomingMeta, InstanceStore, StoreError};
+use crate::store::header::HeaderError;
+use crate::store::index::{AssociationRecord, Index, ASSOC_ABORTED, ASSOC_RELEASED};
+use crate::store::ingest::{Announced, Ingest, IngestError, Origin};
+use crate::store::uid;
+
+/// How long the index may take to answer before a new association is turned away.
+const INDEX_CHECK: Duration = Duration::from_secs(5);
+
+/// The node's C-STORE SCP: shared by every association.
+pub struct StoreScp {
+    /// This process's name among those sharing the database (`node.name`).
+    pub node: String,
+    pub store: Arc<InstanceStore>,
+    pub index: Index,
+    pub ingest: Arc<Ingest>,
+    pub policy: Arc<AccessPolicy>,
+    /// Wakes the completion tracker (an association ended).
+    pub tracker_wake: Arc<Notify>,
+}
+
+/// One instance arriving: its temporary file, and what the filing needs once it is complete.
+pub struct IncomingInstance {
+    file: IncomingFile,
+    ingest: Arc<Ingest>,
+    announced: Announced,
+    origin: Origin,
+}
+
+impl InstanceSink for IncomingInstance {
+    fn write(&mut self, fragment: &[u8]) {
+        self.file.write(fragment);
+    }
+
+    async fn finish(self) -> StoreStatus {
+        let started = Instant::now();
+        let closed = match self.file.close() {
+            Ok(c) => c,
+            Err(e) => return store_refusal(&e),
+        };
+        match self
+            .ingest
+            .file(closed, &self.announced, &self.origin)
+            .await
+        {
+            Ok(filed) => {
+                debug!(sop = %self.announced.sop_instance, ms = started.elapsed().as_secs_f64() * 1e3, ?filed, "filed");
+                StoreStatus::success()
+            }
+            Err(e) => ingest_refusal(&e),
+        }
+    }
+}
+
+impl ScpHandler for StoreScp {
+    type Sink = IncomingInstance;
+
+    async fn ready(&self) -> Result<(), String> {
+        // nothing can be filed while the index is unreachable (a database server restarting): say so
+        // at once, so the sender retries later
+        if !self.index.unavailable() && self.index.ping(INDEX_CHECK).await {
+            Ok(())
+        } else {
+            Err("index unavailable".into())
+        }
+    }
+
+    fn admit(&self, r: &AssociationRequest<'_>) -> Result<(), RejectReason> {
+        use dicom_ul::association::server::AccessControl;
+        ConnectionAccess {
+            policy: self.policy.clone(),
+            peer: r.peer.ip(),
+        }
+        .check_access(r.local_ae, r.calling_ae, r.called_ae, r.user_identity)
+    }
+
+    async fn begin(&self, a: &AssociationInfo) -> Result<(), String> {
+        let record = AssociationRecord {
+            id: a.id.clone(),
+            node: self.node.clone(),
+            calling_ae: a.calling_ae.clone(),
+            called_ae: a.called_ae.clone(),
+            peer: a.peer.to_string(),
+        };
+        self.index
+            .begin_association(&record)
+            .await
+            .map_err(|e| format!("index unavailable: {e}"))
+    }
+
+    async fn end(&self, a: &AssociationInfo, ending: &Ending, tally: &Tally) {
+        let state = if ending.released() {
+            ASSOC_RELEASED
+        } else {
+            ASSOC_ABORTED
+        };
+        let outcome = ending.to_string();
+        if let Err(e) = self
+            .index
+            .end_association(&a.id, state, tally.stored, tally.bytes, &outcome)
+            .await
+        {
+            // the series it carried wait for this record (completion on release evidence): keep
+            // trying in the background while the database is away
+            warn!(error = %e, "could not record the end of the association; retrying");
+            let (index, id, wake) = (self.index.clone(), a.id.clone(), self.tracker_wake.clone());
+            let (stored, bytes) = (tally.stored, tally.bytes);
+            tokio::spawn(async move {
+                for _ in 0..600 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if index
+                        .end_association(&id, state, stored, bytes, &outcome)
+                        .await
+                        .is_ok()
+                    {
+                        info!(association = %id, "end of the association recorded");
+                        wake.notify_one();
+                        return;
+                    }
+                }
+                warn!(association = %id, "end of the association not recorded: its series complete after the quiet period");
+            });
+        }
+        self.tracker_wake.notify_one();
+    }
+
+    fn open(
+        &self,
+        a: &AssociationInfo,
+        announced: &NetAnnounced,
+    ) -> Result<IncomingInstance, StoreStatus> {
+        if let Err(e) = uid::validate(&announced.sop_instance) {
+            return Err(StoreStatus::failure(
+                status::CANNOT_UNDERSTAND,
+                format!(
+                    "Affected SOP Instance UID `{}`: {e}",
+                    announced.sop_instance
+                ),
+            ));
+        }
+        let file = self
+            .store
+            .begin(&IncomingMeta {
+                sop_class_uid: announced.sop_class.clone(),
+                sop_instance_uid: announced.sop_instance.clone(),
+                transfer_syntax: announced.transfer_syntax.clone(),
+                source_ae: a.calling_ae.clone(),
+            })
+            .map_err(|e| store_refusal(&e))?;
+        Ok(IncomingInstance {
+            file,
+            ingest: self.ingest.clone(),
+            announced: Announced {
+                sop_class: announced.sop_class.clone(),
+                sop_instance: announced.sop_instance.clone(),
+                transfer_syntax: announced.transfer_syntax.clone(),
+            },
+            origin: Origin {
+                association_id: a.id.clone(),
+                calling_ae: a.calling_ae.clone(),
+                called_ae: a.called_ae.clone(),
+                peer: a.peer.to_string(),
+            },
+        })
+    }
+
+    fn event(&self, event: Event) {
+        let m = metrics();
+        match event {
+            Event::Accepted => m.association_accepted(),
+            Event::Rejected(RejectKind::Refused) => m.association_rejected(Rejection::Refused),
+            Event::Rejected(RejectKind::Limit) => m.association_rejected(Rejection::Limit),
+            Event::Rejected(RejectKind::NotReady) => {
+                m.association_rejected(Rejection::IndexUnavailable)
+            }
+            Event::Echo => m.echo(),
+            Event::Received(bytes) => m.received(bytes),
+            Event::Instance { stored } => m.instance(stored),
+        }
+    }
+}
+
+fn store_refusal(e: &StoreError) -> StoreStatus {
+    // disk full, I/O errors, reserve reached: out of resources — the sender may retry later
+    StoreStatus::failure(status::OUT_OF_RESOURCES, e.to_string())
+}
+
+fn header_refusal(e: &HeaderError) -> StoreStatus {
+    let status = match e {
+        HeaderError::InstanceMismatch { .. } | HeaderError::ClassMismatch { .. } => {
+            status::DATASET_DOES_NOT_MATCH_SOP_CLASS
+        }
+        _ => status::CANNOT_UNDERSTAND,
+    };
+    StoreStatus::failure(status, e.to_string())
+}
+
+fn ingest_refusal(e: &IngestError) -> StoreStatus {
+    match e {
+        IngestError::Header(h) => header_refusal(h),
+        IngestError::Store(s) => store_refusal(s),
+        IngestError::Index(_) | IngestError::Internal(_) => {
+            StoreStatus::failure(status::OUT_OF_RESOURCES, e.to_string())
+        }
+    }
+}
