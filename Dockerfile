@@ -7,6 +7,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# the documented configuration is compiled in as the defaults (src/config.rs: include_str!)
+COPY config/segnode.toml ./config/segnode.toml
 # The registry and the target folder are build caches (BuildKit): a rebuild after a source change only
 # compiles segnode itself. The cached target is not part of the layer, so the binary is copied out here.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
