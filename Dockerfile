@@ -8,7 +8,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY src ./src
-# the documented configuration is compiled into the binary as its defaults
+# the documented configuration is compiled in as the defaults (src/config.rs: include_str!)
 COPY config ./config
 # The registry and the target folder are build caches (BuildKit): a rebuild after a source change only
 # compiles the workspace crates that changed. The cached target is not part of the layer, so the binary is copied out here.

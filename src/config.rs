@@ -1,9 +1,15 @@
-//! Typed settings: loading from the TOML file and the `SEGNODE_…` environment, and validation.
+//! Typed settings: loading the layered configuration, showing where each value came from, validation.
 //!
-//! Every key has a built-in default (the same values `config/segnode.toml` documents), so the node starts
-//! with no file at all. The environment overrides the file: `SEGNODE_DICOM__PORT=11113` sets
-//! `dicom.port`. A value that cannot be parsed or fails validation stops the start with an error that
-//! names the key, because a node silently running with half its settings is worse than one that refuses.
+//! There is one source of defaults: the documented `config/segnode.toml`, compiled into the binary
+//! ([`DEFAULTS_TOML`]), is the base layer. On it come the site's file (`--config FILE`, else
+//! `config/segnode.toml` in the working directory when it exists), then the environment:
+//! `SEGNODE_DICOM__PORT=11113` sets `dicom.port`. Tables merge key by key; a list (`workers.pipelines`,
+//! `[[dicom.callers]]`, `[[rules]]`, `[[destinations]]`) is replaced as a whole by the layer that sets it.
+//! [`Layers::effective`] is the merged configuration key by key with each key's origin
+//! (`segnode config show`). A value that cannot be parsed or fails validation, or a key no setting
+//! knows, stops the start with an error that names the key, because a node silently running with half
+//! its settings is worse than one that refuses. Relative paths (storage, database, outbox) resolve
+//! against the working directory.
 
 use crate::pipeline::registry::Registry;
 use serde::Deserialize;
@@ -264,81 +270,130 @@ impl Settings {
     }
 }
 
-/// The built-in defaults, identical to the values in `config/segnode.toml` (less the caller list).
-const DEFAULTS: &str = r#"
-[node]
-name = ""
-[dicom]
-ae_title = "SEGNODE"
-bind = "127.0.0.1"
-port = 11112
-accept_any = false
-max_pdu = 262144
-max_associations = 32
-artim_timeout_s = 30
-idle_timeout_s = 300
-dimse_timeout_s = 60
-[http]
-bind = "127.0.0.1"
-port = 0
-[storage]
-dir = "data/store"
-min_free_mb = 512
-[database]
-url = "sqlite://data/segnode.db"
-max_connections = 8
-acquire_timeout_s = 5.0
-[completion]
-settle_s = 2.0
-quiet_period_s = 60.0
-spacing_tolerance = 0.1
-poll_ms = 200
-[log]
-format = "text"
-level = "info"
-[workers]
-enabled = true
-lease_s = 30.0
-max_attempts = 3
-retry_base_s = 5.0
-retry_max_s = 600.0
-poll_ms = 1000
-[dispatch]
-max_attempts = 20
-retry_base_s = 2.0
-retry_max_s = 300.0
-connect_timeout_s = 10.0
-dimse_timeout_s = 60.0
-poll_ms = 1000
-outbox_dir = "data/outbox"
-keep_sent_h = 72.0
-[results]
-series_number = 9001
-series_description = "segnode {pipeline} segmentation"
-"#;
+/// The documented configuration file, compiled into the binary. It is the base layer of every load, so
+/// the defaults and their documentation are one text and cannot drift apart.
+pub const DEFAULTS_TOML: &str = include_str!("../config/segnode.toml");
 
-impl Settings {
-    /// Load the defaults, then `file` (when given; `config/segnode.toml` is used when it exists and no
-    /// file is named), then the `SEGNODE_…` environment; validate the result.
-    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        match file {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(invalid(
-                        "--config",
-                        format!("file {} does not exist", path.display()),
-                    ));
-                }
-                builder = builder.add_source(config::File::from(path).required(true));
+/// How the built-in layer is named where origins are shown.
+pub const DEFAULTS_NAME: &str = "config/segnode.toml (built in)";
+
+/// The site file read without `--config` when it exists in the working directory.
+pub const WORKDIR_FILE: &str = "config/segnode.toml";
+
+/// The environment layer as the `config` crate reports it in a value's origin.
+const ENV_ORIGIN: &str = "the environment";
+
+/// Where a value of the effective configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in layer (the documented `config/segnode.toml`).
+    Default,
+    /// The site's file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Environment(String),
+}
+
+impl Origin {
+    /// `default`, `file` or `environment`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Origin::Default => "default",
+            Origin::File(_) => "file",
+            Origin::Environment(_) => "environment",
+        }
+    }
+
+    /// The built-in file's name, the site file's path or the variable's name.
+    pub fn detail(&self) -> String {
+        match self {
+            Origin::Default => DEFAULTS_NAME.to_string(),
+            Origin::File(p) => p.display().to_string(),
+            Origin::Environment(v) => v.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // the header of `config show` names the built-in layer once
+            Origin::Default => f.write_str("default"),
+            _ => write!(f, "{} {}", self.source(), self.detail()),
+        }
+    }
+}
+
+/// One key of the effective configuration: its value and where it came from. A list (of values or of
+/// tables such as `[[dicom.callers]]`) is one key: it comes whole from one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub value: serde_json::Value,
+    pub origin: Origin,
+}
+
+/// The effective configuration, key by key (dotted keys, sorted), with the layers that made it.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    /// The site's file, when one was read.
+    pub file: Option<PathBuf>,
+    /// The `SEGNODE_<SECTION>__<KEY>` variables that were applied, sorted.
+    pub environment: Vec<String>,
+    pub entries: std::collections::BTreeMap<String, Entry>,
+}
+
+/// The layers of a configuration, lowest first: the built-in defaults ([`DEFAULTS_TOML`]), the site's
+/// file, the environment. A later layer overrides a key of an earlier one; tables merge key by key, but a
+/// list — an array such as `workers.pipelines` or an array of tables such as `[[dicom.callers]]`,
+/// `[[rules]]`, `[[destinations]]` — is replaced as a whole (that is how the `config` crate sets arrays,
+/// and it is what a site needs: a file that lists its own callers does not silently keep the defaults).
+#[derive(Debug, Clone)]
+pub struct Layers {
+    file: Option<PathBuf>,
+    env: std::collections::HashMap<String, String>,
+}
+
+impl Layers {
+    /// `file` (`--config`, which must exist), else [`WORKDIR_FILE`] when it exists in the working
+    /// directory, else no file; and the `SEGNODE_…` variables of this process.
+    pub fn discover(file: Option<&Path>) -> Result<Layers, ConfigError> {
+        let file = match file {
+            Some(path) if !path.is_file() => {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
             }
-            None => {
-                let default = Path::new("config/segnode.toml");
-                if default.is_file() {
-                    builder = builder.add_source(config::File::from(default).required(true));
-                }
-            }
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(WORKDIR_FILE)).filter(|p| p.is_file()),
+        };
+        Ok(Layers::new(file, std::env::vars()))
+    }
+
+    /// Explicit layers: a site file (or none) and an environment (only its settings variables count).
+    pub fn new(file: Option<PathBuf>, env: impl IntoIterator<Item = (String, String)>) -> Layers {
+        Layers {
+            file: file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            env: settings_environment(env.into_iter()),
+        }
+    }
+
+    /// The site's file of these layers (absolute), if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    fn build(&self) -> Result<config::Config, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = &self.file {
+            builder = builder.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         builder = builder.add_source(
             config::Environment::with_prefix("SEGNODE")
@@ -349,18 +404,193 @@ impl Settings {
                 // SEGNODE_WORKERS__PIPELINES=lung,cochlear
                 .list_separator(",")
                 .with_list_parse_key("workers.pipelines")
-                .source(Some(settings_environment(std::env::vars()))),
+                .source(Some(self.env.clone())),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        Ok(builder.build()?)
+    }
+
+    /// The typed, validated settings.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let settings: Settings = self.build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Every key of the merged layers with its origin (not deserialised or validated: an administrator
+    /// can look at a configuration that does not start).
+    pub fn effective(&self) -> Result<Effective, ConfigError> {
+        let merged = self.build()?;
+        let mut leaves = Vec::new();
+        flatten("", &merged.cache, &mut leaves);
+        let mut entries = std::collections::BTreeMap::new();
+        for (key, value) in leaves {
+            let origin = match value.origin() {
+                None => Origin::Default,
+                Some(ENV_ORIGIN) => Origin::Environment(self.variable_of(&key)),
+                Some(_) => self
+                    .file
+                    .clone()
+                    .map(Origin::File)
+                    .unwrap_or(Origin::Default),
+            };
+            let value: serde_json::Value = value.clone().try_deserialize()?;
+            entries.insert(key, Entry { value, origin });
+        }
+        let mut environment: Vec<String> = self.env.keys().cloned().collect();
+        environment.sort();
+        Ok(Effective {
+            file: self.file.clone(),
+            environment,
+            entries,
+        })
+    }
+
+    /// The variable that set `key` (`dicom.port` ← `SEGNODE_DICOM__PORT`).
+    fn variable_of(&self, key: &str) -> String {
+        self.env
+            .keys()
+            .find(|v| env_key(v).as_deref() == Some(key))
+            .cloned()
+            .unwrap_or_else(|| format!("SEGNODE_{}", key.to_uppercase().replace('.', "__")))
+    }
+}
+
+/// The dotted key a settings variable sets (`SEGNODE_DICOM__PORT` → `dicom.port`).
+fn env_key(var: &str) -> Option<String> {
+    var.strip_prefix("SEGNODE_")
+        .map(|rest| rest.to_lowercase().replace("__", "."))
+}
+
+/// The leaves of a merged configuration: tables are walked, anything else (lists included) is a leaf.
+fn flatten<'a>(prefix: &str, value: &'a config::Value, out: &mut Vec<(String, &'a config::Value)>) {
+    match &value.kind {
+        config::ValueKind::Table(table) if !table.is_empty() => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), value)),
+    }
+}
+
+impl Effective {
+    /// `{"file", "environment", "settings": {"dicom.port": {"value", "source", "origin"}, …}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let settings: serde_json::Map<String, serde_json::Value> = self
+            .entries
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    serde_json::json!({
+                        "value": e.value,
+                        "source": e.origin.source(),
+                        "origin": e.origin.detail(),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "defaults": DEFAULTS_NAME,
+            "file": self.file.as_ref().map(|p| p.display().to_string()),
+            "environment": self.environment,
+            "settings": settings,
+        })
+    }
+}
+
+/// TOML-like text: `key = value  # origin`, a list of tables one element per line.
+impl std::fmt::Display for Effective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "# effective segnode configuration; layers, later ones win:"
+        )?;
+        writeln!(f, "#   default      {DEFAULTS_NAME}")?;
+        match &self.file {
+            Some(p) => writeln!(f, "#   file         {}", p.display())?,
+            None => writeln!(f, "#   file         (none)")?,
+        }
+        if self.environment.is_empty() {
+            writeln!(f, "#   environment  (no SEGNODE_<SECTION>__<KEY> variable)")?;
+        } else {
+            writeln!(f, "#   environment  {}", self.environment.join(" "))?;
+        }
+        writeln!(
+            f,
+            "# A list ([[dicom.callers]], [[rules]], [[destinations]], arrays) comes whole from one layer."
+        )?;
+        for (key, e) in &self.entries {
+            match e.value.as_array() {
+                Some(items) if items.iter().any(|v| v.is_object()) => {
+                    writeln!(f, "{key} = [  # {}", e.origin)?;
+                    for item in items {
+                        writeln!(f, "    {},", inline(item))?;
+                    }
+                    writeln!(f, "]")?;
+                }
+                _ => {
+                    let line = format!("{key} = {}", inline(&e.value));
+                    writeln!(f, "{line:<48}  # {}", e.origin)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value as TOML inline text.
+fn inline(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(inline).collect::<Vec<_>>().join(", ")
+            )
+        }
+        serde_json::Value::Object(map) => format!(
+            "{{ {} }}",
+            map.iter()
+                .map(|(k, v)| format!("{k} = {}", inline(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// What to add to the configuration to let a refused caller in; logged where the association is
+/// rejected.
+pub fn caller_hint(calling_ae: &str, peer: IpAddr) -> String {
+    format!(
+        "to let it in, add to the configuration file: [[dicom.callers]] ae_title = {:?} host = \"{}\" \
+         (one key per line; a file's [[dicom.callers]] list replaces the default list, so repeat the \
+         callers to keep; `segnode config show` lists the effective callers)",
+        calling_ae.trim(),
+        peer.to_canonical()
+    )
+}
+
+impl Settings {
+    /// Load the layers — the built-in defaults, then `file` (when given; `config/segnode.toml` is used
+    /// when it exists and no file is named), then the `SEGNODE_…` environment — and validate the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Layers::discover(file)?.settings()
     }
 
     /// Defaults plus a TOML snippet, not validated (unit tests of modules that take settings).
     #[doc(hidden)]
     pub fn load_from_str_for_tests(toml: &str) -> Settings {
         config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                DEFAULTS_TOML,
+                config::FileFormat::Toml,
+            ))
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize())
@@ -545,17 +775,166 @@ pub fn secs(v: f64) -> Duration {
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Layers with a site file holding `toml` (kept alive by the returned directory).
+    fn with_file(toml: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Layers) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("site.toml");
+        std::fs::write(&path, toml).expect("write site file");
+        let layers = Layers::new(Some(path), vars(env));
+        (dir, layers)
+    }
+
+    fn callers(s: &Settings) -> Vec<(String, Option<String>)> {
+        s.dicom
+            .callers
+            .iter()
+            .map(|c| (c.ae_title.clone(), c.host.clone()))
+            .collect()
+    }
+
     #[test]
     fn defaults_validate() {
-        let s: Settings = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
-        s.validate().unwrap();
+        let s = Layers::new(None, vars(&[])).settings().unwrap();
         assert_eq!(s.dicom.port, 11112);
         assert!(!s.dicom.accept_any);
+        // the documented callers: the local DCMTK / pynetdicom / Orthanc titles
+        let titles: Vec<String> = callers(&s).into_iter().map(|c| c.0).collect();
+        assert_eq!(
+            titles,
+            ["STORESCU", "ECHOSCU", "DCMSEND", "PYNETDICOM", "ORTHANC"]
+        );
+        assert!(s
+            .dicom
+            .callers
+            .iter()
+            .all(|c| c.host.as_deref() == Some("127.0.0.1")));
+    }
+
+    #[test]
+    fn without_file_every_key_is_default() {
+        let e = Layers::new(None, vars(&[])).effective().unwrap();
+        assert!(e.file.is_none());
+        assert!(e.entries.values().all(|x| x.origin == Origin::Default));
+        assert_eq!(e.entries["dicom.port"].value, serde_json::json!(11112));
+        assert_eq!(
+            e.entries["dicom.callers"].value[1],
+            serde_json::json!({"ae_title": "ECHOSCU", "host": "127.0.0.1"})
+        );
+        assert_eq!(e.entries["storage.dir"].value, "data/store");
+    }
+
+    #[test]
+    fn site_list_replaces_default_list() {
+        let (_d, layers) = with_file(
+            "[[dicom.callers]]\nae_title = \"MODALITY1\"\nhost = \"10.0.0.5\"\n",
+            &[],
+        );
+        let s = layers.settings().unwrap();
+        assert_eq!(
+            callers(&s),
+            vec![("MODALITY1".to_string(), Some("10.0.0.5".to_string()))]
+        );
+        let e = layers.effective().unwrap();
+        let path = layers.file().unwrap().to_path_buf();
+        assert_eq!(e.entries["dicom.callers"].origin, Origin::File(path));
+        assert_eq!(
+            e.entries["dicom.callers"].value.as_array().unwrap().len(),
+            1
+        );
+        // the rest of [dicom] stays default: tables merge, lists replace
+        assert_eq!(e.entries["dicom.port"].origin, Origin::Default);
+        // an array of scalars, too
+        let (_d, layers) = with_file("[workers]\npipelines = [\"lung\"]\n", &[]);
+        assert_eq!(layers.settings().unwrap().workers.pipelines, ["lung"]);
+        let (_d, layers) = with_file(
+            "[[rules]]\nname = \"a\"\npipelines = [\"lung\"]\n",
+            &[("SEGNODE_WORKERS__PIPELINES", "cochlear")],
+        );
+        let s = layers.settings().unwrap();
+        assert_eq!(s.rules.len(), 1);
+        assert_eq!(s.workers.pipelines, ["cochlear"]);
+    }
+
+    #[test]
+    fn a_file_with_one_key_keeps_the_other_defaults() {
+        let (_d, layers) = with_file("[dicom]\nport = 2000\n", &[]);
+        let s = layers.settings().unwrap();
+        assert_eq!(s.dicom.port, 2000);
+        assert_eq!(s.dicom.callers.len(), 5);
+        assert_eq!(s.storage.dir, PathBuf::from("data/store"));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let (_d, layers) = with_file(
+            "[dicom]\nport = 2000\nae_title = \"SITE\"\n",
+            &[("SEGNODE_DICOM__PORT", "3000"), ("SEGNODE_PORT", "tcp://x")],
+        );
+        let s = layers.settings().unwrap();
+        assert_eq!(s.dicom.port, 3000);
+        assert_eq!(s.dicom.ae_title, "SITE");
+        let e = layers.effective().unwrap();
+        assert_eq!(
+            e.entries["dicom.port"].origin,
+            Origin::Environment("SEGNODE_DICOM__PORT".into())
+        );
+        assert_eq!(e.entries["dicom.port"].value, serde_json::json!(3000));
+        assert_eq!(e.entries["dicom.ae_title"].origin.source(), "file");
+        assert_eq!(e.entries["log.level"].origin, Origin::Default);
+        assert_eq!(e.environment, ["SEGNODE_DICOM__PORT"]);
+        let text = e.to_string();
+        assert!(
+            text.lines().any(|l| l.starts_with("dicom.port = 3000")
+                && l.ends_with("# environment SEGNODE_DICOM__PORT")),
+            "{text}"
+        );
+        let json = e.to_json();
+        assert_eq!(json["settings"]["dicom.port"]["source"], "environment");
+        assert_eq!(
+            json["settings"]["dicom.port"]["origin"],
+            "SEGNODE_DICOM__PORT"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_still_rejected() {
+        let (_d, layers) = with_file("[dicom]\nprot = 2000\n", &[]);
+        let e = layers.settings().unwrap_err().to_string();
+        assert!(e.contains("prot"), "{e}");
+        let (_d, layers) = with_file("[dicomm]\nport = 2000\n", &[]);
+        assert!(layers.settings().is_err());
+        let layers = Layers::new(None, vars(&[("SEGNODE_DICOM__BOGUS", "1")]));
+        let e = layers.settings().unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        // the effective configuration can still be shown
+        assert!(layers
+            .effective()
+            .unwrap()
+            .entries
+            .contains_key("dicom.bogus"));
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let e = Layers::discover(Some(Path::new("/nonexistent/segnode.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--config"), "{e}");
+    }
+
+    #[test]
+    fn caller_hint_names_the_entry() {
+        let h = caller_hint("MODALITY1 ", "::ffff:10.0.0.5".parse().unwrap());
+        assert!(h.contains("[[dicom.callers]]"), "{h}");
+        assert!(h.contains("ae_title = \"MODALITY1\""), "{h}");
+        assert!(h.contains("host = \"10.0.0.5\""), "{h}");
     }
 
     #[test]
@@ -587,12 +966,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let mut s: Settings = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
+        let mut s = Layers::new(None, vars(&[])).settings().unwrap();
         s.dicom.max_pdu = 10;
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("dicom.max_pdu"), "{e}");

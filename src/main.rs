@@ -15,7 +15,8 @@ use segnode::store::index::Index;
     about = "DICOM node: receive CT/CBCT series, segment, send DICOM SEG back"
 )]
 struct Cli {
-    /// Configuration file (default: config/segnode.toml when present, else built-in defaults).
+    /// Configuration file, layered on the built-in defaults (the documented config/segnode.toml);
+    /// default: config/segnode.toml in the working directory when present.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -62,6 +63,19 @@ enum Command {
     },
     /// Segment a series folder and write a DICOM SEG; prints one JSON line.
     Segment(segnode::pipeline::cli::SegmentArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The effective configuration, key by key, with where each value came from (default, file,
+    /// environment variable); exit 1 when it does not validate.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +175,9 @@ fn main() -> anyhow::Result<()> {
     }
     match &cli.command {
         Command::Segment(a) => return offline(segnode::pipeline::cli::run(a)),
+        Command::Config(ConfigCommand::Show { json }) => {
+            return config_show(cli.config.as_deref(), *json)
+        }
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -186,9 +203,30 @@ fn main() -> anyhow::Result<()> {
         Command::Send { input, peer, aet } => {
             runtime.block_on(send_command(&settings, &input, &peer, aet))?
         }
-        Command::Segment(_) => {}
+        Command::Segment(_) | Command::Config(_) => {}
     }
     Ok(())
+}
+
+/// `segnode config show`: the merged layers with each key's origin, printed even when they do not
+/// validate (then the error follows and the exit status is 1), so an administrator can see why.
+fn config_show(file: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+    let layers = segnode::config::Layers::discover(file)?;
+    let effective = layers.effective()?;
+    let check = layers.settings();
+    if json {
+        let mut v = effective.to_json();
+        v["valid"] = check.is_ok().into();
+        if let Err(e) = &check {
+            v["error"] = e.to_string().into();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{effective}");
+    }
+    check
+        .map(|_| ())
+        .context("the effective configuration does not validate")
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {

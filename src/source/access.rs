@@ -77,6 +77,11 @@ impl AccessControl for ConnectionAccess {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         if !self.policy.allows(calling_ae_title, self.peer) {
+            let hint = crate::config::caller_hint(calling_ae_title, self.peer);
+            tracing::warn!(
+                calling_ae = calling_ae_title.trim(),
+                "calling AE title refused; {hint}"
+            );
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
