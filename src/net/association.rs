@@ -24,9 +24,10 @@ use crate::config::secs;
 use crate::node::Node;
 use crate::store::files::{IncomingFile, IncomingMeta, StoreError};
 use crate::store::header::HeaderError;
-use crate::store::index::{AssociationRecord, ASSOC_ABORTED, ASSOC_RELEASED};
 use crate::store::ingest::{Announced, IngestError, Origin};
 use crate::store::uid;
+use segnode_db::associations::AssociationRecord;
+use segnode_db::AssociationState;
 
 type Association = dicom_ul::association::server::AsyncServerAssociation<TcpStream>;
 
@@ -212,9 +213,9 @@ impl Handler {
         }
         let ending = self.dimse_loop(&mut shutdown).await;
         let (state, outcome) = match &ending {
-            Ending::Released => (ASSOC_RELEASED, "released".to_string()),
-            Ending::PeerAborted => (ASSOC_ABORTED, "aborted by peer".to_string()),
-            Ending::Aborted(why) => (ASSOC_ABORTED, format!("aborted: {why}")),
+            Ending::Released => (AssociationState::Released, "released".to_string()),
+            Ending::PeerAborted => (AssociationState::Aborted, "aborted by peer".to_string()),
+            Ending::Aborted(why) => (AssociationState::Aborted, format!("aborted: {why}")),
         };
         if let Ending::Aborted(_) = ending {
             self.abort().await;
