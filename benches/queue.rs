@@ -6,17 +6,15 @@
 //!
 //!   cargo bench --bench queue [-- --jobs 2000 --workers 1,2,4 --samples 60]
 //!
-//! Jobs are created through segnode's own queue code (`Queue::create`, and for the throughput run one
-//! transaction of `insert_job` + the jobs wake-up, so every worker starts at the commit).
+//! Jobs are created through segnode's own queue code (`Queue::create`, and for the throughput run
+//! `Queue::create_many`: one transaction and one jobs wake-up, so every worker starts at the commit).
 
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
 
-use segnode::queue::{insert_job, Queue};
-use segnode::store::index::{now_ms, Index};
-use segnode::store::wakeup::Topic;
-use sqlx::Row;
+use segnode_db::jobs::{NewJob, Queue};
+use segnode_db::{now_ms, Index, JobState};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,18 +107,10 @@ impl Drop for Workers {
 }
 
 /// Wait (bounded) until every job whose series starts with `prefix` is DONE.
-async fn wait_done(index: &Index, prefix: &str, expected: i64) {
+async fn wait_done(queue: &Queue, prefix: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let done: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE state = 'DONE' AND series_uid LIKE $1",
-        )
-        .bind(format!("{prefix}%"))
-        .fetch_one(index.pool())
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap();
+        let done = queue.count(JobState::Done, prefix).await.unwrap();
         if done >= expected {
             return;
         }
@@ -160,7 +150,7 @@ async fn measure(backend: &'static str, url: &str, n: usize, a: &Args) -> Row_ {
             .await
             .unwrap();
     }
-    wait_done(&index, "warm.", 4 * n as i64).await;
+    wait_done(&queue, "warm.", 4 * n as i64).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // claim delay: one job at a time into idle workers
@@ -171,43 +161,43 @@ async fn measure(backend: &'static str, url: &str, n: usize, a: &Args) -> Row_ {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    wait_done(&index, "delay.", a.samples as i64).await;
-    let mut delays: Vec<i64> = sqlx::query(
-        "SELECT started_ms - created_ms AS d FROM jobs WHERE series_uid LIKE 'delay.%'",
-    )
-    .fetch_all(index.pool())
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.try_get::<i64, _>("d").unwrap())
-    .collect();
-    delays.sort();
-
-    // throughput: a backlog committed at once
-    let mut tx = index.pool().begin().await.unwrap();
-    for i in 0..a.jobs {
-        insert_job(&mut tx, &format!("tp.{i}"), 1, "noop", &[], &[])
-            .await
-            .unwrap();
-    }
-    index.notify_in(&mut tx, Topic::Jobs).await.unwrap();
-    tx.commit().await.unwrap();
-    let t0 = now_ms();
-    wait_done(&index, "tp.", a.jobs as i64).await;
-    let t1: i64 =
-        sqlx::query("SELECT MAX(finished_ms) AS t FROM jobs WHERE series_uid LIKE 'tp.%'")
-            .fetch_one(index.pool())
-            .await
-            .unwrap()
-            .try_get("t")
-            .unwrap();
-    let results: Vec<String> = sqlx::query("SELECT result FROM jobs WHERE series_uid LIKE 'tp.%'")
-        .fetch_all(index.pool())
+    wait_done(&queue, "delay.", a.samples as i64).await;
+    let mut delays: Vec<i64> = queue
+        .list(None)
         .await
         .unwrap()
         .iter()
-        .map(|r| r.try_get::<String, _>("result").unwrap())
+        .filter(|j| j.series_uid.starts_with("delay."))
+        .map(|j| j.started_ms.unwrap_or(j.created_ms) - j.created_ms)
         .collect();
+    delays.sort();
+
+    // throughput: a backlog committed at once
+    let backlog: Vec<NewJob> = (0..a.jobs)
+        .map(|i| NewJob {
+            series_uid: format!("tp.{i}"),
+            revision: 1,
+            pipeline: "noop".into(),
+            rules: Vec::new(),
+            destinations: Vec::new(),
+        })
+        .collect();
+    queue.create_many(&backlog).await.unwrap();
+    let t0 = now_ms();
+    wait_done(&queue, "tp.", a.jobs as i64).await;
+    let throughput: Vec<_> = queue
+        .list(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.series_uid.starts_with("tp."))
+        .collect();
+    let t1: i64 = throughput
+        .iter()
+        .filter_map(|j| j.finished_ms)
+        .max()
+        .unwrap_or(t0);
+    let results: Vec<String> = throughput.into_iter().filter_map(|j| j.result).collect();
     let mut share = vec![0usize; n];
     for r in results {
         let v: serde_json::Value = serde_json::from_str(&r).unwrap();

@@ -767,6 +767,17 @@ pub fn validate_ae_title(key: &'static str, ae: &str) -> Result<(), ConfigError>
 }
 
 /// Seconds from the config as a Duration (validated finite and positive before).
+impl DatabaseSettings {
+    /// The index database's pool options.
+    pub fn db_options(&self) -> segnode_db::DbOptions {
+        segnode_db::DbOptions {
+            url: self.url.clone(),
+            max_connections: self.max_connections,
+            acquire_timeout: secs(self.acquire_timeout_s),
+        }
+    }
+}
+
 pub fn secs(v: f64) -> Duration {
     Duration::from_secs_f64(v.max(0.0))
 }

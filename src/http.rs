@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::store::index::Index;
+use segnode_db::Index;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for HTTP on {addr}: {source}")]

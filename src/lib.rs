@@ -4,7 +4,8 @@
 //! The crate is a library with one binary (`src/main.rs`) so that tests and benchmarks can reach every
 //! room of the pipeline directly. Data flows one way through the modules:
 //! `source` (the C-STORE SCP of crate `segnode-net`) → `store` (durable files + index) → `series`
-//! (completion) → `volume` (HU + affine) → `segment` (pipelines) → `result` (DICOM SEG).
+//! (completion) → `volume` (HU + affine) → `segment` (pipelines) → `result` (DICOM SEG). The index
+//! database (tables, queue, outbox, wake-ups) is the `segnode-db` crate: this crate holds no SQL.
 
 pub mod config;
 pub mod dispatch;
@@ -12,7 +13,6 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
-pub mod queue;
 pub mod routing;
 pub mod series;
 pub mod source;

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 use segnode::config::Settings;
-use segnode::store::index::Index;
+use segnode_db::Index;
 
 #[derive(Parser)]
 #[command(
@@ -352,14 +352,14 @@ async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Resul
 /// The index with this configuration's pool settings (`database.acquire_timeout_s` bounds a health
 /// check against a database that is down).
 async fn open_index(settings: &Settings) -> anyhow::Result<Index> {
-    Index::open_settings(&settings.database)
+    Index::open_with(&settings.database.db_options())
         .await
         .with_context(|| format!("opening the index {}", settings.database.url))
 }
 
 async fn jobs_command(settings: Settings, cmd: JobsCommand) -> anyhow::Result<()> {
     let index = open_index(&settings).await?;
-    let queue = segnode::queue::Queue::new(index.clone());
+    let queue = segnode_db::jobs::Queue::new(index.clone());
     match cmd {
         JobsCommand::List { json, series } => {
             let jobs = queue.list(series.as_deref()).await?;
@@ -405,7 +405,7 @@ async fn jobs_command(settings: Settings, cmd: JobsCommand) -> anyhow::Result<()
 
 async fn outbox_command(settings: Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
     let index = open_index(&settings).await?;
-    let outbox = segnode::dispatch::Outbox::new(index.clone());
+    let outbox = segnode_db::outbox::Outbox::new(index.clone());
     match cmd {
         OutboxCommand::List { json } => {
             let items = outbox.list().await?;

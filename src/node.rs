@@ -15,10 +15,9 @@ use crate::series::tracker::Tracker;
 use crate::source::access::AccessPolicy;
 use crate::source::scp::StoreScp;
 use crate::store::files::{InstanceStore, StoreError};
-use crate::store::index::{Index, IndexError};
 use crate::store::ingest::{Ingest, IngestError};
-use crate::store::wakeup::Topic;
 use crate::worker::Workers;
+use segnode_db::{Index, IndexError, Topic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -59,7 +58,7 @@ impl Node {
             &name,
             settings.storage.min_free_mb,
         )?);
-        let index = Index::open_settings(&settings.database).await?;
+        let index = Index::open_with(&settings.database.db_options()).await?;
         let orphaned = index.close_orphaned_associations(&name).await?;
         if orphaned > 0 {
             info!(
@@ -204,7 +203,7 @@ async fn routing_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 /// Run only the pipelines (a `segnode worker` process): same database and storage as the receivers.
 pub async fn work(settings: Settings) -> Result<(), NodeError> {
     let settings = Arc::new(settings);
-    let index = Index::open_settings(&settings.database).await?;
+    let index = Index::open_with(&settings.database.db_options()).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

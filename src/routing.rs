@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use crate::config::{MatchSettings, RuleSettings, Settings};
 use crate::pipeline::registry::Registry;
+use segnode_db::routing::{RoutedJob, SeriesFactsRecord};
+use segnode_db::{Index, IndexError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
@@ -36,6 +38,22 @@ pub struct SeriesFacts {
     pub calling_ae: Option<String>,
     pub called_ae: Option<String>,
     pub slices: i64,
+}
+
+impl From<SeriesFactsRecord> for SeriesFacts {
+    fn from(r: SeriesFactsRecord) -> SeriesFacts {
+        SeriesFacts {
+            modality: r.modality,
+            body_part: r.body_part,
+            series_description: r.series_description,
+            protocol_name: r.protocol_name,
+            slice_thickness: r.slice_thickness,
+            orientation: r.orientation,
+            calling_ae: r.calling_ae,
+            called_ae: r.called_ae,
+            slices: r.slices,
+        }
+    }
 }
 
 /// A compiled rule.
@@ -288,86 +306,46 @@ mod tests {
 /// Route every COMPLETE series revision not routed yet: claim it, create its jobs (or record that no
 /// rule matched) in the same transaction, and wake the workers. Any number of receivers may run this
 /// against one database: each revision is routed exactly once, and a crash routes nothing half-way.
-pub async fn route_completed(
-    index: &crate::store::index::Index,
-    router: &Router,
-) -> Result<usize, crate::store::index::IndexError> {
-    use crate::store::index::{insert_event, now_ms};
-    use crate::store::wakeup::Topic;
-    use sqlx::Row;
-    let rows = sqlx::query(
-        "SELECT series_uid, revision FROM series WHERE state = 'COMPLETE'
-            AND (routed_revision IS NULL OR routed_revision < revision) ORDER BY first_received_ms",
-    )
-    .fetch_all(index.pool())
-    .await?;
+pub async fn route_completed(index: &Index, router: &Router) -> Result<usize, IndexError> {
     let mut created = 0;
-    for r in rows {
-        let uid: String = r.try_get("series_uid")?;
-        let revision: i64 = r.try_get("revision")?;
-        let Some(facts) = index.series_facts(&uid).await? else {
+    for u in index.unrouted_series().await? {
+        let Some(facts) = index.series_facts(&u.series_uid).await? else {
             continue;
         };
-        let route = router.route(&facts);
-        let mut tx = index.pool().begin().await?;
-        // claim the routing of this revision: with several receivers on one database exactly one of
-        // them routes it, and its jobs and history entries commit together with the claim
-        let claimed = sqlx::query(
-            "UPDATE series SET routed_revision = $1 WHERE series_uid = $2 AND revision = $1
-                AND state = 'COMPLETE' AND (routed_revision IS NULL OR routed_revision < $1)",
-        )
-        .bind(revision)
-        .bind(&uid)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            tx.rollback().await?;
+        let route = router.route(&facts.into());
+        let jobs: Vec<RoutedJob<'_>> = route
+            .jobs
+            .iter()
+            .map(|(pipeline, (destinations, rules))| RoutedJob {
+                pipeline,
+                rules,
+                destinations,
+            })
+            .collect();
+        let history: Vec<String> = if route.jobs.is_empty() {
+            vec!["no rule matched: stored, not processed".to_string()]
+        } else {
+            route
+                .jobs
+                .iter()
+                .map(|(pipeline, (destinations, rules))| {
+                    let to = if destinations.is_empty() {
+                        "no destination".to_string()
+                    } else {
+                        destinations.join(", ")
+                    };
+                    format!("rule {} → pipeline {pipeline} → {to}", rules.join(", "))
+                })
+                .collect()
+        };
+        let Some(jobs) = index
+            .claim_routing(&u.series_uid, u.revision, &jobs, &history)
+            .await?
+        else {
             continue;
-        }
-        let now = now_ms();
-        if route.jobs.is_empty() {
-            insert_event(
-                &mut tx,
-                &uid,
-                revision,
-                now,
-                "routed",
-                "no rule matched: stored, not processed",
-            )
-            .await?;
-        }
-        let mut jobs = 0;
-        for (pipeline, (destinations, rules)) in &route.jobs {
-            if crate::queue::insert_job(&mut tx, &uid, revision, pipeline, rules, destinations)
-                .await?
-            {
-                jobs += 1;
-            }
-            let to = if destinations.is_empty() {
-                "no destination".to_string()
-            } else {
-                destinations.join(", ")
-            };
-            insert_event(
-                &mut tx,
-                &uid,
-                revision,
-                now,
-                "routed",
-                &format!("rule {} → pipeline {pipeline} → {to}", rules.join(", ")),
-            )
-            .await?;
-        }
-        if jobs > 0 {
-            index.notify_in(&mut tx, Topic::Jobs).await?;
-        }
-        tx.commit().await?;
-        if jobs > 0 {
-            index.wakeups().ring(Topic::Jobs);
-        }
+        };
         created += jobs;
+        let (uid, revision) = (&u.series_uid, u.revision);
         if route.jobs.is_empty() {
             tracing::info!(series = %uid, revision, "no routing rule matched: stored, not processed");
         }

@@ -15,12 +15,11 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Settings;
-use crate::dispatch::NewDelivery;
 use crate::pipeline::registry::{Registry, NOOP};
-use crate::queue::{Job, Queue};
 use crate::store::files::sync_dir;
-use crate::store::index::Index;
-use crate::store::wakeup::Topic;
+use segnode_db::jobs::{Job, Queue};
+use segnode_db::outbox::NewDelivery;
+use segnode_db::{Index, Topic};
 use segnode_imaging::result::{ResultForm, ResultObject, SegForm, SegOptions};
 use segnode_imaging::volume::{load_series, LoadOptions};
 
@@ -114,7 +113,7 @@ impl Workers {
                 let owner = format!(
                     "{node}/{}/{pipeline}#{slot}/{}",
                     std::process::id(),
-                    crate::queue::new_id()
+                    segnode_db::new_id()
                 );
                 tasks.spawn(
                     self.clone()
@@ -209,7 +208,7 @@ impl Workers {
                     let w = &self.settings.workers;
                     match queue.fail(&job, owner, &reason, w.max_attempts, w.retry_base_s, w.retry_max_s).await {
                         Ok(Some(state)) => {
-                            warn!(ms, state, reason = %reason, "job failed");
+                            warn!(ms, state = state.as_str(), reason = %reason, "job failed");
                             crate::metrics::metrics().job(&job.pipeline, false, 0.0);
                             let _ = self
                                 .index

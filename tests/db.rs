@@ -4,13 +4,16 @@
 
 mod support;
 
-use segnode::dispatch::{NewDelivery, Outbox};
-use segnode::queue::{Queue, DEAD, DONE, RUNNING};
+use segnode::dispatch::purge_delivered;
 use segnode::routing::{route_completed, Router};
 use segnode::store::header::InstanceHeader;
-use segnode::store::index::{AssociationRecord, Index, InstanceRecord, RecordOutcome};
-use segnode::store::wakeup::Topic;
-use sqlx::Row;
+use segnode::store::ingest::InstanceRecord;
+use segnode_db::associations::AssociationRecord;
+use segnode_db::instances::RecordOutcome;
+use segnode_db::jobs::Queue;
+use segnode_db::outbox::{NewDelivery, Outbox};
+use segnode_db::JobState::{Dead as DEAD, Done as DONE, Running as RUNNING};
+use segnode_db::{AssociationState, Index, Topic};
 use std::collections::HashMap;
 use std::time::Duration;
 use support::postgres::{database_url, postgres_selected};
@@ -67,15 +70,6 @@ fn delivery(i: usize) -> NewDelivery {
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.66.4".into(),
         sop_instance_uid: format!("2.25.{i}"),
     }
-}
-
-async fn count(index: &Index, sql: &'static str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(index.pool())
-        .await
-        .unwrap()
-        .try_get::<i64, _>("n")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,7 +134,7 @@ async fn series_lifecycle_revisions_and_orphaned_associations() {
     assert_eq!(again.close_orphaned_associations("rx-1").await.unwrap(), 0);
     let states = again.series_association_states("1.2.3", 1).await.unwrap();
     assert!(
-        states.contains(&"OPEN".to_string()),
+        states.contains(&AssociationState::Open),
         "rx-2's association stays open: {states:?}"
     );
 }
@@ -158,12 +152,10 @@ async fn processes_starting_together_migrate_once() {
     for o in opens {
         handles.push(o.await.unwrap().expect("open"));
     }
-    let versions = count(&handles[0], "SELECT COUNT(*) AS n FROM schema_version").await;
-    let distinct = count(
-        &handles[0],
-        "SELECT COUNT(DISTINCT version) AS n FROM schema_version",
-    )
-    .await;
+    let mut applied = handles[0].schema_versions().await.unwrap();
+    let versions = applied.len();
+    applied.dedup();
+    let distinct = applied.len();
     assert_eq!(versions, distinct, "each migration applied once");
     assert!(versions >= 3);
 }
@@ -236,7 +228,7 @@ async fn lease_expiry_retry_and_dead_letter() {
         .unwrap()
         .is_none());
     let job = q.claim(&pipes, "w1", 50).await.unwrap().expect("claimed");
-    assert_eq!((job.state.as_str(), job.attempts), (RUNNING, 1));
+    assert_eq!((job.state, job.attempts), (RUNNING, 1));
     assert!(q.claim(&pipes, "w2", 50).await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(120)).await;
     let again = q
@@ -345,13 +337,9 @@ modality = ["CT"]
     let created = ta.await.unwrap() + tb.await.unwrap();
     assert_eq!(created, n, "one job per series");
     assert_eq!(route_completed(&a, &router).await.unwrap(), 0);
-    assert_eq!(count(&a, "SELECT COUNT(*) AS n FROM jobs").await, n as i64);
+    assert_eq!(Queue::new(a.clone()).list(None).await.unwrap().len(), n);
     assert_eq!(
-        count(
-            &a,
-            "SELECT COUNT(*) AS n FROM series_events WHERE event = 'routed'"
-        )
-        .await,
+        a.event_count("routed").await.unwrap(),
         n as i64,
         "each series routed (and its history written) once"
     );
@@ -469,24 +457,35 @@ async fn delivered_results_are_removed_only_when_every_destination_has_them() {
     });
     assert!(q.complete(&job, "w", "{}", &both).await.unwrap());
     std::fs::write(outbox_dir.join("7.dcm"), b"seg").unwrap();
-    let later = segnode::store::index::now_ms() + 60_000;
+    let later = segnode_db::now_ms() + 60_000;
     // the PACS has it, the archive not yet: the file stays
     let pacs = outbox.claim("pacs", 10, 60_000).await.unwrap();
     outbox.mark_sent(&pacs[0].id, 0).await.unwrap();
-    assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 0);
+    assert_eq!(
+        purge_delivered(&outbox, &outbox_dir, later).await.unwrap(),
+        0
+    );
     assert!(outbox_dir.join("7.dcm").exists());
     // both have it, but not long enough ago: stays
     let archive = outbox.claim("archive", 10, 60_000).await.unwrap();
     outbox.mark_sent(&archive[0].id, 0).await.unwrap();
-    let long_ago = segnode::store::index::now_ms() - 60_000;
+    let long_ago = segnode_db::now_ms() - 60_000;
     assert_eq!(
-        outbox.purge_delivered(&outbox_dir, long_ago).await.unwrap(),
+        purge_delivered(&outbox, &outbox_dir, long_ago)
+            .await
+            .unwrap(),
         0
     );
     // old enough: removed once, and a resend says why it cannot be done
-    assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 1);
+    assert_eq!(
+        purge_delivered(&outbox, &outbox_dir, later).await.unwrap(),
+        1
+    );
     assert!(!outbox_dir.join("7.dcm").exists());
-    assert_eq!(outbox.purge_delivered(&outbox_dir, later).await.unwrap(), 0);
+    assert_eq!(
+        purge_delivered(&outbox, &outbox_dir, later).await.unwrap(),
+        0
+    );
     let err = outbox.resend(&pacs[0].id).await.unwrap_err().to_string();
     assert!(err.contains("removed after delivery"), "{err}");
 }

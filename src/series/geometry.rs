@@ -2,7 +2,17 @@
 //! trusts an association release: same orientation and size, positions stepping evenly along the slice
 //! normal, no gap, no two slices at one position, no in-plane shift between slices.
 
-use crate::store::index::SliceRow;
+/// Geometry of one slice (instance), the input of the stack check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub sop_uid: String,
+    pub ipp: Option<[f64; 3]>,
+    pub iop: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub rows: Option<i64>,
+    pub columns: Option<i64>,
+    pub number_of_frames: Option<i64>,
+}
 
 /// The stack the slices form, when they do.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +57,7 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 
 /// Check the slices; `tolerance` is the allowed deviation of each step from the median step, as a
 /// fraction.
-pub fn check_stack(slices: &[SliceRow], tolerance: f64) -> Result<Stack, StackProblem> {
+pub fn check_stack(slices: &[Slice], tolerance: f64) -> Result<Stack, StackProblem> {
     let with_geometry: Vec<_> = slices
         .iter()
         .filter_map(|s| Some((s.ipp?, s.iop?, s.pixel_spacing?, s.rows?, s.columns?)))
@@ -140,8 +150,8 @@ pub fn check_stack(slices: &[SliceRow], tolerance: f64) -> Result<Stack, StackPr
 mod tests {
     use super::*;
 
-    fn slice(z: f64) -> SliceRow {
-        SliceRow {
+    fn slice(z: f64) -> Slice {
+        Slice {
             sop_uid: format!("1.{}", (z * 10.0) as i64),
             ipp: Some([-100.0, -100.0, z]),
             iop: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
@@ -228,7 +238,7 @@ mod tests {
 
     #[test]
     fn non_images_have_no_geometry() {
-        let s = vec![SliceRow {
+        let s = vec![Slice {
             sop_uid: "1".into(),
             ipp: None,
             iop: None,

@@ -19,9 +19,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::geometry::{check_stack, StackProblem};
+use super::geometry::{check_stack, Slice, StackProblem};
 use crate::config::CompletionSettings;
-use crate::store::index::{now_ms, Index, IndexError, SeriesRow, ASSOC_OPEN, ASSOC_RELEASED};
+use segnode_db::instances::SliceRecord;
+use segnode_db::series::SeriesRecord;
+use segnode_db::{now_ms, AssociationState, Index, IndexError};
 
 pub struct Tracker {
     index: Index,
@@ -84,7 +86,7 @@ impl Tracker {
         Ok(())
     }
 
-    async fn evidence(&mut self, s: &SeriesRow, now: i64) -> Result<Option<String>, IndexError> {
+    async fn evidence(&mut self, s: &SeriesRecord, now: i64) -> Result<Option<String>, IndexError> {
         let quiet_ms = now - s.last_received_ms;
         if let Some(expected) = s.expected_instances {
             if expected > 0 && s.instance_count == expected {
@@ -103,10 +105,16 @@ impl Tracker {
                 .await?;
             // every carrier has ended and at least one released normally (a sender that aborted and
             // then resent the rest counts; the stack check below still catches missing slices)
-            let ended = !states.iter().any(|st| st == ASSOC_OPEN);
-            let released = states.iter().any(|st| st == ASSOC_RELEASED);
+            let ended = !states.contains(&AssociationState::Open);
+            let released = states.contains(&AssociationState::Released);
             if ended && released {
-                let slices = self.index.series_slices(&s.series_uid).await?;
+                let slices: Vec<Slice> = self
+                    .index
+                    .series_slices(&s.series_uid)
+                    .await?
+                    .into_iter()
+                    .map(slice)
+                    .collect();
                 let settle = self.settings.settle_s;
                 match check_stack(&slices, self.settings.spacing_tolerance) {
                     Ok(stack) => {
@@ -148,5 +156,18 @@ impl Tracker {
             }
         }
         Ok(None)
+    }
+}
+
+/// The stack check's input from the index's record of an instance.
+fn slice(r: SliceRecord) -> Slice {
+    Slice {
+        sop_uid: r.sop_uid,
+        ipp: r.ipp,
+        iop: r.iop,
+        pixel_spacing: r.pixel_spacing,
+        rows: r.rows,
+        columns: r.columns,
+        number_of_frames: r.number_of_frames,
     }
 }

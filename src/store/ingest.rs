@@ -9,7 +9,62 @@ use std::sync::Arc;
 use super::crashpoint::{self, Step};
 use super::files::{stored_content_hash, ClosedFile, InstanceStore, StoreError};
 use super::header::{self, HeaderError, InstanceHeader};
-use super::index::{Index, IndexError, IndexedFile, InstanceRecord, RecordOutcome};
+use segnode_db::instances::{IndexedFile, NewInstance, RecordOutcome};
+use segnode_db::{Index, IndexError};
+
+/// Everything recorded about a stored instance: its header and how it arrived.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub header: InstanceHeader,
+    pub transfer_syntax: String,
+    pub association_id: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+    /// Relative to the storage directory.
+    pub path: String,
+    pub size_bytes: i64,
+    pub content_hash: String,
+}
+
+impl<'a> From<&'a InstanceRecord> for NewInstance<'a> {
+    fn from(r: &'a InstanceRecord) -> NewInstance<'a> {
+        let h = &r.header;
+        NewInstance {
+            sop_class_uid: &h.sop_class_uid,
+            sop_instance_uid: &h.sop_instance_uid,
+            study_uid: &h.study_uid,
+            series_uid: &h.series_uid,
+            patient_id: h.patient_id.as_deref(),
+            patient_name: h.patient_name.as_deref(),
+            study_date: h.study_date.as_deref(),
+            modality: h.modality.as_deref(),
+            body_part: h.body_part.as_deref(),
+            series_description: h.series_description.as_deref(),
+            protocol_name: h.protocol_name.as_deref(),
+            series_number: h.series_number,
+            instance_number: h.instance_number,
+            acquisition_number: h.acquisition_number,
+            images_in_acquisition: h.images_in_acquisition,
+            number_of_frames: h.number_of_frames,
+            frame_of_reference_uid: h.frame_of_reference_uid.as_deref(),
+            rows: h.rows,
+            columns: h.columns,
+            ipp: h.ipp,
+            iop: h.iop,
+            pixel_spacing: h.pixel_spacing,
+            slice_thickness: h.slice_thickness,
+            transfer_syntax: &r.transfer_syntax,
+            association_id: &r.association_id,
+            calling_ae: &r.calling_ae,
+            called_ae: &r.called_ae,
+            peer: &r.peer,
+            path: &r.path,
+            size_bytes: r.size_bytes,
+            content_hash: &r.content_hash,
+        }
+    }
+}
 
 /// Who sent the instance.
 #[derive(Debug, Clone)]
@@ -68,9 +123,7 @@ impl Ingest {
     ) -> Result<Filed, IngestError> {
         if self.index.unavailable() {
             // answered at once (Out of Resources) while the database is away; the sender retries
-            return Err(IngestError::Index(IndexError::Db(
-                sqlx::Error::PoolTimedOut,
-            )));
+            return Err(IngestError::Index(IndexError::pool_timed_out()));
         }
         let filed = self.file_now(closed, announced, origin).await;
         if let Err(IngestError::Index(e)) = &filed {

@@ -1,10 +1,8 @@
-//! Durable storage of received instances: UID validation, the instance files, their header, the index
-//! database, and the filing service that ties them together.
+//! Durable storage of received instances: UID validation, the instance files, their header, and the
+//! filing service that ties them to the index database (`segnode-db`).
 
 pub mod crashpoint;
 pub mod files;
 pub mod header;
-pub mod index;
 pub mod ingest;
 pub mod uid;
-pub mod wakeup;

@@ -1,21 +1,24 @@
-//! The job queue, kept in the index database: one job per (series revision, pipeline).
+//! The job queue (`jobs`), kept in the index database: one job per (series revision, pipeline).
 //!
-//! States: QUEUED → RUNNING → DONE, or FAILED (waiting for a retry after exponential backoff with
-//! jitter) → … → DEAD after `workers.max_attempts`. A worker claims a job with a lease that it renews
-//! while it works; a job whose lease expired (its worker died) is claimable again. Every state change is
-//! conditional on the lease owner, so a worker that lost its lease can never complete a job twice.
-//! PostgreSQL claims skip rows other workers hold (`FOR UPDATE SKIP LOCKED`); SQLite serialises writers.
+//! States ([`JobState`]): QUEUED → RUNNING → DONE, or FAILED (waiting for a retry after exponential
+//! backoff with jitter) → … → DEAD after `max_attempts`. A worker claims a job with a lease that it
+//! renews while it works; a job whose lease expired (its worker died) is claimable again. Every state
+//! change is conditional on the lease owner, so a worker that lost its lease can never complete a job
+//! twice. PostgreSQL claims skip rows other workers hold (`FOR UPDATE SKIP LOCKED`); SQLite serialises
+//! writers. Completing a job queues its deliveries ([`crate::outbox`]) in the same transaction.
 
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::store::index::{now_ms, Backend, Index, IndexError};
-use crate::store::wakeup::Topic;
-
-pub const QUEUED: &str = "QUEUED";
-pub const RUNNING: &str = "RUNNING";
-pub const DONE: &str = "DONE";
-pub const FAILED: &str = "FAILED";
-pub const DEAD: &str = "DEAD";
+use crate::error::IndexError;
+use crate::ids::new_id;
+use crate::notify::Topic;
+use crate::options::Backend;
+use crate::outbox::{insert_delivery, NewDelivery};
+use crate::pool::Index;
+use crate::schema::JOBS_LIVE;
+use crate::state::JobState;
+use crate::time::{backoff_ms, now_ms};
 
 /// A job as stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,7 +30,7 @@ pub struct Job {
     pub rules: String,
     /// Destination names, comma-separated.
     pub destinations: String,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub not_before_ms: i64,
     pub lease_owner: Option<String>,
@@ -50,11 +53,22 @@ impl Job {
     }
 }
 
+/// A job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub series_uid: String,
+    pub revision: i64,
+    pub pipeline: String,
+    /// The routing rules that chose it.
+    pub rules: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
 const COLUMNS: &str =
     "id, series_uid, revision, pipeline, rules, destinations, state, attempts, not_before_ms, \
     lease_owner, lease_until_ms, created_ms, started_ms, finished_ms, error, result";
 
-fn job_row(r: &sqlx::any::AnyRow) -> Result<Job, IndexError> {
+fn job_record(r: &AnyRow) -> Result<Job, IndexError> {
     Ok(Job {
         id: r.try_get("id")?,
         series_uid: r.try_get("series_uid")?,
@@ -62,7 +76,7 @@ fn job_row(r: &sqlx::any::AnyRow) -> Result<Job, IndexError> {
         pipeline: r.try_get("pipeline")?,
         rules: r.try_get("rules")?,
         destinations: r.try_get("destinations")?,
-        state: r.try_get("state")?,
+        state: JobState::from_column(r.try_get("state")?)?,
         attempts: r.try_get("attempts")?,
         not_before_ms: r.try_get("not_before_ms")?,
         lease_owner: r.try_get("lease_owner")?,
@@ -75,25 +89,9 @@ fn job_row(r: &sqlx::any::AnyRow) -> Result<Job, IndexError> {
     })
 }
 
-/// A random identifier for jobs, outbox items and workers.
-pub fn new_id() -> String {
-    format!(
-        "{:016x}{:08x}",
-        rand::random::<u64>(),
-        rand::random::<u32>()
-    )
-}
-
-/// Exponential backoff with ±25 % jitter: `base · 2^(attempt-1)`, capped.
-pub fn backoff_ms(attempt: i64, base_s: f64, max_s: f64) -> i64 {
-    let exp = base_s * 2f64.powi((attempt.max(1) - 1).min(30) as i32);
-    let jitter = 0.75 + 0.5 * rand::random::<f64>();
-    (exp.min(max_s) * jitter * 1000.0) as i64
-}
-
 /// Insert the job of (series revision, pipeline) in `tx` unless it exists (the caller wakes the
 /// workers after the commit). Returns whether it was created.
-pub async fn insert_job(
+pub(crate) async fn insert_job(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     series_uid: &str,
     revision: i64,
@@ -113,7 +111,7 @@ pub async fn insert_job(
     .bind(pipeline)
     .bind(rules.join(","))
     .bind(destinations.join(","))
-    .bind(QUEUED)
+    .bind(JobState::Queued.as_str())
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;
@@ -141,7 +139,7 @@ impl Queue {
         rules: &[String],
         destinations: &[String],
     ) -> Result<bool, IndexError> {
-        let mut tx = self.index.pool().begin().await?;
+        let mut tx = self.index.pool.begin().await?;
         let created =
             insert_job(&mut tx, series_uid, revision, pipeline, rules, destinations).await?;
         if created {
@@ -149,7 +147,36 @@ impl Queue {
         }
         tx.commit().await?;
         if created {
-            self.index.wakeups().ring(Topic::Jobs);
+            self.index.wakeups.ring(Topic::Jobs);
+        }
+        Ok(created)
+    }
+
+    /// Create several jobs in one transaction (those that exist are skipped) and wake the workers once,
+    /// at the commit. Returns how many were created.
+    pub async fn create_many(&self, jobs: &[NewJob]) -> Result<usize, IndexError> {
+        let mut tx = self.index.pool.begin().await?;
+        let mut created = 0;
+        for j in jobs {
+            if insert_job(
+                &mut tx,
+                &j.series_uid,
+                j.revision,
+                &j.pipeline,
+                &j.rules,
+                &j.destinations,
+            )
+            .await?
+            {
+                created += 1;
+            }
+        }
+        if created > 0 {
+            self.index.notify_in(&mut tx, Topic::Jobs).await?;
+        }
+        tx.commit().await?;
+        if created > 0 {
+            self.index.wakeups.ring(Topic::Jobs);
         }
         Ok(created)
     }
@@ -168,26 +195,33 @@ impl Queue {
         let placeholders: Vec<String> = (0..pipelines.len())
             .map(|i| format!("${}", i + 6))
             .collect();
-        let lock = match self.index.backend() {
+        let lock = match self.index.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
         // the due-condition is repeated outside the sub-select: a row another claimer changed after
         // this statement's snapshot is re-checked against its new version, never taken twice
-        let due = "(((state = 'QUEUED' OR state = 'FAILED') AND not_before_ms <= $5)
-                OR (state = 'RUNNING' AND lease_until_ms < $5))";
+        let due = format!(
+            "(((state = '{queued}' OR state = '{failed}') AND not_before_ms <= $5)
+                OR (state = '{running}' AND lease_until_ms < $5))",
+            queued = JobState::Queued.as_str(),
+            failed = JobState::Failed.as_str(),
+            running = JobState::Running.as_str(),
+        );
+        // the sub-select repeats the condition of the partial index `jobs_live` (SQLite uses it only
+        // then)
         let sql = format!(
             "UPDATE jobs SET state = $1, lease_owner = $2, lease_until_ms = $3, attempts = attempts + 1,
                 started_ms = $4
              WHERE id = (SELECT id FROM jobs
-                WHERE state IN ('QUEUED', 'FAILED', 'RUNNING') AND pipeline IN ({}) AND {due}
+                WHERE {JOBS_LIVE} AND pipeline IN ({}) AND {due}
                 ORDER BY created_ms LIMIT 1{lock}) AND {due}
              RETURNING {COLUMNS}",
             placeholders.join(", ")
         );
         // the SQL text is built from constants and placeholder numbers only
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(RUNNING)
+            .bind(JobState::Running.as_str())
             .bind(owner)
             .bind(now + lease_ms)
             .bind(now)
@@ -195,8 +229,8 @@ impl Queue {
         for p in pipelines {
             q = q.bind(p);
         }
-        let row = q.fetch_optional(self.index.pool()).await?;
-        row.as_ref().map(job_row).transpose()
+        let row = q.fetch_optional(&self.index.pool).await?;
+        row.as_ref().map(job_record).transpose()
     }
 
     /// Extend a lease; false when the lease was lost (another worker owns the job now).
@@ -207,8 +241,8 @@ impl Queue {
         .bind(now_ms() + lease_ms)
         .bind(id)
         .bind(owner)
-        .bind(RUNNING)
-        .execute(self.index.pool())
+        .bind(JobState::Running.as_str())
+        .execute(&self.index.pool)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -220,20 +254,20 @@ impl Queue {
         job: &Job,
         owner: &str,
         result_json: &str,
-        deliveries: &[crate::dispatch::NewDelivery],
+        deliveries: &[NewDelivery],
     ) -> Result<bool, IndexError> {
-        let mut tx = self.index.pool().begin().await?;
+        let mut tx = self.index.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE jobs SET state = $1, result = $2, finished_ms = $3, error = NULL, lease_owner = NULL,
                 lease_until_ms = NULL
              WHERE id = $4 AND lease_owner = $5 AND state = $6",
         )
-        .bind(DONE)
+        .bind(JobState::Done.as_str())
         .bind(result_json)
         .bind(now_ms())
         .bind(&job.id)
         .bind(owner)
-        .bind(RUNNING)
+        .bind(JobState::Running.as_str())
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {
@@ -241,14 +275,14 @@ impl Queue {
             return Ok(false);
         }
         for d in deliveries {
-            crate::dispatch::insert_delivery(&mut tx, job, d).await?;
+            insert_delivery(&mut tx, &job.id, &job.series_uid, job.revision, d).await?;
         }
         if !deliveries.is_empty() {
             self.index.notify_in(&mut tx, Topic::Outbox).await?;
         }
         tx.commit().await?;
         if !deliveries.is_empty() {
-            self.index.wakeups().ring(Topic::Outbox);
+            self.index.wakeups.ring(Topic::Outbox);
         }
         Ok(true)
     }
@@ -263,12 +297,12 @@ impl Queue {
         max_attempts: i64,
         retry_base_s: f64,
         retry_max_s: f64,
-    ) -> Result<Option<&'static str>, IndexError> {
+    ) -> Result<Option<JobState>, IndexError> {
         let (state, not_before) = if job.attempts >= max_attempts {
-            (DEAD, 0)
+            (JobState::Dead, 0)
         } else {
             (
-                FAILED,
+                JobState::Failed,
                 now_ms() + backoff_ms(job.attempts, retry_base_s, retry_max_s),
             )
         };
@@ -277,14 +311,14 @@ impl Queue {
                 lease_until_ms = NULL
              WHERE id = $5 AND lease_owner = $6 AND state = $7",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(not_before)
         .bind(error)
         .bind(now_ms())
         .bind(&job.id)
         .bind(owner)
-        .bind(RUNNING)
-        .execute(self.index.pool())
+        .bind(JobState::Running.as_str())
+        .execute(&self.index.pool)
         .await?;
         Ok((r.rows_affected() == 1).then_some(state))
     }
@@ -295,12 +329,12 @@ impl Queue {
         let r = sqlx::query(
             "UPDATE jobs SET state = $1, not_before_ms = $2, attempts = 0 WHERE id = $3 AND (state = $4 OR state = $5)",
         )
-        .bind(QUEUED)
+        .bind(JobState::Queued.as_str())
         .bind(now_ms())
         .bind(id)
-        .bind(FAILED)
-        .bind(DEAD)
-        .execute(self.index.pool())
+        .bind(JobState::Failed.as_str())
+        .bind(JobState::Dead.as_str())
+        .execute(&self.index.pool)
         .await?;
         let requeued = r.rows_affected() == 1;
         if requeued {
@@ -313,9 +347,9 @@ impl Queue {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(self.index.pool())
+            .fetch_optional(&self.index.pool)
             .await?;
-        row.as_ref().map(job_row).transpose()
+        row.as_ref().map(job_record).transpose()
     }
 
     /// Jobs, newest first (optionally of one series).
@@ -327,18 +361,44 @@ impl Queue {
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(uid)
-                    .fetch_all(self.index.pool())
+                    .fetch_all(&self.index.pool)
                     .await?
             }
             None => {
                 let sql = format!("SELECT {COLUMNS} FROM jobs ORDER BY created_ms DESC");
                 sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(self.index.pool())
+                    .fetch_all(&self.index.pool)
                     .await?
             }
         };
-        rows.iter().map(job_row).collect()
+        rows.iter().map(job_record).collect()
     }
+
+    /// How many jobs are in `state` among those whose series UID starts with `series_prefix` (the
+    /// queue benchmark waits on this; `""` counts every series).
+    pub async fn count(&self, state: JobState, series_prefix: &str) -> Result<i64, IndexError> {
+        let n = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE state = $1 AND series_uid LIKE $2 ESCAPE '\\'",
+        )
+        .bind(state.as_str())
+        .bind(format!("{}%", like_literal(series_prefix)))
+        .fetch_one(&self.index.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n)
+    }
+}
+
+/// `s` as a LIKE pattern that matches itself only (`\` escapes the wildcards and itself).
+fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -346,14 +406,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        for _ in 0..50 {
-            let b1 = backoff_ms(1, 2.0, 60.0);
-            let b3 = backoff_ms(3, 2.0, 60.0);
-            let b20 = backoff_ms(20, 2.0, 60.0);
-            assert!((1500..=2500).contains(&b1), "{b1}");
-            assert!((6000..=10000).contains(&b3), "{b3}");
-            assert!(b20 <= 75_000, "{b20}");
-        }
+    fn like_patterns_are_literal() {
+        assert_eq!(like_literal("tp."), "tp.");
+        assert_eq!(like_literal("a_b%c\\"), "a\\_b\\%c\\\\");
     }
 }

@@ -1,5 +1,6 @@
-//! Wake-ups: "there may be work" signals between the parts of segnode, within a process and — on
-//! PostgreSQL — between processes and machines.
+//! Notifications (wake-ups): "there may be work" signals between the parts of segnode, within a
+//! process and — on PostgreSQL — between processes and machines. Here because the cross-process half
+//! is the database's LISTEN / NOTIFY, sent inside the transaction that made the change.
 //!
 //! Three topics: new or requeued jobs (workers), queued deliveries (dispatchers), completed series
 //! (routers). Inside a process a topic is a counter in a `watch` channel: a waiter marks what it has
@@ -12,6 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+use crate::options::Backend;
 
 /// What a wake-up is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +154,19 @@ pub fn spawn_pg_listener(url: String, wakeups: Arc<Wakeups>) -> tokio::task::Joi
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     })
+}
+
+/// Queue a wake-up of `topic` for the other processes, sent when `tx` commits (PostgreSQL; nothing on
+/// SQLite). The caller rings the local topic after the commit.
+pub(crate) async fn notify_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    topic: Topic,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query(topic.notify_sql()).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

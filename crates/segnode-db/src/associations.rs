@@ -1,0 +1,101 @@
+//! The association journal (`associations`): each DICOM association a receiver accepted, who held
+//! it (`node`) and how it ended. The completion tracker reads it as evidence (has every association
+//! that carried a series ended, one of them normally?), and a restarted receiver closes the ones its
+//! previous run left open.
+
+use sqlx::Row;
+
+use crate::error::IndexError;
+use crate::pool::Index;
+use crate::state::AssociationState;
+use crate::time::now_ms;
+
+/// One association as recorded.
+#[derive(Debug, Clone)]
+pub struct AssociationRecord {
+    pub id: String,
+    /// The receiver process that holds it (`node.name`).
+    pub node: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer: String,
+}
+
+impl Index {
+    /// Record a new association.
+    pub async fn begin_association(&self, a: &AssociationRecord) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO associations (id, calling_ae, called_ae, peer, state, started_ms, instances, bytes, node)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7)",
+        )
+        .bind(&a.id)
+        .bind(&a.calling_ae)
+        .bind(&a.called_ae)
+        .bind(&a.peer)
+        .bind(AssociationState::Open.as_str())
+        .bind(now_ms())
+        .bind(&a.node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record the end of an association.
+    pub async fn end_association(
+        &self,
+        id: &str,
+        state: AssociationState,
+        instances: i64,
+        bytes: i64,
+        outcome: &str,
+    ) -> Result<(), IndexError> {
+        sqlx::query(
+            "UPDATE associations SET state = $1, ended_ms = $2, instances = $3, bytes = $4, outcome = $5
+             WHERE id = $6",
+        )
+        .bind(state.as_str())
+        .bind(now_ms())
+        .bind(instances)
+        .bind(bytes)
+        .bind(outcome)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// At start of receiver `node`: its associations still OPEN belong to its previous run, which died;
+    /// they ended without a release. (Other receivers' associations on a shared database are theirs.)
+    pub async fn close_orphaned_associations(&self, node: &str) -> Result<u64, IndexError> {
+        let r = sqlx::query(
+            "UPDATE associations SET state = $1, ended_ms = $2, outcome = 'node restarted'
+             WHERE state = $3 AND (node = $4 OR node IS NULL)",
+        )
+        .bind(AssociationState::Aborted.as_str())
+        .bind(now_ms())
+        .bind(AssociationState::Open.as_str())
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// States of the associations that delivered instances of this series revision (each once).
+    pub async fn series_association_states(
+        &self,
+        series_uid: &str,
+        revision: i64,
+    ) -> Result<Vec<AssociationState>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT a.state AS state FROM instances i JOIN associations a ON a.id = i.association_id
+             WHERE i.series_uid = $1 AND i.revision = $2",
+        )
+        .bind(series_uid)
+        .bind(revision)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| AssociationState::from_column(r.try_get("state")?))
+            .collect()
+    }
+}

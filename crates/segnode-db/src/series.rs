@@ -1,0 +1,139 @@
+//! The series lifecycle (`series`): the rows the completion tracker and the CLI read, and the
+//! conditional update that marks a revision COMPLETE exactly once (same revision, same last-received
+//! time and instance count as the evidence was judged on), with its history entry and the routers'
+//! wake-up in the same transaction. Rows are created and reopened by instance filing
+//! ([`crate::instances`]) and claimed for routing by [`crate::routing`].
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::error::IndexError;
+use crate::events::insert_event;
+use crate::notify::Topic;
+use crate::pool::Index;
+use crate::state::SeriesState;
+use crate::time::now_ms;
+
+/// A series as the tracker and the CLI see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeriesRecord {
+    pub series_uid: String,
+    pub study_uid: String,
+    pub patient_id: Option<String>,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub series_description: Option<String>,
+    pub series_number: Option<i64>,
+    pub calling_ae: Option<String>,
+    pub revision: i64,
+    pub state: SeriesState,
+    pub completion_reason: Option<String>,
+    pub expected_instances: Option<i64>,
+    pub instance_count: i64,
+    pub first_received_ms: i64,
+    pub last_received_ms: i64,
+    pub completed_ms: Option<i64>,
+}
+
+/// Columns of [`SeriesRecord`], in `SELECT` order.
+macro_rules! series_columns {
+    () => {
+        "series_uid, study_uid, patient_id, modality, body_part, series_description,
+                series_number, calling_ae, revision, state, completion_reason, expected_instances,
+                instance_count, first_received_ms, last_received_ms, completed_ms"
+    };
+}
+
+fn series_record(r: &AnyRow) -> Result<SeriesRecord, IndexError> {
+    Ok(SeriesRecord {
+        series_uid: r.try_get("series_uid")?,
+        study_uid: r.try_get("study_uid")?,
+        patient_id: r.try_get("patient_id")?,
+        modality: r.try_get("modality")?,
+        body_part: r.try_get("body_part")?,
+        series_description: r.try_get("series_description")?,
+        series_number: r.try_get("series_number")?,
+        calling_ae: r.try_get("calling_ae")?,
+        revision: r.try_get("revision")?,
+        state: SeriesState::from_column(r.try_get("state")?)?,
+        completion_reason: r.try_get("completion_reason")?,
+        expected_instances: r.try_get("expected_instances")?,
+        instance_count: r.try_get("instance_count")?,
+        first_received_ms: r.try_get("first_received_ms")?,
+        last_received_ms: r.try_get("last_received_ms")?,
+        completed_ms: r.try_get("completed_ms")?,
+    })
+}
+
+impl Index {
+    /// Series still receiving (candidates for completion), newest first.
+    pub async fn receiving_series(&self) -> Result<Vec<SeriesRecord>, IndexError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            series_columns!(),
+            " FROM series WHERE state = $1 ORDER BY first_received_ms DESC"
+        ))
+        .bind(SeriesState::Receiving.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(series_record).collect()
+    }
+
+    /// Every series, newest first.
+    pub async fn list_series(&self) -> Result<Vec<SeriesRecord>, IndexError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            series_columns!(),
+            " FROM series ORDER BY first_received_ms DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(series_record).collect()
+    }
+
+    /// Mark a series revision COMPLETE unless something changed it meanwhile (a new instance, another
+    /// tracker). Returns whether this call completed it.
+    /// `seen` is the series the evidence was judged on: its last-received time and instance count
+    /// must be unchanged.
+    pub async fn complete_series(
+        &self,
+        seen: &SeriesRecord,
+        reason: &str,
+    ) -> Result<bool, IndexError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE series SET state = $1, completion_reason = $2, completed_ms = $3
+             WHERE series_uid = $4 AND revision = $5 AND state = $6 AND last_received_ms = $7
+                AND instance_count = $8",
+        )
+        .bind(SeriesState::Complete.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(&seen.series_uid)
+        .bind(seen.revision)
+        .bind(SeriesState::Receiving.as_str())
+        .bind(seen.last_received_ms)
+        .bind(seen.instance_count)
+        .execute(&mut *tx)
+        .await?;
+        let done = r.rows_affected() == 1;
+        if done {
+            insert_event(
+                &mut tx,
+                &seen.series_uid,
+                seen.revision,
+                now,
+                "complete",
+                reason,
+            )
+            .await?;
+            self.notify_in(&mut tx, Topic::Series).await?;
+        }
+        tx.commit().await?;
+        if done {
+            self.wakeups.ring(Topic::Series);
+        }
+        Ok(done)
+    }
+}
