@@ -12,6 +12,7 @@
 //! against the working directory.
 
 use crate::pipeline::registry::Registry;
+use crate::routing::{Router, RoutingError, RuleSettings};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -132,38 +133,6 @@ pub struct PipelineSettings {
     /// `external:<name>` pipelines: a site's own model run as a command.
     #[serde(default)]
     pub external: std::collections::HashMap<String, crate::pipeline::external::ExternalSettings>,
-}
-
-/// One routing rule: a match on series attributes → pipelines and destinations.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSettings {
-    pub name: String,
-    pub pipelines: Vec<String>,
-    #[serde(default)]
-    pub destinations: Vec<String>,
-    #[serde(rename = "match", default)]
-    pub matcher: MatchSettings,
-}
-
-/// Conditions of a rule; all given ones must hold (lists: any of; text compares case-insensitively).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchSettings {
-    pub modality: Option<Vec<String>>,
-    pub body_part: Option<Vec<String>>,
-    /// Regular expression searched in SeriesDescription.
-    pub series_description: Option<String>,
-    /// Regular expression searched in ProtocolName.
-    pub protocol_name: Option<String>,
-    /// [min, max] SliceThickness in mm.
-    pub slice_thickness: Option<[f64; 2]>,
-    /// ImageOrientationPatient rounded to one decimal, e.g. [1, 0, 0, 0, 0, -1] for coronal.
-    pub orientation: Option<[f64; 6]>,
-    pub calling_ae: Option<Vec<String>>,
-    pub called_ae: Option<Vec<String>>,
-    pub min_slices: Option<i64>,
-    pub max_slices: Option<i64>,
 }
 
 /// A DICOM destination for results.
@@ -728,11 +697,23 @@ impl Settings {
                 ));
             }
         }
-        crate::routing::Router::from_settings(self).map_err(|e| ConfigError::Invalid {
+        self.router().map_err(|e| ConfigError::Invalid {
             key: "rules",
             problem: e.to_string(),
         })?;
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The routing rules compiled and checked against this configuration's pipelines and destinations.
+    pub fn router(&self) -> Result<Router, RoutingError> {
+        let destinations: Vec<&str> = self.destinations.iter().map(|d| d.name.as_str()).collect();
+        Router::compile(
+            &self.rules,
+            &Registry::new(&self.pipelines.external),
+            &destinations,
+        )
     }
 }
 

@@ -17,10 +17,10 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{secs, DestinationSettings, Settings};
-use crate::net::dimse;
-use crate::net::scu::{self, Outgoing, Peer, ScuOptions};
 use segnode_db::outbox::{Delivery, Outbox};
 use segnode_db::{backoff_ms, now_ms, Index, IndexError, Topic};
+use segnode_net::dimse;
+use segnode_net::scu::{self, Outgoing, Peer, ScuOptions};
 
 /// Remove the result files whose every delivery was acknowledged before `sent_before_ms` (at most
 /// 500 per call), and mark their deliveries purged. Returns how many files were removed.

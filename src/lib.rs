@@ -19,7 +19,4 @@ pub mod source;
 pub mod store;
 pub mod worker;
 
-/// The DICOM network layer (crate `segnode-net`), under the path the CLI and dispatch have always used.
-pub use segnode_net as net;
-
 pub use segnode_imaging::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};

@@ -449,9 +449,9 @@ async fn outbox_command(settings: Settings, cmd: OutboxCommand) -> anyhow::Resul
 
 /// `segnode rules test`: group the files by series and show the rules each series hits.
 fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
-    use segnode::routing::{Router, SeriesFacts};
+    use segnode::routing::SeriesFacts;
     use segnode::store::header::read_header;
-    let router = Router::from_settings(settings)?;
+    let router = settings.router()?;
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut v = Vec::new();
         let mut stack = vec![path.to_path_buf()];
@@ -531,8 +531,8 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
     Ok(())
 }
 
-fn scu_options(settings: &Settings) -> segnode::net::scu::ScuOptions {
-    segnode::net::scu::ScuOptions {
+fn scu_options(settings: &Settings) -> segnode_net::scu::ScuOptions {
+    segnode_net::scu::ScuOptions {
         connect_timeout: segnode::config::secs(settings.dispatch.connect_timeout_s),
         dimse_timeout: segnode::config::secs(settings.dispatch.dimse_timeout_s),
         max_pdu: settings.dicom.max_pdu,
@@ -541,9 +541,9 @@ fn scu_options(settings: &Settings) -> segnode::net::scu::ScuOptions {
 
 async fn echo_command(settings: &Settings, peer: &str, aet: Option<String>) -> anyhow::Result<()> {
     let peer =
-        segnode::net::scu::Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
+        segnode_net::scu::Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
     let t = std::time::Instant::now();
-    let status = segnode::net::scu::echo(&peer, &scu_options(settings)).await?;
+    let status = segnode_net::scu::echo(&peer, &scu_options(settings)).await?;
     println!(
         "C-ECHO {}@{}:{} status {status:04X} in {} ms",
         peer.ae_title,
@@ -561,7 +561,7 @@ async fn send_command(
     peer: &str,
     aet: Option<String>,
 ) -> anyhow::Result<()> {
-    use segnode::net::scu::{store, Outgoing, Peer};
+    use segnode_net::scu::{store, Outgoing, Peer};
     let peer = Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
     let mut files = Vec::new();
     if input.is_dir() {
@@ -587,7 +587,7 @@ async fn send_command(
     let mut failed = 0;
     for (it, r) in items.iter().zip(&results) {
         match r {
-            Ok(st) if !segnode::net::dimse::is_failure(*st) => {}
+            Ok(st) if !segnode_net::dimse::is_failure(*st) => {}
             Ok(st) => {
                 failed += 1;
                 eprintln!("{}: status {st:04X}", it.path.display());

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::config::{secs, Settings};
 use crate::dispatch::Dispatcher;
-use crate::routing::{route_completed, Router};
+use crate::routing::route_completed;
 use crate::series::tracker::Tracker;
 use crate::source::access::AccessPolicy;
 use crate::source::scp::StoreScp;
@@ -179,7 +179,7 @@ pub fn scp_options(settings: &Settings) -> segnode_net::ScpOptions {
 /// Route completed series into jobs, woken when a series completes (here or, on PostgreSQL, at another
 /// receiver) and polling as a fallback.
 async fn routing_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
-    let router = match Router::from_settings(&node.settings) {
+    let router = match node.settings.router() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "routing rules invalid");

@@ -8,10 +8,10 @@
 use regex::{Regex, RegexBuilder};
 use std::collections::BTreeMap;
 
-use crate::config::{MatchSettings, RuleSettings, Settings};
 use crate::pipeline::registry::Registry;
 use segnode_db::routing::{RoutedJob, SeriesFactsRecord};
 use segnode_db::{Index, IndexError};
+use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
@@ -73,6 +73,38 @@ pub struct Route {
     pub jobs: BTreeMap<String, (Vec<String>, Vec<String>)>,
 }
 
+/// One routing rule: a match on series attributes → pipelines and destinations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    pub name: String,
+    pub pipelines: Vec<String>,
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchSettings,
+}
+
+/// Conditions of a rule; all given ones must hold (lists: any of; text compares case-insensitively).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSettings {
+    pub modality: Option<Vec<String>>,
+    pub body_part: Option<Vec<String>>,
+    /// Regular expression searched in SeriesDescription.
+    pub series_description: Option<String>,
+    /// Regular expression searched in ProtocolName.
+    pub protocol_name: Option<String>,
+    /// [min, max] SliceThickness in mm.
+    pub slice_thickness: Option<[f64; 2]>,
+    /// ImageOrientationPatient rounded to one decimal, e.g. [1, 0, 0, 0, 0, -1] for coronal.
+    pub orientation: Option<[f64; 6]>,
+    pub calling_ae: Option<Vec<String>>,
+    pub called_ae: Option<Vec<String>>,
+    pub min_slices: Option<i64>,
+    pub max_slices: Option<i64>,
+}
+
 /// The compiled rule set.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
@@ -93,17 +125,22 @@ fn regex(rule: &str, what: &str, pattern: &Option<String>) -> Result<Option<Rege
 }
 
 impl Router {
-    /// Compile and check the rules of `settings`.
-    pub fn from_settings(settings: &Settings) -> Result<Router, RoutingError> {
-        let mut rules = Vec::new();
+    /// Compile and check `rules`: every pipeline known to `registry`, every destination one of
+    /// `destinations` (names), every regular expression valid, no name twice.
+    pub fn compile(
+        rules: &[RuleSettings],
+        registry: &Registry,
+        destinations: &[&str],
+    ) -> Result<Router, RoutingError> {
+        let mut compiled = Vec::new();
         let mut names = std::collections::HashSet::new();
-        for r in &settings.rules {
-            rules.push(Rule::compile(r, settings)?);
+        for r in rules {
+            compiled.push(Rule::compile(r, registry, destinations)?);
             if !names.insert(r.name.as_str()) {
                 return Err(rule_err(&r.name, "defined twice"));
             }
         }
-        Ok(Router { rules })
+        Ok(Router { rules: compiled })
     }
 
     /// Route a series.
@@ -148,21 +185,24 @@ fn round1(v: f64) -> f64 {
 }
 
 impl Rule {
-    fn compile(r: &RuleSettings, settings: &Settings) -> Result<Rule, RoutingError> {
+    fn compile(
+        r: &RuleSettings,
+        registry: &Registry,
+        destinations: &[&str],
+    ) -> Result<Rule, RoutingError> {
         if r.name.trim().is_empty() {
             return Err(rule_err("(unnamed)", "needs a name"));
         }
         if r.pipelines.is_empty() {
             return Err(rule_err(&r.name, "names no pipeline"));
         }
-        let registry = Registry::new(&settings.pipelines.external);
         for p in &r.pipelines {
             registry
                 .parse(p)
                 .map_err(|e| rule_err(&r.name, e.to_string()))?;
         }
         for d in &r.destinations {
-            if !settings.destinations.iter().any(|x| &x.name == d) {
+            if !destinations.contains(&d.as_str()) {
                 return Err(rule_err(&r.name, format!("unknown destination `{d}`")));
             }
         }
@@ -217,6 +257,7 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
 
     fn settings(rules: &str) -> Settings {
         let toml = format!(
@@ -252,7 +293,7 @@ mod tests {
         let s = settings(
             "[[rules]]\nname = \"chest\"\npipelines = [\"lung\"]\ndestinations = [\"pacs\"]\n[rules.match]\nmodality = [\"ct\"]\nseries_description = \"thorax|chest\"\nslice_thickness = [0.5, 3.0]\nmin_slices = 50\n",
         );
-        let router = Router::from_settings(&s).unwrap();
+        let router = s.router().unwrap();
         let route = router.route(&facts());
         assert_eq!(
             route.jobs.get("lung"),
@@ -280,7 +321,7 @@ mod tests {
         let s = settings(
             "[[rules]]\nname = \"cbct\"\npipelines = [\"external:brain\"]\n[rules.match]\norientation = [1, 0, 0, 0, 0, -1]\n",
         );
-        let router = Router::from_settings(&s).unwrap();
+        let router = s.router().unwrap();
         let coronal = SeriesFacts {
             orientation: Some([0.99, 0.02, -0.01, 0.0, 0.04, -0.998]),
             ..facts()
@@ -298,7 +339,7 @@ mod tests {
             "[[rules]]\nname = \"x\"\npipelines = [\"lung\"]\n[rules.match]\nseries_description = \"(\"\n",
             "[[rules]]\nname = \"x\"\npipelines = []\n",
         ] {
-            assert!(Router::from_settings(&settings(bad)).is_err(), "{bad}");
+            assert!(settings(bad).router().is_err(), "{bad}");
         }
     }
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use segnode::dispatch::purge_delivered;
-use segnode::routing::{route_completed, Router};
+use segnode::routing::route_completed;
 use segnode::store::header::InstanceHeader;
 use segnode::store::ingest::InstanceRecord;
 use segnode_db::associations::AssociationRecord;
@@ -316,7 +316,7 @@ destinations = []
 modality = ["CT"]
 "#,
     );
-    let router = Router::from_settings(&settings).unwrap();
+    let router = settings.router().unwrap();
     let a = Index::open(&url).await.unwrap();
     let b = Index::open(&url).await.unwrap();
     a.begin_association(&assoc("x", "rx")).await.unwrap();

@@ -21,9 +21,10 @@ use super::access::{AccessPolicy, ConnectionAccess};
 use crate::metrics::{metrics, Rejection};
 use crate::store::files::{IncomingFile, IncomingMeta, InstanceStore, StoreError};
 use crate::store::header::HeaderError;
-use crate::store::index::{AssociationRecord, Index, ASSOC_ABORTED, ASSOC_RELEASED};
 use crate::store::ingest::{Announced, Ingest, IngestError, Origin};
 use crate::store::uid;
+use segnode_db::associations::AssociationRecord;
+use segnode_db::{AssociationState, Index};
 
 /// How long the index may take to answer before a new association is turned away.
 const INDEX_CHECK: Duration = Duration::from_secs(5);
@@ -111,9 +112,9 @@ impl ScpHandler for StoreScp {
 
     async fn end(&self, a: &AssociationInfo, ending: &Ending, tally: &Tally) {
         let state = if ending.released() {
-            ASSOC_RELEASED
+            AssociationState::Released
         } else {
-            ASSOC_ABORTED
+            AssociationState::Aborted
         };
         let outcome = ending.to_string();
         if let Err(e) = self

@@ -104,6 +104,16 @@ pub(crate) fn parse_floats<const N: usize>(s: Option<String>) -> Option<[f64; N]
     v.try_into().ok()
 }
 
+/// Where an indexed instance's file is (start-up reconciliation).
+#[derive(Debug, Clone)]
+pub struct IndexedFile {
+    pub path: String,
+    pub sop_uid: String,
+    pub series_uid: String,
+    /// The series revision the instance belongs to.
+    pub revision: i64,
+}
+
 impl Index {
     /// The content hash and path of an instance already stored, if any.
     pub async fn instance_hash(
@@ -318,13 +328,21 @@ impl Index {
             .collect()
     }
 
-    /// Paths of every indexed instance (for the start-up reconciliation with the store).
-    pub async fn indexed_paths(&self) -> Result<std::collections::HashSet<String>, IndexError> {
-        let rows = sqlx::query("SELECT path FROM instances")
+    /// Every indexed instance file: path (relative to the store), SOP Instance UID, series and revision
+    /// (the start-up reconciliation with the store).
+    pub async fn indexed_files(&self) -> Result<Vec<IndexedFile>, IndexError> {
+        let rows = sqlx::query("SELECT path, sop_uid, series_uid, revision FROM instances")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| r.try_get::<String, _>("path").map_err(IndexError::from))
+            .map(|r| {
+                Ok(IndexedFile {
+                    path: r.try_get("path")?,
+                    sop_uid: r.try_get("sop_uid")?,
+                    series_uid: r.try_get("series_uid")?,
+                    revision: r.try_get("revision")?,
+                })
+            })
             .collect()
     }
 
