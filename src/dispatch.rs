@@ -1,5 +1,6 @@
 //! Delivery of results: the outbox (durable, in the index database and the outbox folder) and the
-//! dispatcher that sends each item to its destination with C-STORE.
+//! dispatcher that sends each item to its destination through the destination's sink (`crate::sink`:
+//! C-STORE today).
 //!
 //! One task per destination, so a destination that is down never delays the others. A failed
 //! association backs the whole destination off exponentially (with jitter); a failure status for one
@@ -16,11 +17,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
-use crate::config::{secs, DestinationSettings, Settings};
+use crate::config::{DestinationSettings, Settings};
+use crate::sink::{self, Answer, Sink, SinkItem};
 use segnode_db::outbox::{Delivery, Outbox};
 use segnode_db::{backoff_ms, now_ms, Index, IndexError, Topic};
-use segnode_net::dimse;
-use segnode_net::scu::{self, Outgoing, Peer, ScuOptions};
 
 /// Remove the result files whose every delivery was acknowledged before `sent_before_ms` (at most
 /// 500 per call), and mark their deliveries purged. Returns how many files were removed.
@@ -62,6 +62,7 @@ impl Dispatcher {
                 outbox: Outbox::new(self.index.clone()),
                 index: self.index.clone(),
                 settings: self.settings.clone(),
+                sink: sink::for_destination(&dest, &self.settings),
                 dest,
             };
             let sd = shutdown.clone();
@@ -112,6 +113,7 @@ struct DestinationWorker {
     index: Index,
     settings: Arc<Settings>,
     dest: DestinationSettings,
+    sink: Box<dyn Sink>,
 }
 
 impl DestinationWorker {
@@ -191,32 +193,16 @@ impl DestinationWorker {
             return Ok(BatchOutcome::Idle);
         }
         let root = PathBuf::from(&self.settings.dispatch.outbox_dir);
-        let outgoing: Vec<Outgoing> = items
+        let batch: Vec<SinkItem> = items
             .iter()
-            .map(|i| Outgoing {
+            .map(|i| SinkItem {
                 path: root.join(&i.path),
-                sop_class: i.sop_class_uid.clone(),
-                sop_instance: i.sop_instance_uid.clone(),
-                transfer_syntax: "1.2.840.10008.1.2.1".into(),
+                sop_class_uid: i.sop_class_uid.clone(),
+                sop_instance_uid: i.sop_instance_uid.clone(),
             })
             .collect();
-        let peer = Peer {
-            ae_title: self.dest.ae_title.clone(),
-            host: self.dest.host.clone(),
-            port: self.dest.port,
-            calling_ae: self
-                .dest
-                .calling_ae
-                .clone()
-                .unwrap_or_else(|| self.settings.dicom.ae_title.clone()),
-        };
-        let opts = ScuOptions {
-            connect_timeout: secs(d.connect_timeout_s),
-            dimse_timeout: secs(d.dimse_timeout_s),
-            max_pdu: self.settings.dicom.max_pdu,
-        };
         let started = std::time::Instant::now();
-        match scu::store(&peer, &opts, &outgoing).await {
+        match self.sink.send(&batch).await {
             Err(e) => {
                 warn!(error = %e, items = items.len(), "delivery failed: destination backs off");
                 for it in &items {
@@ -237,10 +223,10 @@ impl DestinationWorker {
                 }
                 Ok(BatchOutcome::Unreachable)
             }
-            Ok(results) => {
-                for (it, res) in items.iter().zip(results) {
-                    match res {
-                        Ok(st) if !dimse::is_failure(st) => {
+            Ok(answers) => {
+                for (it, answer) in items.iter().zip(answers) {
+                    match answer {
+                        Answer::Accepted(st) => {
                             self.outbox.mark_sent(&it.id, st).await?;
                             crate::metrics::metrics().delivery(&self.dest.name, true);
                             info!(sop = %it.sop_instance_uid, status = format!("{st:04X}"), ms = started.elapsed().as_millis() as u64, "delivered");
@@ -254,9 +240,11 @@ impl DestinationWorker {
                             )
                             .await;
                         }
-                        Ok(st) => {
-                            // Out of Resources may pass; any other refusal will not
-                            let retry = (st & 0xFF00) == 0xA700 && it.attempts + 1 < d.max_attempts;
+                        Answer::Refused {
+                            status: st,
+                            retryable,
+                        } => {
+                            let retry = retryable && it.attempts + 1 < d.max_attempts;
                             let delay = backoff_ms(it.attempts + 1, d.retry_base_s, d.retry_max_s);
                             self.mark_failed(
                                 it,
@@ -282,11 +270,10 @@ impl DestinationWorker {
                             )
                             .await;
                         }
-                        Err(e) => {
+                        Answer::Failed(e) => {
                             let dead = it.attempts + 1 >= d.max_attempts;
                             let delay = backoff_ms(it.attempts + 1, d.retry_base_s, d.retry_max_s);
-                            self.mark_failed(it, None, &e.to_string(), dead, delay)
-                                .await?;
+                            self.mark_failed(it, None, &e, dead, delay).await?;
                             self.event(it, &format!("delivery to {} failed: {e}", self.dest.name))
                                 .await;
                         }

@@ -15,6 +15,7 @@ pub mod node;
 pub mod pipeline;
 pub mod routing;
 pub mod series;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod worker;
