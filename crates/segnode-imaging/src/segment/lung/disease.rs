@@ -36,7 +36,7 @@
 use super::{LungSegmenter, LEFT_CODE, RIGHT_CODE};
 use crate::segment::morph::{self, dims, neighbours6};
 use crate::volume::Volume;
-use ndarray::Array3;
+use ndarray::{Array3, Zip};
 use rayon::prelude::*;
 
 /// Thresholds of the disease step (issue 19); units in the names, reasons in the comments.
@@ -63,6 +63,15 @@ pub struct DiseaseParams {
     pub rim_mm: f64,
     /// Lines (of 9) with lung on one side and lung or wall on the other for the rim.
     pub min_rim_lines: u8,
+    /// Basal rule: how far (mm) a basal core grows along the pleura into dependent solid tissue above the
+    /// borrowed floor (the top of a consolidated lobe has no aerated lung above it, only chest wall).
+    pub basal_rim_mm: f64,
+    /// Basal rule: a voxel's mirror image must fall within this distance (mm, in-plane) of the other
+    /// lung, so the borrowed cavity never reaches into the mediastinum, aorta or spine.
+    pub mirror_tolerance_mm: f64,
+    /// Smallest solid basal region taken as diseased lung (mL): a lobe or a collapse, not a sliver of
+    /// heart or diaphragm where the domes differ.
+    pub min_basal_ml: f64,
     /// Lines (of 9) with this side's lung on both sides for a solid voxel to be enclosed.
     pub min_lung_lung_lines: u8,
     /// Lines (of 9) with lung on one side and lung or the cavity wall on the other.
@@ -88,7 +97,10 @@ impl Default for DiseaseParams {
             reach_mm: 80.0,
             basal_reach_mm: 160.0,
             min_thickness_mm: 8.0,
-            rim_mm: 5.0,
+            rim_mm: 10.0,
+            basal_rim_mm: 15.0,
+            mirror_tolerance_mm: 10.0,
+            min_basal_ml: 10.0,
             min_rim_lines: 3,
             min_lung_lung_lines: 2,
             min_enclosed_lines: 7,
@@ -126,6 +138,9 @@ pub(super) struct DiseaseMasks {
     pub lung: Array3<bool>,
     /// Coarse voxels of effusion, per side code (0 = none).
     pub effusion: Array3<u8>,
+    /// Flat indices of airway-rim voxels (bronchial wall inside a mass) that joined a lung: no longer
+    /// excluded.
+    pub released: Vec<usize>,
 }
 
 /// Inputs of the disease step on the coarse grid.
@@ -288,6 +303,64 @@ fn open2d(m: &mut [bool], d: [usize; 3], r: usize) {
     });
 }
 
+/// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k.
+fn grow_within(m: &mut [bool], free: &[bool], d: [usize; 3], r: usize, rz: usize) {
+    let [nk, nj, ni] = d;
+    let plane = nj * ni;
+    m.par_chunks_mut(plane)
+        .zip(free.par_chunks(plane))
+        .for_each(|(mp, fp)| {
+            for _ in 0..r {
+                let src = mp.to_vec();
+                for (p, v) in mp.iter_mut().enumerate() {
+                    if *v || !fp[p] {
+                        continue;
+                    }
+                    let (j, i) = (p / ni, p % ni);
+                    *v = (i > 0 && src[p - 1])
+                        || (i + 1 < ni && src[p + 1])
+                        || (j > 0 && src[p - ni])
+                        || (j + 1 < nj && src[p + ni]);
+                }
+            }
+        });
+    for _ in 0..rz {
+        let src = m.to_vec();
+        m.par_iter_mut().enumerate().for_each(|(q, v)| {
+            if *v || !free[q] {
+                return;
+            }
+            let k = q / plane;
+            *v = (k > 0 && src[q - plane]) || (k + 1 < nk && src[q + plane]);
+        });
+    }
+}
+
+fn sides_s_now(sides: &Array3<u8>) -> &[u8] {
+    sides.as_slice().expect("layout")
+}
+
+/// In-plane dilation of `m` by `r` 4-neighbour steps (slices in parallel).
+fn dilate2d(m: &mut [bool], d: [usize; 3], r: usize) {
+    let [_, nj, ni] = d;
+    let plane = nj * ni;
+    m.par_chunks_mut(plane).for_each(|mp| {
+        for _ in 0..r {
+            let src = mp.to_vec();
+            for (p, v) in mp.iter_mut().enumerate() {
+                if *v {
+                    continue;
+                }
+                let (j, i) = (p / ni, p % ni);
+                *v = (i > 0 && src[p - 1])
+                    || (i + 1 < ni && src[p + 1])
+                    || (j > 0 && src[p - ni])
+                    || (j + 1 < nj && src[p + ni]);
+            }
+        }
+    });
+}
+
 /// Index axis (and sign) that a patient axis runs along, if the grid is aligned with it (within ~25°).
 fn aligned_axis(volume: &Volume, patient_axis: usize) -> Option<(usize, f64)> {
     let g = &volume.geometry;
@@ -317,6 +390,7 @@ impl LungSegmenter {
             return DiseaseMasks {
                 lung: added,
                 effusion,
+                released: Vec::new(),
             };
         }
         let sp = volume.geometry.spacing_kji();
@@ -524,6 +598,7 @@ impl LungSegmenter {
             let vox = csp[1].min(csp[2]);
             let r_open = (p.min_thickness_mm / 2.0 / vox).round() as usize;
             let r_grow = (p.rim_mm / vox).round() as usize;
+            let r_grow_z = (p.rim_mm / csp[0]).round() as usize;
             for n in 0..2 {
                 open2d(&mut enclosed[n], d, r_open);
                 // the rim of a mass against the chest wall or the mediastinum: along the pleura its
@@ -540,12 +615,12 @@ impl LungSegmenter {
                 let Ok(seed) = Array3::from_shape_vec(d, std::mem::take(&mut enclosed[n])) else {
                     continue;
                 };
-                let grown = if r_grow > 0 && seed.iter().any(|&v| v) {
-                    morph::dilate6(&seed, r_grow, Some(&weak))
-                } else {
-                    seed
-                };
-                enclosed[n] = grown.into_raw_vec_and_offset().0;
+                let mut grown = seed.into_raw_vec_and_offset().0;
+                if r_grow > 0 && grown.iter().any(|&v| v) {
+                    let free: Vec<bool> = weak.iter().map(|&w| !w).collect();
+                    grow_within(&mut grown, &free, d, r_grow, r_grow_z);
+                }
+                enclosed[n] = grown;
             }
             let out = sides.as_slice_mut().expect("layout");
             let add = added.as_slice_mut().expect("layout");
@@ -574,12 +649,14 @@ impl LungSegmenter {
             return DiseaseMasks {
                 lung: added,
                 effusion,
+                released: Vec::new(),
             };
         };
         if xa == 0 {
             return DiseaseMasks {
                 lung: added,
                 effusion,
+                released: Vec::new(),
             };
         }
         // body midline along the x index axis
@@ -606,9 +683,20 @@ impl LungSegmenter {
         let zstep = csp[0];
         let gap = (p.basal_gap_mm / zstep).round() as i32;
         let up_reach = (p.basal_reach_mm / up_mm).ceil() as u16;
-        let mut basal = Array3::from_elem(d, false);
+        // the other lung, widened in-plane by the tolerance: where the mirror image of a voxel falls
+        // in it, the voxel lies where the other side has pleural cavity (not mediastinum, aorta, spine)
+        let r_mirror = (p.mirror_tolerance_mm / csp[1].min(csp[2])).round() as usize;
+        let wide: Vec<Vec<bool>> = [RIGHT_CODE, LEFT_CODE]
+            .iter()
+            .map(|&code| {
+                let mut m: Vec<bool> = sides_s_now(sides).iter().map(|&s| s == code).collect();
+                dilate2d(&mut m, d, r_mirror);
+                m
+            })
+            .collect();
+        let mut basal = [Array3::from_elem(d, false), Array3::from_elem(d, false)];
+        let mut grow_ok = [Array3::from_elem(d, false), Array3::from_elem(d, false)];
         {
-            let bs = basal.as_slice_mut().expect("layout");
             let out = sides.as_slice().expect("layout");
             for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
                 let other = 1 - n;
@@ -620,7 +708,15 @@ impl LungSegmenter {
                 };
                 let shift = (shift_mm / zstep).round() as i32 * if zs > 0.0 { 1 } else { -1 };
                 let gap_dir = gap * if zs > 0.0 { 1 } else { -1 };
+                let bs = basal[n].as_slice_mut().expect("layout");
+                let gs = grow_ok[n].as_slice_mut().expect("layout");
                 for r in 0..plane {
+                    // this side of the midline only
+                    let x = if xa == 2 { r % ni } else { r / ni } as f64;
+                    let on_side = ((x - mid) * xs > 0.0) == (code == LEFT_CODE);
+                    if !on_side {
+                        continue;
+                    }
                     let Some(mr) = mirror(r) else { continue };
                     let fo = fl[other][mr];
                     if fo < 0 {
@@ -629,107 +725,91 @@ impl LungSegmenter {
                     let floor = fo + shift;
                     let own = fl[n][r];
                     // the own lung reaches (nearly) as low as the borrowed floor: a healthy base
-                    if own >= 0 && below(own as usize, floor + gap_dir, zs) {
-                        continue;
-                    }
-                    // this side of the midline only
-                    let x = if xa == 2 { r % ni } else { r / ni } as f64;
-                    let on_side = ((x - mid) * xs > 0.0) == (code == LEFT_CODE);
-                    if !on_side {
-                        continue;
-                    }
+                    let healthy = own >= 0 && below(own as usize, floor + gap_dir, zs);
                     for k in 0..nk {
                         let q = k * plane + r;
-                        if lab[q] != SOLID || out[q] != 0 || below(k, floor, zs) {
+                        // the mirror image, shifted by the difference of the domes
+                        let ko = k as i32 - shift;
+                        let mirrored_ok =
+                            ko >= 0 && (ko as usize) < nk && wide[other][ko as usize * plane + mr];
+                        if lab[q] != SOLID || out[q] != 0 || below(k, floor, zs) || !mirrored_ok {
                             continue;
                         }
+                        // dependent: the chest wall or spine (or this lung) behind it
+                        if bk_h[q] == WALL {
+                            gs[q] = true;
+                        }
                         let lung_above = up_h[q] == code && up_s[q] <= up_reach;
-                        let wall_behind = bk_h[q] == WALL;
-                        if lung_above && wall_behind {
+                        if !healthy && lung_above && bk_h[q] == WALL {
                             bs[q] = true;
                         }
                     }
                 }
             }
         }
-        if let Some(dir) = std::env::var_os("LUNGDZ_COARSE") {
-            let dir = std::path::Path::new(&dir);
-            let _ = std::fs::write(dir.join("lab"), &lab);
-            let _ = std::fs::write(dir.join("bk"), &bk_h);
-            let _ = std::fs::write(dir.join("up"), &up_h);
-            let _ = std::fs::write(
-                dir.join("basal"),
-                basal
-                    .as_slice()
-                    .expect("layout")
-                    .iter()
-                    .map(|&b| b as u8)
-                    .collect::<Vec<u8>>(),
-            );
-            let _ = std::fs::write(dir.join("shape"), format!("{nk} {nj} {ni}"));
-            let _ = std::fs::write(
-                dir.join("body"),
-                tl.iter()
-                    .map(|&t| (t == cv.body_id) as u8)
-                    .collect::<Vec<u8>>(),
-            );
-            let _ = std::fs::write(
-                dir.join("smooth"),
-                smooth
-                    .iter()
-                    .flat_map(|h| h.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            );
-        }
-        // step 4: per region, fluid or solid
-        let (blab, bsizes) = morph::label6(&basal);
-        if bsizes.is_empty() {
-            return DiseaseMasks {
-                lung: added,
-                effusion,
-            };
-        }
-        let mut acc = vec![(0i64, [0usize; 3]); bsizes.len()];
-        let bl = blab.as_slice().expect("layout");
-        for q in 0..c.len() {
-            if bl[q] > 0 {
-                let a = &mut acc[bl[q] as usize - 1];
-                a.0 += c[q] as i64;
-                // side: whose lung is above it
-                a.1[up_h[q].min(2) as usize] += 1;
-            }
-        }
-        let verdict: Vec<(u8, bool)> = acc
-            .iter()
-            .zip(&bsizes)
-            .map(|((sum, votes), &size)| {
-                let code = if votes[1] >= votes[2] {
-                    RIGHT_CODE
-                } else {
-                    LEFT_CODE
-                };
-                let mean = *sum as f64 / size.max(1) as f64;
-                (code, (p.fluid_hu[0]..=p.fluid_hu[1]).contains(&mean))
-            })
-            .collect();
+        // the core grows along the pleura into the parts whose upward ray leaves the cavity (the top of
+        // a consolidated lower lobe, the thin anterior edge above the dome)
+        let r_basal = (p.basal_rim_mm / csp[1].min(csp[2])).round() as usize;
         let mut ml = [[0.0f64; 2]; 2]; // [side][solid, fluid]
-        {
+        for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+            if !basal[n].iter().any(|&v| v) {
+                continue;
+            }
+            // cores too small for a lobe: slivers where the domes or the heart differ between sides
+            let (clab, csizes) = morph::label6(&basal[n]);
+            let min_vox = (p.min_basal_ml / cvox_ml).ceil() as usize;
+            Zip::from(&mut basal[n]).and(&clab).for_each(|b, &l| {
+                if l > 0 && csizes[l as usize - 1] < min_vox {
+                    *b = false;
+                }
+            });
+            if !basal[n].iter().any(|&v| v) {
+                continue;
+            }
+            let grown = if r_basal > 0 {
+                let block = grow_ok[n].mapv(|v| !v);
+                morph::dilate6(&basal[n], r_basal, Some(&block))
+            } else {
+                basal[n].clone()
+            };
+            // step 4: per region, fluid or solid
+            let (blab, bsizes) = morph::label6(&grown);
+            let bl = blab.as_slice().expect("layout");
+            let mut sums = vec![0i64; bsizes.len()];
+            for q in 0..c.len() {
+                if bl[q] > 0 {
+                    sums[bl[q] as usize - 1] += c[q] as i64;
+                }
+            }
+            let verdict: Vec<Option<bool>> = sums
+                .iter()
+                .zip(&bsizes)
+                .map(|(&sum, &size)| {
+                    let mean = sum as f64 / size.max(1) as f64;
+                    let fluid = (p.fluid_hu[0]..=p.fluid_hu[1]).contains(&mean);
+                    // small solid regions at the base are more likely the heart or the diaphragm's
+                    // slope than a diseased lobe
+                    (fluid || size as f64 * cvox_ml >= p.min_basal_ml).then_some(fluid)
+                })
+                .collect();
             let out = sides.as_slice_mut().expect("layout");
             let add = added.as_slice_mut().expect("layout");
             let eff = effusion.as_slice_mut().expect("layout");
             for q in 0..c.len() {
-                if bl[q] == 0 {
+                if bl[q] == 0 || out[q] != 0 {
                     continue;
                 }
-                let (code, fluid) = verdict[bl[q] as usize - 1];
-                let side = code as usize - 1;
-                if fluid {
-                    eff[q] = code;
-                    ml[side][1] += cvox_ml;
-                } else {
-                    out[q] = code;
-                    add[q] = true;
-                    ml[side][0] += cvox_ml;
+                match verdict[bl[q] as usize - 1] {
+                    Some(true) => {
+                        eff[q] = code;
+                        ml[n][1] += cvox_ml;
+                    }
+                    Some(false) => {
+                        out[q] = code;
+                        add[q] = true;
+                        ml[n][0] += cvox_ml;
+                    }
+                    None => {}
                 }
             }
         }
@@ -747,10 +827,121 @@ impl LungSegmenter {
                 ));
             }
         }
-        DiseaseMasks {
-            lung: added,
+        finish_interface(
+            &lab,
+            c,
+            p,
+            air_hu,
+            d,
+            sides.as_slice_mut().expect("layout"),
+            added.as_slice_mut().expect("layout"),
             effusion,
+        )
+    }
+}
+
+/// The interface between added disease and its lung: partial-volume voxels read as fat (marked as that
+/// lung for the rays) and the bronchial wall inside a hilar mass (the airway rim) join the disease.
+#[allow(clippy::too_many_arguments)]
+fn finish_interface(
+    lab: &[u8],
+    c: &[i16],
+    p: &DiseaseParams,
+    air_hu: i16,
+    d: [usize; 3],
+    out: &mut [u8],
+    add: &mut [bool],
+    effusion: Array3<u8>,
+) -> DiseaseMasks {
+    let extra: Vec<(usize, u8)> = (0..c.len())
+        .into_par_iter()
+        .filter_map(|q| {
+            if out[q] != 0 || c[q] < air_hu || c[q] >= p.wall_hu {
+                return None;
+            }
+            let mut side = 0u8;
+            neighbours6(q, d, |r| {
+                if add[r] {
+                    side = out[r];
+                }
+            });
+            (side != 0 && (lab[q] == side || lab[q] == AIRWAY)).then_some((q, side))
+        })
+        .collect();
+    let mut released = Vec::new();
+    // the bronchial wall where a bronchus ends inside a mass: in-plane islands of solid airway rim with no
+    // lumen in them, enclosed by one lung
+    let [_, nj, ni] = d;
+    let plane = nj * ni;
+    let islands: Vec<(usize, u8)> = out
+        .par_chunks(plane)
+        .enumerate()
+        .flat_map_iter(|(k, op)| {
+            let base = k * plane;
+            let mut seen = vec![false; plane];
+            let mut found = Vec::new();
+            for start in 0..plane {
+                if seen[start] || lab[base + start] != AIRWAY || c[base + start] < air_hu {
+                    continue;
+                }
+                let (mut region, mut stack) = (Vec::new(), vec![start]);
+                seen[start] = true;
+                let (mut side, mut ok) = (0u8, true);
+                while let Some(p) = stack.pop() {
+                    region.push(p);
+                    let (j, i) = (p / ni, p % ni);
+                    for nb in [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ] {
+                        let Some(r) = nb else {
+                            ok = false;
+                            continue;
+                        };
+                        if lab[base + r] == AIRWAY {
+                            if c[base + r] < air_hu {
+                                ok = false; // the lumen: a bronchus passing, keep it out
+                            } else if !seen[r] {
+                                seen[r] = true;
+                                stack.push(r);
+                            }
+                        } else if op[r] == RIGHT_CODE || op[r] == LEFT_CODE {
+                            if side != 0 && side != op[r] {
+                                ok = false;
+                            }
+                            side = op[r];
+                        } else {
+                            ok = false;
+                        }
+                    }
+                }
+                if ok && side != 0 {
+                    found.extend(region.into_iter().map(|p| (base + p, side)));
+                }
+            }
+            found
+        })
+        .collect();
+    for (q, s) in islands {
+        out[q] = s;
+        add[q] = true;
+        released.push(q);
+    }
+    for (q, s) in extra {
+        out[q] = s;
+        add[q] = true;
+        if lab[q] == AIRWAY {
+            released.push(q);
         }
+    }
+    let lung =
+        Array3::from_shape_vec(d, add.to_vec()).unwrap_or_else(|_| Array3::from_elem(d, false));
+    DiseaseMasks {
+        lung,
+        effusion,
+        released,
     }
 }
 

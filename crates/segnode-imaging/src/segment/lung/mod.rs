@@ -297,7 +297,7 @@ impl LungSegmenter {
         }
 
         // trachea and main bronchi
-        let exclude = match self.airway(volume, &c, &lung, &tlab, body_id, f) {
+        let mut exclude = match self.airway(volume, &c, &lung, &tlab, body_id, f) {
             Some(w) => {
                 let x = morph::dilate6(&w, 1, None);
                 let ml = w.iter().filter(|&&v| v).count() as f64 * cvox_ml;
@@ -371,6 +371,11 @@ impl LungSegmenter {
             &mut out,
             notes,
         );
+        for &q in &dm.released {
+            if let Some(x) = exclude.as_slice_mut().and_then(|e| e.get_mut(q)) {
+                *x = false;
+            }
+        }
         sw.lap("disease");
         Some(Coarse {
             f,
