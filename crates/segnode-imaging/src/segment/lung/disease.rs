@@ -58,6 +58,9 @@ pub struct DiseaseParams {
     /// Enclosed solid thinner than this in-plane (mm) is pleura, pericardium or a fissure, not disease:
     /// the enclosed set is opened in-plane with a disc of half this diameter.
     pub min_thickness_mm: f64,
+    /// Smallest enclosed core kept (mL, after the opening): smaller solid pieces are partial volume at
+    /// the apex or pericardium; nodules below this size are taken in by the in-plane closing already.
+    pub min_mass_ml: f64,
     /// The rim of an enclosed mass (mm) grown from its core into solid tissue with lung on one side of
     /// at least `min_rim_lines` lines: the part along the pleura whose lines end in the wall both ways.
     pub rim_mm: f64,
@@ -97,6 +100,7 @@ impl Default for DiseaseParams {
             reach_mm: 80.0,
             basal_reach_mm: 160.0,
             min_thickness_mm: 8.0,
+            min_mass_ml: 2.0,
             rim_mm: 10.0,
             basal_rim_mm: 15.0,
             mirror_tolerance_mm: 10.0,
@@ -217,6 +221,42 @@ fn cast(lab: &[u8], d: [usize; 3], dir: [isize; 3], max_steps: u16) -> (Vec<u8>,
                 }
             }
         };
+    // along k: every voxel looks into the slice before it only, so the rows run in parallel
+    let do_rows = |k: usize, hp: &mut [u8], sp: &mut [u16], next: (&[u8], &[u16])| {
+        let kn = (k as isize + dir[0]) as usize;
+        hp.par_chunks_mut(ni)
+            .zip(sp.par_chunks_mut(ni))
+            .enumerate()
+            .for_each(|(j, (hr, sr))| {
+                let jn = j as isize + dir[1];
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    if lab[k * plane + p] != SOLID {
+                        continue;
+                    }
+                    let inn = i as isize + dir[2];
+                    if jn < 0 || jn >= nj as isize || inn < 0 || inn >= ni as isize {
+                        hr[i] = OPEN;
+                        sr[i] = 1;
+                        continue;
+                    }
+                    let q = jn as usize * ni + inn as usize;
+                    let (ql, qh, qs) = (lab[kn * plane + q], next.0[q], next.1[q]);
+                    if ql == SOLID {
+                        if qs >= max_steps {
+                            hr[i] = OPEN;
+                            sr[i] = max_steps;
+                        } else {
+                            hr[i] = qh;
+                            sr[i] = qs + 1;
+                        }
+                    } else {
+                        hr[i] = ql;
+                        sr[i] = 1;
+                    }
+                }
+            });
+    };
     if dir[0] == 0 {
         hit.par_chunks_mut(plane)
             .zip(steps.par_chunks_mut(plane))
@@ -242,22 +282,15 @@ fn cast(lab: &[u8], d: [usize; 3], dir: [isize; 3], max_steps: u16) -> (Vec<u8>,
             if kn < k {
                 let nh = &hlo[kn * plane..(kn + 1) * plane];
                 let ns = &slo[kn * plane..(kn + 1) * plane];
-                do_slice(
-                    k,
-                    &mut hhi[..plane],
-                    &mut shi[..plane],
-                    Some((nh, ns)),
-                    false,
-                );
+                do_rows(k, &mut hhi[..plane], &mut shi[..plane], (nh, ns));
             } else {
                 let nh = &hhi[..plane];
                 let ns = &shi[..plane];
-                do_slice(
+                do_rows(
                     k,
                     &mut hlo[k * plane..(k + 1) * plane],
                     &mut slo[k * plane..(k + 1) * plane],
-                    Some((nh, ns)),
-                    false,
+                    (nh, ns),
                 );
             }
         }
@@ -612,9 +645,18 @@ impl LungSegmenter {
                             .is_some_and(|(fl, zs)| below(k, fl[n][q % plane], *zs));
                     !ok
                 });
-                let Ok(seed) = Array3::from_shape_vec(d, std::mem::take(&mut enclosed[n])) else {
+                let Ok(mut seed) = Array3::from_shape_vec(d, std::mem::take(&mut enclosed[n]))
+                else {
                     continue;
                 };
+                // cores smaller than a mass: partial volume at the apex, bits of pericardium
+                let (slab, ssizes) = morph::label6(&seed);
+                let min_vox = (p.min_mass_ml / cvox_ml).ceil() as usize;
+                Zip::from(&mut seed).and(&slab).for_each(|v, &l| {
+                    if l > 0 && ssizes[l as usize - 1] < min_vox {
+                        *v = false;
+                    }
+                });
                 let mut grown = seed.into_raw_vec_and_offset().0;
                 if r_grow > 0 && grown.iter().any(|&v| v) {
                     let free: Vec<bool> = weak.iter().map(|&w| !w).collect();

@@ -24,7 +24,9 @@
 //! part of 6 in `refine.rs`, 7 in `disease.rs`, 8 in `measure.rs`. Thresholds are in [`LungParams`]. Known limits: a scan
 //! that starts below the carina keeps the main bronchi (no trachea seed); a pneumothorax joined to the
 //! lung is counted as lung; lungs joined over a wide contact that 15 mm of erosion does not separate are
-//! reported as one lung placed by the body midline.
+//! reported as one lung placed by the body midline. Disease (step 7, see `disease.rs`): a wholly
+//! consolidated lower lobe is covered only in part (~80 % on the phantom), a hilar mass against the heart
+//! ~80 %; bilateral basal disease, loculated or dense (haemothorax) effusions are not recognised.
 
 mod airway;
 mod disease;
