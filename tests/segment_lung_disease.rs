@@ -210,6 +210,11 @@ fn run(spec: Spec, tag: &str) -> Outcome {
             "{tag} dciodvfy:\n{}",
             support::dciodvfy_output(&path)
         );
+        if effusion_reported_ml.is_some() {
+            // a SEG with the effusion segment reads back bit-exact in highdicom
+            let report = support::check_seg_with_highdicom(&path, dir.path(), &seg.labels);
+            assert_eq!(report["ok"], true, "{tag}: {report}");
+        }
     }
     o
 }
