@@ -473,17 +473,23 @@ impl LungSegmenter {
                     OPEN
                 } else if ex[q] {
                     AIRWAY
-                } else if c[q] < air_hu && pocket[q] {
-                    SOLID // air bronchogram or cavity inside solid disease
                 } else if c[q] < air_hu {
-                    WALL // air that is not lung: outside, bowel, a pneumothorax
-                } else if tl[q] != cv.body_id
-                    || c[q] >= p.wall_hu
-                    || (p.fat_hu[0]..=p.fat_hu[1]).contains(&smooth[q])
-                {
-                    WALL
+                    // an air bronchogram or cavity inside solid disease is passed through; other air
+                    // that is not lung (outside, bowel, a pneumothorax) bounds the cavity
+                    if pocket[q] {
+                        SOLID
+                    } else {
+                        WALL
+                    }
                 } else {
-                    SOLID
+                    let wall = tl[q] != cv.body_id
+                        || c[q] >= p.wall_hu
+                        || (p.fat_hu[0]..=p.fat_hu[1]).contains(&smooth[q]);
+                    if wall {
+                        WALL
+                    } else {
+                        SOLID
+                    }
                 }
             })
             .collect();
