@@ -13,6 +13,121 @@ pub mod class {
     pub const AIRWAY: u8 = 3;
     /// Stomach and bowel gas.
     pub const GAS: u8 = 4;
+    /// Dense disease inside the right pleural cavity (mass, consolidation, collapse): part of the right
+    /// lung, kept apart so tests can measure how much of it a lung mask covers.
+    pub const RIGHT_LESION: u8 = 5;
+    /// Dense disease inside the left pleural cavity: part of the left lung.
+    pub const LEFT_LESION: u8 = 6;
+    /// Pleural effusion: fluid in the pleural space, not lung.
+    pub const EFFUSION: u8 = 7;
+}
+
+/// Pathology built into a phantom (issue 19). Its shape comes from anatomy (lobes, pleura, gravity), never
+/// from how a segmenter looks for it; nothing of it draws from the seeded random stream, so a phantom
+/// without disease is voxel for voxel what it was before diseases existed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Disease {
+    /// Solid mass with a broad base on the posterolateral costal pleura of the lower lobe; `diameter_mm`
+    /// of the sphere it is cut from (the part inside the pleural cavity is the lesion), mean `hu`.
+    JuxtapleuralMass { side: u8, diameter_mm: f64, hu: f64 },
+    /// Solid mass at the hilum, against the mediastinal pleura, around the main bronchus.
+    HilarMass { side: u8, diameter_mm: f64, hu: f64 },
+    /// The whole lower lobe (behind the oblique fissure) consolidated, with air bronchograms.
+    ConsolidatedLobe { side: u8, hu: f64 },
+    /// Lower-lobe collapse: a dense triangle against the spine and the posterior mediastinum.
+    CollapsedLobe { side: u8, hu: f64 },
+    /// Free pleural effusion: dependent (posterior in a supine patient) fluid crescent between the lung
+    /// and the chest wall, deepest at the base, `depth_mm` at its deepest.
+    Effusion { side: u8, depth_mm: f64, hu: f64 },
+}
+
+impl Disease {
+    /// Lung side (0 right, 1 left).
+    pub fn side(&self) -> u8 {
+        match *self {
+            Disease::JuxtapleuralMass { side, .. }
+            | Disease::HilarMass { side, .. }
+            | Disease::ConsolidatedLobe { side, .. }
+            | Disease::CollapsedLobe { side, .. }
+            | Disease::Effusion { side, .. } => side,
+        }
+    }
+
+    /// What the disease makes of a point of pleural cavity `side` (`None`: untouched lung).
+    fn at(&self, side: usize, p: [f64; 3]) -> Option<(f64, u8)> {
+        if side as u8 != self.side() {
+            return None;
+        }
+        let [x, y, z] = p;
+        let sx = if side == 0 { -1.0 } else { 1.0 };
+        let lesion = if side == 0 {
+            class::RIGHT_LESION
+        } else {
+            class::LEFT_LESION
+        };
+        // oblique fissure: the lower lobe lies below a plane that rises posteriorly
+        let lower_lobe = z < 175.0 + 0.8 * y;
+        match *self {
+            Disease::JuxtapleuralMass {
+                diameter_mm, hu, ..
+            } => {
+                // centred on the posterolateral pleura at 75°, 170 mm: a broad base on the chest wall
+                let a = 75f64.to_radians();
+                let r = diameter_mm / 2.0;
+                let c = [
+                    sx * (LUNG_CX + (LUNG_RX - 0.25 * r) * a.cos()),
+                    LUNG_CY + (LUNG_RY - 0.25 * r) * a.sin(),
+                    170.0,
+                ];
+                Ball { c, r }.inside(p).then_some((hu, lesion))
+            }
+            Disease::HilarMass {
+                diameter_mm, hu, ..
+            } => {
+                let h = HILUM[side];
+                let c = [h[0] + sx * 6.0, h[1], h[2] - 5.0];
+                Ball {
+                    c,
+                    r: diameter_mm / 2.0,
+                }
+                .inside(p)
+                .then_some((hu, lesion))
+            }
+            Disease::ConsolidatedLobe { hu, .. } => {
+                if !lower_lobe {
+                    return None;
+                }
+                // air bronchograms: lower-lobe bronchi fanning out from below the hilum
+                let h = HILUM[side];
+                let root = [h[0], h[1] + 10.0, h[2] - 25.0];
+                let bronchogram = [
+                    [sx * 95.0, 60.0, 120.0],
+                    [sx * 70.0, 80.0, 140.0],
+                    [sx * 110.0, 30.0, 130.0],
+                    [sx * 60.0, 40.0, 115.0],
+                ]
+                .iter()
+                .any(|t| Tube::new(root, *t, 2.5, 1.2).sdf(p) < 0.0);
+                Some((if bronchogram { -900.0 } else { hu }, lesion))
+            }
+            Disease::CollapsedLobe { hu, .. } => {
+                // the lobe shrunk to a wedge against the spine and the posterior mediastinum
+                (z < 200.0 && (y - 20.0) > 1.5 * (x.abs() - 24.0)).then_some((hu, lesion))
+            }
+            Disease::Effusion { depth_mm, hu, .. } => {
+                // the lung floats on the fluid: its posterior surface moves anteriorly by the local depth
+                // (deepest at the base, none above 220 mm), leaving a crescent against the chest wall
+                let t = ((220.0 - z) / (220.0 - BASE_Z[side])).clamp(0.0, 1.0);
+                let d = depth_mm * t.sqrt();
+                if d <= 0.0 {
+                    return None;
+                }
+                let cx = sx * LUNG_CX;
+                let e = ((x - cx) / LUNG_RX).powi(2) + ((y + d - LUNG_CY) / LUNG_RY).powi(2);
+                (e >= 1.0).then_some((hu, class::EFFUSION))
+            }
+        }
+    }
 }
 
 /// Anatomical options of a phantom.
@@ -22,6 +137,8 @@ pub struct Anatomy {
     pub emphysema: bool,
     /// Lungs meet at the anterior junction with no visible tissue between them.
     pub fused: bool,
+    /// Pathology inside one pleural cavity (none in the original variants).
+    pub disease: Option<Disease>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +343,9 @@ impl Chest {
         }
         if let Some(side_class) = in_lung {
             let side = (side_class - 1) as usize;
+            if let Some(hit) = self.anatomy.disease.and_then(|d| d.at(side, p)) {
+                return hit;
+            }
             if self.nodules.iter().any(|b| b.inside(p)) {
                 return (35.0, side_class);
             }

@@ -4,7 +4,8 @@
 //! liver, two lungs with vessels and juxtapleural nodules, trachea and main bronchi, stomach gas with a
 //! fluid level and bowel gas below the diaphragm, a table with a foam core, noise, out-of-field padding)
 //! on the grid of a [`Variant`] (orientation, slice order, field of view, coverage, slice thickness,
-//! contrast, emphysema, fused lungs) and returns the HU volume with its geometry and the ground-truth
+//! contrast, emphysema, fused lungs; the pathology variants of issue 19 — masses, a consolidated and a
+//! collapsed lobe, pleural effusions — see [`Disease`]) and returns the HU volume with its geometry and the ground-truth
 //! label map. [`write_series`] writes it as a folder of CT Image Storage files,
 //! [`write_series_multiframe`] as one Enhanced CT / X-Ray 3D Craniofacial object.
 
@@ -23,6 +24,7 @@ pub use multiframe::MultiFrame;
 pub use slices::{PhantomWriteError, WrittenSeries};
 pub use write::{write_series, write_series_multiframe};
 
+pub use chest::Disease;
 use chest::{Anatomy, Chest};
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
@@ -53,6 +55,18 @@ pub enum Variant {
     Contrast,
     /// Emphysema: low-attenuation regions below −950 HU in both lungs.
     Emphysema,
+    /// Issue 19: a 60 mm solid mass (+8 HU) on the posterolateral pleura of the left lower lobe.
+    JuxtapleuralMass,
+    /// Issue 19: a 50 mm solid mass (+35 HU) at the right hilum, against the mediastinum.
+    HilarMass,
+    /// Issue 19: right lower lobe consolidated (+40 HU) with air bronchograms.
+    ConsolidatedLobe,
+    /// Issue 19: left lower lobe collapsed into a dense wedge (+45 HU) beside the spine.
+    CollapsedLobe,
+    /// Issue 19: left pleural effusion, a dependent crescent (+10 HU) up to 35 mm deep.
+    EffusionLeft,
+    /// Issue 19: right pleural effusion, a dependent crescent (+10 HU) up to 35 mm deep.
+    EffusionRight,
 }
 
 impl Variant {
@@ -70,6 +84,16 @@ impl Variant {
         Variant::Emphysema,
     ];
 
+    /// The pathology variants of issue 19 (not in [`Variant::ALL`], whose Dice table they leave alone).
+    pub const DISEASE: [Variant; 6] = [
+        Variant::JuxtapleuralMass,
+        Variant::HilarMass,
+        Variant::ConsolidatedLobe,
+        Variant::CollapsedLobe,
+        Variant::EffusionLeft,
+        Variant::EffusionRight,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Variant::Standard => "standard",
@@ -83,6 +107,12 @@ impl Variant {
             Variant::Thick => "thick",
             Variant::Contrast => "contrast",
             Variant::Emphysema => "emphysema",
+            Variant::JuxtapleuralMass => "juxtapleural-mass",
+            Variant::HilarMass => "hilar-mass",
+            Variant::ConsolidatedLobe => "consolidated-lobe",
+            Variant::CollapsedLobe => "collapsed-lobe",
+            Variant::EffusionLeft => "effusion-left",
+            Variant::EffusionRight => "effusion-right",
         }
     }
 }
@@ -141,6 +171,7 @@ impl Spec {
                 contrast: false,
                 emphysema: false,
                 fused: false,
+                disease: None,
             },
         };
         match variant {
@@ -173,6 +204,33 @@ impl Spec {
             }
             Variant::Contrast => s.anatomy.contrast = true,
             Variant::Emphysema => s.anatomy.emphysema = true,
+            Variant::JuxtapleuralMass => {
+                s.anatomy.disease = Some(Disease::JuxtapleuralMass {
+                    side: 1,
+                    diameter_mm: 60.0,
+                    hu: 8.0,
+                })
+            }
+            Variant::HilarMass => {
+                s.anatomy.disease = Some(Disease::HilarMass {
+                    side: 0,
+                    diameter_mm: 50.0,
+                    hu: 35.0,
+                })
+            }
+            Variant::ConsolidatedLobe => {
+                s.anatomy.disease = Some(Disease::ConsolidatedLobe { side: 0, hu: 40.0 })
+            }
+            Variant::CollapsedLobe => {
+                s.anatomy.disease = Some(Disease::CollapsedLobe { side: 1, hu: 45.0 })
+            }
+            Variant::EffusionLeft | Variant::EffusionRight => {
+                s.anatomy.disease = Some(Disease::Effusion {
+                    side: (variant == Variant::EffusionLeft) as u8,
+                    depth_mm: 35.0,
+                    hu: 10.0,
+                })
+            }
         }
         s
     }

@@ -25,6 +25,12 @@ pub const ANATOMICAL_STRUCTURE: CodedConcept =
     CodedConcept::new("91723000", "SCT", "Anatomical Structure");
 /// Segmented property category "Physical object" (SCT 260787004), e.g. implanted devices.
 pub const PHYSICAL_OBJECT: CodedConcept = CodedConcept::new("260787004", "SCT", "Physical object");
+/// Segmented property category "Morphologically Altered Structure" (SCT 49755003, CID 7150): lesions,
+/// effusions.
+pub const MORPHOLOGICALLY_ALTERED_STRUCTURE: CodedConcept =
+    CodedConcept::new("49755003", "SCT", "Morphologically Altered Structure");
+/// Segmented property type "Pleural effusion" (SCT 60046008).
+pub const PLEURAL_EFFUSION: CodedConcept = CodedConcept::new("60046008", "SCT", "Pleural effusion");
 /// Segmented property type "Lung" (SCT 39607008).
 pub const LUNG: CodedConcept = CodedConcept::new("39607008", "SCT", "Lung");
 /// Laterality modifier "Left" (SCT 7771000).

@@ -1,7 +1,10 @@
 //! Full-resolution refinement: the coarse interior is kept, the border band is re-thresholded at full
 //! resolution, band holes enclosed by one lung are filled, the airway exclusion is kept out.
 
-use super::{Coarse, LungSegmenter, Stopwatch, EXCLUDED, LEFT_CODE, RIGHT_CODE};
+use super::{
+    Coarse, LungSegmenter, Stopwatch, EXCLUDED, LEFT_CODE, LEFT_EFFUSION, RIGHT_CODE,
+    RIGHT_EFFUSION,
+};
 use crate::segment::morph::{self, dims, neighbours6};
 use crate::volume::Volume;
 use ndarray::{Array3, Zip};
@@ -45,6 +48,8 @@ impl LungSegmenter {
             .collect();
         let cand_s = cand.as_slice().expect("layout");
         let ex = co.exclude.as_slice().expect("layout");
+        let dis = co.disease.as_slice().expect("layout");
+        let eff = co.effusion.as_slice().expect("layout");
         let [nk, nj, ni] = volume.shape();
         let hu_std = volume.hu.as_standard_layout();
         let hu = hu_std.as_slice().expect("standard layout");
@@ -73,9 +78,24 @@ impl LungSegmenter {
                         }
                         let side = cand_s[q];
                         if side == 0 {
+                            if eff[q] != 0 {
+                                // effusion: the fluid of the block, not air that belongs to nothing
+                                let code = if eff[q] == LEFT_CODE {
+                                    LEFT_EFFUSION
+                                } else {
+                                    RIGHT_EFFUSION
+                                };
+                                for p in j * ni + ia..j * ni + ib {
+                                    let in_field =
+                                        words.is_none_or(|w| (w[p / 64] >> (p % 64)) & 1 == 0);
+                                    if hp[p] >= p_air && in_field {
+                                        lp[p] = code;
+                                    }
+                                }
+                            }
                             continue;
                         }
-                        if sure[q] {
+                        if sure[q] || (dis[q] && side == sides_s[q]) {
                             lp[j * ni + ia..j * ni + ib].fill(side);
                             continue;
                         }

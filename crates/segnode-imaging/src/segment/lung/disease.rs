@@ -1,0 +1,1025 @@
+//! Dense disease inside the pleural cavity (issue 19): masses, consolidation and collapse are lung; a free
+//! pleural effusion is not.
+//!
+//! The air-based lung of the earlier steps stops where the parenchyma turns solid, so a 5 cm tumour on the
+//! pleura was carved out of the lung. Whether a solid region is lung is decided here from **where it lies**,
+//! not from its density (on the coarse grid, after the per-side closing):
+//!
+//! 1. **Rays.** Every voxel is lung (right / left), cavity wall (bone or contrast-filled vessel, fat, air
+//!    outside the lungs, tissue outside the body), open (out of field, the airway) or solid. From every
+//!    solid voxel rays along 9 lines (the 3 axes, the 2 in-plane and 4 vertical diagonals, both ways) run
+//!    through solid tissue to the first non-solid voxel within [`DiseaseParams::reach_mm`].
+//! 2. **Enclosed by parenchyma and pleura.** A solid voxel joins a lung when along at least
+//!    `min_lung_lung_lines` lines that lung lies on both sides (the parenchyma wraps around it), and along
+//!    at least `min_enclosed_lines` of the 9 lines that lung lies on one side and that lung or the cavity
+//!    wall on the other. The chest wall fails the first test (along the pleura its rays meet no lung), the
+//!    mediastinum and heart the second (medially their rays meet the other lung or run on through the
+//!    mediastinum). Nothing below the lowest aerated voxel of its column is a candidate: the diaphragm,
+//!    liver, spleen, and the heart under the lung that covers it.
+//! 3. **Basal disease and fluid.** A lower lobe that is wholly consolidated, a collapsed lobe against the
+//!    spine and a free effusion leave no aerated lung below them, so step 2 cannot see them. Their floor
+//!    comes from the other side: where this side's lung ends well above the mirrored lowest lung of the
+//!    other side (`basal_gap_mm`; the right hemidiaphragm lies higher by `right_dome_higher_mm`), solid
+//!    tissue above that floor, with this side's lung above it and the chest wall or spine behind it (the
+//!    dependent position), lies in the pleural cavity. Needs an axial, unrotated grid and one healthy
+//!    base: bilateral basal disease is not recognised.
+//! 4. **Lung or fluid.** A basal region of fluid attenuation (`fluid_hu`; no air inside, lying dependent,
+//!    bounded by the chest wall: the radiological signs of a free effusion) is pleural effusion: it stays
+//!    out of the lung and, from `min_effusion_ml`, is reported as its own segment. Solid basal regions
+//!    (consolidation, collapse: soft-tissue attenuation, air bronchograms left as lung by the air step)
+//!    are lung. Density only separates fluid from solid here; lung versus not-lung was decided by place.
+//!
+//! Known limits: a mass on the apex or base with no aerated lung beyond it, disease on both bases, a loculated
+//! (non-dependent) effusion, an effusion denser than `fluid_hu` (haemothorax) counted as lung, an empyema
+//! or a mass of fluid attenuation at the base counted as effusion.
+
+use super::{LungSegmenter, LEFT_CODE, RIGHT_CODE};
+use crate::segment::morph::{self, dims, neighbours6};
+use crate::volume::Volume;
+use ndarray::{Array3, Zip};
+use rayon::prelude::*;
+
+/// Thresholds of the disease step (issue 19); units in the names, reasons in the comments.
+#[derive(Debug, Clone)]
+pub struct DiseaseParams {
+    /// Run the step at all (off: the air-only lung of version 0.1).
+    pub enabled: bool,
+    /// At or above this coarse mean (HU) a ray meets the cavity wall: ribs, spine and sternum (≥ 300 HU
+    /// in a 2 mm block), contrast-filled heart and great vessels. Enhancing tumour and consolidation stay
+    /// below ~150 HU.
+    pub wall_hu: i16,
+    /// Fat (HU, in-plane smoothed): extrapleural, pericardial and mediastinal fat bound the cavity.
+    /// Solid disease (≥ −40 HU, even necrotic) and aerated lung (≤ −400 HU) lie outside this range.
+    pub fat_hu: [i16; 2],
+    /// Longest ray through solid tissue (mm): from the centre of a ~10 cm mass to the lung around it.
+    pub reach_mm: f64,
+    /// Longest upward ray of the basal rule (mm): through a consolidated lower lobe to the upper lobe.
+    pub basal_reach_mm: f64,
+    /// Enclosed solid thinner than this in-plane (mm) is pleura, pericardium or a fissure, not disease:
+    /// the enclosed set is opened in-plane with a disc of half this diameter.
+    pub min_thickness_mm: f64,
+    /// Smallest enclosed core kept (mL, after the opening): smaller solid pieces are partial volume at
+    /// the apex or pericardium; nodules below this size are taken in by the in-plane closing already.
+    pub min_mass_ml: f64,
+    /// The rim of an enclosed mass (mm) grown from its core into solid tissue with lung on one side of
+    /// at least `min_rim_lines` lines: the part along the pleura whose lines end in the wall both ways.
+    pub rim_mm: f64,
+    /// Lines (of 9) with lung on one side and lung or wall on the other for the rim.
+    pub min_rim_lines: u8,
+    /// Basal rule: how far (mm) a basal core grows along the pleura into dependent solid tissue above the
+    /// borrowed floor (the top of a consolidated lobe has no aerated lung above it, only chest wall).
+    pub basal_rim_mm: f64,
+    /// Basal rule: a voxel's mirror image must fall within this distance (mm, in-plane) of the other
+    /// lung, so the borrowed cavity never reaches into the mediastinum, aorta or spine.
+    pub mirror_tolerance_mm: f64,
+    /// Smallest solid basal region taken as diseased lung (mL): a lobe or a collapse, not a sliver of
+    /// heart or diaphragm where the domes differ.
+    pub min_basal_ml: f64,
+    /// Lines (of 9) with this side's lung on both sides for a solid voxel to be enclosed.
+    pub min_lung_lung_lines: u8,
+    /// Lines (of 9) with lung on one side and lung or the cavity wall on the other.
+    pub min_enclosed_lines: u8,
+    /// Basal rule: this side's lung ends at least this far (mm) above the other side's mirrored lowest
+    /// lung before its base counts as diseased (normal asymmetry of the domes is 1–2 cm).
+    pub basal_gap_mm: f64,
+    /// The right hemidiaphragm lies higher than the left (mm; population average 1–2 cm): the floor
+    /// borrowed from the other side is shifted by this.
+    pub right_dome_higher_mm: f64,
+    /// Mean attenuation of a basal region (HU) that makes it fluid: transudate 0–15, exudate up to ~25.
+    pub fluid_hu: [f64; 2],
+    /// Smallest effusion reported as a segment (mL); smaller fluid is only kept out of the lung.
+    pub min_effusion_ml: f64,
+}
+
+impl Default for DiseaseParams {
+    fn default() -> Self {
+        DiseaseParams {
+            enabled: true,
+            wall_hu: 200,
+            fat_hu: [-200, -50],
+            reach_mm: 80.0,
+            basal_reach_mm: 160.0,
+            min_thickness_mm: 8.0,
+            min_mass_ml: 2.0,
+            rim_mm: 10.0,
+            basal_rim_mm: 15.0,
+            mirror_tolerance_mm: 10.0,
+            min_basal_ml: 10.0,
+            min_rim_lines: 3,
+            min_lung_lung_lines: 2,
+            min_enclosed_lines: 7,
+            basal_gap_mm: 20.0,
+            right_dome_higher_mm: 10.0,
+            fluid_hu: [-20.0, 25.0],
+            min_effusion_ml: 10.0,
+        }
+    }
+}
+
+/// Voxel classes of the ray casting (side codes 1 and 2 are the lungs).
+const OPEN: u8 = 0;
+const WALL: u8 = 3;
+const SOLID: u8 = 4;
+/// The airway exclusion: never a candidate, but where the bronchus enters the lung it bounds the cavity.
+const AIRWAY: u8 = 5;
+
+/// The 9 lines, one direction each (the other is its negation), as `[dk, dj, di]`.
+const LINES: [[isize; 3]; 9] = [
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [0, 1, 1],
+    [0, 1, -1],
+    [1, 1, 0],
+    [1, -1, 0],
+    [1, 0, 1],
+    [1, 0, -1],
+];
+
+/// What the disease step adds to the coarse result.
+pub(super) struct DiseaseMasks {
+    /// Coarse voxels that joined a lung (kept whole at full resolution, not re-thresholded).
+    pub lung: Array3<bool>,
+    /// Coarse voxels of effusion, per side code (0 = none).
+    pub effusion: Array3<u8>,
+    /// Flat indices of airway-rim voxels (bronchial wall inside a mass) that joined a lung: no longer
+    /// excluded.
+    pub released: Vec<usize>,
+}
+
+/// Inputs of the disease step on the coarse grid.
+pub(super) struct CoarseView<'a> {
+    pub c: &'a Array3<i16>,
+    pub c_oof: &'a Array3<bool>,
+    pub tlab: &'a Array3<u32>,
+    pub body_id: u32,
+    pub exclude: &'a Array3<bool>,
+    /// Small air components that are not lung (air bronchograms, cavities, small gas bubbles).
+    pub pocket: &'a Array3<bool>,
+    pub f: [usize; 3],
+}
+
+/// First non-solid voxel along `dir` from every voxel: (its class, steps to it); `OPEN` beyond `max_steps`
+/// or the grid. Dynamic programming along the direction, parallel over slices or rows.
+fn cast(lab: &[u8], d: [usize; 3], dir: [isize; 3], max_steps: u16) -> (Vec<u8>, Vec<u16>) {
+    let [nk, nj, ni] = d;
+    let plane = nj * ni;
+    let mut hit = vec![OPEN; lab.len()];
+    let mut steps = vec![0u16; lab.len()];
+    let order = |n: usize, s: isize| -> Vec<usize> {
+        if s > 0 {
+            (0..n).rev().collect()
+        } else {
+            (0..n).collect()
+        }
+    };
+    let (js, is) = (order(nj, dir[1]), order(ni, dir[2]));
+    // one slice given the slice it looks into (`None`: the step leaves the grid along k)
+    let do_slice =
+        |k: usize, hp: &mut [u8], sp: &mut [u16], next: Option<(&[u8], &[u16])>, same: bool| {
+            for &j in &js {
+                let jn = j as isize + dir[1];
+                for &i in &is {
+                    let p = j * ni + i;
+                    if lab[k * plane + p] != SOLID {
+                        continue;
+                    }
+                    let inn = i as isize + dir[2];
+                    if jn < 0 || jn >= nj as isize || inn < 0 || inn >= ni as isize {
+                        hp[p] = OPEN;
+                        sp[p] = 1;
+                        continue;
+                    }
+                    let q = jn as usize * ni + inn as usize;
+                    let (ql, qh, qs) = if same {
+                        (lab[k * plane + q], hp[q], sp[q])
+                    } else {
+                        match next {
+                            None => {
+                                hp[p] = OPEN;
+                                sp[p] = 1;
+                                continue;
+                            }
+                            Some((nh, ns)) => {
+                                let kn = (k as isize + dir[0]) as usize;
+                                (lab[kn * plane + q], nh[q], ns[q])
+                            }
+                        }
+                    };
+                    if ql == SOLID {
+                        if qs >= max_steps {
+                            hp[p] = OPEN;
+                            sp[p] = max_steps;
+                        } else {
+                            hp[p] = qh;
+                            sp[p] = qs + 1;
+                        }
+                    } else {
+                        hp[p] = ql;
+                        sp[p] = 1;
+                    }
+                }
+            }
+        };
+    // along k: every voxel looks into the slice before it only, so the rows run in parallel
+    let do_rows = |k: usize, hp: &mut [u8], sp: &mut [u16], next: (&[u8], &[u16])| {
+        let kn = (k as isize + dir[0]) as usize;
+        hp.par_chunks_mut(ni)
+            .zip(sp.par_chunks_mut(ni))
+            .enumerate()
+            .for_each(|(j, (hr, sr))| {
+                let jn = j as isize + dir[1];
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    if lab[k * plane + p] != SOLID {
+                        continue;
+                    }
+                    let inn = i as isize + dir[2];
+                    if jn < 0 || jn >= nj as isize || inn < 0 || inn >= ni as isize {
+                        hr[i] = OPEN;
+                        sr[i] = 1;
+                        continue;
+                    }
+                    let q = jn as usize * ni + inn as usize;
+                    let (ql, qh, qs) = (lab[kn * plane + q], next.0[q], next.1[q]);
+                    if ql == SOLID {
+                        if qs >= max_steps {
+                            hr[i] = OPEN;
+                            sr[i] = max_steps;
+                        } else {
+                            hr[i] = qh;
+                            sr[i] = qs + 1;
+                        }
+                    } else {
+                        hr[i] = ql;
+                        sr[i] = 1;
+                    }
+                }
+            });
+    };
+    if dir[0] == 0 {
+        hit.par_chunks_mut(plane)
+            .zip(steps.par_chunks_mut(plane))
+            .enumerate()
+            .for_each(|(k, (hp, sp))| do_slice(k, hp, sp, None, true));
+    } else {
+        for k in order(nk, dir[0]) {
+            let kn = k as isize + dir[0];
+            if kn < 0 || kn >= nk as isize {
+                do_slice(
+                    k,
+                    &mut hit[k * plane..(k + 1) * plane],
+                    &mut steps[k * plane..(k + 1) * plane],
+                    None,
+                    false,
+                );
+                continue;
+            }
+            let kn = kn as usize;
+            // split so the slice looked into is read while slice k is written
+            let (hlo, hhi) = hit.split_at_mut(k.max(kn) * plane);
+            let (slo, shi) = steps.split_at_mut(k.max(kn) * plane);
+            if kn < k {
+                let nh = &hlo[kn * plane..(kn + 1) * plane];
+                let ns = &slo[kn * plane..(kn + 1) * plane];
+                do_rows(k, &mut hhi[..plane], &mut shi[..plane], (nh, ns));
+            } else {
+                let nh = &hhi[..plane];
+                let ns = &shi[..plane];
+                do_rows(
+                    k,
+                    &mut hlo[k * plane..(k + 1) * plane],
+                    &mut slo[k * plane..(k + 1) * plane],
+                    (nh, ns),
+                );
+            }
+        }
+    }
+    (hit, steps)
+}
+
+/// In-plane opening of `m` by `r` 4-neighbour steps: erode, then regrow inside `m` (slices in parallel).
+fn open2d(m: &mut [bool], d: [usize; 3], r: usize) {
+    let [_, nj, ni] = d;
+    let plane = nj * ni;
+    m.par_chunks_mut(plane).for_each(|mp| {
+        if !mp.iter().any(|&v| v) {
+            return;
+        }
+        let orig = mp.to_vec();
+        let mut cur = orig.clone();
+        let step = |src: &[bool], grow: bool| -> Vec<bool> {
+            (0..plane)
+                .map(|p| {
+                    let (j, i) = (p / ni, p % ni);
+                    let nb = [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ];
+                    if grow {
+                        orig[p] && (src[p] || nb.iter().any(|q| q.is_some_and(|q| src[q])))
+                    } else {
+                        src[p] && nb.iter().all(|q| q.is_some_and(|q| src[q]))
+                    }
+                })
+                .collect()
+        };
+        for _ in 0..r {
+            cur = step(&cur, false);
+        }
+        for _ in 0..r {
+            cur = step(&cur, true);
+        }
+        mp.copy_from_slice(&cur);
+    });
+}
+
+/// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k.
+fn grow_within(m: &mut [bool], free: &[bool], d: [usize; 3], r: usize, rz: usize) {
+    let [nk, nj, ni] = d;
+    let plane = nj * ni;
+    m.par_chunks_mut(plane)
+        .zip(free.par_chunks(plane))
+        .for_each(|(mp, fp)| {
+            for _ in 0..r {
+                let src = mp.to_vec();
+                for (p, v) in mp.iter_mut().enumerate() {
+                    if *v || !fp[p] {
+                        continue;
+                    }
+                    let (j, i) = (p / ni, p % ni);
+                    *v = (i > 0 && src[p - 1])
+                        || (i + 1 < ni && src[p + 1])
+                        || (j > 0 && src[p - ni])
+                        || (j + 1 < nj && src[p + ni]);
+                }
+            }
+        });
+    for _ in 0..rz {
+        let src = m.to_vec();
+        m.par_iter_mut().enumerate().for_each(|(q, v)| {
+            if *v || !free[q] {
+                return;
+            }
+            let k = q / plane;
+            *v = (k > 0 && src[q - plane]) || (k + 1 < nk && src[q + plane]);
+        });
+    }
+}
+
+fn sides_s_now(sides: &Array3<u8>) -> &[u8] {
+    sides.as_slice().expect("layout")
+}
+
+/// In-plane dilation of `m` by `r` 4-neighbour steps (slices in parallel).
+fn dilate2d(m: &mut [bool], d: [usize; 3], r: usize) {
+    let [_, nj, ni] = d;
+    let plane = nj * ni;
+    m.par_chunks_mut(plane).for_each(|mp| {
+        for _ in 0..r {
+            let src = mp.to_vec();
+            for (p, v) in mp.iter_mut().enumerate() {
+                if *v {
+                    continue;
+                }
+                let (j, i) = (p / ni, p % ni);
+                *v = (i > 0 && src[p - 1])
+                    || (i + 1 < ni && src[p + 1])
+                    || (j > 0 && src[p - ni])
+                    || (j + 1 < nj && src[p + ni]);
+            }
+        }
+    });
+}
+
+/// Index axis (and sign) that a patient axis runs along, if the grid is aligned with it (within ~25°).
+fn aligned_axis(volume: &Volume, patient_axis: usize) -> Option<(usize, f64)> {
+    let g = &volume.geometry;
+    [(0, g.normal), (1, g.col_dir), (2, g.row_dir)]
+        .into_iter()
+        .find(|(_, v)| v[patient_axis].abs() > 0.9)
+        .map(|(a, v)| (a, v[patient_axis].signum()))
+}
+
+impl LungSegmenter {
+    /// The disease step on the coarse side labels `sides` (see the module docs); adds enclosed and basal
+    /// solid disease to `sides` and returns what it added and the effusion it recognised.
+    pub(super) fn disease(
+        &self,
+        volume: &Volume,
+        cv: &CoarseView,
+        sides: &mut Array3<u8>,
+        notes: &mut Vec<String>,
+    ) -> DiseaseMasks {
+        let p = &self.params.disease;
+        let d = dims(sides);
+        let [nk, nj, ni] = d;
+        let plane = nj * ni;
+        let mut added = Array3::from_elem(d, false);
+        let mut effusion = Array3::<u8>::zeros(d);
+        if !p.enabled || nk < 3 {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        }
+        let sp = volume.geometry.spacing_kji();
+        let csp = [0, 1, 2].map(|a| sp[a] * cv.f[a] as f64);
+        let cvox_ml = csp.iter().product::<f64>() / 1000.0;
+        let air_hu = self.params.air_hu;
+        let c = cv.c.as_slice().expect("layout");
+        // in-plane 3×3 mean of the non-air voxels: noise in a necrotic mass must not look like fat, and
+        // tissue beside the lung must not average with the air into the fat range
+        let mut smooth = vec![0i16; c.len()];
+        smooth
+            .par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(k, out)| {
+                for j in 0..nj {
+                    for i in 0..ni {
+                        let (mut s, mut n) = (0i32, 0i32);
+                        for jj in j.saturating_sub(1)..(j + 2).min(nj) {
+                            for ii in i.saturating_sub(1)..(i + 2).min(ni) {
+                                let v = c[k * plane + jj * ni + ii];
+                                if v >= air_hu {
+                                    s += v as i32;
+                                    n += 1;
+                                }
+                            }
+                        }
+                        out[j * ni + i] = if n > 0 {
+                            (s / n) as i16
+                        } else {
+                            c[k * plane + j * ni + i]
+                        };
+                    }
+                }
+            });
+        // voxel classes
+        let sides_s = sides.as_slice().expect("layout");
+        let oof = cv.c_oof.as_slice().expect("layout");
+        let ex = cv.exclude.as_slice().expect("layout");
+        let tl = cv.tlab.as_slice().expect("layout");
+        let pocket = cv.pocket.as_slice().expect("layout");
+        let mut lab: Vec<u8> = (0..c.len())
+            .into_par_iter()
+            .map(|q| {
+                if sides_s[q] != 0 {
+                    sides_s[q]
+                } else if oof[q] {
+                    OPEN
+                } else if ex[q] {
+                    AIRWAY
+                } else if c[q] < air_hu {
+                    // an air bronchogram or cavity inside solid disease is passed through; other air
+                    // that is not lung (outside, bowel, a pneumothorax) bounds the cavity
+                    if pocket[q] {
+                        SOLID
+                    } else {
+                        WALL
+                    }
+                } else {
+                    let wall = tl[q] != cv.body_id
+                        || c[q] >= p.wall_hu
+                        || (p.fat_hu[0]..=p.fat_hu[1]).contains(&smooth[q]);
+                    if wall {
+                        WALL
+                    } else {
+                        SOLID
+                    }
+                }
+            })
+            .collect();
+        // partial volume at the lung surface reads as fat: a fat-range voxel touching a lung is that lung
+        let fix: Vec<(usize, u8)> = (0..c.len())
+            .into_par_iter()
+            .filter_map(|q| {
+                if lab[q] != WALL || c[q] >= p.wall_hu || c[q] < air_hu {
+                    return None;
+                }
+                let mut side = 0u8;
+                neighbours6(q, d, |r| {
+                    if sides_s[r] != 0 {
+                        side = sides_s[r];
+                    }
+                });
+                (side != 0).then_some((q, side))
+            })
+            .collect();
+        for (q, s) in fix {
+            lab[q] = s;
+        }
+        // rays: per line and side, lung-lung and lung-(lung|wall) counts
+        let mut ll = [vec![0u8; c.len()], vec![0u8; c.len()]];
+        let mut lw = [vec![0u8; c.len()], vec![0u8; c.len()]];
+        let mut up_ray: Option<(Vec<u8>, Vec<u16>, f64)> = None;
+        let z_axis = aligned_axis(volume, 2);
+        let y_axis = aligned_axis(volume, 1);
+        let x_axis = aligned_axis(volume, 0);
+        let mut back_ray: Option<(Vec<u8>, Vec<u16>, f64)> = None;
+        for line in LINES {
+            let step_mm = (0..3)
+                .map(|a| (line[a] as f64 * csp[a]).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let reach = (p.reach_mm / step_mm).ceil() as u16;
+            let long = (p.basal_reach_mm / step_mm).ceil() as u16;
+            let neg = line.map(|v| -v);
+            let ((h1, s1), (h2, s2)) =
+                rayon::join(|| cast(&lab, d, line, long), || cast(&lab, d, neg, long));
+            for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+                let (lln, lwn) = (&mut ll[n], &mut lw[n]);
+                lln.par_iter_mut()
+                    .zip(lwn.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(q, (a, b))| {
+                        if lab[q] != SOLID {
+                            return;
+                        }
+                        let end = |h: u8, s: u16| {
+                            if s > reach {
+                                OPEN
+                            } else if h == AIRWAY {
+                                WALL
+                            } else {
+                                h
+                            }
+                        };
+                        let (e1, e2) = (end(h1[q], s1[q]), end(h2[q], s2[q]));
+                        let l1 = e1 == code;
+                        let l2 = e2 == code;
+                        if l1 && l2 {
+                            *a += 1;
+                        }
+                        if (l1 && (l2 || e2 == WALL)) || (l2 && e1 == WALL) {
+                            *b += 1;
+                        }
+                    });
+            }
+            // keep the vertical and the antero-posterior rays for the basal rule
+            let axis =
+                (0..3).find(|&a| line[a] != 0 && line.iter().filter(|&&v| v != 0).count() == 1);
+            if let (Some(a), Some((za, zs))) = (axis, z_axis) {
+                if a == za {
+                    // towards superior: the direction whose patient z grows
+                    up_ray = Some(if zs > 0.0 {
+                        (h1, s1, step_mm)
+                    } else {
+                        (h2, s2, step_mm)
+                    });
+                    continue;
+                }
+            }
+            if let (Some(a), Some((ya, ys))) = (axis, y_axis) {
+                if a == ya {
+                    back_ray = Some(if ys > 0.0 {
+                        (h1, s1, step_mm)
+                    } else {
+                        (h2, s2, step_mm)
+                    });
+                }
+            }
+        }
+        // floors: the lowest aerated voxel of each column, per side (None without an axial grid)
+        let floors = z_axis.filter(|&(a, _)| a == 0).map(|(_, zs)| {
+            let mut fl = [vec![-1i32; plane], vec![-1i32; plane]];
+            for k in 0..nk {
+                for q in 0..plane {
+                    let s = sides_s[k * plane + q];
+                    if s == RIGHT_CODE || s == LEFT_CODE {
+                        let f = &mut fl[s as usize - 1][q];
+                        let lower = *f < 0
+                            || if zs > 0.0 {
+                                (k as i32) < *f
+                            } else {
+                                (k as i32) > *f
+                            };
+                        if lower {
+                            *f = k as i32;
+                        }
+                    }
+                }
+            }
+            (fl, zs)
+        });
+        let below = |k: usize, f: i32, zs: f64| {
+            f < 0
+                || if zs > 0.0 {
+                    (k as i32) < f
+                } else {
+                    (k as i32) > f
+                }
+        };
+        // step 2: enclosed solid voxels
+        let mut n_enclosed = [0usize; 2];
+        let mut enclosed = [vec![false; c.len()], vec![false; c.len()]];
+        {
+            for q in 0..c.len() {
+                if lab[q] != SOLID {
+                    continue;
+                }
+                for n in 0..2 {
+                    if ll[n][q] < p.min_lung_lung_lines || lw[n][q] < p.min_enclosed_lines {
+                        continue;
+                    }
+                    if let Some((fl, zs)) = &floors {
+                        if below(q / plane, fl[n][q % plane], *zs) {
+                            continue;
+                        }
+                    }
+                    enclosed[n][q] = true;
+                    break;
+                }
+            }
+            let vox = csp[1].min(csp[2]);
+            let r_open = (p.min_thickness_mm / 2.0 / vox).round() as usize;
+            let r_grow = (p.rim_mm / vox).round() as usize;
+            let r_grow_z = (p.rim_mm / csp[0]).round() as usize;
+            for n in 0..2 {
+                open2d(&mut enclosed[n], d, r_open);
+                // the rim of a mass against the chest wall or the mediastinum: along the pleura its
+                // lines meet the wall at both ends, so it is grown from the enclosed core instead
+                let weak = Array3::from_shape_fn(d, |(k, j, i)| {
+                    let q = (k * nj + j) * ni + i;
+                    let ok = lab[q] == SOLID
+                        && lw[n][q] >= p.min_rim_lines
+                        && !floors
+                            .as_ref()
+                            .is_some_and(|(fl, zs)| below(k, fl[n][q % plane], *zs));
+                    !ok
+                });
+                let Ok(mut seed) = Array3::from_shape_vec(d, std::mem::take(&mut enclosed[n]))
+                else {
+                    continue;
+                };
+                // cores smaller than a mass: partial volume at the apex, bits of pericardium
+                let (slab, ssizes) = morph::label6(&seed);
+                let min_vox = (p.min_mass_ml / cvox_ml).ceil() as usize;
+                Zip::from(&mut seed).and(&slab).for_each(|v, &l| {
+                    if l > 0 && ssizes[l as usize - 1] < min_vox {
+                        *v = false;
+                    }
+                });
+                let mut grown = seed.into_raw_vec_and_offset().0;
+                if r_grow > 0 && grown.iter().any(|&v| v) {
+                    let free: Vec<bool> = weak.iter().map(|&w| !w).collect();
+                    grow_within(&mut grown, &free, d, r_grow, r_grow_z);
+                }
+                enclosed[n] = grown;
+            }
+            let out = sides.as_slice_mut().expect("layout");
+            let add = added.as_slice_mut().expect("layout");
+            for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+                for (q, &e) in enclosed[n].iter().enumerate() {
+                    if e {
+                        out[q] = code;
+                        add[q] = true;
+                        n_enclosed[n] += 1;
+                    }
+                }
+            }
+        }
+        for (n, name) in ["right", "left"].iter().enumerate() {
+            let ml = n_enclosed[n] as f64 * cvox_ml;
+            if ml >= 1.0 {
+                notes.push(format!(
+                    "dense tissue enclosed by the {name} lung kept as lung: {ml:.0} mL"
+                ));
+            }
+        }
+        // step 3: basal disease, needs an axial grid aligned with x and y
+        let (Some((fl, zs)), Some((xa, xs)), Some((up_h, up_s, up_mm)), Some((bk_h, _, _))) =
+            (floors, x_axis, up_ray, back_ray)
+        else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        if xa == 0 {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        }
+        // body midline along the x index axis
+        let (mut msum, mut mcount) = (0.0, 0usize);
+        for (q, &t) in tl.iter().enumerate() {
+            if t == cv.body_id {
+                let r = q % plane;
+                msum += if xa == 2 { r % ni } else { r / ni } as f64;
+                mcount += 1;
+            }
+        }
+        let mid = msum / mcount.max(1) as f64;
+        let nx = if xa == 2 { ni } else { nj };
+        let mirror = |r: usize| -> Option<usize> {
+            let (j, i) = (r / ni, r % ni);
+            let x = if xa == 2 { i } else { j };
+            let m = (2.0 * mid - x as f64).round();
+            if m < 0.0 || m >= nx as f64 {
+                return None;
+            }
+            let m = m as usize;
+            Some(if xa == 2 { j * ni + m } else { m * ni + i })
+        };
+        let zstep = csp[0];
+        let gap = (p.basal_gap_mm / zstep).round() as i32;
+        let up_reach = (p.basal_reach_mm / up_mm).ceil() as u16;
+        // the other lung, widened in-plane by the tolerance: where the mirror image of a voxel falls
+        // in it, the voxel lies where the other side has pleural cavity (not mediastinum, aorta, spine)
+        let r_mirror = (p.mirror_tolerance_mm / csp[1].min(csp[2])).round() as usize;
+        let wide: Vec<Vec<bool>> = [RIGHT_CODE, LEFT_CODE]
+            .iter()
+            .map(|&code| {
+                let mut m: Vec<bool> = sides_s_now(sides).iter().map(|&s| s == code).collect();
+                dilate2d(&mut m, d, r_mirror);
+                m
+            })
+            .collect();
+        let mut basal = [Array3::from_elem(d, false), Array3::from_elem(d, false)];
+        let mut grow_ok = [Array3::from_elem(d, false), Array3::from_elem(d, false)];
+        {
+            let out = sides.as_slice().expect("layout");
+            for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+                let other = 1 - n;
+                // this side's floor borrowed from the other: shifted up for the right, down for the left
+                let shift_mm = if code == RIGHT_CODE {
+                    p.right_dome_higher_mm
+                } else {
+                    -p.right_dome_higher_mm
+                };
+                let shift = (shift_mm / zstep).round() as i32 * if zs > 0.0 { 1 } else { -1 };
+                let gap_dir = gap * if zs > 0.0 { 1 } else { -1 };
+                let bs = basal[n].as_slice_mut().expect("layout");
+                let gs = grow_ok[n].as_slice_mut().expect("layout");
+                for r in 0..plane {
+                    // this side of the midline only
+                    let x = if xa == 2 { r % ni } else { r / ni } as f64;
+                    let on_side = ((x - mid) * xs > 0.0) == (code == LEFT_CODE);
+                    if !on_side {
+                        continue;
+                    }
+                    let Some(mr) = mirror(r) else { continue };
+                    let fo = fl[other][mr];
+                    if fo < 0 {
+                        continue;
+                    }
+                    let floor = fo + shift;
+                    let own = fl[n][r];
+                    // the own lung reaches (nearly) as low as the borrowed floor: a healthy base
+                    let healthy = own >= 0 && below(own as usize, floor + gap_dir, zs);
+                    for k in 0..nk {
+                        let q = k * plane + r;
+                        // the mirror image, shifted by the difference of the domes
+                        let ko = k as i32 - shift;
+                        let mirrored_ok =
+                            ko >= 0 && (ko as usize) < nk && wide[other][ko as usize * plane + mr];
+                        if lab[q] != SOLID || out[q] != 0 || below(k, floor, zs) || !mirrored_ok {
+                            continue;
+                        }
+                        // dependent: the chest wall or spine (or this lung) behind it
+                        if bk_h[q] == WALL {
+                            gs[q] = true;
+                        }
+                        let lung_above = up_h[q] == code && up_s[q] <= up_reach;
+                        if !healthy && lung_above && bk_h[q] == WALL {
+                            bs[q] = true;
+                        }
+                    }
+                }
+            }
+        }
+        // the core grows along the pleura into the parts whose upward ray leaves the cavity (the top of
+        // a consolidated lower lobe, the thin anterior edge above the dome)
+        let r_basal = (p.basal_rim_mm / csp[1].min(csp[2])).round() as usize;
+        let mut ml = [[0.0f64; 2]; 2]; // [side][solid, fluid]
+        for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+            if !basal[n].iter().any(|&v| v) {
+                continue;
+            }
+            // cores too small for a lobe: slivers where the domes or the heart differ between sides
+            let (clab, csizes) = morph::label6(&basal[n]);
+            let min_vox = (p.min_basal_ml / cvox_ml).ceil() as usize;
+            Zip::from(&mut basal[n]).and(&clab).for_each(|b, &l| {
+                if l > 0 && csizes[l as usize - 1] < min_vox {
+                    *b = false;
+                }
+            });
+            if !basal[n].iter().any(|&v| v) {
+                continue;
+            }
+            let grown = if r_basal > 0 {
+                let block = grow_ok[n].mapv(|v| !v);
+                morph::dilate6(&basal[n], r_basal, Some(&block))
+            } else {
+                basal[n].clone()
+            };
+            // step 4: per region, fluid or solid
+            let (blab, bsizes) = morph::label6(&grown);
+            let bl = blab.as_slice().expect("layout");
+            let mut sums = vec![0i64; bsizes.len()];
+            for q in 0..c.len() {
+                if bl[q] > 0 {
+                    sums[bl[q] as usize - 1] += c[q] as i64;
+                }
+            }
+            let verdict: Vec<Option<bool>> = sums
+                .iter()
+                .zip(&bsizes)
+                .map(|(&sum, &size)| {
+                    let mean = sum as f64 / size.max(1) as f64;
+                    let fluid = (p.fluid_hu[0]..=p.fluid_hu[1]).contains(&mean);
+                    // small solid regions at the base are more likely the heart or the diaphragm's
+                    // slope than a diseased lobe
+                    (fluid || size as f64 * cvox_ml >= p.min_basal_ml).then_some(fluid)
+                })
+                .collect();
+            let out = sides.as_slice_mut().expect("layout");
+            let add = added.as_slice_mut().expect("layout");
+            let eff = effusion.as_slice_mut().expect("layout");
+            for q in 0..c.len() {
+                if bl[q] == 0 || out[q] != 0 {
+                    continue;
+                }
+                match verdict[bl[q] as usize - 1] {
+                    Some(true) => {
+                        eff[q] = code;
+                        ml[n][1] += cvox_ml;
+                    }
+                    Some(false) => {
+                        out[q] = code;
+                        add[q] = true;
+                        ml[n][0] += cvox_ml;
+                    }
+                    None => {}
+                }
+            }
+        }
+        for (n, name) in ["right", "left"].iter().enumerate() {
+            if ml[n][0] >= 1.0 {
+                notes.push(format!(
+                    "dense {name} lung base (consolidation or collapse) kept as lung: {:.0} mL",
+                    ml[n][0]
+                ));
+            }
+            if ml[n][1] >= 1.0 {
+                notes.push(format!(
+                    "{name} pleural effusion left out of the lung: {:.0} mL",
+                    ml[n][1]
+                ));
+            }
+        }
+        finish_interface(
+            &lab,
+            c,
+            p,
+            air_hu,
+            d,
+            sides.as_slice_mut().expect("layout"),
+            added.as_slice_mut().expect("layout"),
+            effusion,
+        )
+    }
+}
+
+/// The interface between added disease and its lung: partial-volume voxels read as fat (marked as that
+/// lung for the rays) and the bronchial wall inside a hilar mass (the airway rim) join the disease.
+#[allow(clippy::too_many_arguments)]
+fn finish_interface(
+    lab: &[u8],
+    c: &[i16],
+    p: &DiseaseParams,
+    air_hu: i16,
+    d: [usize; 3],
+    out: &mut [u8],
+    add: &mut [bool],
+    effusion: Array3<u8>,
+) -> DiseaseMasks {
+    let extra: Vec<(usize, u8)> = (0..c.len())
+        .into_par_iter()
+        .filter_map(|q| {
+            if out[q] != 0 || c[q] < air_hu || c[q] >= p.wall_hu {
+                return None;
+            }
+            let mut side = 0u8;
+            neighbours6(q, d, |r| {
+                if add[r] {
+                    side = out[r];
+                }
+            });
+            (side != 0 && (lab[q] == side || lab[q] == AIRWAY)).then_some((q, side))
+        })
+        .collect();
+    let mut released = Vec::new();
+    // the bronchial wall where a bronchus ends inside a mass: in-plane islands of solid airway rim with no
+    // lumen in them, enclosed by one lung
+    let [_, nj, ni] = d;
+    let plane = nj * ni;
+    let islands: Vec<(usize, u8)> = out
+        .par_chunks(plane)
+        .enumerate()
+        .flat_map_iter(|(k, op)| {
+            let base = k * plane;
+            let mut seen = vec![false; plane];
+            let mut found = Vec::new();
+            for start in 0..plane {
+                if seen[start] || lab[base + start] != AIRWAY || c[base + start] < air_hu {
+                    continue;
+                }
+                let (mut region, mut stack) = (Vec::new(), vec![start]);
+                seen[start] = true;
+                let (mut side, mut ok) = (0u8, true);
+                while let Some(p) = stack.pop() {
+                    region.push(p);
+                    let (j, i) = (p / ni, p % ni);
+                    for nb in [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ] {
+                        let Some(r) = nb else {
+                            ok = false;
+                            continue;
+                        };
+                        if lab[base + r] == AIRWAY {
+                            if c[base + r] < air_hu {
+                                ok = false; // the lumen: a bronchus passing, keep it out
+                            } else if !seen[r] {
+                                seen[r] = true;
+                                stack.push(r);
+                            }
+                        } else if op[r] == RIGHT_CODE || op[r] == LEFT_CODE {
+                            if side != 0 && side != op[r] {
+                                ok = false;
+                            }
+                            side = op[r];
+                        } else {
+                            ok = false;
+                        }
+                    }
+                }
+                if ok && side != 0 {
+                    found.extend(region.into_iter().map(|p| (base + p, side)));
+                }
+            }
+            found
+        })
+        .collect();
+    for (q, s) in islands {
+        out[q] = s;
+        add[q] = true;
+        released.push(q);
+    }
+    for (q, s) in extra {
+        out[q] = s;
+        add[q] = true;
+        if lab[q] == AIRWAY {
+            released.push(q);
+        }
+    }
+    let lung =
+        Array3::from_shape_vec(d, add.to_vec()).unwrap_or_else(|_| Array3::from_elem(d, false));
+    DiseaseMasks {
+        lung,
+        effusion,
+        released,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rays_stop_at_the_first_non_solid_voxel() {
+        // one row of 8 along each axis: lung(1) solid solid wall(3) solid solid solid lung(2)
+        let row = [1u8, SOLID, SOLID, WALL, SOLID, SOLID, SOLID, 2];
+        for axis in 0..3 {
+            let mut d = [1usize; 3];
+            d[axis] = 8;
+            let lab: Vec<u8> = row.to_vec();
+            let mut dir = [0isize; 3];
+            dir[axis] = 1;
+            let (h, s) = cast(&lab, d, dir, 100);
+            assert_eq!(h[1], WALL, "axis {axis}");
+            assert_eq!(s[1], 2);
+            assert_eq!(h[4], 2);
+            assert_eq!(s[4], 3);
+            dir[axis] = -1;
+            let (h, s) = cast(&lab, d, dir, 100);
+            assert_eq!(h[2], 1, "axis {axis}");
+            assert_eq!(s[2], 2);
+            assert_eq!(h[6], WALL);
+            // reach
+            let (h, _) = cast(&lab, d, dir, 1);
+            assert_eq!(h[6], OPEN);
+        }
+    }
+}
