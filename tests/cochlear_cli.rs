@@ -115,8 +115,7 @@ fn coronal_cbct_seg_passes_dciodvfy_and_reads_back_bit_exact() {
     assert_eq!(j["segments"].as_array().unwrap().len(), 1);
     // one ear in a small field: the side is not told by the image, so no laterality (issue 11)
     assert_eq!(
-        j["segments"][0]["label"],
-        "Cochlear implant electrode array",
+        j["segments"][0]["label"], "Cochlear implant electrode array",
         "{j}"
     );
 }

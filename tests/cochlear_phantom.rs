@@ -122,20 +122,20 @@ fn compare(variant: CbctVariant, ph: &CbctPhantom, v: &Volume, seg: &Segmentatio
                     .iter()
                     .find(|x| x["side"] == side || (single && x["side"] == "unknown"))
                     .map(|x| {
-                    x["contacts_mm"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|c| {
-                            let c = c.as_array().unwrap();
-                            [
-                                c[0].as_f64().unwrap(),
-                                c[1].as_f64().unwrap(),
-                                c[2].as_f64().unwrap(),
-                            ]
-                        })
-                        .collect()
-                })
+                        x["contacts_mm"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|c| {
+                                let c = c.as_array().unwrap();
+                                [
+                                    c[0].as_f64().unwrap(),
+                                    c[1].as_f64().unwrap(),
+                                    c[2].as_f64().unwrap(),
+                                ]
+                            })
+                            .collect()
+                    })
             })
             .unwrap_or_default();
         let angle_found = arrays.as_ref().and_then(|arr| {

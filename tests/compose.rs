@@ -712,7 +712,11 @@ fn dockerfile_builds_a_small_non_root_image_for_compose() {
     assert!(lines.contains(&r#"CMD ["serve"]"#));
     assert!(text.contains("/usr/local/bin/segnode"));
     // the build stage has every workspace crate and the documented configuration (compiled in)
-    for copy in ["COPY crates ./crates", "COPY src ./src", "COPY config ./config"] {
+    for copy in [
+        "COPY crates ./crates",
+        "COPY src ./src",
+        "COPY config ./config",
+    ] {
         assert!(lines.contains(&copy), "the build stage needs `{copy}`");
     }
     // the environment overrides every file: the image must not pin the database or the storage

@@ -1,14 +1,14 @@
 //! Contacts of an ordered chain: how many, where (patient mm), in which order (apical tip → base), and
 //! how deep the array is inserted.
 //!
-//! Contacts that bloom into separate blobs are located by the blob centroid. Blobs that hold several
-//! merged contacts (tight pitch, coarse voxels) are split by the array's pitch, measured on the separate
-//! blobs (median nearest-neighbour distance) or, when every contact is merged, from the periodicity of
-//! the voxel mass along the arc; the count is checked against the bulges of the blob's cross-section
-//! profile, and each contact is the centroid of the voxels within half a pitch (windows with too little
-//! metal are tails, not contacts). A long blob thinner than one contact, or one without bulges, is a lead
-//! wire that clips on bright bone: it is labelled but holds no contact. On bright bone, tiny blobs
-//! (specks) join only where the ordering expects the next contact.
+//! Contacts are read from the metal profile along the path (`profile.rs`), not from blob counts: the
+//! peaks of the metal cross-section that stand out as contacts do (clear prominence and height), then,
+//! grown along the path one pitch at a time, the tall peaks of merged contacts that dip little. Each
+//! contact is the weighted centre of the metal around its peak. The array is one run at its pitch: peaks
+//! several pitches away from the run (a bend of the lead, metal nearby) are dropped and reported, except
+//! where the array meets the field's edge and the run may be the array re-entering the field. Gaps that
+//! do not fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then
+//! take the clipped-blob reading of `blobwise.rs` when that one is regular).
 //!
 //! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
 //! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
@@ -58,6 +58,7 @@ pub fn locate(
     chain: &Chain,
     metal: Option<f64>,
     voxel_mm: f64,
+    touches_edge: bool,
     pp: &ProfileParams,
 ) -> ArrayContacts {
     let mut notes = Vec::new();
@@ -76,15 +77,15 @@ pub fn locate(
     tall.sort_by(|a, b| a.total_cmp(b));
     let contact_h = tall.get(tall.len() / 2).copied().unwrap_or(0.0);
     let accepted = grow_periodic(&peaks, height, cut, contact_h, pp);
-    if std::env::var_os("COCHLEAR_DEBUG").is_some() {
-        eprintln!(
-            "prominence {height:.3} cut {cut:?} height {contact_h:.3} bg {:.0} metal {:.0}",
-            prof.background, prof.metal
-        );
-        for x in &peaks {
-            eprintln!("  blob {} s {:.2} h {:.3} prom {:.3}", x.blob, x.s, x.height, x.prominence);
-        }
-    }
+    tracing::debug!(
+        prominence = height,
+        ?cut,
+        contact_h,
+        background = prof.background,
+        metal = prof.metal,
+        ?peaks,
+        "metal profile"
+    );
     let rejected = peaks.len().saturating_sub(accepted.len());
     if cut.is_some() && rejected > 0 {
         notes.push(format!(
@@ -92,6 +93,7 @@ pub fn locate(
         ));
     }
     let mut pieces: Vec<Piece> = Vec::new();
+    let mut heights: Vec<(Vec3, f64)> = Vec::new();
     let mut wires = 0usize;
     for b in 0..nb {
         let mut mine: Vec<&Peak> = accepted.iter().filter(|x| x.blob == b).collect();
@@ -108,6 +110,7 @@ pub fn locate(
             }
             if let Some(c) = prof.centre(volume, b, pk.s, half.max(0.5 * voxel_mm)) {
                 cs.push(c);
+                heights.push((c, pk.height));
             }
         }
         if cs.is_empty() {
@@ -128,8 +131,15 @@ pub fn locate(
     let (mut contacts, _) = order_pieces(pieces);
     // the array is one run at its pitch: a gap of several pitches splits off peaks that are not part of
     // its pattern (a bend of the lead, a stopper, metal nearby); the longest run is kept, the rest
-    // reported
+    // reported.
     let gaps: Vec<f64> = contacts.windows(2).map(|w| dist(w[0], w[1])).collect();
+    let height_of = |c: &Vec3| {
+        heights
+            .iter()
+            .find(|(q, _)| q == c)
+            .map(|(_, h)| *h)
+            .unwrap_or(0.0)
+    };
     if gaps.len() >= 3 {
         let mut g = gaps.clone();
         g.sort_by(|a, b| a.total_cmp(b));
@@ -149,13 +159,38 @@ pub fn locate(
                 .copied()
                 .max_by_key(|(a, b)| b - a)
                 .unwrap_or((0, contacts.len()));
-            let dropped = contacts.len() - (best.1 - best.0);
-            notes.push(format!(
-                "{dropped} peak(s) more than {:.1} pitches ({p:.2} mm) away from the array's run of \
-                 contacts are not counted as contacts",
-                pp.isolated_gap
-            ));
-            contacts = contacts[best.0..best.1].to_vec();
+            let mean_h = |r: (usize, usize)| {
+                contacts[r.0..r.1].iter().map(height_of).sum::<f64>() / (r.1 - r.0).max(1) as f64
+            };
+            let main_h = mean_h(best);
+            // an array cut by the field may leave and re-enter it: a run as tall as the main one, or
+            // one with a contact at the field's edge (cut contacts hold less metal), is kept there; a
+            // lower run inside the field is lead wire
+            let keep: Vec<(usize, usize)> = runs
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    r == best
+                        || (touches_edge
+                            && (mean_h(r) >= pp.lead_height_share * main_h
+                                || contacts[r.0..r.1]
+                                    .iter()
+                                    .any(|c| edge_distance_mm(volume, *c) <= pp.edge_mm)))
+                })
+                .collect();
+            let kept: Vec<Vec3> = keep
+                .iter()
+                .flat_map(|r| contacts[r.0..r.1].iter().copied())
+                .collect();
+            let dropped = contacts.len() - kept.len();
+            if dropped > 0 {
+                notes.push(format!(
+                    "{dropped} peak(s) more than {:.1} pitches ({p:.2} mm) away from the array's run of \
+                     contacts are not counted as contacts",
+                    pp.isolated_gap
+                ));
+            }
+            contacts = kept;
         }
     }
     let used = vec![true; nb];
@@ -210,6 +245,16 @@ pub fn locate(
     }
 }
 
+/// Distance (mm) from a patient position to the nearest face of the volume's grid.
+fn edge_distance_mm(volume: &Volume, c: Vec3) -> f64 {
+    let idx = volume.geometry.patient_to_index(c);
+    let shape = volume.shape();
+    let sp = volume.geometry.spacing_kji();
+    (0..3)
+        .map(|a| idx[a].min(shape[a] as f64 - 1.0 - idx[a]) * sp[a])
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The contact peaks: the clear ones (prominence in the contact class; the tallest peak of each blob
 /// always is, its valleys reaching the blob's ends), then, grown from them along the path, tall peaks
 /// with a shallow dip (merged contacts) that sit about one pitch from an accepted peak of the same blob.
@@ -222,9 +267,17 @@ fn grow_periodic(
     contact_h: f64,
     pp: &ProfileParams,
 ) -> Vec<Peak> {
-    let clear = |x: &Peak| {
+    let prominent = |x: &Peak| {
         cut.is_none_or(|c| x.prominence >= c) && x.prominence >= pp.min_prominence * prominence
     };
+    let mut hs: Vec<f64> = peaks
+        .iter()
+        .filter(|x| prominent(x))
+        .map(|x| x.height)
+        .collect();
+    hs.sort_by(|a, b| a.total_cmp(b));
+    let median_h = hs.get(hs.len() / 2).copied().unwrap_or(0.0);
+    let clear = |x: &Peak| prominent(x) && x.height >= pp.min_height * median_h;
     let tall = |x: &Peak| {
         x.height >= pp.merged_height * contact_h && x.prominence >= pp.merged_dip * prominence
     };
@@ -267,7 +320,8 @@ fn grow_periodic(
             let near = peaks.iter().enumerate().any(|(m, y)| {
                 ok[m] && y.blob == x.blob && {
                     let d = (y.s - x.s).abs();
-                    d >= (1.0 - pp.pitch_tolerance) * pitch && d <= (1.0 + pp.pitch_tolerance) * pitch
+                    d >= (1.0 - pp.pitch_tolerance) * pitch
+                        && d <= (1.0 + pp.pitch_tolerance) * pitch
                 }
             });
             if near {
@@ -290,10 +344,10 @@ fn grow_periodic(
 /// Contacts from one blob: a single contact, the ordered contacts of a merged blob, or a speck (a blob
 /// too small to trust: noise or a streak that clips on bright bone, or a contact that barely clips).
 #[derive(Debug, Clone)]
-struct Piece {
-    contacts: Vec<Vec3>,
-    blob: usize,
-    speck: bool,
+pub(super) struct Piece {
+    pub(super) contacts: Vec<Vec3>,
+    pub(super) blob: usize,
+    pub(super) speck: bool,
 }
 
 /// Order the contacts of the chain's pieces into one sequence; returns it with the blobs used.
@@ -303,7 +357,7 @@ struct Piece {
 /// turn: near the apex a contact of the next turn may be nearer than the next contact, but it is not
 /// where the curve is heading. A speck joins only when it sits where the next contact is predicted;
 /// specks left over are not part of the array.
-fn order_pieces(mut pieces: Vec<Piece>) -> (Vec<Vec3>, Vec<usize>) {
+pub(super) fn order_pieces(mut pieces: Vec<Piece>) -> (Vec<Vec3>, Vec<usize>) {
     let solid: Vec<Vec3> = pieces
         .iter()
         .filter(|p| !p.speck)
@@ -416,15 +470,15 @@ fn rotate_like(h0: Vec3, h1: Vec3) -> Vec3 {
     ]
 }
 
-struct SpiralFit {
-    first_is_apical: bool,
-    angle_deg: Option<f64>,
+pub(super) struct SpiralFit {
+    pub(super) first_is_apical: bool,
+    pub(super) angle_deg: Option<f64>,
 }
 
 /// Turning of the array in its best plane (at least 4 contacts): the tangent of a cochlear spiral turns
 /// by the same angle as the position around the modiolus, so the insertion angle is the total turning,
 /// with no need to locate the modiolar axis; the apical end is the one that turns faster per mm.
-fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
+pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
     let n = contacts.len();
     if n < 4 {
         return None;

@@ -12,12 +12,16 @@
 //!    bloomed contact), holds at least [`CochlearParams::min_contacts`] contacts and lies in dense bone
 //!    (petrous bone around the cochlea). Dental fillings, clips, screws and other metal fail the shape or
 //!    the bone test; streaks never reach the clipped level.
-//! 5. Contacts, order and insertion depth per array (`contacts.rs`); side from patient x (left = +x):
-//!    with two arrays the one at larger x is left, with one array the sign of x.
+//! 5. Contacts from the metal profile along the path (`profile.rs`, `contacts.rs`: periodic peaks of the
+//!    metal cross-section, lead wire told apart), with the clipped-blob reading (`blobwise.rs`) as a
+//!    second opinion when the profile's pattern is not consistent; order and insertion depth per array.
+//!    Side from patient x (left = +x) only when two arrays lie in the two ears; a single array's side is
+//!    `unknown` (the origin need not be on the midline) and its segment carries no laterality.
 //! 6. Label map (right array = 1 when present, then left), coded segments, the contact list in
 //!    [`Segmentation::details`].
 
 mod blobs;
+mod blobwise;
 mod chain;
 mod contacts;
 mod profile;
@@ -60,6 +64,10 @@ pub struct CochlearParams {
     /// Two arrays whose contacts lie farther apart than this along patient x are in the two ears (mm):
     /// the cochleae are ≈ 60–70 mm apart, one cochlea spans < 12 mm.
     pub ears_apart_mm: f64,
+    /// The clipped-blob reading replaces an inconsistent profile reading only when all its gaps are
+    /// within this factor of its pitch: stricter than the profile's own test, because a lead wire read
+    /// as contacts is what the blob reading gets wrong.
+    pub blob_regular_gap: f64,
 }
 
 impl Default for CochlearParams {
@@ -75,6 +83,7 @@ impl Default for CochlearParams {
             max_candidates: 2_000_000,
             profile: ProfileParams::default(),
             ears_apart_mm: 40.0,
+            blob_regular_gap: 1.25,
         }
     }
 }
@@ -93,7 +102,7 @@ pub struct CochlearSegmenter {
 pub const COCHLEAR_PROSTHESIS: CodedConcept =
     CodedConcept::new("43252007", "SCT", "Cochlear prosthesis");
 
-const VERSION: &str = "cochlear-0.1.0";
+const VERSION: &str = "cochlear-0.2.0";
 
 /// The side of an array, as far as the image tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,16 +186,23 @@ impl Segmenter for CochlearSegmenter {
         let voxel_mm = (spacing[0] * spacing[1] * spacing[2]).cbrt();
         let mut arrays = Vec::new();
         let mut rejected = 0usize;
-        if (level.device_max as f64 - level.bone_ref) < self.params.bright_bone_margin {
+        // dense bone close to the clip level: noise and streaks on bone can clip too (the blob reading
+        // then lets tiny blobs join only where the array's rhythm expects a contact)
+        let speck_mm3 = if (level.device_max as f64 - level.bone_ref)
+            < self.params.bright_bone_margin
+        {
             notes.push(
                 "dense bone close to the clip level: contacts told from wire and specks by the metal profile"
                     .into(),
             );
-        }
+            self.params.min_blob_mm3
+        } else {
+            0.0
+        };
         let metal = level.clipped.then_some(level.device_max as f64);
         for group in chain::link(blobs, self.params.link_mm) {
             let ch = chain::order(group, shape);
-            match self.judge(volume, ch, voxel_mm, metal) {
+            match self.judge(volume, ch, voxel_mm, metal, speck_mm3) {
                 Ok(a) => arrays.push(a),
                 Err(why) => {
                     rejected += 1;
@@ -237,6 +253,7 @@ impl CochlearSegmenter {
         ch: Chain,
         voxel_mm: f64,
         metal: Option<f64>,
+        speck_mm3: f64,
     ) -> Result<Array, String> {
         let p = &self.params;
         if ch.length_mm < p.min_length_mm {
@@ -246,7 +263,32 @@ impl CochlearSegmenter {
         if thick > p.max_blob_thickness_mm {
             return Err(format!("thick ({thick:.1} mm)"));
         }
-        let found = contacts::locate(volume, &ch, metal, voxel_mm, &p.profile);
+        let shape = volume.shape();
+        let touches_edge = ch.blobs.iter().flat_map(|b| &b.voxels).any(|&v| {
+            let x = kji(v, shape);
+            (0..3).any(|a| x[a] == 0 || x[a] + 1 == shape[a])
+        });
+        let mut found = contacts::locate(volume, &ch, metal, voxel_mm, touches_edge, &p.profile);
+        // a second opinion: the clipped-blob reading, taken only when the profile's pattern is not
+        // consistent and the blob reading's is (its contacts regular at their pitch)
+        if !found.consistent {
+            let b = blobwise::locate(&ch, voxel_mm, speck_mm3);
+            if b.contacts.len() >= p.min_contacts && regular(&b.contacts, p.blob_regular_gap) {
+                found.notes.push(format!(
+                    "the metal profile's {} contacts are not a regular pattern; the clipped-blob reading's \
+                     {} are, and are reported",
+                    found.contacts.len(),
+                    b.contacts.len()
+                ));
+                found.notes.extend(b.notes);
+                found.length_mm = b.contacts.windows(2).map(|w| blobs::dist(w[0], w[1])).sum();
+                found.contacts = b.contacts;
+                found.pitch_mm = b.pitch_mm;
+                found.insertion_angle_deg = b.insertion_angle_deg;
+                found.order_from_spiral = b.order_from_spiral;
+                found.consistent = true;
+            }
+        }
         if found.contacts.len() < p.min_contacts {
             return Err(format!("{} contacts", found.contacts.len()));
         }
@@ -254,11 +296,6 @@ impl CochlearSegmenter {
         if bone < p.min_bone_fraction {
             return Err(format!("not in bone ({bone:.2})"));
         }
-        let shape = volume.shape();
-        let touches_edge = ch.blobs.iter().flat_map(|b| &b.voxels).any(|&v| {
-            let x = kji(v, shape);
-            (0..3).any(|a| x[a] == 0 || x[a] + 1 == shape[a])
-        });
         Ok(Array {
             chain: ch,
             found,
@@ -414,6 +451,22 @@ fn assign_sides(arrays: &mut [Array], apart_mm: f64) -> Option<String> {
         a.side = if x > at { Side::Left } else { Side::Right };
     }
     None
+}
+
+/// Whether consecutive contacts are spaced regularly: no gap beyond `factor` times the median pitch
+/// either way.
+fn regular(contacts: &[[f64; 3]], factor: f64) -> bool {
+    let gaps: Vec<f64> = contacts
+        .windows(2)
+        .map(|w| blobs::dist(w[0], w[1]))
+        .collect();
+    let mut g = gaps.clone();
+    g.sort_by(|a, b| a.total_cmp(b));
+    let Some(&pitch) = g.get(g.len() / 2) else {
+        return false;
+    };
+    gaps.iter()
+        .all(|&x| x <= factor * pitch && x >= pitch / factor)
 }
 
 /// Share of bone-level samples on shells of 1.5, 2.25 and 3 mm around the contacts (26 directions).

@@ -48,6 +48,11 @@ pub struct ProfileParams {
     /// times the lower class's: a wire's noise dips a few per cent, contacts dip to the wire between them
     /// (tight-pitch contacts that merge still dip a third of their height; 3 keeps them one class).
     pub class_ratio: f64,
+    /// The contact class holds at least this many peaks (an array has ≥ 4 contacts in view).
+    pub min_class_peaks: usize,
+    /// A clear peak is at least this share of the median clear peak's height: a short run of lead
+    /// wire that clips on bright bone rises clearly from its ends but holds a third of a contact's metal.
+    pub min_height: f64,
     /// A contact peak rises at least this share of the contact height above the valleys on both sides
     /// (merged contacts at a tight pitch still dip between contacts; noise on a wire does not reach it).
     pub min_prominence: f64,
@@ -74,6 +79,13 @@ pub struct ProfileParams {
     /// An end contact farther than this many pitches from the next is not part of the array (one
     /// missing contact doubles a gap; an isolated bright spot on the lead lies many pitches away).
     pub isolated_gap: f64,
+    /// Where the array reaches the field's edge, a run split off by such a gap is kept when its peaks
+    /// are at least this share of the main run's height (the array re-entering the field); lead wire
+    /// peaks stand lower (≈ 0.8 of a contact's).
+    pub lead_height_share: f64,
+    /// ... or when one of its contacts lies this close to the field's edge (mm): a contact cut by the
+    /// edge holds less metal than a whole one.
+    pub edge_mm: f64,
 }
 
 impl Default for ProfileParams {
@@ -84,6 +96,8 @@ impl Default for ProfileParams {
             smooth_mm: 0.08,
             min_separation_mm: 0.45,
             class_ratio: 3.0,
+            min_class_peaks: 4,
+            min_height: 0.45,
             min_prominence: 0.2,
             merged_height: 0.75,
             merged_dip: 0.03,
@@ -92,8 +106,10 @@ impl Default for ProfileParams {
             background_bin_mm: 1.0,
             background_quantile: 0.75,
             min_shell_voxels: 12,
-            irregular_gap: 1.6,
+            irregular_gap: 1.4,
             isolated_gap: 2.5,
+            lead_height_share: 0.9,
+            edge_mm: 1.0,
         }
     }
 }
@@ -166,7 +182,8 @@ impl Profile {
                             if d > p.reach_mm {
                                 continue;
                             }
-                            let idx = (kk as usize * shape[1] + jj as usize) * shape[2] + ii as usize;
+                            let idx =
+                                (kk as usize * shape[1] + jj as usize) * shape[2] + ii as usize;
                             let e = map.entry(idx).or_insert(Near {
                                 dist: f64::INFINITY,
                                 blob: b,
@@ -251,11 +268,19 @@ impl Profile {
     }
 
     /// The metal cross-section profile of blob `b` (mm² per bin, smoothed) and the arc start of bin 0.
-    fn blob_profile(&self, b: usize, voxel_mm3: f64, voxel_mm: f64, p: &ProfileParams) -> (Vec<f64>, f64) {
+    fn blob_profile(
+        &self,
+        b: usize,
+        voxel_mm3: f64,
+        voxel_mm: f64,
+        p: &ProfileParams,
+    ) -> (Vec<f64>, f64) {
         let it = self.near.iter().filter(|(_, n)| n.blob == b && n.w > 0.0);
-        let (lo, hi) = it.clone().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), (_, n)| {
-            (l.min(n.s), h.max(n.s))
-        });
+        let (lo, hi) = it
+            .clone()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), (_, n)| {
+                (l.min(n.s), h.max(n.s))
+            });
         if !lo.is_finite() {
             return (Vec::new(), 0.0);
         }
@@ -293,7 +318,13 @@ impl Profile {
 
     /// Local maxima of every blob's profile with their prominence (peaks closer than the minimum
     /// separation merged, the taller kept).
-    pub fn peaks(&self, chain: &Chain, voxel_mm3: f64, voxel_mm: f64, p: &ProfileParams) -> Vec<Peak> {
+    pub fn peaks(
+        &self,
+        chain: &Chain,
+        voxel_mm3: f64,
+        voxel_mm: f64,
+        p: &ProfileParams,
+    ) -> Vec<Peak> {
         let mut all = Vec::new();
         for b in 0..chain.blobs.len() {
             let (prof, start) = self.blob_profile(b, voxel_mm3, voxel_mm, p);
@@ -404,7 +435,8 @@ pub fn contact_height(peaks: &[Peak], p: &ProfileParams) -> (f64, Option<f64>) {
         let (a, b) = h.split_at(cut);
         let ma = a.iter().sum::<f64>() / a.len() as f64;
         let mb = b.iter().sum::<f64>() / b.len() as f64;
-        if mb >= p.class_ratio * ma.max(1e-9) {
+        // a contact class of fewer peaks than the smallest array holds is the odd bright spot
+        if mb >= p.class_ratio * ma.max(1e-9) && b.len() >= p.min_class_peaks {
             return (b[b.len() / 2], Some(0.5 * (a[a.len() - 1] + b[0])));
         }
     }
