@@ -113,8 +113,8 @@ def one(seed, segnode, cache):
         else:
             d = 0.0
         rows.append(dict(seed=seed, case=case, side=t["side"], found_side=a["side"] if a else None,
-                         wrong_side=wrong_side, truth_contacts=len(t["contacts"]), found_contacts=len(found),
-                         exact=exact, max_err=worst, angle_truth=t["insertion_angle_deg"], angle=ang,
+                         wrong_side=bool(wrong_side), truth_contacts=len(t["contacts"]), found_contacts=len(found),
+                         exact=bool(exact), max_err=float(min(worst, 1e9)), angle_truth=t["insertion_angle_deg"], angle=ang,
                          angle_err=ang_err, dice=d, notes=j.get("notes", [])))
     return rows
 
