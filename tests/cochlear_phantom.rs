@@ -74,10 +74,17 @@ fn compare(variant: CbctVariant, ph: &CbctPhantom, v: &Volume, seg: &Segmentatio
         } else {
             cbct_class::RIGHT_ELECTRODE
         };
+        // issue 11: one ear in a small field has side `unknown` (no laterality), never the wrong side
+        let single = ph.arrays.len() == 1;
         let segment = seg
             .segments
             .iter()
-            .find(|s| s.description.label.to_lowercase().starts_with(side));
+            .find(|s| s.description.label.to_lowercase().starts_with(side))
+            .or_else(|| {
+                seg.segments
+                    .iter()
+                    .find(|s| single && s.description.modifier.is_none())
+            });
         let number = segment.map(|s| s.number).unwrap_or(0);
         let (mut inter, mut a, mut b) = (0usize, 0usize, 0usize);
         for (t, l) in ph.truth.iter().zip(seg.labels.iter()) {
@@ -111,27 +118,30 @@ fn compare(variant: CbctVariant, ph: &CbctPhantom, v: &Volume, seg: &Segmentatio
         let found: Vec<[f64; 3]> = arrays
             .as_ref()
             .and_then(|arr| {
-                arr.as_array()?.iter().find(|x| x["side"] == side).map(|x| {
-                    x["contacts_mm"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|c| {
-                            let c = c.as_array().unwrap();
-                            [
-                                c[0].as_f64().unwrap(),
-                                c[1].as_f64().unwrap(),
-                                c[2].as_f64().unwrap(),
-                            ]
-                        })
-                        .collect()
-                })
+                arr.as_array()?
+                    .iter()
+                    .find(|x| x["side"] == side || (single && x["side"] == "unknown"))
+                    .map(|x| {
+                        x["contacts_mm"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|c| {
+                                let c = c.as_array().unwrap();
+                                [
+                                    c[0].as_f64().unwrap(),
+                                    c[1].as_f64().unwrap(),
+                                    c[2].as_f64().unwrap(),
+                                ]
+                            })
+                            .collect()
+                    })
             })
             .unwrap_or_default();
         let angle_found = arrays.as_ref().and_then(|arr| {
             arr.as_array()?
                 .iter()
-                .find(|x| x["side"] == side)
+                .find(|x| x["side"] == side || (single && x["side"] == "unknown"))
                 .and_then(|x| x["insertion_depth"]["degrees"].as_f64())
         });
         // contacts are listed tip first: the truth ones inside the grid are the first found ones (the

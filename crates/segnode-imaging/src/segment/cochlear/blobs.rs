@@ -15,7 +15,6 @@ pub struct Blob {
     pub voxels: Vec<usize>,
     /// Patient positions (LPS mm) of the voxels, same order.
     pub points: Vec<Vec3>,
-    pub centroid: Vec3,
     pub volume_mm3: f64,
 }
 
@@ -130,12 +129,10 @@ pub fn blobs(volume: &Volume, sorted: &[usize]) -> Vec<Blob> {
                     g.index_to_patient(k as f64, j as f64, i as f64)
                 })
                 .collect();
-            let centroid = mean(&points);
             Blob {
                 volume_mm3: vv * voxels.len() as f64,
                 voxels,
                 points,
-                centroid,
             }
         })
         .collect()

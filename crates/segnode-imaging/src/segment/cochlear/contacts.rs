@@ -1,14 +1,14 @@
 //! Contacts of an ordered chain: how many, where (patient mm), in which order (apical tip → base), and
 //! how deep the array is inserted.
 //!
-//! Contacts that bloom into separate blobs are located by the blob centroid. Blobs that hold several
-//! merged contacts (tight pitch, coarse voxels) are split by the array's pitch, measured on the separate
-//! blobs (median nearest-neighbour distance) or, when every contact is merged, from the periodicity of
-//! the voxel mass along the arc; the count is checked against the bulges of the blob's cross-section
-//! profile, and each contact is the centroid of the voxels within half a pitch (windows with too little
-//! metal are tails, not contacts). A long blob thinner than one contact, or one without bulges, is a lead
-//! wire that clips on bright bone: it is labelled but holds no contact. On bright bone, tiny blobs
-//! (specks) join only where the ordering expects the next contact.
+//! Contacts are read from the metal profile along the path (`profile.rs`), not from blob counts: the
+//! peaks of the metal cross-section that stand out as contacts do (clear prominence and height), then,
+//! grown along the path one pitch at a time, the tall peaks of merged contacts that dip little. Each
+//! contact is the weighted centre of the metal around its peak. The array is one run at its pitch: peaks
+//! several pitches away from the run (a bend of the lead, metal nearby) are dropped and reported, except
+//! where the array meets the field's edge and the run may be the array re-entering the field. Gaps that
+//! do not fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then
+//! take the clipped-blob reading of `blobwise.rs` when that one is regular).
 //!
 //! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
 //! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
@@ -22,7 +22,9 @@
 
 use super::blobs::{dist, mean};
 use super::chain::Chain;
+use super::profile::{contact_height, Peak, Profile, ProfileParams};
 use crate::volume::geometry::{cross, dot, Vec3};
+use crate::volume::Volume;
 
 /// Contacts and depth of one array.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,208 +40,186 @@ pub struct ArrayContacts {
     /// Whether the tip / base order comes from the spiral (else it is a fallback: see notes).
     pub order_from_spiral: bool,
     pub notes: Vec<String>,
-    /// Per blob of the chain: whether it is part of the array (specks off the array's rhythm are not).
+    /// Per blob of the chain: whether it is part of the array.
     pub used_blobs: Vec<bool>,
+    /// Whether the contacts' spacing is regular (no gap that says a contact is missing or extra).
+    pub consistent: bool,
+    /// Linear voxel indices of the electrode at its physical extent (partial-volume boundary).
+    pub mask: Vec<usize>,
+    /// Local background and metal level of the boundary.
+    pub background: f64,
+    pub metal_level: f64,
 }
 
-/// Locate the contacts of a chain; `voxel_mm` is the geometric mean voxel size.
-pub fn locate(chain: &Chain, voxel_mm: f64, min_blob_mm3: f64) -> ArrayContacts {
+/// Locate the contacts of a chain from its metal profile (`profile.rs`); `metal` is the device maximum
+/// when metal clips, `voxel_mm` the geometric mean voxel size.
+pub fn locate(
+    volume: &Volume,
+    chain: &Chain,
+    metal: Option<f64>,
+    voxel_mm: f64,
+    touches_edge: bool,
+    pp: &ProfileParams,
+) -> ArrayContacts {
     let mut notes = Vec::new();
     let nb = chain.blobs.len();
-    // solid blobs make the statistics and the contacts; specks (noise or streaks that clip on bright
-    // bone, or contacts that barely clip) join only where the array's rhythm expects a contact
-    let mut solid: Vec<usize> = (0..nb)
-        .filter(|&b| chain.blobs[b].volume_mm3 >= min_blob_mm3)
-        .collect();
-    if solid.len() < 2 {
-        solid = (0..nb).collect();
-    }
-    let extents: Vec<f64> = (0..nb).map(|b| chain.extent(b, voxel_mm)).collect();
-    let mut sorted: Vec<f64> = solid.iter().map(|&b| extents[b]).collect();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    // the footprint of one contact: the median extent of the blobs no longer than they are thick, or
-    // the thickness when every blob holds merged contacts (a bloomed contact is as long as it is thick)
-    let mut thick: Vec<f64> = solid
+    let prof = Profile::read(volume, chain, metal, pp);
+    let voxel_mm3 = volume.geometry.voxel_volume_mm3();
+    let peaks = prof.peaks(chain, voxel_mm3, voxel_mm, pp);
+    let (height, cut) = contact_height(&peaks, pp);
+    // the height of a clear contact peak: merged contacts (tight pitch, coarse voxels) dip little between
+    // them but stand as tall as the clear ones, a wire's noise does not
+    let mut tall: Vec<f64> = peaks
         .iter()
-        .map(|&b| (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt())
+        .filter(|x| cut.is_none_or(|c| x.prominence >= c))
+        .map(|x| x.height)
         .collect();
-    thick.sort_by(|a, b| a.total_cmp(b));
-    let thick_med = thick[thick.len() / 2];
-    let small: Vec<f64> = sorted
-        .iter()
-        .copied()
-        .filter(|&e| e < 1.6 * thick_med + voxel_mm)
-        .collect();
-    let e1 = if small.len() >= 2 {
-        small[small.len() / 2]
-    } else {
-        thick_med + 0.5 * voxel_mm
-    }
-    .max(voxel_mm);
-    let singles: Vec<usize> = solid
-        .iter()
-        .copied()
-        .filter(|&b| extents[b] < 1.5 * e1)
-        .collect();
-    // metal of one contact (voxels): the median single blob, when there are enough of them
-    let mut single_mass: Vec<usize> = singles.iter().map(|&b| chain.s[b].len()).collect();
-    single_mass.sort_unstable();
-    let m1 = (single_mass.len() >= 2).then(|| single_mass[single_mass.len() / 2] as f64);
-    // pitch: the median nearest-neighbour distance between single contacts (most contacts' nearest
-    // neighbour is the next one on the array; across turns near the apex it may be closer)
-    let mut gaps: Vec<f64> = singles
-        .iter()
-        .map(|&a| {
-            singles
-                .iter()
-                .filter(|&&b| b != a)
-                .map(|&b| dist(chain.blobs[a].centroid, chain.blobs[b].centroid))
-                .fold(f64::INFINITY, f64::min)
-        })
-        .filter(|d| d.is_finite())
-        .collect();
-    gaps.sort_by(|a, b| a.total_cmp(b));
-    let pitch = if gaps.len() >= 3 {
-        Some(gaps[gaps.len() / 2])
-    } else {
-        periodicity(chain, &solid, voxel_mm)
-    };
-    let mut pieces: Vec<Piece> = Vec::new();
-    // a single contact's cross-section (equivalent diameter), to tell a lead wire from merged contacts
-    let mut single_thick: Vec<f64> = singles
-        .iter()
-        .map(|&b| (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt())
-        .collect();
-    single_thick.sort_by(|a, b| a.total_cmp(b));
-    let t1 = (single_thick.len() >= 2).then(|| single_thick[single_thick.len() / 2]);
-    let mut wires = Vec::new();
-    for &b in &solid {
-        let thickness =
-            (4.0 * chain.blobs[b].volume_mm3 / (std::f64::consts::PI * extents[b])).sqrt();
-        if extents[b] >= 1.5 * e1 && t1.is_some_and(|t| thickness < 0.75 * t) {
-            // long and clearly thinner than a contact: a lead wire that clips (bright bone)
-            wires.push(b);
-            continue;
-        }
-        let n = match pitch {
-            _ if extents[b] < 1.5 * e1 => 1,
-            Some(p) => {
-                let (n, bulges) = best_count(&chain.s[b], extents[b], e1, p, voxel_mm);
-                tracing::debug!(blob = b, thickness, ?t1, bulges, n, "merged");
-                if bulges < BEADED && extents[b] >= 2.0 * e1 && t1.is_some_and(|t| thickness < t) {
-                    // long, no bulges, not thicker than one contact: a lead wire, not merged contacts
-                    wires.push(b);
-                    continue;
-                }
-                n
-            }
-            None => {
-                notes.push(format!(
-                    "merged contacts over {:.1} mm with no measurable pitch: count is a lower bound",
-                    extents[b]
-                ));
-                2
-            }
-        };
-        let s = &chain.s[b];
-        let pts = &chain.blobs[b].points;
-        tracing::debug!(
-            blob = b,
-            voxels = s.len(),
-            extent = extents[b],
-            e1,
-            ?pitch,
-            contacts = n,
-            centroid = ?chain.blobs[b].centroid,
-            "blob"
-        );
-        if n == 1 {
-            pieces.push(Piece {
-                contacts: vec![chain.blobs[b].centroid],
-                blob: b,
-                speck: false,
-            });
-            continue;
-        }
-        let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
-        let span = extents[b] - e1;
-        let step = span / (n - 1) as f64;
-        let mut centres: Vec<f64> = (0..n)
-            .map(|i| lo + 0.5 * (e1 - voxel_mm) + i as f64 * step)
-            .collect();
-        let half = 0.5 * pitch.unwrap_or(step).min(step.max(voxel_mm));
-        let mut out = vec![[0.0; 3]; n];
-        let mut mass = vec![0usize; n];
-        for _ in 0..3 {
-            for ((c, o), m) in centres.iter_mut().zip(out.iter_mut()).zip(mass.iter_mut()) {
-                let sel: Vec<usize> = (0..s.len())
-                    .filter(|&v| (s[v] - *c).abs() <= half)
-                    .collect();
-                *m = sel.len();
-                if sel.is_empty() {
-                    continue;
-                }
-                *c = sel.iter().map(|&v| s[v]).sum::<f64>() / sel.len() as f64;
-                *o = mean(&sel.iter().map(|&v| pts[v]).collect::<Vec<_>>());
-            }
-        }
-        // a window with little metal is the tail of a contact or a wire (a lead bright enough to clip on
-        // dense bone), not a contact; two windows that converged onto one contact are one
-        let mut sorted_mass = mass.clone();
-        sorted_mass.sort_unstable();
-        let typical = sorted_mass[sorted_mass.len() / 2].max(1) as f64;
-        let min_mass = 0.6 * m1.unwrap_or(typical).min(typical);
-        let mut windows: Vec<(f64, Vec3, usize)> = centres
-            .into_iter()
-            .zip(out)
-            .zip(mass)
-            .filter(|(_, m)| *m as f64 >= min_mass)
-            .map(|((c, o), m)| (c, o, m))
-            .collect();
-        windows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut piece: Vec<(f64, Vec3, usize)> = Vec::new();
-        for w in windows {
-            match piece.last_mut() {
-                Some(last) if w.0 - last.0 < 0.5 * step => {
-                    if w.2 > last.2 {
-                        *last = w;
-                    }
-                }
-                _ => piece.push(w),
-            }
-        }
-        if !piece.is_empty() {
-            pieces.push(Piece {
-                contacts: piece.into_iter().map(|p| p.1).collect(),
-                blob: b,
-                speck: false,
-            });
-        }
-    }
-    for b in (0..nb).filter(|b| !solid.contains(b)) {
-        pieces.push(Piece {
-            contacts: vec![chain.blobs[b].centroid],
-            blob: b,
-            speck: true,
-        });
-    }
-    let (mut contacts, used_list) = order_pieces(pieces);
-    let mut used = vec![false; nb];
-    for b in used_list.into_iter().chain(wires.iter().copied()) {
-        used[b] = true;
-    }
-    if !wires.is_empty() {
+    tall.sort_by(|a, b| a.total_cmp(b));
+    let contact_h = tall.get(tall.len() / 2).copied().unwrap_or(0.0);
+    let accepted = grow_periodic(&peaks, height, cut, contact_h, pp);
+    tracing::debug!(
+        prominence = height,
+        ?cut,
+        contact_h,
+        background = prof.background,
+        metal = prof.metal,
+        ?peaks,
+        "metal profile"
+    );
+    let rejected = peaks.len().saturating_sub(accepted.len());
+    if cut.is_some() && rejected > 0 {
         notes.push(format!(
-            "{} thin run(s) of clipped metal taken as lead wire, not contacts",
-            wires.len()
+            "{rejected} low peak(s) of the metal profile taken as lead wire, not contacts"
         ));
     }
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut heights: Vec<(Vec3, f64)> = Vec::new();
+    let mut wires = 0usize;
+    for b in 0..nb {
+        let mut mine: Vec<&Peak> = accepted.iter().filter(|x| x.blob == b).collect();
+        mine.sort_by(|x, y| x.s.total_cmp(&y.s));
+        let mut cs = Vec::new();
+        for (n, pk) in mine.iter().enumerate() {
+            // half a gap to each neighbour, at most half of the widest real contact spacing's window
+            let mut half: f64 = 0.5;
+            if n > 0 {
+                half = half.min(0.5 * (pk.s - mine[n - 1].s));
+            }
+            if n + 1 < mine.len() {
+                half = half.min(0.5 * (mine[n + 1].s - pk.s));
+            }
+            if let Some(c) = prof.centre(volume, b, pk.s, half.max(0.5 * voxel_mm)) {
+                cs.push(c);
+                heights.push((c, pk.height));
+            }
+        }
+        if cs.is_empty() {
+            wires += 1;
+            continue;
+        }
+        pieces.push(Piece {
+            contacts: cs,
+            blob: b,
+            speck: false,
+        });
+    }
+    if wires > 0 {
+        notes.push(format!(
+            "{wires} run(s) of metal without a contact peak taken as lead wire"
+        ));
+    }
+    let (mut contacts, _) = order_pieces(pieces);
+    // the array is one run at its pitch: a gap of several pitches splits off peaks that are not part of
+    // its pattern (a bend of the lead, a stopper, metal nearby); the longest run is kept, the rest
+    // reported.
+    let gaps: Vec<f64> = contacts.windows(2).map(|w| dist(w[0], w[1])).collect();
+    let height_of = |c: &Vec3| {
+        heights
+            .iter()
+            .find(|(q, _)| q == c)
+            .map(|(_, h)| *h)
+            .unwrap_or(0.0)
+    };
+    if gaps.len() >= 3 {
+        let mut g = gaps.clone();
+        g.sort_by(|a, b| a.total_cmp(b));
+        let p = g[g.len() / 2];
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut start = 0;
+        for (n, &gap) in gaps.iter().enumerate() {
+            if gap > pp.isolated_gap * p {
+                runs.push((start, n + 1));
+                start = n + 1;
+            }
+        }
+        runs.push((start, contacts.len()));
+        if runs.len() > 1 {
+            let best = runs
+                .iter()
+                .copied()
+                .max_by_key(|(a, b)| b - a)
+                .unwrap_or((0, contacts.len()));
+            let mean_h = |r: (usize, usize)| {
+                contacts[r.0..r.1].iter().map(height_of).sum::<f64>() / (r.1 - r.0).max(1) as f64
+            };
+            let main_h = mean_h(best);
+            // an array cut by the field may leave and re-enter it: a run as tall as the main one, or
+            // one with a contact at the field's edge (cut contacts hold less metal), is kept there; a
+            // lower run inside the field is lead wire
+            let keep: Vec<(usize, usize)> = runs
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    r == best
+                        || (touches_edge
+                            && (mean_h(r) >= pp.lead_height_share * main_h
+                                || contacts[r.0..r.1]
+                                    .iter()
+                                    .any(|c| edge_distance_mm(volume, *c) <= pp.edge_mm)))
+                })
+                .collect();
+            let kept: Vec<Vec3> = keep
+                .iter()
+                .flat_map(|r| contacts[r.0..r.1].iter().copied())
+                .collect();
+            let dropped = contacts.len() - kept.len();
+            if dropped > 0 {
+                notes.push(format!(
+                    "{dropped} peak(s) more than {:.1} pitches ({p:.2} mm) away from the array's run of \
+                     contacts are not counted as contacts",
+                    pp.isolated_gap
+                ));
+            }
+            contacts = kept;
+        }
+    }
+    let used = vec![true; nb];
     let length_mm = contacts.windows(2).map(|w| dist(w[0], w[1])).sum();
+    // the pitch and whether the pattern is regular (reported, never forced)
+    let mut gaps: Vec<f64> = contacts.windows(2).map(|w| dist(w[0], w[1])).collect();
+    let pitch = if gaps.len() >= 2 {
+        let mut g = gaps.clone();
+        g.sort_by(|a, b| a.total_cmp(b));
+        Some(g[g.len() / 2])
+    } else {
+        None
+    };
+    let mut consistent = true;
+    if let Some(p) = pitch {
+        let long = gaps.iter().filter(|&&g| g > pp.irregular_gap * p).count();
+        let short = gaps.iter().filter(|&&g| g < p / pp.irregular_gap).count();
+        if long + short > 0 {
+            consistent = false;
+            notes.push(format!(
+                "contact pattern not consistent: {long} gap(s) longer and {short} shorter than the pitch \
+                 {p:.2} mm allows (a contact missing, extra or cut by the field): count reported as seen"
+            ));
+        }
+    }
+    gaps.clear();
     let (order_from_spiral, angle) = match spiral_fit(&contacts) {
         Some(fit) => {
-            if fit.first_is_apical {
-                // already tip first
-            } else {
+            if !fit.first_is_apical {
                 contacts.reverse();
             }
             (true, fit.angle_deg)
@@ -249,6 +229,7 @@ pub fn locate(chain: &Chain, voxel_mm: f64, min_blob_mm3: f64) -> ArrayContacts 
     if !order_from_spiral {
         notes.push("array too straight or too short to tell tip from base by the spiral".into());
     }
+    let mask = prof.mask(&used, pp);
     ArrayContacts {
         used_blobs: used,
         contacts,
@@ -256,17 +237,117 @@ pub fn locate(chain: &Chain, voxel_mm: f64, min_blob_mm3: f64) -> ArrayContacts 
         length_mm,
         insertion_angle_deg: angle,
         order_from_spiral,
+        consistent,
         notes,
+        mask,
+        background: prof.background,
+        metal_level: prof.metal,
     }
+}
+
+/// Distance (mm) from a patient position to the nearest face of the volume's grid.
+fn edge_distance_mm(volume: &Volume, c: Vec3) -> f64 {
+    let idx = volume.geometry.patient_to_index(c);
+    let shape = volume.shape();
+    let sp = volume.geometry.spacing_kji();
+    (0..3)
+        .map(|a| idx[a].min(shape[a] as f64 - 1.0 - idx[a]) * sp[a])
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The contact peaks: the clear ones (prominence in the contact class; the tallest peak of each blob
+/// always is, its valleys reaching the blob's ends), then, grown from them along the path, tall peaks
+/// with a shallow dip (merged contacts) that sit about one pitch from an accepted peak of the same blob.
+/// The pitch is measured on the clear peaks (or the tall ones when too few): a lead wire's noise is
+/// neither tall nor on the array's rhythm.
+fn grow_periodic(
+    peaks: &[Peak],
+    prominence: f64,
+    cut: Option<f64>,
+    contact_h: f64,
+    pp: &ProfileParams,
+) -> Vec<Peak> {
+    let prominent = |x: &Peak| {
+        cut.is_none_or(|c| x.prominence >= c) && x.prominence >= pp.min_prominence * prominence
+    };
+    let mut hs: Vec<f64> = peaks
+        .iter()
+        .filter(|x| prominent(x))
+        .map(|x| x.height)
+        .collect();
+    hs.sort_by(|a, b| a.total_cmp(b));
+    let median_h = hs.get(hs.len() / 2).copied().unwrap_or(0.0);
+    let clear = |x: &Peak| prominent(x) && x.height >= pp.min_height * median_h;
+    let tall = |x: &Peak| {
+        x.height >= pp.merged_height * contact_h && x.prominence >= pp.merged_dip * prominence
+    };
+    let mut ok: Vec<bool> = peaks.iter().map(clear).collect();
+    // consecutive spacing along the arc within one blob
+    let spacing = |sel: &dyn Fn(usize) -> bool| -> Vec<f64> {
+        let mut g = Vec::new();
+        for (n, x) in peaks.iter().enumerate() {
+            if !sel(n) {
+                continue;
+            }
+            let next = peaks
+                .iter()
+                .enumerate()
+                .filter(|(m, y)| sel(*m) && y.blob == x.blob && y.s > x.s)
+                .map(|(_, y)| y.s - x.s)
+                .fold(f64::INFINITY, f64::min);
+            if next.is_finite() {
+                g.push(next);
+            }
+        }
+        g.sort_by(|a, b| a.total_cmp(b));
+        g
+    };
+    let okc = ok.clone();
+    let mut g = spacing(&|n| okc[n]);
+    if g.len() < 2 {
+        g = spacing(&|n| okc[n] || tall(&peaks[n]));
+    }
+    let Some(&pitch) = g.get(g.len() / 2) else {
+        return peaks.iter().copied().filter(clear).collect();
+    };
+    loop {
+        let mut grew = false;
+        for n in 0..peaks.len() {
+            if ok[n] || !tall(&peaks[n]) {
+                continue;
+            }
+            let x = peaks[n];
+            let near = peaks.iter().enumerate().any(|(m, y)| {
+                ok[m] && y.blob == x.blob && {
+                    let d = (y.s - x.s).abs();
+                    d >= (1.0 - pp.pitch_tolerance) * pitch
+                        && d <= (1.0 + pp.pitch_tolerance) * pitch
+                }
+            });
+            if near {
+                ok[n] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    peaks
+        .iter()
+        .zip(ok)
+        .filter(|(_, k)| *k)
+        .map(|(x, _)| *x)
+        .collect()
 }
 
 /// Contacts from one blob: a single contact, the ordered contacts of a merged blob, or a speck (a blob
 /// too small to trust: noise or a streak that clips on bright bone, or a contact that barely clips).
 #[derive(Debug, Clone)]
-struct Piece {
-    contacts: Vec<Vec3>,
-    blob: usize,
-    speck: bool,
+pub(super) struct Piece {
+    pub(super) contacts: Vec<Vec3>,
+    pub(super) blob: usize,
+    pub(super) speck: bool,
 }
 
 /// Order the contacts of the chain's pieces into one sequence; returns it with the blobs used.
@@ -276,7 +357,7 @@ struct Piece {
 /// turn: near the apex a contact of the next turn may be nearer than the next contact, but it is not
 /// where the curve is heading. A speck joins only when it sits where the next contact is predicted;
 /// specks left over are not part of the array.
-fn order_pieces(mut pieces: Vec<Piece>) -> (Vec<Vec3>, Vec<usize>) {
+pub(super) fn order_pieces(mut pieces: Vec<Piece>) -> (Vec<Vec3>, Vec<usize>) {
     let solid: Vec<Vec3> = pieces
         .iter()
         .filter(|p| !p.speck)
@@ -389,123 +470,15 @@ fn rotate_like(h0: Vec3, h1: Vec3) -> Vec3 {
     ]
 }
 
-/// How many contacts a merged blob holds: the count from its length and the pitch, or one more or less,
-/// whichever puts evenly spaced contacts on the bulges of the blob's cross-section profile along the arc
-/// rather than on the necks between them.
-///
-/// Returns the count and the contrast of bulges over necks (about 0 for a wire or a smooth tube).
-fn best_count(s: &[f64], extent: f64, e1: f64, pitch: f64, voxel_mm: f64) -> (usize, f64) {
-    let n0 = (((extent - e1) / pitch).round() as usize + 1).max(1);
-    let h = 0.05;
-    let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
-    let nbins = ((extent + voxel_mm) / h).ceil() as usize + 1;
-    let mut prof = vec![0.0; nbins];
-    let sd = (0.5 * voxel_mm / h).max(1.0);
-    let w = (3.0 * sd).ceil() as i64;
-    for &x in s {
-        let c = (x - lo) / h;
-        for d in -w..=w {
-            let b = c.round() as i64 + d;
-            if b >= 0 && (b as usize) < nbins {
-                let z = (b as f64 - c) / sd;
-                prof[b as usize] += (-0.5 * z * z).exp();
-            }
-        }
-    }
-    let at = |x: f64| -> f64 {
-        let b = ((x - lo) / h).round();
-        if b < 0.0 || b as usize >= nbins {
-            0.0
-        } else {
-            prof[b as usize]
-        }
-    };
-    let mut best = (f64::NEG_INFINITY, n0);
-    for n in n0.saturating_sub(1).max(2)..=n0 + 1 {
-        let q = (extent - e1) / (n - 1) as f64;
-        if q < 0.5 * pitch || q > 1.6 * pitch {
-            continue;
-        }
-        let a = lo + 0.5 * (e1 - voxel_mm);
-        let peaks: f64 = (0..n).map(|i| at(a + i as f64 * q)).sum::<f64>() / n as f64;
-        let necks: f64 = (0..n - 1)
-            .map(|i| at(a + (i as f64 + 0.5) * q))
-            .sum::<f64>()
-            / (n - 1) as f64;
-        let score = (peaks - necks) / peaks.max(1e-9);
-        if score > best.0 + 1e-6 {
-            best = (score, n);
-        }
-    }
-    // a flat profile says nothing: keep the count from the length
-    if best.0 < 0.05 {
-        (n0, best.0)
-    } else {
-        (best.1, best.0)
-    }
-}
-
-/// Bulge contrast above which a long blob is merged contacts rather than a wire.
-const BEADED: f64 = 0.3;
-
-/// Pitch from the autocorrelation of the voxel count along the arc (lags 0.6–2.6 mm).
-fn periodicity(chain: &Chain, blobs: &[usize], voxel_mm: f64) -> Option<f64> {
-    let h = 0.05;
-    let n = (chain.length_mm / h).ceil() as usize + 1;
-    if n < 40 {
-        return None;
-    }
-    let mut prof = vec![0.0; n];
-    let sd = 0.35 * voxel_mm / h;
-    let w = (3.0 * sd).ceil() as i64;
-    for s in blobs.iter().flat_map(|&b| chain.s[b].iter()) {
-        let c = s / h;
-        let ci = c.round() as i64;
-        for d in -w..=w {
-            let x = ci + d;
-            if x >= 0 && (x as usize) < n {
-                let z = (x as f64 - c) / sd;
-                prof[x as usize] += (-0.5 * z * z).exp();
-            }
-        }
-    }
-    let m = prof.iter().sum::<f64>() / n as f64;
-    for p in prof.iter_mut() {
-        *p -= m;
-    }
-    let var: f64 = prof.iter().map(|p| p * p).sum();
-    if var <= 0.0 {
-        return None;
-    }
-    let acf = |lag: usize| -> f64 {
-        prof.iter()
-            .zip(&prof[lag..])
-            .map(|(a, b)| a * b)
-            .sum::<f64>()
-            / var
-    };
-    let (lo, hi) = ((0.6 / h) as usize, ((2.6 / h) as usize).min(n - 1));
-    let vals: Vec<f64> = (lo.saturating_sub(1)..=hi + 1)
-        .map(|l| if l < n { acf(l) } else { 0.0 })
-        .collect();
-    // first local maximum above 0.2
-    for i in 1..vals.len() - 1 {
-        if vals[i] > 0.2 && vals[i] >= vals[i - 1] && vals[i] >= vals[i + 1] {
-            return Some((lo.saturating_sub(1) + i) as f64 * h);
-        }
-    }
-    None
-}
-
-struct SpiralFit {
-    first_is_apical: bool,
-    angle_deg: Option<f64>,
+pub(super) struct SpiralFit {
+    pub(super) first_is_apical: bool,
+    pub(super) angle_deg: Option<f64>,
 }
 
 /// Turning of the array in its best plane (at least 4 contacts): the tangent of a cochlear spiral turns
 /// by the same angle as the position around the modiolus, so the insertion angle is the total turning,
 /// with no need to locate the modiolar axis; the apical end is the one that turns faster per mm.
-fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
+pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
     let n = contacts.len();
     if n < 4 {
         return None;

@@ -12,17 +12,23 @@
 //!    bloomed contact), holds at least [`CochlearParams::min_contacts`] contacts and lies in dense bone
 //!    (petrous bone around the cochlea). Dental fillings, clips, screws and other metal fail the shape or
 //!    the bone test; streaks never reach the clipped level.
-//! 5. Contacts, order and insertion depth per array (`contacts.rs`); side from patient x (left = +x):
-//!    with two arrays the one at larger x is left, with one array the sign of x.
+//! 5. Contacts from the metal profile along the path (`profile.rs`, `contacts.rs`: periodic peaks of the
+//!    metal cross-section, lead wire told apart), with the clipped-blob reading (`blobwise.rs`) as a
+//!    second opinion when the profile's pattern is not consistent; order and insertion depth per array.
+//!    Side from patient x (left = +x) only when two arrays lie in the two ears; a single array's side is
+//!    `unknown` (the origin need not be on the midline) and its segment carries no laterality.
 //! 6. Label map (right array = 1 when present, then left), coded segments, the contact list in
 //!    [`Segmentation::details`].
 
 mod blobs;
+mod blobwise;
 mod chain;
 mod contacts;
+mod profile;
 mod threshold;
 
 pub use contacts::ArrayContacts;
+pub use profile::ProfileParams;
 pub use threshold::{metal_level, MetalLevel};
 
 use super::codes::{self, CodedConcept};
@@ -53,6 +59,15 @@ pub struct CochlearParams {
     pub min_bone_fraction: f64,
     /// More metal candidates than this: the volume is not a metal-in-bone problem (mis-scaled data).
     pub max_candidates: usize,
+    /// Contacts, lead wire and the electrode boundary from the metal profile (`profile.rs`).
+    pub profile: ProfileParams,
+    /// Two arrays whose contacts lie farther apart than this along patient x are in the two ears (mm):
+    /// the cochleae are ≈ 60–70 mm apart, one cochlea spans < 12 mm.
+    pub ears_apart_mm: f64,
+    /// The clipped-blob reading replaces an inconsistent profile reading only when all its gaps are
+    /// within this factor of its pitch: stricter than the profile's own test, because a lead wire read
+    /// as contacts is what the blob reading gets wrong.
+    pub blob_regular_gap: f64,
 }
 
 impl Default for CochlearParams {
@@ -66,6 +81,9 @@ impl Default for CochlearParams {
             bright_bone_margin: 400.0,
             min_bone_fraction: 0.3,
             max_candidates: 2_000_000,
+            profile: ProfileParams::default(),
+            ears_apart_mm: 40.0,
+            blob_regular_gap: 1.25,
         }
     }
 }
@@ -84,14 +102,33 @@ pub struct CochlearSegmenter {
 pub const COCHLEAR_PROSTHESIS: CodedConcept =
     CodedConcept::new("43252007", "SCT", "Cochlear prosthesis");
 
-const VERSION: &str = "cochlear-0.1.0";
+const VERSION: &str = "cochlear-0.2.0";
+
+/// The side of an array, as far as the image tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Right,
+    Left,
+    /// Neither anatomy nor the field of view tells (a single array in a small field).
+    Unknown,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Right => "right",
+            Side::Left => "left",
+            Side::Unknown => "unknown",
+        }
+    }
+}
 
 /// One accepted array before labelling.
 #[derive(Debug, Clone)]
 struct Array {
     chain: Chain,
     found: ArrayContacts,
-    left: bool,
+    side: Side,
     bone_fraction: f64,
     touches_edge: bool,
 }
@@ -149,19 +186,23 @@ impl Segmenter for CochlearSegmenter {
         let voxel_mm = (spacing[0] * spacing[1] * spacing[2]).cbrt();
         let mut arrays = Vec::new();
         let mut rejected = 0usize;
-        // dense bone close to the clip level: noise and streaks on bone can clip too, so tiny blobs join
-        // an array only where its rhythm expects a contact; otherwise every clipped blob counts
+        // dense bone close to the clip level: noise and streaks on bone can clip too (the blob reading
+        // then lets tiny blobs join only where the array's rhythm expects a contact)
         let speck_mm3 = if (level.device_max as f64 - level.bone_ref)
             < self.params.bright_bone_margin
         {
-            notes.push("dense bone close to the clip level: tiny blobs are checked against the array's pitch".into());
+            notes.push(
+                "dense bone close to the clip level: contacts told from wire and specks by the metal profile"
+                    .into(),
+            );
             self.params.min_blob_mm3
         } else {
             0.0
         };
+        let metal = level.clipped.then_some(level.device_max as f64);
         for group in chain::link(blobs, self.params.link_mm) {
             let ch = chain::order(group, shape);
-            match self.judge(volume, ch, voxel_mm, speck_mm3) {
+            match self.judge(volume, ch, voxel_mm, metal, speck_mm3) {
                 Ok(a) => arrays.push(a),
                 Err(why) => {
                     rejected += 1;
@@ -177,11 +218,13 @@ impl Segmenter for CochlearSegmenter {
         if arrays.is_empty() {
             return Ok(empty(volume, notes));
         }
-        assign_sides(&mut arrays);
+        if let Some(why) = assign_sides(&mut arrays, self.params.ears_apart_mm) {
+            notes.push(why);
+        }
         // one array per side: the one with most contacts in the densest bone
         let mut chosen: Vec<Array> = Vec::new();
-        for left in [false, true] {
-            let mut side: Vec<Array> = arrays.iter().filter(|a| a.left == left).cloned().collect();
+        for want in [Side::Right, Side::Left, Side::Unknown] {
+            let mut side: Vec<Array> = arrays.iter().filter(|a| a.side == want).cloned().collect();
             side.sort_by(|a, b| {
                 let sa = a.found.contacts.len() as f64 * a.bone_fraction;
                 let sb = b.found.contacts.len() as f64 * b.bone_fraction;
@@ -191,7 +234,7 @@ impl Segmenter for CochlearSegmenter {
                 notes.push(format!(
                     "{} candidate arrays on the {} side: kept the one with most contacts",
                     side.len(),
-                    if left { "left" } else { "right" }
+                    want.name()
                 ));
             }
             if let Some(a) = side.into_iter().next() {
@@ -209,6 +252,7 @@ impl CochlearSegmenter {
         volume: &Volume,
         ch: Chain,
         voxel_mm: f64,
+        metal: Option<f64>,
         speck_mm3: f64,
     ) -> Result<Array, String> {
         let p = &self.params;
@@ -219,7 +263,32 @@ impl CochlearSegmenter {
         if thick > p.max_blob_thickness_mm {
             return Err(format!("thick ({thick:.1} mm)"));
         }
-        let found = contacts::locate(&ch, voxel_mm, speck_mm3);
+        let shape = volume.shape();
+        let touches_edge = ch.blobs.iter().flat_map(|b| &b.voxels).any(|&v| {
+            let x = kji(v, shape);
+            (0..3).any(|a| x[a] == 0 || x[a] + 1 == shape[a])
+        });
+        let mut found = contacts::locate(volume, &ch, metal, voxel_mm, touches_edge, &p.profile);
+        // a second opinion: the clipped-blob reading, taken only when the profile's pattern is not
+        // consistent and the blob reading's is (its contacts regular at their pitch)
+        if !found.consistent {
+            let b = blobwise::locate(&ch, voxel_mm, speck_mm3);
+            if b.contacts.len() >= p.min_contacts && regular(&b.contacts, p.blob_regular_gap) {
+                found.notes.push(format!(
+                    "the metal profile's {} contacts are not a regular pattern; the clipped-blob reading's \
+                     {} are, and are reported",
+                    found.contacts.len(),
+                    b.contacts.len()
+                ));
+                found.notes.extend(b.notes);
+                found.length_mm = b.contacts.windows(2).map(|w| blobs::dist(w[0], w[1])).sum();
+                found.contacts = b.contacts;
+                found.pitch_mm = b.pitch_mm;
+                found.insertion_angle_deg = b.insertion_angle_deg;
+                found.order_from_spiral = b.order_from_spiral;
+                found.consistent = true;
+            }
+        }
         if found.contacts.len() < p.min_contacts {
             return Err(format!("{} contacts", found.contacts.len()));
         }
@@ -227,15 +296,10 @@ impl CochlearSegmenter {
         if bone < p.min_bone_fraction {
             return Err(format!("not in bone ({bone:.2})"));
         }
-        let shape = volume.shape();
-        let touches_edge = ch.blobs.iter().flat_map(|b| &b.voxels).any(|&v| {
-            let x = kji(v, shape);
-            (0..3).any(|a| x[a] == 0 || x[a] + 1 == shape[a])
-        });
         Ok(Array {
             chain: ch,
             found,
-            left: false,
+            side: Side::Unknown,
             bone_fraction: bone,
             touches_edge,
         })
@@ -251,6 +315,12 @@ impl CochlearSegmenter {
             .expect("a freshly allocated array is contiguous");
         for (n, a) in arrays.iter().enumerate() {
             let number = (n + 1) as u8;
+            // the metal at its physical extent; the clipped cores are metal whatever the boundary says
+            for &v in &a.found.mask {
+                if let Some(x) = flat.get_mut(v) {
+                    *x = number;
+                }
+            }
             for (b, used) in a.chain.blobs.iter().zip(&a.found.used_blobs) {
                 if *used {
                     for &v in &b.voxels {
@@ -258,7 +328,7 @@ impl CochlearSegmenter {
                     }
                 }
             }
-            let side = if a.left { "left" } else { "right" };
+            let side = a.side.name();
             let f = &a.found;
             if a.touches_edge {
                 notes.push(format!(
@@ -301,6 +371,8 @@ impl CochlearSegmenter {
                 },
                 "array_length_mm": round(f.length_mm),
                 "pitch_mm": f.pitch_mm.map(round),
+                "pattern_consistent": f.consistent,
+                "electrode_boundary": { "background": round(f.background), "metal": round(f.metal_level) },
                 "bone_fraction": round(a.bone_fraction),
                 "metal_volume_mm3": round(a.chain.volume_mm3),
                 "touches_field_edge": a.touches_edge,
@@ -308,13 +380,19 @@ impl CochlearSegmenter {
             segments.push(Segment {
                 number,
                 description: SegmentDescription {
-                    label: format!(
-                        "{} cochlear implant electrode array",
-                        if a.left { "Left" } else { "Right" }
-                    ),
+                    label: match a.side {
+                        Side::Right => "Right cochlear implant electrode array".into(),
+                        Side::Left => "Left cochlear implant electrode array".into(),
+                        Side::Unknown => "Cochlear implant electrode array".into(),
+                    },
                     category: codes::PHYSICAL_OBJECT,
                     property_type: COCHLEAR_PROSTHESIS,
-                    modifier: Some(if a.left { codes::LEFT } else { codes::RIGHT }),
+                    // no laterality when the image does not tell the side
+                    modifier: match a.side {
+                        Side::Right => Some(codes::RIGHT),
+                        Side::Left => Some(codes::LEFT),
+                        Side::Unknown => None,
+                    },
                     algorithm_name: "segnode cochlear".into(),
                     algorithm_version: VERSION.into(),
                     algorithm_family: codes::MORPHOLOGICAL_OPERATIONS,
@@ -344,31 +422,51 @@ fn empty(volume: &Volume, mut notes: Vec<String>) -> Segmentation {
     }
 }
 
-/// Left = +x in LPS. Two or more arrays: split at the largest gap in x; one: the sign of x.
-fn assign_sides(arrays: &mut [Array]) {
+/// Sides from what the image tells: patient x grows towards the patient's left (LPS), whatever the
+/// coordinate origin, so of two arrays more than `apart_mm` apart along x the one at larger x is left.
+/// One array (or arrays close together) says nothing by itself: the origin need not lie on the midline
+/// (a small-field unilateral CBCT), so its side is unknown; returns the reason then.
+fn assign_sides(arrays: &mut [Array], apart_mm: f64) -> Option<String> {
     let xs: Vec<f64> = arrays.iter().map(|a| mean(&a.found.contacts)[0]).collect();
     let mut sorted = xs.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    let split = if sorted.len() >= 2 {
-        let (mut best, mut at) = (0.0, 0.0);
-        for w in sorted.windows(2) {
-            if w[1] - w[0] > best {
-                best = w[1] - w[0];
-                at = 0.5 * (w[0] + w[1]);
-            }
+    let (mut best, mut at) = (0.0, 0.0);
+    for w in sorted.windows(2) {
+        if w[1] - w[0] > best {
+            best = w[1] - w[0];
+            at = 0.5 * (w[0] + w[1]);
         }
-        // two ears are > 40 mm apart; closer arrays are on one side
-        if best > 40.0 {
-            at
-        } else {
-            0.0
-        }
-    } else {
-        0.0
-    };
-    for (a, x) in arrays.iter_mut().zip(xs) {
-        a.left = x > split;
     }
+    if best <= apart_mm {
+        for a in arrays.iter_mut() {
+            a.side = Side::Unknown;
+        }
+        return Some(
+            "side unknown: one implanted ear in the field, and neither the other ear nor the midline is \
+             seen (patient x alone does not tell left from right when the origin is not on the midline)"
+                .into(),
+        );
+    }
+    for (a, x) in arrays.iter_mut().zip(xs) {
+        a.side = if x > at { Side::Left } else { Side::Right };
+    }
+    None
+}
+
+/// Whether consecutive contacts are spaced regularly: no gap beyond `factor` times the median pitch
+/// either way.
+fn regular(contacts: &[[f64; 3]], factor: f64) -> bool {
+    let gaps: Vec<f64> = contacts
+        .windows(2)
+        .map(|w| blobs::dist(w[0], w[1]))
+        .collect();
+    let mut g = gaps.clone();
+    g.sort_by(|a, b| a.total_cmp(b));
+    let Some(&pitch) = g.get(g.len() / 2) else {
+        return false;
+    };
+    gaps.iter()
+        .all(|&x| x <= factor * pitch && x >= pitch / factor)
 }
 
 /// Share of bone-level samples on shells of 1.5, 2.25 and 3 mm around the contacts (26 directions).

@@ -1,0 +1,106 @@
+//! The `cochlear` pipeline on phantoms of the second, independently written CBCT generator
+//! (tests/py/cbct2.py: supersampled partial volume, Gaussian PSF, beam-hardening streaks, correlated
+//! noise, band contacts on a platinum lead that saturates over dense capsule bone, HU or uncalibrated grey
+//! values, clipped or not), as a new user would run it: DICOM written, `segnode segment` in its own
+//! process, SEG read back and compared with the truth (issue 11).
+//!
+//! CI runs a fixed subset of the seeded sweep (benches/cochlear_sweep.py runs all of it): for these
+//! seeds the contacts must be exact (none missed, none extra, each within 0.3 mm), the insertion angle
+//! within 30°, the side right or `unknown` (never wrong); the SEG of one of them passes dciodvfy with no
+//! errors and reads back bit-exact in highdicom, with no laterality modifier where the side is unknown.
+//! Electrode Dice against the metal at physical size is printed, not asserted: see the sweep's notes
+//! (a 0.2 mm lead wire is below the resolution of 0.1–0.4 mm voxels blurred by the PSF).
+
+mod support;
+
+use segnode_imaging::segment::cochlear::CochlearSegmenter;
+use segnode_imaging::segment::Segmenter;
+use segnode_imaging::volume::{load_series, LoadOptions};
+use std::process::Command;
+use std::time::Duration;
+
+/// Seeds of the CI subset (a few minutes on 2 cores): both ears in each, 0.15–0.2 mm voxels, sagittal,
+/// axial and oblique stacks, clipped at 32767 (unclipped metal), 3071 and 4095, 10–19 contacts.
+const CI_SEEDS: &str = "5,8,11";
+
+#[test]
+fn second_generator_subset_contacts_angle_and_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("rows.json");
+    let out = support::run_with_timeout(
+        Command::new(support::python())
+            .arg(support::repo_root().join("benches/cochlear_sweep.py"))
+            .args([
+                "--segnode",
+                env!("CARGO_BIN_EXE_segnode"),
+                "--seeds",
+                CI_SEEDS,
+            ])
+            .args(["--jobs", "1", "--json"])
+            .arg(&json),
+        Duration::from_secs(900),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sweep failed");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(rows.len() >= 5, "{} arrays", rows.len());
+    for r in &rows {
+        let what = format!(
+            "seed {} {}: {}/{} contacts, max err {}, angle {} / {}, side {}, dice {:.3}",
+            r["seed"],
+            r["side"],
+            r["found_contacts"],
+            r["truth_contacts"],
+            r["max_err"],
+            r["angle_truth"],
+            r["angle"],
+            r["found_side"],
+            r["dice"].as_f64().unwrap_or(0.0)
+        );
+        assert_eq!(r["wrong_side"], false, "{what}");
+        assert!(
+            r["found_side"] == r["side"] || r["found_side"] == "unknown",
+            "{what}"
+        );
+        assert_eq!(r["exact"], true, "{what}");
+        assert!(r["max_err"].as_f64().unwrap() <= 0.3, "{what}");
+        let err = r["angle_err"].as_f64().unwrap_or(f64::INFINITY);
+        assert!(err <= 30.0, "{what}");
+    }
+}
+
+#[test]
+fn second_generator_seg_passes_dciodvfy_without_laterality_when_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run_py(
+        "cbct2.py",
+        &["--seed", "0", "--out", dir.path().to_str().unwrap()],
+        Duration::from_secs(600),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let src = dir.path().join("series");
+    let seg_path = dir.path().join("electrode.dcm");
+    let (ok, j) = support::segment_cli("cochlear", &src, &seg_path);
+    assert!(ok && j["status"] == "ok", "{j}");
+    // one ear in a small field: side unknown, label without a side
+    assert_eq!(j["details"]["arrays"][0]["side"], "unknown", "{j}");
+    assert_eq!(
+        j["segments"][0]["label"],
+        "Cochlear implant electrode array"
+    );
+    let errors = support::dciodvfy_errors(&seg_path);
+    assert!(errors.is_empty(), "{}", support::dciodvfy_output(&seg_path));
+    let v = load_series(&src, &LoadOptions::default()).unwrap();
+    let seg = CochlearSegmenter::default().segment(&v).unwrap();
+    let report = support::check_seg_with_highdicom(&seg_path, &src, &seg.labels);
+    assert_eq!(report["ok"], true, "{report}");
+    for s in report["segments"].as_array().unwrap() {
+        assert!(s["modifier"].is_null(), "{s}");
+    }
+}
