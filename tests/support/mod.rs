@@ -89,8 +89,18 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 
 /// A TCP port on 127.0.0.1 that is free right now.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    // The kernel may hand the same ephemeral port to two binds in a row once the first is closed; a
+    // process that asks twice (Orthanc's DICOM and HTTP ports) must get two different ones.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Run a command to completion with a time limit; kills it and panics when the limit passes. Output is
