@@ -4,7 +4,6 @@
 
 mod support;
 
-use segnode_imaging::result::{SegObject, SegOptions};
 use segnode_imaging::segment::{Segmentation, Segmenter};
 use segnode_imaging::volume::{load_series, LoadOptions, Volume};
 use segnode_phantom::{class, generate, write_series, Spec, Variant};
@@ -121,16 +120,8 @@ fn run_spec(spec: Spec) -> Report {
     }
     // every SEG the tests write: dciodvfy clean, highdicom reads it back bit-exact
     if !seg.is_empty() {
-        let obj = SegObject::build(&v, &seg, &SegOptions::default()).unwrap();
         let out = tempfile::tempdir().unwrap();
-        let path = out.path().join("seg.dcm");
-        obj.write(&path).unwrap();
-        let errors = support::dciodvfy_errors(&path);
-        assert!(
-            errors.is_empty(),
-            "{variant:?} dciodvfy:\n{}",
-            support::dciodvfy_output(&path)
-        );
+        let path = support::write_seg_dciodvfy_clean(&v, &seg, out.path(), &format!("{variant:?}"));
         let report = support::check_seg_with_highdicom(&path, dir.path(), &seg.labels);
         assert_eq!(report["ok"], true, "{variant:?}: {report}");
     }

@@ -14,7 +14,6 @@
 
 mod support;
 
-use segnode_imaging::result::{SegObject, SegOptions};
 use segnode_imaging::segment::{Segmentation, Segmenter};
 use segnode_imaging::volume::{load_series, LoadOptions};
 use segnode_phantom::{class, generate, write_series, Disease, Spec, Variant};
@@ -200,16 +199,8 @@ fn run(spec: Spec, tag: &str) -> Outcome {
     }
     // every SEG these tests write: dciodvfy clean
     if !seg.is_empty() {
-        let obj = SegObject::build(&v, &seg, &SegOptions::default()).unwrap();
         let out = tempfile::tempdir().unwrap();
-        let path = out.path().join("seg.dcm");
-        obj.write(&path).unwrap();
-        let errors = support::dciodvfy_errors(&path);
-        assert!(
-            errors.is_empty(),
-            "{tag} dciodvfy:\n{}",
-            support::dciodvfy_output(&path)
-        );
+        let path = support::write_seg_dciodvfy_clean(&v, &seg, out.path(), tag);
         if effusion_reported_ml.is_some() {
             // a SEG with the effusion segment reads back bit-exact in highdicom
             let report = support::check_seg_with_highdicom(&path, dir.path(), &seg.labels);

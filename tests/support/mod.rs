@@ -229,6 +229,27 @@ pub fn dciodvfy_errors(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Build the SEG of `seg` on `volume` (default options), write it as `dir/seg.dcm` and assert that
+/// dciodvfy reports no error (`what` names the case in the failure); returns its path.
+pub fn write_seg_dciodvfy_clean(
+    volume: &segnode_imaging::volume::Volume,
+    seg: &segnode_imaging::segment::Segmentation,
+    dir: &Path,
+    what: &str,
+) -> PathBuf {
+    use segnode_imaging::result::{SegObject, SegOptions};
+    let obj = SegObject::build(volume, seg, &SegOptions::default()).expect("build SEG");
+    let path = dir.join("seg.dcm");
+    obj.write(&path).expect("write SEG");
+    let errors = dciodvfy_errors(&path);
+    assert!(
+        errors.is_empty(),
+        "{what} dciodvfy:\n{}",
+        dciodvfy_output(&path)
+    );
+    path
+}
+
 /// Full `dciodvfy` output (for failure messages).
 pub fn dciodvfy_output(path: &Path) -> String {
     let out = run_with_timeout(Command::new("dciodvfy").arg(path), Duration::from_secs(120));
