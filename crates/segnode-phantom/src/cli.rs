@@ -73,10 +73,7 @@ pub fn run(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
         None => write_series(&ph, &args.out),
     }
     .context("writing the phantom series")?;
-    if let Some(t) = &args.truth {
-        std::fs::write(t, ph.truth.as_slice().context("truth layout")?)
-            .context("writing the truth")?;
-    }
+    write_truth(args, &ph.truth)?;
     let s = ph.hu.shape();
     Ok(serde_json::json!({
         "variant": args.variant.name(),
@@ -105,10 +102,7 @@ fn run_cbct(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
         None => write_cbct_series(&ph, &args.out),
     }
     .context("writing the phantom series")?;
-    if let Some(t) = &args.truth {
-        std::fs::write(t, ph.truth.as_slice().context("truth layout")?)
-            .context("writing the truth")?;
-    }
+    write_truth(args, &ph.truth)?;
     let s = ph.hu.shape();
     let arrays: Vec<serde_json::Value> = ph
         .arrays
@@ -134,6 +128,15 @@ fn run_cbct(args: &PhantomArgs) -> anyhow::Result<serde_json::Value> {
         "arrays": arrays,
         "out": args.out.display().to_string(),
     }))
+}
+
+/// The truth label map as raw uint8 `[k, j, i]`, when `--truth` asks for it.
+fn write_truth(args: &PhantomArgs, truth: &ndarray::Array3<u8>) -> anyhow::Result<()> {
+    if let Some(t) = &args.truth {
+        std::fs::write(t, truth.as_slice().context("truth layout")?)
+            .context("writing the truth")?;
+    }
+    Ok(())
 }
 
 /// The `segnode-phantom` command line; the binary and the tests (in-process) parse the same one.
