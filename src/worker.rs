@@ -20,7 +20,7 @@ use crate::store::files::sync_dir;
 use segnode_db::jobs::{Job, Queue};
 use segnode_db::outbox::NewDelivery;
 use segnode_db::{Index, Topic};
-use segnode_imaging::result::{ResultForm, ResultObject, SegForm, SegOptions};
+use segnode_imaging::result::{form, ResultObject, SegOptions, FORMS};
 use segnode_imaging::volume::{load_series, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -312,10 +312,10 @@ fn run_pipeline(
             .replace("{pipeline}", &job.pipeline),
         ..SegOptions::default()
     };
-    // every result form a job writes (SEG for now), each object into the outbox for each destination
+    // every result form (SEG for now), each object into the outbox for each destination
     let destinations = job.destination_list();
     let mut deliveries = Vec::new();
-    for form in [&SegForm as &dyn ResultForm] {
+    for form in FORMS.iter().filter_map(|name| form(name)) {
         let objects = form
             .build(&volume, &seg, &opts)
             .map_err(|e| fail(e.to_string()))?;

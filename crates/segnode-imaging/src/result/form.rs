@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use dicom_core::Tag;
 use dicom_dictionary_std::uids;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use serde_json::json;
@@ -57,15 +56,6 @@ impl ResultObject {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })
-    }
-
-    /// A top-level element's string value (tests, logs).
-    pub fn string(&self, tag: Tag) -> Option<String> {
-        self.object
-            .element(tag)
-            .ok()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
     }
 }
 
