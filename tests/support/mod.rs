@@ -297,3 +297,4 @@ pub fn check_seg_with_highdicom(
 pub mod node;
 pub mod orthanc;
 pub mod postgres;
+pub mod storescp;

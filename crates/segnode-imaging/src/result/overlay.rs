@@ -3,7 +3,8 @@
 //!
 //! What a pixel holds is simple to state and to check: a pixel of segment `s` that touches (4-neighbour,
 //! or the image edge) a pixel not of `s` is painted in `s`'s colour; pixels under the legend box (top-left
-//! corner, [`Legend::size`]) carry the legend; every other pixel is the windowed CT value, grey.
+//! corner, [`Legend::size`]) carry the legend; a pixel outside the reconstructed field of view (padding)
+//! is black; every other pixel is the windowed CT value, grey.
 
 use super::options::Window;
 
@@ -44,18 +45,36 @@ impl Legend {
     }
 }
 
-/// Render slice `hu` (row-major `rows × cols`) with the outlines of `segments` found in `labels`.
+/// One slice to draw: HU and labels row-major `rows × cols`; `outside` the out-of-field bits of the
+/// slice (bit `p` = pixel `p`), when the volume has any.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceImage<'a> {
+    pub hu: &'a [i16],
+    pub labels: &'a [u8],
+    pub outside: Option<&'a [u64]>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Render a slice with the outlines of `segments` found in its labels.
 pub fn render(
-    hu: &[i16],
-    labels: &[u8],
-    rows: usize,
-    cols: usize,
+    slice: SliceImage,
     window: Window,
     segments: &[OverlaySegment],
     legend: &Legend,
 ) -> Vec<u8> {
+    let SliceImage {
+        hu,
+        labels,
+        outside,
+        rows,
+        cols,
+    } = slice;
     let mut rgb = vec![0u8; rows * cols * 3];
     for (n, &h) in hu.iter().enumerate().take(rows * cols) {
+        if outside.is_some_and(|w| w[n / 64] >> (n % 64) & 1 == 1) {
+            continue; // black: no data there
+        }
         let g = window.grey(h as f64);
         rgb[3 * n..3 * n + 3].copy_from_slice(&[g, g, g]);
     }
@@ -176,7 +195,16 @@ mod tests {
             })
             .collect();
         let seg = [OverlaySegment { number: 1, rgb: [255, 0, 0] }];
-        let img = render(&hu, &labels, rows, cols, Window::LUNG, &seg, &Legend::default());
+        let mut outside = vec![0u64; (rows * cols).div_ceil(64)];
+        outside[0] = 1; // pixel (0, 0) lies outside the field of view
+        let slice = SliceImage {
+            hu: &hu,
+            labels: &labels,
+            outside: Some(&outside),
+            rows,
+            cols,
+        };
+        let img = render(slice, Window::LUNG, &seg, &Legend::default());
         for j in 0..rows {
             for i in 0..cols {
                 let n = j * cols + i;
@@ -184,6 +212,8 @@ mod tests {
                     && (j == 20 || j == 29 || i == 20 || i == 34);
                 let want = if boundary {
                     [255, 0, 0]
+                } else if n == 0 {
+                    [0, 0, 0]
                 } else {
                     let g = Window::LUNG.grey(hu[n] as f64);
                     [g, g, g]
@@ -203,7 +233,15 @@ mod tests {
         assert_eq!((w, h), (2 * MARGIN + 20 * GLYPH, 2 * MARGIN + LINE + GLYPH));
         let (rows, cols) = (64, 256);
         let hu = vec![-1000i16; rows * cols];
-        let img = render(&hu, &vec![0; rows * cols], rows, cols, Window::LUNG, &[], &legend);
+        let labels = vec![0; rows * cols];
+        let slice = SliceImage {
+            hu: &hu,
+            labels: &labels,
+            outside: None,
+            rows,
+            cols,
+        };
+        let img = render(slice, Window::LUNG, &[], &legend);
         let bg = Window::LUNG.grey(-1000.0);
         let mut white = 0;
         for j in 0..rows {

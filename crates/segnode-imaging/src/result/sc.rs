@@ -1,6 +1,7 @@
 //! The overlay series (`sc`): Secondary Capture Image Storage, one 8-bit RGB instance per source slice
 //! that holds a segment, the slice in the form's display window with each segment's outline in its
-//! colour and a small legend ([`super::overlay`]).
+//! colour and a small legend ([`super::overlay`]). The grey values are the loaded volume's HU (below
+//! −1024 HU clamped to −1024, like every segmenter sees them); padding / out-of-field pixels are black.
 //!
 //! Each instance sits where its source slice sits: the source's Frame of Reference, Image Position /
 //! Orientation (Patient), Pixel Spacing and Slice Thickness are copied (attributes the SC IOD does not
@@ -11,7 +12,7 @@
 use super::dataset::{ds, ds_multi, put_seq, put_str, put_u16, Obj};
 use super::form::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
-use super::overlay::{cielab_to_rgb, render, Legend, OverlaySegment};
+use super::overlay::{cielab_to_rgb, render, Legend, OverlaySegment, SliceImage};
 use super::uid::new_uid;
 use crate::segment::codes::CodedConcept;
 use crate::segment::Segment;
@@ -134,10 +135,13 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             continue;
         }
         let pixels = render(
-            &hu[k * plane..(k + 1) * plane],
-            lab,
-            rows,
-            cols,
+            SliceImage {
+                hu: &hu[k * plane..(k + 1) * plane],
+                labels: lab,
+                outside: volume.out_of_field.as_ref().map(|m| m.slice_words(k)),
+                rows,
+                cols,
+            },
             opts.window,
             &segments,
             &legend,
