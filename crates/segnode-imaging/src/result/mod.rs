@@ -8,6 +8,7 @@ pub mod contour;
 pub mod dataset;
 pub mod form;
 pub mod header;
+pub mod object;
 pub mod options;
 pub mod overlay;
 pub mod rtstruct;
@@ -16,6 +17,7 @@ pub mod seg;
 pub mod sr;
 pub mod uid;
 
-pub use form::{build_forms, form, form_of_sop_class, FormInput, ResultError, ResultForm, ResultObject, SegForm, SegRef, FORMS};
+pub use form::{build_forms, form, form_of_sop_class, ResultForm, SegForm, FORMS};
+pub use object::{FormInput, ResultError, ResultObject, SegRef};
 pub use options::{ResultOptions, Window};
 pub use seg::{SegError, SegObject};

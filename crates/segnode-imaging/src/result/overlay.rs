@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn outlines_sit_on_the_boundary_and_the_rest_is_windowed_ct() {
-        let (rows, cols) = (40, 50);
+        let (rows, cols): (usize, usize) = (40, 50);
         let hu: Vec<i16> = (0..rows * cols).map(|n| (n as i16 % 700) - 900).collect();
         let labels: Vec<u8> = (0..rows * cols)
             .map(|n| {

@@ -11,7 +11,7 @@
 
 use super::contour::contours;
 use super::dataset::{code_item, item, put_seq, put_str, Obj};
-use super::form::{FormInput, ResultError, ResultObject};
+use super::object::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
 use super::sc::segment_rgb;
 use super::uid::new_uid;

@@ -10,7 +10,7 @@
 //! in.
 
 use super::dataset::{ds, ds_multi, put_seq, put_str, put_u16, Obj};
-use super::form::{FormInput, ResultError, ResultObject};
+use super::object::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
 use super::overlay::{cielab_to_rgb, render, Legend, OverlaySegment, SliceImage};
 use super::uid::new_uid;

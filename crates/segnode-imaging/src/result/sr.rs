@@ -9,7 +9,7 @@
 //! and the SEG; the image library lists the source slices.
 
 use super::dataset::{code_item, ds, item, put_seq, put_str, Obj};
-use super::form::{FormInput, ResultError, ResultObject};
+use super::object::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
 use super::uid::new_uid;
 use crate::segment::codes::CodedConcept;
