@@ -29,6 +29,7 @@ pub mod negotiation;
 pub mod options;
 pub mod scu;
 pub mod sop;
+pub mod storage_classes;
 pub mod wire;
 
 pub use association::{serve, Served};
