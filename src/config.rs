@@ -218,6 +218,14 @@ pub struct StorageSettings {
     pub dir: PathBuf,
     /// Refuse new instances (Out of Resources) when less free space than this remains, in MB.
     pub min_free_mb: u64,
+    /// Hours after completion before a finished series' files are removed (0: keep forever).
+    pub keep_hours: f64,
+    /// Disk use (percent of the store's file system) above which finished series are removed oldest
+    /// first whatever their age, down to `purge_below_percent` (0: off).
+    pub purge_above_percent: f64,
+    pub purge_below_percent: f64,
+    /// Seconds between two retention passes.
+    pub purge_interval_s: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -653,6 +661,20 @@ impl Settings {
                 format!("`{url}`: expected sqlite://PATH or postgres://…"),
             ));
         }
+        let st = &self.storage;
+        if !(st.keep_hours.is_finite() && st.keep_hours >= 0.0) {
+            return Err(invalid("storage.keep_hours", "must be 0 (keep forever) or more"));
+        }
+        if !(0.0..=100.0).contains(&st.purge_above_percent)
+            || !(0.0..=100.0).contains(&st.purge_below_percent)
+            || (st.purge_above_percent > 0.0 && st.purge_below_percent >= st.purge_above_percent)
+        {
+            return Err(invalid(
+                "storage.purge_below_percent",
+                "percentages 0–100 with purge_below_percent < purge_above_percent",
+            ));
+        }
+        positive_secs("storage.purge_interval_s", st.purge_interval_s)?;
         if !(self.dispatch.keep_sent_h.is_finite() && self.dispatch.keep_sent_h >= 0.0) {
             return Err(invalid(
                 "dispatch.keep_sent_h",

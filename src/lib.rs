@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+pub mod retention;
 pub mod routing;
 pub mod series;
 pub mod sink;

@@ -89,6 +89,12 @@ enum SeriesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a finished series' files now (its history stays; state PURGED). Refused while the series
+    /// is receiving, has a job that may still run or a delivery pending.
+    Purge {
+        /// Series Instance UID.
+        uid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -309,6 +315,32 @@ async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Resul
                         r.completion_reason.as_deref().unwrap_or("")
                     );
                 }
+            }
+        }
+        SeriesCommand::Purge { uid } => {
+            let series = index
+                .list_series()
+                .await?
+                .into_iter()
+                .find(|s| s.series_uid == uid);
+            let Some(series) = series else {
+                anyhow::bail!("no series {uid} in the index");
+            };
+            let target = segnode_db::retention::PurgeTarget {
+                series_uid: uid.clone(),
+                revision: series.revision,
+            };
+            let store = settings.storage.dir.clone();
+            match segnode::retention::purge_series(&index, &store, &target, "purged by hand (segnode series purge)").await? {
+                Some(p) => println!(
+                    "series {uid} purged: {} files, {:.1} MB removed; history kept",
+                    p.files,
+                    p.bytes as f64 / 1_048_576.0
+                ),
+                None => anyhow::bail!(
+                    "series {uid} is {} and cannot be purged now: only a complete, routed series with no job that may still run and no delivery pending",
+                    series.state
+                ),
             }
         }
         SeriesCommand::Show { uid, json } => {

@@ -125,6 +125,14 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         background.spawn(workers.run(rx.clone()));
     }
     background.spawn(
+        crate::retention::Retention {
+            index: node.index.clone(),
+            settings: node.settings.clone(),
+            store_root: node.store.root().to_path_buf(),
+        }
+        .run(rx.clone()),
+    );
+    background.spawn(
         Dispatcher {
             index: node.index.clone(),
             settings: node.settings.clone(),

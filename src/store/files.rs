@@ -355,8 +355,8 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("fsync directory", dir))
 }
 
-/// Free space of the file system holding `path`, in MB.
-fn free_mb(path: &Path) -> Option<u64> {
+/// Size and free space (available to us) of the file system holding `path`, in bytes.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -365,7 +365,16 @@ fn free_mb(path: &Path) -> Option<u64> {
     if rc != 0 {
         return None;
     }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64) / (1024 * 1024))
+    let frsize = st.f_frsize as u64;
+    Some((
+        (st.f_blocks as u64).saturating_mul(frsize),
+        (st.f_bavail as u64).saturating_mul(frsize),
+    ))
+}
+
+/// Free space of the file system holding `path`, in MB.
+fn free_mb(path: &Path) -> Option<u64> {
+    disk_space(path).map(|(_, free)| free / (1024 * 1024))
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ impl NodeProc {
                 super::postgres::database_url(dir.path()),
             ),
             ("SEGNODE_STORAGE__MIN_FREE_MB".into(), "0".into()),
+            // the retention watermark follows the real disk: off unless a test asks for it
+            ("SEGNODE_STORAGE__PURGE_ABOVE_PERCENT".into(), "0".into()),
             (
                 "SEGNODE_DISPATCH__OUTBOX_DIR".into(),
                 dir.path().join("outbox").display().to_string(),

@@ -202,7 +202,11 @@ impl Index {
                 let state = SeriesState::from_column(row.try_get("state")?)?;
                 let revision: i64 = row.try_get("revision")?;
                 outcome.revision = revision;
-                if state == SeriesState::Complete {
+                // a late instance of a finished series (files purged or not) opens a new revision
+                if matches!(
+                    state,
+                    SeriesState::Complete | SeriesState::Purging | SeriesState::Purged
+                ) {
                     outcome.revision = revision + 1;
                     outcome.reopened = true;
                     sqlx::query(

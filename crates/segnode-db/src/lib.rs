@@ -34,6 +34,7 @@ pub mod notify;
 pub mod options;
 pub mod outbox;
 pub mod pool;
+pub mod retention;
 pub mod routing;
 pub mod schema;
 pub mod series;

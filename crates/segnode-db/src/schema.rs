@@ -42,7 +42,7 @@ macro_rules! outbox_live {
         "state IN ('PENDING', 'SENDING')"
     };
 }
-pub(crate) use {outbox_live, outbox_unpurged, series_unrouted};
+pub(crate) use {jobs_live, outbox_live, outbox_unpurged, series_unrouted};
 
 /// Condition of the partial index `series_unrouted` (table `series`).
 pub const SERIES_UNROUTED: &str = series_unrouted!();

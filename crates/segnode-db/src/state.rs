@@ -87,6 +87,10 @@ states! {
     SeriesState in "series" {
         Receiving = "RECEIVING",
         Complete = "COMPLETE",
+        /// Claimed by a node that is removing its files (retention).
+        Purging = "PURGING",
+        /// Files removed after the retention period; the series' history stays.
+        Purged = "PURGED",
     }
 }
 
