@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # segnode container image: build in the Rust image, run in a small Debian one (same Debian release, so the
-# same glibc). The binary links only glibc: no TLS (the PostgreSQL connection is plain, inside the compose
+# same glibc). The binary links glibc and libstdc++ (CharLS): no TLS (the PostgreSQL connection is plain, inside the compose
 # network), hence no OpenSSL or ca-certificates in the runtime image.
 
 FROM rust:1-bookworm AS build
+# cmake builds CharLS, the JPEG-LS codec dicom-rs links (feature charls)
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates

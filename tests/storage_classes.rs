@@ -113,3 +113,95 @@ fn sop_series_of(path: &std::path::Path) -> String {
         .expect("SeriesInstanceUID")
         .to_string()
 }
+
+/// Compress every file of `src` into `dst` with DCMTK's dcmcjpls (`extra`: e.g. near-lossless).
+fn jpeg_ls(src: &[PathBuf], dst: &std::path::Path, extra: &[&str]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dst).unwrap();
+    src.iter()
+        .map(|f| {
+            let out = dst.join(f.file_name().unwrap());
+            let o = run_with_timeout(
+                std::process::Command::new("dcmcjpls").args(extra).arg(f).arg(&out),
+                Duration::from_secs(60),
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() {
+    use segnode_imaging::volume::{load_series, LoadOptions};
+    let data = tempfile::tempdir().unwrap();
+    let raw_dir = data.path().join("raw");
+    phantom_with(&raw_dir, &raw_dir.with_extension("truth"), 30, 128, &["--seed", "6"]);
+    let raw = files_under(&raw_dir);
+    let original = load_series(&raw_dir, &LoadOptions::default()).unwrap();
+    let node = NodeProc::start_with(
+        &[],
+        "[[rules]]\nname = \"ct\"\npipelines = [\"lung\"]\ndestinations = []\n[rules.match]\nmodality = [\"CT\"]\n",
+    );
+    for (name, extra, max_dev) in [
+        ("lossless", &[][..], 0i16),
+        ("near-lossless", &["+en", "+md", "2"][..], 2),
+    ] {
+        // a copy of the series under new UIDs for each encoding, so each is its own series
+        let renamed = data.path().join(format!("{name}-src"));
+        let src: Vec<PathBuf> = if name == "lossless" {
+            raw.clone()
+        } else {
+            phantom_with(&renamed, &renamed.with_extension("truth"), 30, 128, &["--seed", "7"]);
+            files_under(&renamed)
+        };
+        let reference = if name == "lossless" {
+            original.clone()
+        } else {
+            load_series(&renamed, &LoadOptions::default()).unwrap()
+        };
+        let jls = jpeg_ls(&src, &data.path().join(name), extra);
+        let fwd = run_with_timeout(
+            std::process::Command::new("dcmsend")
+                .args(["-aet", "DCMSEND", "-aec", "SEGNODE", "--decompress-never"])
+                .arg("127.0.0.1")
+                .arg(node.port.to_string())
+                .args(&jls),
+            Duration::from_secs(120),
+        );
+        assert!(
+            fwd.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&fwd.stdout),
+            String::from_utf8_lossy(&fwd.stderr)
+        );
+        let uid = reference.series.series_instance_uid.clone();
+        let job = wait_for(&format!("{name}: job done"), Duration::from_secs(120), || {
+            node.jobs()
+                .into_iter()
+                .find(|j| j["series_uid"] == uid.as_str() && j["state"] == "DONE")
+        });
+        let result: serde_json::Value =
+            serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+        assert_eq!(result["status"], "ok", "{name}: {result}");
+        let stored: Vec<PathBuf> = node
+            .stored_files()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(&uid))
+            .collect();
+        assert_eq!(stored.len(), src.len());
+        let ts = meta_transfer_syntax(&stored[0]);
+        let want_ts = if max_dev == 0 { JPEG_LS_LOSSLESS } else { "1.2.840.10008.1.2.4.81" };
+        assert!(ts.contains(want_ts), "{name}: stored as {ts}");
+        let loaded = load_series(stored[0].parent().unwrap(), &LoadOptions::default()).unwrap();
+        assert_eq!(loaded.hu.shape(), reference.hu.shape());
+        let worst = loaded
+            .hu
+            .iter()
+            .zip(reference.hu.iter())
+            .map(|(a, b)| (a - b).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= max_dev, "{name}: HU differ by up to {worst}");
+        println!("JPEG-LS {name}: {} slices, largest HU difference {worst}", src.len());
+    }
+}

@@ -3,8 +3,8 @@
 //!
 //! Image classes a pipeline may read ([`PIPELINE_IMAGE_CLASSES`]) are taken only in a transfer syntax
 //! the volume loader can decode — acknowledging pixel data we cannot use would be a silent loss — so
-//! for them JPEG-LS, 12-bit lossy JPEG, MPEG and big endian are refused per presentation context and
-//! the sender falls back to a syntax we take. Every other storage class (dose reports, key objects,
+//! for them 12-bit lossy JPEG, MPEG and big endian are refused per presentation context and the sender
+//! falls back to a syntax we take. JPEG-LS (lossless and near-lossless) is decoded by CharLS. Every other storage class (dose reports, key objects,
 //! presentation states, PDFs, scouts of other modalities …) is stored as received, in any transfer
 //! syntax whose data set dicom-rs can read, so a PACS forwarding a whole study never sees a refusal;
 //! such objects are indexed and kept but never fed to a pipeline.
@@ -66,6 +66,11 @@ pub const TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     (
         "1.2.840.10008.1.2.4.70",
         "JPEG Lossless, First-Order Prediction (Process 14, SV1)",
+    ),
+    ("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless Image Compression"),
+    (
+        "1.2.840.10008.1.2.4.81",
+        "JPEG-LS Lossy (Near-Lossless) Image Compression",
     ),
     (
         "1.2.840.10008.1.2.4.90",
