@@ -24,7 +24,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::dimse::{self, command_field, status, Command};
 use crate::handler::{
     Announced, AssociationInfo, AssociationRequest, Ending, Event, InstanceSink, RejectKind,
-    ScpHandler, StoreStatus, Tally,
+    ScpHandler, StoreStatus, Tally, TlsPeer,
 };
 use crate::negotiation::{self, Offer};
 use crate::options::ScpOptions;
@@ -67,7 +67,8 @@ struct PendingStore<K> {
 }
 
 /// Serve one connection until its association ends. `shutdown` turning true ends an idle association
-/// (A-ABORT) and lets one in the middle of a message finish that message first.
+/// (A-ABORT) and lets one in the middle of a message finish that message first. The A-ASSOCIATE-RQ
+/// must arrive within the ARTIM timeout.
 pub async fn serve<S, H>(
     stream: S,
     peer: SocketAddr,
@@ -79,18 +80,46 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: ScpHandler,
 {
+    let mut wire = PduStream::new(stream, options.max_pdu);
+    let first = wire.read_within(options.artim_timeout).await;
+    serve_first(wire, first, peer, None, handler, options, shutdown).await
+}
+
+/// Serve a connection whose first PDU (or the failure to read one) the caller has already read, e.g.
+/// the listener, which reads it under the handshake timer before giving the connection an association
+/// slot. `tls`: the TLS session the connection runs over.
+pub async fn serve_first<S, H>(
+    mut wire: PduStream<S>,
+    first: Result<Pdu, WireError>,
+    peer: SocketAddr,
+    tls: Option<TlsPeer>,
+    handler: Arc<H>,
+    options: Arc<ScpOptions>,
+    shutdown: watch::Receiver<bool>,
+) -> Served
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: ScpHandler,
+{
     let id = format!("{:016x}", rand::random::<u64>());
     let span = tracing::info_span!("association", id = %id, peer = %peer);
     async move {
-        let mut wire = PduStream::new(stream, options.max_pdu);
+        let first = match first {
+            Err(WireError::Timeout(_)) => {
+                info!("no association request within the ARTIM timeout; connection closed");
+                wire.shutdown().await;
+                return Served::NotEstablished("ARTIM timeout".into());
+            }
+            other => other,
+        };
         let established = tokio::time::timeout(
             options.artim_timeout,
-            establish(&mut wire, peer, &id, handler.as_ref(), &options),
+            establish(&mut wire, first, peer, tls, &id, handler.as_ref(), &options),
         )
         .await;
         let (info, contexts) = match established {
             Err(_) => {
-                info!("no association request within the ARTIM timeout; connection closed");
+                info!("association not established within the ARTIM timeout; connection closed");
                 wire.shutdown().await;
                 return Served::NotEstablished("ARTIM timeout".into());
             }
@@ -118,7 +147,9 @@ where
 /// Read the A-ASSOCIATE-RQ and answer it.
 async fn establish<S, H>(
     wire: &mut PduStream<S>,
+    first: Result<Pdu, WireError>,
     peer: SocketAddr,
+    tls: Option<TlsPeer>,
     id: &str,
     handler: &H,
     options: &ScpOptions,
@@ -131,7 +162,7 @@ where
         warn!(error = %why, "association could not be established; connection closed");
         Served::NotEstablished(why)
     };
-    let rq = match wire.read().await {
+    let rq = match first {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(Pdu::ReleaseRQ) => {
             let _ = wire.write(&Pdu::ReleaseRP).await;
@@ -162,11 +193,12 @@ where
                 called_ae: rq.called_ae_title.trim(),
                 peer,
                 user_identity: negotiation::user_identity(&rq),
+                tls: tls.as_ref(),
             })
             .map_err(negotiation::reject_by_user)
     });
     if let Err(rj) = screened {
-        warn!(reason = ?rj.source, calling_ae = %rq.calling_ae_title.trim(), "association rejected");
+        warn!(reason = ?rj.source, calling_ae = %rq.calling_ae_title.trim(), tls = tls.is_some(), "association rejected");
         handler.event(Event::Rejected(RejectKind::Refused));
         if let Err(e) = wire.write(&Pdu::AssociationRJ(rj.clone())).await {
             debug!(error = %e, "A-ASSOCIATE-RJ not delivered");
@@ -200,6 +232,7 @@ where
         calling_ae: rq.calling_ae_title.trim().to_string(),
         called_ae: rq.called_ae_title.trim().to_string(),
         peer,
+        tls,
     };
     Ok((info, contexts))
 }
@@ -225,6 +258,7 @@ where
             calling_ae = %self.info.calling_ae,
             called_ae = %self.info.called_ae,
             contexts = self.contexts.len(),
+            tls = self.info.tls.as_ref().map(|t| t.protocol.as_str()).unwrap_or("none"),
             "association accepted"
         );
         self.handler.event(Event::Accepted);
