@@ -823,8 +823,7 @@ impl DestinationSettings {
         match self.tls_files() {
             None => Ok(None),
             Some(files) => {
-                let config =
-                    segnode_net::tls::client_config(&files?).map_err(|e| e.to_string())?;
+                let config = segnode_net::tls::client_config(&files?).map_err(|e| e.to_string())?;
                 Ok(Some(segnode_net::scu::ClientTls {
                     config,
                     server_name: self.server_name.clone(),

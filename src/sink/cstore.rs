@@ -26,7 +26,10 @@ impl CStoreSink {
         let d = &settings.dispatch;
         let (tls, tls_error) = match dest.scu_tls() {
             Ok(t) => (t, None),
-            Err(e) => (None, Some(format!("TLS configuration of `{}`: {e}", dest.name))),
+            Err(e) => (
+                None,
+                Some(format!("TLS configuration of `{}`: {e}", dest.name)),
+            ),
         };
         CStoreSink {
             name: dest.name.clone(),

@@ -88,7 +88,10 @@ impl AccessControl for ConnectionAccess {
         if called_ae_title.trim() != this_ae_title.trim() {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.policy.allows_over(calling_ae_title, self.peer, self.tls) {
+        if !self
+            .policy
+            .allows_over(calling_ae_title, self.peer, self.tls)
+        {
             if !self.tls && self.policy.allows_over(calling_ae_title, self.peer, true) {
                 tracing::warn!(
                     calling_ae = calling_ae_title.trim(),
@@ -169,7 +172,10 @@ mod tests {
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         );
         let secure = ConnectionAccess { tls: true, ..plain };
-        assert_eq!(secure.check_access("SEGNODE", "SECURE", "SEGNODE", None), Ok(()));
+        assert_eq!(
+            secure.check_access("SEGNODE", "SECURE", "SEGNODE", None),
+            Ok(())
+        );
     }
 
     #[test]

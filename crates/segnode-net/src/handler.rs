@@ -148,7 +148,10 @@ pub enum HandshakeEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// A connection of the listener ended before its A-ASSOCIATE-RQ.
-    Handshake { peer: SocketAddr, end: HandshakeEnd },
+    Handshake {
+        peer: SocketAddr,
+        end: HandshakeEnd,
+    },
     Accepted,
     Rejected(RejectKind),
     Echo,

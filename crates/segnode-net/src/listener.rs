@@ -2,7 +2,7 @@
 //!
 //! A connection goes through two phases. **Pending**: from accept until its A-ASSOCIATE-RQ has been
 //! read — the TLS handshake (on a TLS listener) and the first PDU, together within
-//! [`ScpOptions::handshake_timeout`]. A pending connection holds a place in the [`PendingSet`] (bounded
+//! [`ScpOptions::handshake_timeout`] (or the ARTIM timeout, when shorter). A pending connection holds a place in the [`PendingSet`] (bounded
 //! in total and per peer address, the oldest evicted when full), never an association slot, so idle or
 //! half-open connections cannot lock real senders out. **Association**: once a valid A-ASSOCIATE-RQ
 //! arrived, the connection takes one of the `max_associations` permits for the rest of its life and is
@@ -155,7 +155,9 @@ async fn connection<H: ScpHandler>(
     gate: Gate,
     shutdown: watch::Receiver<bool>,
 ) {
-    let deadline = tokio::time::Instant::now() + options.handshake_timeout;
+    // the ARTIM timer bounds the wait for the A-ASSOCIATE-RQ too (PS3.8 9.1.5), when it is the shorter
+    let deadline =
+        tokio::time::Instant::now() + options.handshake_timeout.min(options.artim_timeout);
     let ended = |end: HandshakeEnd| handler.event(Event::Handshake { peer, end });
     match transport {
         Transport::Plain => {
@@ -239,13 +241,25 @@ async fn after_handshake<S, H>(
     let Ok(permit) = gate.associations.clone().try_acquire_owned() else {
         warn!(%peer, limit = options.max_associations, "association limit reached: rejecting (local limit exceeded)");
         handler.event(Event::Rejected(RejectKind::Limit));
-        answer_transient(&mut wire, peer, options.artim_timeout, Reason::LocalLimitExceeded).await;
+        answer_transient(
+            &mut wire,
+            peer,
+            options.artim_timeout,
+            Reason::LocalLimitExceeded,
+        )
+        .await;
         return;
     };
     if let Err(why) = handler.ready().await {
         warn!(%peer, reason = %why, "not ready: rejecting (temporary congestion)");
         handler.event(Event::Rejected(RejectKind::NotReady));
-        answer_transient(&mut wire, peer, options.artim_timeout, Reason::TemporaryCongestion).await;
+        answer_transient(
+            &mut wire,
+            peer,
+            options.artim_timeout,
+            Reason::TemporaryCongestion,
+        )
+        .await;
         return;
     }
     association::serve_first(wire, first, peer, tls, handler, options, shutdown).await;

@@ -16,7 +16,8 @@ pub struct ScpOptions {
     /// and, for [`crate::serve`] called directly, how long the A-ASSOCIATE-RQ may take to arrive.
     pub artim_timeout: Duration,
     /// How long a new connection of the listener may take to finish its TLS handshake (when TLS) and
-    /// send its A-ASSOCIATE-RQ. Short: until then the connection has proved nothing.
+    /// send its A-ASSOCIATE-RQ (the ARTIM timeout when that is shorter). Short: until then the
+    /// connection has proved nothing.
     pub handshake_timeout: Duration,
     /// Connections of the listener still in their handshake (no A-ASSOCIATE-RQ yet), all peers
     /// together. They do not count against `max_associations`; when this bound is reached a new

@@ -111,7 +111,11 @@ impl PendingSet {
 
     /// Pending connections now.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).1.len()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

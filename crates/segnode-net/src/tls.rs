@@ -131,7 +131,10 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         None => builder.with_no_client_auth(),
     };
     let config = builder
-        .with_single_cert(read_certs("certificate", &files.cert)?, read_key(&files.key)?)
+        .with_single_cert(
+            read_certs("certificate", &files.cert)?,
+            read_key(&files.key)?,
+        )
         .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))?;
     Ok(Arc::new(config))
 }
