@@ -503,3 +503,40 @@ fn tls_configuration_errors_name_their_key() {
     let out = node.cli(&["status"]);
     assert!(text(&out).contains("destinations.tls"), "{}", text(&out));
 }
+
+#[test]
+fn results_delivered_over_tls_to_storescp_and_audited() {
+    let pki = Pki::new();
+    let port = free_port();
+    let received = pki.dir.path().join("received");
+    let mut scp = storescp_tls(&pki, port, &received);
+    let toml = format!(
+        "[[destinations]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         tls = true\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[rules]]\nname = \"chest-ct\"\npipelines = [\"lung\"]\ndestinations = [\"pacs\"]\n\
+         [rules.match]\nmodality = [\"CT\"]\nmin_slices = 15\n",
+        pki.path("ca.pem"),
+        pki.path("segnode.pem"),
+        pki.path("segnode.key"),
+    );
+    let node = NodeProc::start_with(&[], &toml);
+    let series = node.dir.path().join("chest");
+    phantom(&series, &node.dir.path().join("truth.raw"), 40, 128);
+    let files = files_under(&series);
+    let out = storescu(node.port, &files, &[]);
+    assert!(out.status.success(), "storescu: {}", text(&out));
+    let seg = wait_for("the SEG at storescp +tls", Duration::from_secs(180), || {
+        files_under(&received).into_iter().next()
+    });
+    let _ = scp.kill();
+    let _ = scp.wait();
+    assert!(meta_transfer_syntax(&seg).contains("1.2.840.10008.1.2"));
+    let lines = audit_lines(&node);
+    let sent = events(&lines, "results_sent");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["destination"], "pacs");
+    assert_eq!(sent[0]["tls"], true);
+    assert_eq!(sent[0]["instances"][0]["status"], "0000");
+    let ended = events(&lines, "association_ended");
+    assert_eq!(ended[0]["instances_stored"], 40);
+}
