@@ -171,9 +171,11 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         info!("shutdown requested: no new associations; finishing those in flight");
         let _ = tx.send(true);
     });
-    if let Some((_, server_tls)) = &tls {
-        background.spawn(reload_on_sighup(server_tls.clone(), rx.clone()));
-    }
+    background.spawn(watch_certificates(
+        tls.as_ref().map(|(_, t)| t.clone()),
+        node.settings.clone(),
+        rx.clone(),
+    ));
     info!(
         node = %node.name,
         ae_title = %node.settings.dicom.ae_title,
@@ -310,32 +312,77 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Read the TLS certificate and key (and client CA) again on each SIGHUP; new connections use them, a
-/// failed reload keeps the previous ones.
-async fn reload_on_sighup(
-    tls: Arc<segnode_net::tls::ServerTls>,
+/// A certificate expiring within this is a warning in the log.
+const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Warn about the certificates in use (the TLS listener's, the destinations' client certificates) that
+/// expire within [`EXPIRY_WARNING`].
+fn warn_expiring(tls: Option<&segnode_net::tls::ServerTls>, settings: &Settings) {
+    use segnode_net::tls::{leaf_not_after, remaining};
+    let mut certs: Vec<(String, Option<std::time::SystemTime>)> = Vec::new();
+    if let Some(t) = tls {
+        certs.push(("dicom.tls.cert".into(), t.not_after()));
+    }
+    for d in settings.destinations.iter().filter(|d| d.tls) {
+        if let Some(c) = &d.cert {
+            certs.push((format!("destination {} cert", d.name), leaf_not_after(c)));
+        }
+    }
+    for (what, not_after) in certs {
+        let Some(not_after) = not_after else { continue };
+        let left = remaining(not_after);
+        if left < EXPIRY_WARNING {
+            tracing::warn!(
+                certificate = %what,
+                days_left = left.as_secs() / 86_400,
+                "TLS certificate expires within 30 days{}",
+                if left.is_zero() { " (already expired)" } else { "" }
+            );
+        }
+    }
+}
+
+/// Read the TLS listener's certificate and key (and client CA) again on each SIGHUP (new connections use
+/// them; a failed reload keeps the previous ones), and warn about expiring certificates at start, after
+/// a reload and daily.
+async fn watch_certificates(
+    tls: Option<Arc<segnode_net::tls::ServerTls>>,
+    settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
+    let mut hup = match &tls {
+        Some(_) => signal(SignalKind::hangup()).ok(),
+        None => None,
     };
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(86_400));
     loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            Some(()) = hup.recv() => match tls.reload() {
-                Ok(()) => {
-                    info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded");
-                    crate::audit::record("tls_reloaded", serde_json::json!({ "ok": true }));
+            _ = daily.tick() => warn_expiring(tls.as_deref(), &settings),
+            Some(()) = hangup => {
+                let Some(tls) = &tls else { continue };
+                match tls.reload() {
+                    Ok(()) => {
+                        info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded");
+                        crate::audit::record("tls_reloaded", serde_json::json!({ "ok": true }));
+                        warn_expiring(Some(tls), &settings);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use");
+                        crate::audit::record(
+                            "tls_reloaded",
+                            serde_json::json!({ "ok": false, "error": e.to_string() }),
+                        );
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use");
-                    crate::audit::record(
-                        "tls_reloaded",
-                        serde_json::json!({ "ok": false, "error": e.to_string() }),
-                    );
-                }
-            },
+            }
         }
     }
 }

@@ -381,8 +381,42 @@ fn tls_inbound_mutual_echo_store_and_refusals() {
     );
     eprintln!("echoscu association: plain {plain_ms:.1} ms, mutual TLS {tls_ms:.1} ms");
 
+    // the certificates were made for 30 days: a warning at start
+    assert!(
+        node.log()
+            .contains("TLS certificate expires within 30 days"),
+        "{}",
+        node.log()
+    );
+    // SIGHUP reloads the certificate (here: another one from the same CA); TLS goes on
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            pki.path(&format!("dcmtk.{ext}")),
+            pki.path(&format!("segnode.{ext}")),
+        )
+        .unwrap();
+    }
+    let pid = node.pid().expect("running").to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the reload", Duration::from_secs(10), || {
+        node.log()
+            .contains("TLS certificates reloaded")
+            .then_some(())
+    });
+    let after = dcmtk("echoscu", &good, "ECHOSCU", tls_port, &[]);
+    assert!(
+        after.status.success(),
+        "echo after reload: {}",
+        text(&after)
+    );
+
     // the audit trail
     let lines = audit_lines(&node);
+    assert_eq!(events(&lines, "tls_reloaded")[0]["ok"], true);
     assert_eq!(events(&lines, "config_loaded").len(), 1);
     assert_eq!(events(&lines, "config_loaded")[0]["tls_port"], tls_port);
     let accepted = events(&lines, "association_accepted");

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use crate::handler::TlsPeer;
 
@@ -143,14 +144,18 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
 pub struct ServerTls {
     files: ServerTlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    /// When the certificate in use expires (None: its validity could not be read).
+    not_after: RwLock<Option<SystemTime>>,
 }
 
 impl ServerTls {
     pub fn load(files: ServerTlsFiles) -> Result<ServerTls, TlsError> {
         let config = server_config(&files)?;
+        let not_after = leaf_not_after(&files.cert);
         Ok(ServerTls {
             files,
             current: RwLock::new(config),
+            not_after: RwLock::new(not_after),
         })
     }
 
@@ -158,7 +163,14 @@ impl ServerTls {
     pub fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.files)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *self.not_after.write().unwrap_or_else(|p| p.into_inner()) =
+            leaf_not_after(&self.files.cert);
         Ok(())
+    }
+
+    /// When the certificate in use expires, if its validity could be read.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        *self.not_after.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn files(&self) -> &ServerTlsFiles {
@@ -233,4 +245,89 @@ pub fn peer_of(conn: &rustls::CommonState) -> TlsPeer {
                     .collect()
             }),
     }
+}
+
+/// The notAfter of the first certificate in a PEM file.
+pub fn leaf_not_after(path: &Path) -> Option<SystemTime> {
+    let certs = read_certs("certificate", path).ok()?;
+    not_after(certs.first()?.as_ref())
+}
+
+/// How long until `not_after` (zero when past).
+pub fn remaining(not_after: SystemTime) -> Duration {
+    not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// The notAfter of a DER X.509 certificate: Certificate → tbsCertificate → (version) serial, signature,
+/// issuer, validity → notAfter (UTCTime or GeneralizedTime). `None` for anything else.
+pub fn not_after(der: &[u8]) -> Option<SystemTime> {
+    /// One DER TLV at `pos`: (tag, content start, content end).
+    fn tlv(b: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
+        let tag = *b.get(pos)?;
+        let first = *b.get(pos + 1)?;
+        let (len, start) = if first < 0x80 {
+            (first as usize, pos + 2)
+        } else {
+            let n = (first & 0x7F) as usize;
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | *b.get(pos + 2 + i)? as usize;
+            }
+            (len, pos + 2 + n)
+        };
+        let end = start.checked_add(len)?;
+        (end <= b.len()).then_some((tag, start, end))
+    }
+    let (t, cert, _) = tlv(der, 0)?;
+    let (t2, tbs, _) = tlv(der, cert)?;
+    if t != 0x30 || t2 != 0x30 {
+        return None;
+    }
+    let mut pos = tbs;
+    let (tag, _, end) = tlv(der, pos)?;
+    if tag == 0xA0 {
+        pos = end; // explicit version
+    }
+    for _ in 0..3 {
+        pos = tlv(der, pos)?.2; // serial, signature algorithm, issuer
+    }
+    let (tag, validity, _) = tlv(der, pos)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, after_before) = tlv(der, validity)?;
+    let (kind, s, e) = tlv(der, after_before)?;
+    let text = std::str::from_utf8(&der[s..e]).ok()?;
+    let digits = |a: usize, n: usize| text.get(a..a + n)?.parse::<i64>().ok();
+    let (year, rest) = match kind {
+        0x17 => {
+            let yy = digits(0, 2)?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
+        }
+        0x18 => (digits(0, 4)?, 4),
+        _ => return None,
+    };
+    let (month, day) = (digits(rest, 2)?, digits(rest + 2, 2)?);
+    let (h, m, sec) = (
+        digits(rest + 4, 2)?,
+        digits(rest + 6, 2)?,
+        digits(rest + 8, 2)?,
+    );
+    // days from civil (proleptic Gregorian), Howard Hinnant's algorithm
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
 }

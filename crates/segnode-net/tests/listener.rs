@@ -313,6 +313,12 @@ async fn mutual_tls_between_our_scu_and_scp() {
         })
         .count();
     assert!(failed >= 2, "{failed} TLS handshakes failed");
+    // the certificate was made for 2 days: its expiry is read (and would be warned about)
+    let left = tls::remaining(server.not_after().expect("notAfter read"));
+    assert!(
+        left > Duration::from_secs(86_400) && left <= Duration::from_secs(2 * 86_400 + 60),
+        "{left:?}"
+    );
     // reload: new files in place, still serving; a broken file keeps the previous configuration
     assert!(server.reload().is_ok());
     std::fs::write(d.join("server.pem"), "not a certificate").unwrap();
