@@ -61,7 +61,7 @@ impl ScpHandler for App {
 async fn start(
     options: ScpOptions,
     transport: Transport,
-) -> (SocketAddr, Arc<Mutex<Seen>>, watch::Sender<bool>) {
+) -> (SocketAddr, Arc<Mutex<Seen>>, watch::Sender<bool>, Gate) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -73,10 +73,21 @@ async fn start(
         Arc::new(options),
         listener,
         transport,
-        gate,
+        gate.clone(),
         rx,
     ));
-    (addr, seen, tx)
+    (addr, seen, tx, gate)
+}
+
+/// Wait until every association permit is back (the SCP drops it just after the release).
+async fn all_free(gate: &Gate, n: usize) {
+    for _ in 0..200 {
+        if gate.free_associations() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("association permits not given back");
 }
 
 fn peer(addr: SocketAddr, host: &str) -> Peer {
@@ -105,12 +116,13 @@ async fn idle_connections_take_no_association_slot() {
         max_pending_per_peer: 4,
         ..ScpOptions::new("SEGNODE")
     };
-    let (addr, seen, _stop) = start(options, Transport::Plain).await;
+    let (addr, seen, _stop, gate) = start(options, Transport::Plain).await;
     let mut idle = Vec::new();
     for _ in 0..50 {
         idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
     for _ in 0..3 {
+        all_free(&gate, 1).await;
         let st = tokio::time::timeout(
             Duration::from_secs(2),
             scu::echo(&peer(addr, "127.0.0.1"), &opts(None)),
@@ -136,7 +148,9 @@ async fn idle_connections_take_no_association_slot() {
         })
         .count();
     assert!(evicted >= 46, "{evicted} evicted");
+    assert!(gate.pending() <= 4, "{} pending", gate.pending());
     // the association limit still holds for associations: hold one, the next is rejected
+    all_free(&gate, 1).await;
     let holder = scu::Client::associate(
         tokio::net::TcpStream::connect(addr).await.unwrap(),
         &peer(addr, "127.0.0.1"),
@@ -253,7 +267,7 @@ async fn mutual_tls_between_our_scu_and_scp() {
         handshake_timeout: Duration::from_secs(2),
         ..ScpOptions::new("SEGNODE")
     };
-    let (addr, seen, _stop) = start(options, Transport::Tls(server.clone())).await;
+    let (addr, seen, _stop, _gate) = start(options, Transport::Tls(server.clone())).await;
     let client = |cert: bool, name: Option<&str>| {
         let config = tls::client_config(&ClientTlsFiles {
             ca: d.join("ca.pem"),
