@@ -4,7 +4,7 @@
 //! The corpus is real scanner files from `shared/data` (native and JPEG 2000). Each case mutates the
 //! file meta and data set before Pixel Data (bit flips, byte overwrites, length fields set to edge
 //! values, inserted / deleted runs, truncation), writes it and parses it: an `Err` is fine, a panic or
-//! a case taking over two seconds is a finding. `SEGNODE_FUZZ_CASES` (default 5000, about a second) and
+//! a case taking over two seconds is a finding. `SEGNODE_FUZZ_CASES` (default 2000, a few seconds) and
 //! `SEGNODE_FUZZ_SEED` (`random` for a fresh one) set the run; `scripts/fuzz` runs a long one.
 
 mod support;
@@ -73,7 +73,7 @@ fn mutated_files_do_not_crash_the_header_parser() {
     let cases: usize = std::env::var("SEGNODE_FUZZ_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(5000);
+        .unwrap_or(2000);
     let seed: u64 = match std::env::var("SEGNODE_FUZZ_SEED").ok().as_deref() {
         None | Some("") => 14,
         Some("random") => rand::random(),
