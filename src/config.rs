@@ -233,6 +233,9 @@ pub struct CallerSettings {
     /// Admit this caller only over the TLS listener.
     #[serde(default)]
     pub require_tls: bool,
+    /// Concurrent associations this calling AE title may hold (below `dicom.max_associations`).
+    #[serde(default)]
+    pub max_associations: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -671,6 +674,12 @@ impl Settings {
         positive_secs("dicom.dimse_timeout_s", d.dimse_timeout_s)?;
         for c in &d.callers {
             validate_ae_title("dicom.callers.ae_title", &c.ae_title)?;
+            if c.max_associations == Some(0) {
+                return Err(invalid(
+                    "dicom.callers.max_associations",
+                    format!("caller {}: must be at least 1", c.ae_title),
+                ));
+            }
             if let Some(h) = &c.host {
                 h.parse::<IpAddr>().map_err(|_| {
                     invalid(

@@ -249,6 +249,11 @@ pub fn scp_options(settings: &Settings) -> segnode_net::ScpOptions {
         idle_timeout: secs(d.idle_timeout_s),
         dimse_timeout: secs(d.dimse_timeout_s),
         max_associations: d.max_associations,
+        caller_slots: segnode_net::slots::CallerSlots::new(
+            d.callers
+                .iter()
+                .filter_map(|c| Some((c.ae_title.clone(), c.max_associations?))),
+        ),
         ..segnode_net::ScpOptions::new(d.ae_title.as_str())
     }
 }

@@ -28,6 +28,7 @@ use crate::handler::{
 };
 use crate::negotiation::{self, Offer};
 use crate::options::ScpOptions;
+use crate::slots::Slot;
 use crate::wire::{pdu_name, PduStream, WireError};
 
 /// Largest command set accepted (command sets are a few hundred bytes).
@@ -117,7 +118,7 @@ where
             establish(&mut wire, first, peer, tls, &id, handler.as_ref(), &options),
         )
         .await;
-        let (info, contexts) = match established {
+        let (info, contexts, slot) = match established {
             Err(_) => {
                 info!("association not established within the ARTIM timeout; connection closed");
                 wire.shutdown().await;
@@ -138,7 +139,9 @@ where
             contexts,
             tally: Tally::default(),
         };
-        session.run(shutdown).await
+        let served = session.run(shutdown).await;
+        drop(slot);
+        served
     }
     .instrument(span)
     .await
@@ -153,7 +156,7 @@ async fn establish<S, H>(
     id: &str,
     handler: &H,
     options: &ScpOptions,
-) -> Result<(AssociationInfo, Vec<Context>), Served>
+) -> Result<(AssociationInfo, Vec<Context>, Option<Slot>), Served>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: ScpHandler,
@@ -205,6 +208,24 @@ where
         }
         return Err(Served::Rejected(rj));
     }
+    let Some(slot) = options.caller_slots.take(&rq.calling_ae_title) else {
+        use dicom_ul::pdu::{
+            AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+            AssociationRJSource,
+        };
+        warn!(calling_ae = %rq.calling_ae_title.trim(), "caller at its association limit: rejecting (local limit exceeded)");
+        handler.event(Event::Rejected(RejectKind::Limit));
+        let rj = AssociationRJ {
+            result: AssociationRJResult::Transient,
+            source: AssociationRJSource::ServiceProviderPresentation(
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+            ),
+        };
+        if let Err(e) = wire.write(&Pdu::AssociationRJ(rj.clone())).await {
+            debug!(error = %e, "A-ASSOCIATE-RJ not delivered");
+        }
+        return Err(Served::Rejected(rj));
+    };
     let accepted = negotiation::accept(
         &rq,
         &Offer {
@@ -234,7 +255,7 @@ where
         peer,
         tls,
     };
-    Ok((info, contexts))
+    Ok((info, contexts, slot))
 }
 
 struct Session<S, H> {

@@ -19,7 +19,7 @@
 //! Module graph (one way only, checked with `grep -n 'crate::' src/*.rs`):
 //! `listener` → `association`, `handler`, `options`, `pending`, `tls`, `wire`; `tls` → `handler`; `association` → `dimse`, `handler`,
 //! `negotiation`, `options`, `sop`, `wire`; `scu` → `dimse`, `negotiation`, `sop`, `wire`;
-//! `scu` → `tls`; `handler` → `dimse`; `dimse`, `options` → `sop`; `wire`, `negotiation`, `pending`
+//! `scu` → `tls`; `handler` → `dimse`; `dimse` → `sop`; `options` → `slots`, `sop`; `association` → `slots` too; `wire`, `negotiation`, `pending`
 //! and `sop` import no other module.
 
 pub mod association;
@@ -30,6 +30,7 @@ pub mod negotiation;
 pub mod options;
 pub mod pending;
 pub mod scu;
+pub mod slots;
 pub mod sop;
 pub mod tls;
 pub mod wire;

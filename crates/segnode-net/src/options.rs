@@ -1,8 +1,10 @@
 //! The SCP's own settings (the application maps its configuration onto them): who we are, how large a
 //! PDU we take, the timers, the association limit, and what we accept.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::slots::CallerSlots;
 use crate::sop;
 
 /// Settings of the C-STORE / C-ECHO SCP.
@@ -32,6 +34,9 @@ pub struct ScpOptions {
     /// Associations served at once (counted from a valid A-ASSOCIATE-RQ on); more are answered
     /// A-ASSOCIATE-RJ (transient, local limit exceeded).
     pub max_associations: usize,
+    /// Per-caller limits on concurrent associations (shared by every connection: the counters live
+    /// here); a caller at its limit is answered A-ASSOCIATE-RJ (transient, local limit exceeded).
+    pub caller_slots: Arc<CallerSlots>,
     /// How long shutdown waits for associations in flight before cutting them.
     pub shutdown_grace: Duration,
     /// Abstract syntaxes accepted: Verification and the storage SOP classes of [`sop`] by default.
@@ -54,6 +59,7 @@ impl ScpOptions {
             idle_timeout: Duration::from_secs(300),
             dimse_timeout: Duration::from_secs(60),
             max_associations: 16,
+            caller_slots: Arc::default(),
             shutdown_grace: Duration::from_secs(30),
             abstract_syntaxes: std::iter::once(sop::VERIFICATION)
                 .chain(sop::STORAGE_SOP_CLASSES.iter().map(|(uid, _)| *uid))

@@ -164,6 +164,42 @@ async fn idle_connections_take_no_association_slot() {
     holder.release().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_holds_at_most_its_own_limit() {
+    let options = ScpOptions {
+        max_associations: 8,
+        caller_slots: segnode_net::slots::CallerSlots::new([("BUSY".to_string(), 1)]),
+        ..ScpOptions::new("SEGNODE")
+    };
+    let (addr, _seen, _stop, _gate) = start(options, Transport::Plain).await;
+    let as_ae = |ae: &str| Peer {
+        calling_ae: ae.into(),
+        ..peer(addr, "127.0.0.1")
+    };
+    let holder = scu::Client::associate(
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        &as_ae("BUSY"),
+        &opts(None),
+        &scu::echo_contexts(),
+    )
+    .await
+    .unwrap();
+    let second = scu::echo(&as_ae("BUSY"), &opts(None)).await;
+    assert!(
+        format!("{second:?}").contains("local limit exceeded"),
+        "{second:?}"
+    );
+    assert_eq!(scu::echo(&as_ae("OTHER"), &opts(None)).await.unwrap(), 0);
+    holder.release().await.unwrap();
+    for _ in 0..200 {
+        if scu::echo(&as_ae("BUSY"), &opts(None)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("BUSY's slot not given back after its release");
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
