@@ -132,9 +132,40 @@ pub struct DispatchSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultSettings {
+    /// The SEG's series number.
+    pub series_number: i32,
+    /// The SEG's series description; `{pipeline}` is replaced by the pipeline name.
+    pub series_description: String,
+    /// Text burned into the overlay images' legend (empty: none).
+    pub note: String,
+    /// The overlay series (secondary captures).
+    pub sc: FormSeriesSettings,
+    /// The RT Structure Set.
+    pub rtstruct: FormSeriesSettings,
+    /// The TID 1500 measurement report.
+    pub sr: FormSeriesSettings,
+}
+
+/// Series number and description of one result form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormSeriesSettings {
     pub series_number: i32,
     /// `{pipeline}` is replaced by the pipeline name.
     pub series_description: String,
+}
+
+impl ResultSettings {
+    /// Series number and description (with `{pipeline}` filled in) of result form `form`.
+    pub fn series_of(&self, form: &str, pipeline: &str) -> (i32, String) {
+        let (n, d) = match form {
+            "sc" => (self.sc.series_number, &self.sc.series_description),
+            "rtstruct" => (self.rtstruct.series_number, &self.rtstruct.series_description),
+            "sr" => (self.sr.series_number, &self.sr.series_description),
+            _ => (self.series_number, &self.series_description),
+        };
+        (n, d.replace("{pipeline}", pipeline))
+    }
 }
 
 /// Pipelines defined in the configuration (built-in ones need none).
@@ -169,6 +200,13 @@ pub struct DestinationSettings {
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The result forms this destination receives (`seg`, `sc`, `rtstruct`, `sr`).
+    #[serde(default = "default_results")]
+    pub results: Vec<String>,
+}
+
+fn default_results() -> Vec<String> {
+    vec!["seg".to_string()]
 }
 
 /// The DICOM listener: identity, access control, limits and timeouts.
@@ -782,6 +820,26 @@ impl Settings {
             validate_ae_title("destinations.ae_title", &dest.ae_title)?;
             if let Some(c) = &dest.calling_ae {
                 validate_ae_title("destinations.calling_ae", c)?;
+            }
+            if dest.results.is_empty() {
+                return Err(invalid(
+                    "destinations.results",
+                    format!("`{}` receives no result form", dest.name),
+                ));
+            }
+            if let Some(bad) = dest
+                .results
+                .iter()
+                .find(|f| !segnode_imaging::result::FORMS.contains(&f.as_str()))
+            {
+                return Err(invalid(
+                    "destinations.results",
+                    format!(
+                        "`{}`: unknown result form `{bad}` (known: {})",
+                        dest.name,
+                        segnode_imaging::result::FORMS.join(", ")
+                    ),
+                ));
             }
             if dest.port == 0 || dest.host.trim().is_empty() {
                 return Err(invalid(

@@ -234,8 +234,10 @@ impl DestinationWorker {
                             self.event(
                                 it,
                                 &format!(
-                                    "delivered {} to {}, status {st:04X}{warning}",
-                                    it.sop_instance_uid, self.dest.name
+                                    "delivered {} {} to {}, status {st:04X}{warning}",
+                                    form_name(it),
+                                    it.sop_instance_uid,
+                                    self.dest.name
                                 ),
                             )
                             .await;
@@ -258,8 +260,9 @@ impl DestinationWorker {
                             self.event(
                                 it,
                                 &format!(
-                                    "{} refused {} with status {st:04X}{}",
+                                    "{} refused {} {} with status {st:04X}{}",
                                     self.dest.name,
+                                    form_name(it),
                                     it.sop_instance_uid,
                                     if retry {
                                         "; will retry"
@@ -274,7 +277,15 @@ impl DestinationWorker {
                             let dead = it.attempts + 1 >= d.max_attempts;
                             let delay = backoff_ms(it.attempts + 1, d.retry_base_s, d.retry_max_s);
                             self.mark_failed(it, None, &e, dead, delay).await?;
-                            self.event(it, &format!("delivery to {} failed: {e}", self.dest.name))
+                            self.event(
+                                it,
+                                &format!(
+                                    "delivery of {} {} to {} failed: {e}",
+                                    form_name(it),
+                                    it.sop_instance_uid,
+                                    self.dest.name
+                                ),
+                            )
                                 .await;
                         }
                     }
@@ -293,6 +304,11 @@ impl DestinationWorker {
             warn!(error = %e, "could not record a delivery event");
         }
     }
+}
+
+/// The result form of a delivery, for the history ("seg", "sc", "rtstruct", "sr").
+fn form_name(d: &Delivery) -> &'static str {
+    segnode_imaging::result::form_of_sop_class(&d.sop_class_uid).unwrap_or("object")
 }
 
 enum BatchOutcome {

@@ -144,8 +144,10 @@ fn init_logging(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    // colour codes only on a terminal: a log file or journald gets plain text
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if settings.log.format == "json" {
         builder.json().init();
@@ -179,6 +181,7 @@ fn main() -> anyhow::Result<()> {
                 tracing_subscriber::EnvFilter::try_from_env("SEGNODE_LOG")
                     .unwrap_or_else(|_| "warn".into()),
             )
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
     }

@@ -353,7 +353,26 @@ pub async fn route_completed(index: &Index, router: &Router) -> Result<usize, In
         let Some(facts) = index.series_facts(&u.series_uid).await? else {
             continue;
         };
-        let route = router.route(&facts.into());
+        // objects no pipeline reads (reports, key objects, presentation states …) are kept, not routed
+        let readable = facts
+            .sop_classes
+            .iter()
+            .any(|c| segnode_net::sop::is_pipeline_image(c));
+        let kinds: Vec<String> = facts
+            .sop_classes
+            .iter()
+            .map(|c| {
+                segnode_net::sop::STORAGE_SOP_CLASSES
+                    .iter()
+                    .find(|(u, _)| u == c)
+                    .map_or(c.clone(), |(_, name)| name.to_string())
+            })
+            .collect();
+        let route = if readable {
+            router.route(&facts.into())
+        } else {
+            Route::default()
+        };
         let jobs: Vec<RoutedJob<'_>> = route
             .jobs
             .iter()
@@ -363,7 +382,12 @@ pub async fn route_completed(index: &Index, router: &Router) -> Result<usize, In
                 destinations,
             })
             .collect();
-        let history: Vec<String> = if route.jobs.is_empty() {
+        let history: Vec<String> = if !readable {
+            vec![format!(
+                "no image a pipeline reads ({}): stored, not processed",
+                kinds.join(", ")
+            )]
+        } else if route.jobs.is_empty() {
             vec!["no rule matched: stored, not processed".to_string()]
         } else {
             route

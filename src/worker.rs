@@ -20,7 +20,7 @@ use crate::store::files::sync_dir;
 use segnode_db::jobs::{Job, Queue};
 use segnode_db::outbox::NewDelivery;
 use segnode_db::{Index, Topic};
-use segnode_imaging::result::{form, ResultObject, SegOptions, FORMS};
+use segnode_imaging::result::{build_forms, ResultObject, ResultOptions, FORMS};
 use segnode_imaging::volume::{load_series, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -304,37 +304,55 @@ fn run_pipeline(
         return Ok((summary, Vec::new()));
     }
     let t2 = Instant::now();
-    let opts = SegOptions {
-        series_number: settings.results.series_number,
-        series_description: settings
-            .results
-            .series_description
-            .replace("{pipeline}", &job.pipeline),
-        ..SegOptions::default()
-    };
-    // every result form (SEG for now), each object into the outbox for each destination
+    // the SEG always (kept in the outbox: the canonical result), and every form a destination takes
     let destinations = job.destination_list();
+    let takes = |dest: &str, form: &str| {
+        settings
+            .destinations
+            .iter()
+            .find(|d| d.name == dest)
+            .map_or(form == "seg", |d| d.results.iter().any(|r| r == form))
+    };
+    let wanted: Vec<&str> = FORMS
+        .iter()
+        .copied()
+        .filter(|f| *f == "seg" || destinations.iter().any(|d| takes(d, f)))
+        .collect();
+    let window = segmenter.display_window();
+    let built = build_forms(&wanted, &volume, &seg, |f| {
+        let (series_number, series_description) = settings.results.series_of(f, &job.pipeline);
+        ResultOptions {
+            series_number,
+            series_description,
+            window,
+            note: settings.results.note.clone(),
+            ..ResultOptions::default()
+        }
+    })
+    .map_err(|e| fail(e.to_string()))?;
     let mut deliveries = Vec::new();
-    for form in FORMS.iter().filter_map(|name| form(name)) {
-        let objects = form
-            .build(&volume, &seg, &opts)
-            .map_err(|e| fail(e.to_string()))?;
+    let mut forms = serde_json::Map::new();
+    for (form, objects) in built {
+        forms.insert(form.to_string(), json!(objects.len()));
         for obj in objects {
             let name = format!("{}.dcm", obj.sop_instance_uid);
             write_outbox_file(&settings.dispatch.outbox_dir, &name, &obj).map_err(fail)?;
-            if form.name() == "seg" {
+            if form == "seg" {
                 summary["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
                 summary["seg_series_instance_uid"] = json!(obj.series_instance_uid);
                 summary["frames"] = obj.summary["frames"].clone();
             }
-            deliveries.extend(destinations.iter().map(|d| NewDelivery {
-                destination: d.clone(),
-                path: name.clone(),
-                sop_class_uid: obj.sop_class_uid.clone(),
-                sop_instance_uid: obj.sop_instance_uid.clone(),
+            deliveries.extend(destinations.iter().filter(|d| takes(d, form)).map(|d| {
+                NewDelivery {
+                    destination: d.clone(),
+                    path: name.clone(),
+                    sop_class_uid: obj.sop_class_uid.clone(),
+                    sop_instance_uid: obj.sop_instance_uid.clone(),
+                }
             }));
         }
     }
+    summary["forms"] = json!(forms);
     summary["write_ms"] = json!(t2.elapsed().as_millis() as u64);
     summary["status"] = json!("ok");
     Ok((summary, deliveries))

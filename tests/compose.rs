@@ -10,11 +10,12 @@ mod support;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::node::segnode_bin;
 use support::orthanc::OrthancProc;
+use support::storescp::StoreScp;
 use support::*;
 
 const SEGNODE_SERVICES: [&str; 3] = ["receiver", "worker-1", "worker-2"];
@@ -507,48 +508,6 @@ fn compose_node_names_are_accepted() {
 
 // --- the Orthanc auto-routing ------------------------------------------------------------------------------
 
-/// A DCMTK storescp with AE title SEGNODE on a free port, playing segnode; killed when dropped.
-struct FakeSegnode {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl FakeSegnode {
-    fn start() -> FakeSegnode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let child = Command::new("storescp")
-            .args(["-aet", "SEGNODE", "-od"])
-            .arg(dir.path())
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start storescp (DCMTK)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "storescp did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        FakeSegnode { child, port, dir }
-    }
-
-    fn received(&self) -> Vec<PathBuf> {
-        files_under(self.dir.path())
-    }
-}
-
-impl Drop for FakeSegnode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `segnode send --aet AET DIR ORTHANC@127.0.0.1:PORT` (what segnode does with its results).
 fn segnode_send(aet: &str, dir: &Path, port: u16) {
     let out = run_with_timeout(
@@ -586,7 +545,7 @@ fn orthanc_autorouting_forwards_ct_but_not_results() {
         &std::fs::read_to_string(root.join("deploy/compose/orthanc.json")).expect("orthanc.json"),
     )
     .expect("orthanc.json is JSON");
-    let segnode = FakeSegnode::start();
+    let segnode = StoreScp::start("SEGNODE");
     // The deployment's configuration, with the test's paths, loopback ports, no authentication, and the
     // `segnode` modality pointing at the storescp; StableAge 1 s to keep the test short.
     let orthanc = OrthancProc::start_with(|cfg, _dir| {

@@ -2,7 +2,7 @@
 
 mod support;
 
-use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::result::{SegObject, ResultOptions};
 use segnode_imaging::segment::Segmenter;
 use segnode_imaging::volume::{load_series, LoadOptions};
 
@@ -74,7 +74,7 @@ fn chest_crop_both_lungs_plausible_volumes_left_at_plus_x() {
 
     let errors = support::dciodvfy_errors(&seg_path);
     assert!(errors.is_empty(), "{}", support::dciodvfy_output(&seg_path));
-    let obj = SegObject::build(&v, &seg, &SegOptions::default()).unwrap();
+    let obj = SegObject::build(&v, &seg, &ResultOptions::default()).unwrap();
     let again = dir.path().join("again.dcm");
     obj.write(&again).unwrap();
     let report = support::check_seg_with_highdicom(&again, &src, &seg.labels);

@@ -2,7 +2,7 @@
 
 mod support;
 
-use segnode_imaging::result::{SegError, SegObject, SegOptions};
+use segnode_imaging::result::{SegError, SegObject, ResultOptions};
 use segnode_imaging::segment::codes::{
     ANATOMICAL_STRUCTURE, LEFT, LUNG, MORPHOLOGICAL_OPERATIONS, RIGHT,
 };
@@ -44,6 +44,7 @@ fn two_segments(v: &segnode_imaging::volume::Volume) -> Segmentation {
         number: n,
         description: desc(label, side),
         measurements: vec![],
+        points: vec![],
     };
     Segmentation {
         labels,
@@ -58,7 +59,7 @@ fn seg_of_the_chest_crop_passes_dciodvfy_and_reads_back_bit_exact() {
     let src = support::shared_data("chest-ct-crop");
     let v = load_series(&src, &LoadOptions::default()).unwrap();
     let seg = two_segments(&v);
-    let obj = SegObject::build(&v, &seg, &SegOptions::default()).unwrap();
+    let obj = SegObject::build(&v, &seg, &ResultOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seg.dcm");
     obj.write(&path).unwrap();
@@ -101,7 +102,7 @@ fn empty_or_inconsistent_segmentations_are_refused_up_front() {
         details: None,
     };
     assert!(matches!(
-        SegObject::build(&v, &empty, &SegOptions::default()),
+        SegObject::build(&v, &empty, &ResultOptions::default()),
         Err(SegError::Empty)
     ));
 
@@ -109,14 +110,14 @@ fn empty_or_inconsistent_segmentations_are_refused_up_front() {
     seg.labels.fill(0);
     seg.labels[[10, 10, 10]] = 1;
     assert!(matches!(
-        SegObject::build(&v, &seg, &SegOptions::default()),
+        SegObject::build(&v, &seg, &ResultOptions::default()),
         Err(SegError::EmptySegment(2))
     ));
 
     let mut seg = two_segments(&v);
     seg.segments.swap(0, 1);
     assert!(matches!(
-        SegObject::build(&v, &seg, &SegOptions::default()),
+        SegObject::build(&v, &seg, &ResultOptions::default()),
         Err(SegError::SegmentNumbers(_))
     ));
 }

@@ -1,8 +1,10 @@
-//! `segnode segment`: folder in, DICOM SEG out, one JSON line on stdout (series UID, slices, timings of
-//! load / segment / write, per-lung measurements, notes). No lung found → no SEG, status "no lung found".
+//! `segnode segment`: folder in, result objects out, one JSON line on stdout (series UID, slices, timings
+//! of load / segment / write, measurements, notes, and `outputs`: form, path, SOP class and instance of
+//! every object written). `--output FILE` writes the SEG alone; `--output-dir DIR --forms seg,sc,…`
+//! writes each form into `DIR/<form>/`. Nothing found → no object, status e.g. "no lung found".
 
 use anyhow::Context;
-use segnode_imaging::result::{SegObject, SegOptions};
+use segnode_imaging::result::{build_forms, ResultOptions, FORMS};
 use segnode_imaging::segment::pipeline;
 use segnode_imaging::volume::{load_series, LoadOptions};
 use serde_json::json;
@@ -18,23 +20,37 @@ pub struct SegmentArgs {
     /// Folder holding the CT series (one file per slice; sub-folders are read too).
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to write the DICOM SEG.
+    /// Where to write the DICOM SEG (the SEG alone).
+    #[arg(long, required_unless_present = "output_dir", conflicts_with = "output_dir")]
+    pub output: Option<PathBuf>,
+    /// A folder to write every form of `--forms` into (`DIR/<form>/<SOP Instance UID>.dcm`).
     #[arg(long)]
-    pub output: PathBuf,
+    pub output_dir: Option<PathBuf>,
+    /// The result forms to write with --output-dir: seg, sc, rtstruct, sr (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "seg")]
+    pub forms: Vec<String>,
     /// Fewer usable slices than this: the series is refused.
     #[arg(long, default_value_t = 10)]
     pub min_slices: usize,
-    /// SeriesNumber of the SEG.
+    /// SeriesNumber of the SEG (the other forms follow it: sc +1, rtstruct +2, sr +3).
     #[arg(long, default_value_t = 9001)]
     pub series_number: i32,
-    /// SeriesDescription of the SEG.
-    /// SeriesDescription of the SEG (`{pipeline}` is replaced by the pipeline name).
+    /// SeriesDescription of the SEG (`{pipeline}` is replaced by the pipeline name; the other forms
+    /// say overlay / structures / report instead of segmentation).
     #[arg(long, default_value = "segnode {pipeline} segmentation")]
     pub series_description: String,
 }
 
 /// Run the pipeline and print the JSON summary; errors are returned (the caller prints them).
 pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
+    let forms: Vec<&str> = if args.output.is_some() {
+        vec!["seg"]
+    } else {
+        args.forms.iter().map(String::as_str).collect()
+    };
+    if let Some(bad) = forms.iter().find(|f| !FORMS.contains(f)) {
+        anyhow::bail!("unknown result form `{bad}` (known: {})", FORMS.join(", "));
+    }
     let segmenter = pipeline(&args.pipeline)?;
     let t0 = Instant::now();
     let volume = load_series(
@@ -93,20 +109,58 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
         return Ok(out);
     }
     let t2 = Instant::now();
-    let opts = SegOptions {
-        series_number: args.series_number,
-        series_description: args
-            .series_description
-            .replace("{pipeline}", &args.pipeline),
-        ..SegOptions::default()
-    };
-    let obj = SegObject::build(&volume, &seg, &opts).context("building the DICOM SEG")?;
-    obj.write(&args.output).context("writing the DICOM SEG")?;
+    let window = segmenter.display_window();
+    let built = build_forms(&forms, &volume, &seg, |form| {
+        let (offset, word) = match form {
+            "sc" => (1, "overlay"),
+            "rtstruct" => (2, "structures"),
+            "sr" => (3, "report"),
+            _ => (0, "segmentation"),
+        };
+        ResultOptions {
+            series_number: args.series_number + offset,
+            series_description: args
+                .series_description
+                .replace("{pipeline}", &args.pipeline)
+                .replace("segmentation", word),
+            window,
+            ..ResultOptions::default()
+        }
+    })
+    .context("building the result objects")?;
+    let mut outputs = Vec::new();
+    for (form, objects) in &built {
+        for obj in objects {
+            let path = match (&args.output, &args.output_dir) {
+                (Some(file), _) => file.clone(),
+                (None, Some(dir)) => dir.join(form).join(format!("{}.dcm", obj.sop_instance_uid)),
+                (None, None) => anyhow::bail!("--output or --output-dir is required"),
+            };
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let tmp = path.with_extension("dcm.part");
+            obj.write(&tmp)
+                .with_context(|| format!("writing the {form} object"))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            if *form == "seg" {
+                out["output"] = json!(path.display().to_string());
+                out["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
+                out["frames"] = obj.summary["frames"].clone();
+            }
+            outputs.push(json!({
+                "form": form,
+                "path": path.display().to_string(),
+                "sop_class_uid": obj.sop_class_uid,
+                "sop_instance_uid": obj.sop_instance_uid,
+                "series_instance_uid": obj.series_instance_uid,
+            }));
+        }
+    }
     out["write_ms"] = json!((t2.elapsed().as_secs_f64() * 1e3).round());
     out["status"] = json!("ok");
-    out["output"] = json!(args.output.display().to_string());
-    out["seg_sop_instance_uid"] = json!(obj.sop_instance_uid);
-    out["frames"] = json!(obj.frames.len());
+    out["outputs"] = json!(outputs);
     if let Some(mb) = peak_rss_mb() {
         out["peak_rss_mb"] = json!(mb.round());
     }

@@ -279,6 +279,7 @@ impl ExternalSegmenter {
                         / 1000.0,
                     unit: "mL",
                 }],
+                points: Vec::new(),
             });
         }
         let labels = ndarray::Array3::from_shape_vec(

@@ -237,8 +237,8 @@ pub fn write_seg_dciodvfy_clean(
     dir: &Path,
     what: &str,
 ) -> PathBuf {
-    use segnode_imaging::result::{SegObject, SegOptions};
-    let obj = SegObject::build(volume, seg, &SegOptions::default()).expect("build SEG");
+    use segnode_imaging::result::{SegObject, ResultOptions};
+    let obj = SegObject::build(volume, seg, &ResultOptions::default()).expect("build SEG");
     let path = dir.join("seg.dcm");
     obj.write(&path).expect("write SEG");
     let errors = dciodvfy_errors(&path);
@@ -297,3 +297,4 @@ pub fn check_seg_with_highdicom(
 pub mod node;
 pub mod orthanc;
 pub mod postgres;
+pub mod storescp;

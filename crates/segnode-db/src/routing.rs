@@ -29,6 +29,8 @@ pub struct SeriesFactsRecord {
     pub called_ae: Option<String>,
     /// Instances, counting each frame of a multi-frame instance.
     pub slices: i64,
+    /// The distinct SOP classes of the series' instances.
+    pub sop_classes: Vec<String>,
 }
 
 /// A complete series revision waiting to be routed.
@@ -85,7 +87,17 @@ impl Index {
         .fetch_one(&self.pool)
         .await?
         .try_get("n")?;
+        let sop_classes = sqlx::query(
+            "SELECT DISTINCT sop_class_uid FROM instances WHERE series_uid = $1 ORDER BY sop_class_uid",
+        )
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("sop_class_uid"))
+        .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(SeriesFactsRecord {
+            sop_classes,
             modality: s.try_get("modality")?,
             body_part: s.try_get("body_part")?,
             series_description: s.try_get("series_description")?,

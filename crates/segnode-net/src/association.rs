@@ -232,6 +232,7 @@ where
             max_pdu: crate::wire::clamp_max_pdu(options.max_pdu),
             abstract_syntaxes: &options.abstract_syntaxes,
             transfer_syntaxes: &options.transfer_syntaxes,
+            decodable_only: &options.decodable_only,
         },
     );
     wire.write(&Pdu::AssociationAC(accepted.ac))

@@ -32,6 +32,7 @@ pub mod pending;
 pub mod scu;
 pub mod slots;
 pub mod sop;
+pub mod storage_classes;
 pub mod tls;
 pub mod wire;
 

@@ -95,8 +95,13 @@ pub struct Offer<'a> {
     /// Our maximum PDU length.
     pub max_pdu: u32,
     pub abstract_syntaxes: &'a [String],
-    /// Transfer syntaxes we accept (each must also be decodable by this build's registry).
+    /// Transfer syntaxes we accept for the classes of `decodable_only` (each must also be decodable by
+    /// this build's registry).
     pub transfer_syntaxes: &'a [String],
+    /// Abstract syntaxes taken only in `transfer_syntaxes`; any other accepted abstract syntax is taken
+    /// in whatever transfer syntax the requestor proposes whose data set this build can read (stored as
+    /// received, never transcoded).
+    pub decodable_only: &'a [String],
 }
 
 /// The acceptor's answer to an admitted request.
@@ -127,8 +132,9 @@ pub fn accept(rq: &AssociationRQ, offer: &Offer<'_>) -> Accepted {
                 )
             } else {
                 // the requestor's order of preference, as dicom-ul's acceptor does
+                let strict = offer.decodable_only.iter().any(|a| *a == abstract_syntax);
                 match pc.transfer_syntaxes.iter().map(|t| trim_uid(t)).find(|t| {
-                    offer.transfer_syntaxes.iter().any(|o| o == t)
+                    (!strict || offer.transfer_syntaxes.iter().any(|o| o == t))
                         && dicom_ul::association::server::is_supported(t)
                 }) {
                     Some(ts) => (PresentationContextResultReason::Acceptance, ts.to_string()),
@@ -275,11 +281,14 @@ mod tests {
 
     #[test]
     fn contexts_are_answered_one_by_one() {
-        let (abs, ts) = offer_lists();
+        let (mut abs, ts) = offer_lists();
+        abs.push("1.2.840.10008.5.1.4.1.1.88.59".into()); // Key Object Selection: any readable syntax
+        let strict = vec!["1.2.840.10008.5.1.4.1.1.2".to_string()];
         let offer = Offer {
             max_pdu: 16_384,
             abstract_syntaxes: &abs,
             transfer_syntaxes: &ts,
+            decodable_only: &strict,
         };
         let rq = request(
             "SCU",
@@ -304,6 +313,11 @@ mod tests {
                     "1.2.840.10008.5.1.4.1.1.2".into(),
                     vec!["1.2.840.10008.1.2.4.80".into()],
                 ),
+                // a class no pipeline reads is stored as received: JPEG-LS taken as is
+                (
+                    "1.2.840.10008.5.1.4.1.1.88.59".into(),
+                    vec!["1.2.840.10008.1.2.4.80".into()],
+                ),
             ],
         );
         assert!(screen(&rq).is_ok());
@@ -320,9 +334,11 @@ mod tests {
                 (1, Acceptance),
                 (3, Acceptance),
                 (5, AbstractSyntaxNotSupported),
-                (7, TransferSyntaxesNotSupported)
+                (7, TransferSyntaxesNotSupported),
+                (9, Acceptance)
             ]
         );
+        assert_eq!(a.contexts[4].transfer_syntax, "1.2.840.10008.1.2.4.80");
         assert_eq!(a.contexts[1].transfer_syntax, "1.2.840.10008.1.2");
         assert_eq!(a.peer_max_pdu, MAXIMUM_PDU_SIZE);
         assert!(a
@@ -331,7 +347,7 @@ mod tests {
             .contains(&UserVariableItem::MaxLength(16_384)));
         // and the requestor's reading of that answer
         let agreed = agreed(&rq, dicom_ul::Pdu::AssociationAC(a.ac)).unwrap();
-        assert_eq!(agreed.contexts.len(), 2);
+        assert_eq!(agreed.contexts.len(), 3);
         assert_eq!(agreed.contexts[0].abstract_syntax, "1.2.840.10008.1.1");
         assert_eq!(agreed.peer_max_pdu, 16_384);
     }

@@ -41,8 +41,12 @@ pub struct ScpOptions {
     pub shutdown_grace: Duration,
     /// Abstract syntaxes accepted: Verification and the storage SOP classes of [`sop`] by default.
     pub abstract_syntaxes: Vec<String>,
-    /// Transfer syntaxes accepted (each must also be decodable): [`sop::TRANSFER_SYNTAXES`] by default.
+    /// Transfer syntaxes accepted for `decodable_only` (each must also be decodable):
+    /// [`sop::TRANSFER_SYNTAXES`] by default.
     pub transfer_syntaxes: Vec<String>,
+    /// Classes taken only in `transfer_syntaxes` (the images a pipeline reads,
+    /// [`sop::PIPELINE_IMAGE_CLASSES`]); the others are taken in any syntax whose data set is readable.
+    pub decodable_only: Vec<String>,
 }
 
 impl ScpOptions {
@@ -66,6 +70,10 @@ impl ScpOptions {
                 .map(String::from)
                 .collect(),
             transfer_syntaxes: sop::TRANSFER_SYNTAXES
+                .iter()
+                .map(|(uid, _)| uid.to_string())
+                .collect(),
+            decodable_only: sop::PIPELINE_IMAGE_CLASSES
                 .iter()
                 .map(|(uid, _)| uid.to_string())
                 .collect(),

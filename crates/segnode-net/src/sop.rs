@@ -1,14 +1,22 @@
-//! What the node accepts: the SOP classes (abstract syntaxes) of the Storage and Verification service
-//! classes, and the transfer syntaxes the node can decode later in the pipeline.
+//! What the node accepts: every Storage SOP class of the standard and Verification, and per class the
+//! transfer syntaxes taken.
 //!
-//! Offering a transfer syntax that the volume loader cannot decode would acknowledge data we cannot use,
-//! so the list is short on purpose: JPEG-LS, 12-bit lossy JPEG, MPEG and big endian are refused per
-//! presentation context, and the sender can fall back to a syntax we take.
+//! Image classes a pipeline may read ([`PIPELINE_IMAGE_CLASSES`]) are taken only in a transfer syntax
+//! the volume loader can decode — acknowledging pixel data we cannot use would be a silent loss — so
+//! for them JPEG-LS, 12-bit lossy JPEG, MPEG and big endian are refused per presentation context and
+//! the sender falls back to a syntax we take. Every other storage class (dose reports, key objects,
+//! presentation states, PDFs, scouts of other modalities …) is stored as received, in any transfer
+//! syntax whose data set dicom-rs can read, so a PACS forwarding a whole study never sees a refusal;
+//! such objects are indexed and kept but never fed to a pipeline.
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 
-/// Storage SOP classes accepted by the C-STORE SCP, with a short name for logs.
-pub const STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
+/// Every Storage SOP class accepted by the C-STORE SCP, with its name.
+pub const STORAGE_SOP_CLASSES: &[(&str, &str)] = crate::storage_classes::ALL_STORAGE;
+
+/// The image classes a pipeline may read: accepted only in a decodable transfer syntax
+/// ([`TRANSFER_SYNTAXES`]).
+pub const PIPELINE_IMAGE_CLASSES: &[(&str, &str)] = &[
     ("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage"),
     ("1.2.840.10008.5.1.4.1.1.2.1", "Enhanced CT Image Storage"),
     (
@@ -33,9 +41,13 @@ pub const STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
         "1.2.840.10008.5.1.4.1.1.7.3",
         "Multi-frame Grayscale Word Secondary Capture Image Storage",
     ),
-    ("1.2.840.10008.5.1.4.1.1.66.4", "Segmentation Storage"),
-    ("1.2.840.10008.5.1.4.1.1.481.3", "RT Structure Set Storage"),
 ];
+
+/// Whether a pipeline may read instances of `sop_class` (an image class of [`PIPELINE_IMAGE_CLASSES`]).
+pub fn is_pipeline_image(sop_class: &str) -> bool {
+    let c = sop_class.trim_end_matches('\0').trim();
+    PIPELINE_IMAGE_CLASSES.iter().any(|(uid, _)| *uid == c)
+}
 
 /// Transfer syntaxes accepted, in the order we prefer when a peer offers several in one context.
 pub const TRANSFER_SYNTAXES: &[(&str, &str)] = &[
@@ -82,4 +94,25 @@ mod tests {
     }
 
     use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+
+    #[test]
+    fn pipeline_images_are_storage_classes_and_others_are_not_pipeline_images() {
+        for (uid, name) in PIPELINE_IMAGE_CLASSES {
+            assert!(
+                STORAGE_SOP_CLASSES.iter().any(|(u, _)| u == uid),
+                "{name} is not a storage class"
+            );
+        }
+        assert!(is_pipeline_image("1.2.840.10008.5.1.4.1.1.2\0"));
+        for other in [
+            "1.2.840.10008.5.1.4.1.1.88.67",  // X-Ray Radiation Dose SR
+            "1.2.840.10008.5.1.4.1.1.88.59",  // Key Object Selection
+            "1.2.840.10008.5.1.4.1.1.11.1",   // Grayscale Softcopy Presentation State
+            "1.2.840.10008.5.1.4.1.1.104.1",  // Encapsulated PDF
+            "1.2.840.10008.5.1.4.1.1.66.4",   // Segmentation
+        ] {
+            assert!(STORAGE_SOP_CLASSES.iter().any(|(u, _)| *u == other), "{other}");
+            assert!(!is_pipeline_image(other), "{other}");
+        }
+    }
 }

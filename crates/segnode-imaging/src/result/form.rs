@@ -1,75 +1,28 @@
 //! Result forms behind one trait: a [`ResultForm`] turns the source volume and its segmentation into the
-//! DICOM objects a destination receives. SEG is the first form; an overlay series, an RT Structure Set or
-//! a measurement report is one more file implementing the same trait and one more entry in [`form`].
+//! DICOM objects a destination receives: the SEG (`seg`), an overlay series (`sc`), an RT Structure Set
+//! (`rtstruct`) and a TID 1500 measurement report (`sr`). Each form is one module; [`form`] names them.
+//! The SEG is built first: the report references its segments ([`FormInput::seg_ref`]).
 //!
 //! The caller (a worker) only sees [`ResultObject`]s: what to write, and the SOP class / instance it
 //! announces when sending them.
 
-use std::path::Path;
-
 use dicom_dictionary_std::uids;
-use dicom_object::{FileDicomObject, InMemDicomObject};
 use serde_json::json;
 
-use super::seg::{SegError, SegObject, SegOptions};
+use super::object::{FormInput, ResultError, ResultObject, SegRef};
+use super::options::ResultOptions;
+use super::seg::SegObject;
 use crate::segment::Segmentation;
 use crate::volume::Volume;
 
-/// Why a result form could not be built or written.
-#[derive(Debug, thiserror::Error)]
-pub enum ResultError {
-    #[error("building the {form}: {source}")]
-    Seg {
-        form: &'static str,
-        #[source]
-        source: SegError,
-    },
-    #[error("cannot write {path}: {reason}")]
-    Write { path: String, reason: String },
-}
-
-/// One DICOM object written by a result form.
-pub struct ResultObject {
-    pub object: FileDicomObject<InMemDicomObject>,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    pub series_instance_uid: String,
-    /// What the job summary records about this object (e.g. a SEG's frame count).
-    pub summary: serde_json::Value,
-}
-
-impl std::fmt::Debug for ResultObject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResultObject")
-            .field("sop_class_uid", &self.sop_class_uid)
-            .field("sop_instance_uid", &self.sop_instance_uid)
-            .finish()
-    }
-}
-
-impl ResultObject {
-    /// Write as a Part 10 file at `path` (the caller makes it durable and visible).
-    pub fn write(&self, path: &Path) -> Result<(), ResultError> {
-        self.object
-            .write_to_file(path)
-            .map_err(|e| ResultError::Write {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
-    }
-}
-
 /// A kind of result object.
 pub trait ResultForm: Send + Sync {
-    /// Name in the configuration and the job summary (`seg`).
+    /// Name in the configuration and the job summary (`seg`, `sc`, `rtstruct`, `sr`).
     fn name(&self) -> &'static str;
-    /// The objects for one segmentation of `volume` (a SEG is one object; an overlay series is many).
-    fn build(
-        &self,
-        volume: &Volume,
-        seg: &Segmentation,
-        opts: &SegOptions,
-    ) -> Result<Vec<ResultObject>, ResultError>;
+    /// The SOP class of the objects this form writes.
+    fn sop_class_uid(&self) -> &'static str;
+    /// The objects for one segmentation (a SEG is one object; an overlay series is many).
+    fn build(&self, input: &FormInput) -> Result<Vec<ResultObject>, ResultError>;
 }
 
 /// DICOM Segmentation Storage, BINARY, one object per result.
@@ -81,15 +34,16 @@ impl ResultForm for SegForm {
         "seg"
     }
 
-    fn build(
-        &self,
-        volume: &Volume,
-        seg: &Segmentation,
-        opts: &SegOptions,
-    ) -> Result<Vec<ResultObject>, ResultError> {
-        let obj = SegObject::build(volume, seg, opts).map_err(|source| ResultError::Seg {
-            form: "SEG",
-            source,
+    fn sop_class_uid(&self) -> &'static str {
+        uids::SEGMENTATION_STORAGE
+    }
+
+    fn build(&self, input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
+        let obj = SegObject::build(input.volume, input.seg, input.opts).map_err(|source| {
+            ResultError::Seg {
+                form: "SEG",
+                source,
+            }
         })?;
         Ok(vec![ResultObject {
             summary: json!({ "frames": obj.frames.len() }),
@@ -101,15 +55,91 @@ impl ResultForm for SegForm {
     }
 }
 
-/// The names of the result forms, in the order they are listed to users.
-pub const FORMS: &[&str] = &["seg"];
+/// A form implemented by a module's `build` function.
+struct FnForm {
+    name: &'static str,
+    sop_class_uid: &'static str,
+    build: fn(&FormInput) -> Result<Vec<ResultObject>, ResultError>,
+}
+
+impl ResultForm for FnForm {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn sop_class_uid(&self) -> &'static str {
+        self.sop_class_uid
+    }
+
+    fn build(&self, input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
+        (self.build)(input)
+    }
+}
+
+/// The names of the result forms, in the order they are built and listed (the SEG first: the report
+/// references it).
+pub const FORMS: &[&str] = &["seg", "sc", "rtstruct", "sr"];
 
 /// The result form called `name` (one of [`FORMS`]).
 pub fn form(name: &str) -> Option<Box<dyn ResultForm>> {
+    let f = |name, sop_class_uid, build| -> Option<Box<dyn ResultForm>> {
+        Some(Box::new(FnForm {
+            name,
+            sop_class_uid,
+            build,
+        }))
+    };
     match name {
         "seg" => Some(Box::new(SegForm)),
+        "sc" => f("sc", uids::SECONDARY_CAPTURE_IMAGE_STORAGE, super::sc::build),
+        "rtstruct" => f("rtstruct", uids::RT_STRUCTURE_SET_STORAGE, super::rtstruct::build),
+        "sr" => f("sr", uids::COMPREHENSIVE3_DSR_STORAGE, super::sr::build),
         _ => None,
     }
+}
+
+/// Build the forms named in `names` (in [`FORMS`] order, so the SEG comes before the report that
+/// references it), each with the options `opts_for(form)` gives. Unknown names are an error.
+pub fn build_forms(
+    names: &[&str],
+    volume: &Volume,
+    seg: &Segmentation,
+    opts_for: impl Fn(&str) -> ResultOptions,
+) -> Result<Vec<(&'static str, Vec<ResultObject>)>, ResultError> {
+    if let Some(bad) = names.iter().find(|n| !FORMS.contains(n)) {
+        return Err(ResultError::Build {
+            form: "result",
+            reason: format!("unknown result form `{bad}` (known: {})", FORMS.join(", ")),
+        });
+    }
+    let mut out = Vec::new();
+    let mut seg_ref: Option<SegRef> = None;
+    for name in FORMS.iter().copied().filter(|f| names.contains(f)) {
+        let Some(f) = form(name) else { continue };
+        let opts = opts_for(name);
+        let objects = f.build(&FormInput {
+            volume,
+            seg,
+            opts: &opts,
+            seg_ref: seg_ref.as_ref(),
+        })?;
+        if name == "seg" {
+            seg_ref = objects.first().map(|o| SegRef {
+                sop_instance_uid: o.sop_instance_uid.clone(),
+                series_instance_uid: o.series_instance_uid.clone(),
+            });
+        }
+        out.push((name, objects));
+    }
+    Ok(out)
+}
+
+/// The form whose objects have SOP class `uid` (for the delivery history).
+pub fn form_of_sop_class(uid: &str) -> Option<&'static str> {
+    FORMS
+        .iter()
+        .copied()
+        .find(|n| form(n).is_some_and(|f| f.sop_class_uid() == uid))
 }
 
 #[cfg(test)]
@@ -122,5 +152,7 @@ mod tests {
             assert_eq!(form(name).expect("listed form").name(), *name);
         }
         assert!(form("pdf").is_none());
+        assert_eq!(form_of_sop_class(uids::RT_STRUCTURE_SET_STORAGE), Some("rtstruct"));
+        assert_eq!(form_of_sop_class("1.2.3"), None);
     }
 }

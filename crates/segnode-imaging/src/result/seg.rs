@@ -9,46 +9,15 @@
 //! and ReferencedFrameNumber.
 
 use super::dataset::{code_item, ds, ds_multi, item, put_seq, put_str, put_u16, Obj};
-use super::uid::{new_uid, now_da_tm};
+use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
+use super::options::ResultOptions;
+use super::uid::new_uid;
 use crate::segment::{Segment, Segmentation};
 use crate::volume::Volume;
-use crate::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileDicomObject, FileMetaTableBuilder};
+use dicom_object::FileDicomObject;
 use std::path::Path;
-
-/// Configurable parts of the SEG (series number / description, creator, equipment).
-#[derive(Debug, Clone)]
-pub struct SegOptions {
-    pub series_number: i32,
-    pub series_description: String,
-    pub content_label: String,
-    pub content_description: String,
-    pub content_creator: String,
-    pub manufacturer: String,
-    pub model_name: String,
-    pub device_serial_number: String,
-    pub software_version: String,
-    pub instance_number: i32,
-}
-
-impl Default for SegOptions {
-    fn default() -> Self {
-        SegOptions {
-            series_number: 9001,
-            series_description: "segnode segmentation".into(),
-            content_label: "SEGNODE".into(),
-            content_description: "Automatic segmentation by segnode".into(),
-            content_creator: "segnode^".into(),
-            manufacturer: "segnode".into(),
-            model_name: "segnode".into(),
-            device_serial_number: "segnode-1".into(),
-            software_version: env!("CARGO_PKG_VERSION").into(),
-            instance_number: 1,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegError {
@@ -104,7 +73,7 @@ impl SegObject {
     pub fn build(
         source: &Volume,
         seg: &Segmentation,
-        opts: &SegOptions,
+        opts: &ResultOptions,
     ) -> Result<SegObject, SegError> {
         validate(source, seg)?;
         let [nk, rows, cols] = source.shape();
@@ -130,104 +99,24 @@ impl SegObject {
         }
         let sop_instance_uid = new_uid();
         let series_instance_uid = new_uid();
-        let (date, time) = now_da_tm();
+        let at = Stamp::now();
         let info = &source.series;
         let g = &source.geometry;
         let mut o = Obj::new_empty();
 
-        // SOP Common
-        put_str(&mut o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-        put_str(
+        put_common(
             &mut o,
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            uids::SEGMENTATION_STORAGE,
+            info,
+            &NewObject {
+                sop_class_uid: uids::SEGMENTATION_STORAGE,
+                sop_instance_uid: &sop_instance_uid,
+                series_instance_uid: &series_instance_uid,
+                modality: "SEG",
+            },
+            opts,
+            &at,
         );
-        put_str(&mut o, tags::SOP_INSTANCE_UID, VR::UI, &sop_instance_uid);
-        put_str(&mut o, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
-        put_str(&mut o, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
-        // Patient
-        put_str(&mut o, tags::PATIENT_NAME, VR::PN, &info.patient_name);
-        put_str(&mut o, tags::PATIENT_ID, VR::LO, &info.patient_id);
-        put_str(
-            &mut o,
-            tags::PATIENT_BIRTH_DATE,
-            VR::DA,
-            &info.patient_birth_date,
-        );
-        put_str(&mut o, tags::PATIENT_SEX, VR::CS, &info.patient_sex);
-        // General Study
-        put_str(
-            &mut o,
-            tags::STUDY_INSTANCE_UID,
-            VR::UI,
-            &info.study_instance_uid,
-        );
-        put_str(&mut o, tags::STUDY_DATE, VR::DA, &info.study_date);
-        put_str(&mut o, tags::STUDY_TIME, VR::TM, &info.study_time);
-        put_str(
-            &mut o,
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            &info.referring_physician_name,
-        );
-        put_str(&mut o, tags::STUDY_ID, VR::SH, &info.study_id);
-        put_str(
-            &mut o,
-            tags::ACCESSION_NUMBER,
-            VR::SH,
-            &info.accession_number,
-        );
-        // General Series + Segmentation Series
-        put_str(&mut o, tags::MODALITY, VR::CS, "SEG");
-        put_str(
-            &mut o,
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
-            &series_instance_uid,
-        );
-        put_str(
-            &mut o,
-            tags::SERIES_NUMBER,
-            VR::IS,
-            &opts.series_number.to_string(),
-        );
-        put_str(
-            &mut o,
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            &opts.series_description,
-        );
-        put_str(&mut o, tags::SERIES_DATE, VR::DA, &date);
-        put_str(&mut o, tags::SERIES_TIME, VR::TM, &time);
-        // Frame of Reference
-        put_str(
-            &mut o,
-            tags::FRAME_OF_REFERENCE_UID,
-            VR::UI,
-            &info.frame_of_reference_uid,
-        );
-        put_str(&mut o, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
-        // General + Enhanced General Equipment
-        put_str(&mut o, tags::MANUFACTURER, VR::LO, &opts.manufacturer);
-        put_str(
-            &mut o,
-            tags::MANUFACTURER_MODEL_NAME,
-            VR::LO,
-            &opts.model_name,
-        );
-        put_str(
-            &mut o,
-            tags::DEVICE_SERIAL_NUMBER,
-            VR::LO,
-            &opts.device_serial_number,
-        );
-        put_str(
-            &mut o,
-            tags::SOFTWARE_VERSIONS,
-            VR::LO,
-            &opts.software_version,
-        );
+        let (date, time) = (&at.date, &at.time);
         // General Image / Segmentation Image
         put_str(
             &mut o,
@@ -235,8 +124,8 @@ impl SegObject {
             VR::IS,
             &opts.instance_number.to_string(),
         );
-        put_str(&mut o, tags::CONTENT_DATE, VR::DA, &date);
-        put_str(&mut o, tags::CONTENT_TIME, VR::TM, &time);
+        put_str(&mut o, tags::CONTENT_DATE, VR::DA, date);
+        put_str(&mut o, tags::CONTENT_TIME, VR::TM, time);
         put_str(&mut o, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
         put_str(&mut o, tags::CONTENT_LABEL, VR::CS, &opts.content_label);
         put_str(
@@ -397,16 +286,10 @@ impl SegObject {
             PrimitiveValue::from(bits),
         ));
 
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(uids::SEGMENTATION_STORAGE)
-            .media_storage_sop_instance_uid(sop_instance_uid.as_str())
-            .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-            .build()
-            .map_err(|e| SegError::Meta(e.to_string()))?;
+        let object = with_meta(o, uids::SEGMENTATION_STORAGE, &sop_instance_uid)
+            .map_err(SegError::Meta)?;
         Ok(SegObject {
-            object: o.with_exact_meta(meta),
+            object,
             sop_instance_uid,
             series_instance_uid,
             frames,
@@ -501,11 +384,6 @@ fn referenced_instances(source: &Volume) -> Vec<Obj> {
         .collect()
 }
 
-/// ReferencedFrameNumber of a reference to one frame of a multi-frame source.
-fn put_frame_number(o: &mut Obj, frame: u32) {
-    put_str(o, tags::REFERENCED_FRAME_NUMBER, VR::IS, &frame.to_string());
-}
-
 fn segment_item(s: &Segment) -> Obj {
     let d = &s.description;
     item(|i| {
@@ -560,33 +438,18 @@ fn frame_item(source: &Volume, f: FrameRef) -> Obj {
                 put_seq(
                     d,
                     tags::SOURCE_IMAGE_SEQUENCE,
-                    vec![item(|s| {
-                        put_str(
-                            s,
-                            tags::REFERENCED_SOP_CLASS_UID,
-                            VR::UI,
-                            &slice.sop_class_uid,
-                        );
-                        put_str(
-                            s,
-                            tags::REFERENCED_SOP_INSTANCE_UID,
-                            VR::UI,
-                            &slice.sop_instance_uid,
-                        );
-                        if let Some(f) = slice.frame_number {
-                            put_frame_number(s, f);
-                        }
-                        put_seq(
-                            s,
-                            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                            vec![code_item(&crate::segment::codes::CodedConcept::new(
+                    vec![{
+                        let mut s = source_slice_ref(
+                            slice,
+                            Some(&crate::segment::codes::CodedConcept::new(
                                 "121322",
                                 "DCM",
                                 "Source image for image processing operation",
-                            ))],
+                            )),
                         );
-                        put_str(s, tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES");
-                    })],
+                        put_str(&mut s, tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES");
+                        s
+                    }],
                 );
                 put_seq(
                     d,

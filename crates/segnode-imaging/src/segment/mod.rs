@@ -24,6 +24,10 @@ pub trait Segmenter: Send + Sync {
     fn nothing_found(&self) -> String {
         format!("no {} found", self.name())
     }
+    /// The display window that shows what this pipeline segments (overlay images).
+    fn display_window(&self) -> crate::result::Window {
+        crate::result::Window::SOFT_TISSUE
+    }
     /// Segment a volume. "Nothing found" is an `Ok` with no segments, not an error.
     fn segment(&self, volume: &Volume) -> Result<Segmentation, SegmentError>;
 }
@@ -81,6 +85,9 @@ pub struct Segment {
     pub number: u8,
     pub description: SegmentDescription,
     pub measurements: Vec<Measurement>,
+    /// Landmarks of the segment in patient coordinates (LPS, mm), in a meaningful order: an electrode
+    /// array's contacts, apical tip first. Empty for most segments.
+    pub points: Vec<crate::volume::Vec3>,
 }
 
 /// The result of a segmenter: non-overlapping segments as a label map on the source grid.

@@ -142,6 +142,10 @@ impl Segmenter for CochlearSegmenter {
         VERSION
     }
 
+    fn display_window(&self) -> crate::result::Window {
+        crate::result::Window::TEMPORAL_BONE
+    }
+
     fn nothing_found(&self) -> String {
         "no electrode found".into()
     }
@@ -400,6 +404,7 @@ impl CochlearSegmenter {
                     cielab: Some([59_000, 33_000, 52_000]),
                 },
                 measurements,
+                points: f.contacts.clone(),
             });
         }
         Segmentation {

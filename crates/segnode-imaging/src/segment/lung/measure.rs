@@ -130,6 +130,7 @@ impl LungSegmenter {
                     m("aerated_mean_density", mean(a.air_sum, a.air_n), "HU"),
                     m("aerated_laa950", pct(a.air_laa, a.air_n), "%"),
                 ],
+                points: Vec::new(),
             });
         }
         if segments.is_empty() {
@@ -165,6 +166,7 @@ impl LungSegmenter {
                     m("volume", ml, "mL"),
                     m("mean_density", mean(a.sum, a.n), "HU"),
                 ],
+                points: Vec::new(),
             });
         }
         let identity: [u8; CODES] = [0, 1, 2, 3, 4];

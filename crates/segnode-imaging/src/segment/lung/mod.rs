@@ -137,6 +137,10 @@ impl Segmenter for LungSegmenter {
         VERSION
     }
 
+    fn display_window(&self) -> crate::result::Window {
+        crate::result::Window::LUNG
+    }
+
     fn segment(&self, volume: &Volume) -> Result<Segmentation, SegmentError> {
         let [nk, nj, ni] = volume.shape();
         if nk < 2 || nj < 8 || ni < 8 {
