@@ -57,6 +57,17 @@ pub struct Settings {
     /// Where results are sent.
     #[serde(default)]
     pub destinations: Vec<DestinationSettings>,
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// The audit trail (`crate::audit`): an append-only JSON-lines file of security-relevant events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The file (empty: no audit trail).
+    #[serde(default)]
+    pub path: PathBuf,
 }
 
 /// Who this process is among the receivers and workers sharing one database.
@@ -177,6 +188,18 @@ pub struct DestinationSettings {
     /// Our calling AE title towards this destination (default: `dicom.ae_title`).
     #[serde(default)]
     pub calling_ae: Option<String>,
+    /// DICOM TLS towards it: the server's certificate must chain to `ca` and carry `server_name`
+    /// (default: `host`); `cert` + `key` present ours when the destination asks for one.
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub server_name: Option<String>,
     /// The result forms this destination receives (`seg`, `sc`, `rtstruct`, `sr`).
     #[serde(default = "default_results")]
     pub results: Vec<String>,
@@ -199,8 +222,43 @@ pub struct DicomSettings {
     pub artim_timeout_s: f64,
     pub idle_timeout_s: f64,
     pub dimse_timeout_s: f64,
+    /// Seconds a new connection has for its TLS handshake and its A-ASSOCIATE-RQ.
+    pub handshake_timeout_s: f64,
+    /// Connections still in their handshake (not counted as associations), in total and per peer IP.
+    pub max_pending: usize,
+    pub max_pending_per_peer: usize,
     #[serde(default)]
     pub callers: Vec<CallerSettings>,
+    #[serde(default)]
+    pub tls: DicomTlsSettings,
+}
+
+/// The DICOM TLS listener beside the plain one (off while `port` is 0).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomTlsSettings {
+    #[serde(default)]
+    pub port: u16,
+    /// Our certificate chain and private key (PEM).
+    #[serde(default)]
+    pub cert: PathBuf,
+    #[serde(default)]
+    pub key: PathBuf,
+    /// CA certificates (PEM) that callers' certificates must chain to (empty: no client certificate
+    /// asked for).
+    #[serde(default)]
+    pub client_ca: PathBuf,
+}
+
+impl DicomTlsSettings {
+    /// The listener's TLS files, when the TLS listener is on.
+    pub fn files(&self) -> Option<segnode_net::tls::ServerTlsFiles> {
+        (self.port != 0).then(|| segnode_net::tls::ServerTlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: (!self.client_ca.as_os_str().is_empty()).then(|| self.client_ca.clone()),
+        })
+    }
 }
 
 /// One allowed calling AE title, optionally bound to a peer address.
@@ -210,6 +268,12 @@ pub struct CallerSettings {
     pub ae_title: String,
     #[serde(default)]
     pub host: Option<String>,
+    /// Admit this caller only over the TLS listener.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Concurrent associations this calling AE title may hold (below `dicom.max_associations`).
+    #[serde(default)]
+    pub max_associations: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -619,8 +683,31 @@ impl Settings {
         d.bind
             .parse::<IpAddr>()
             .map_err(|_| invalid("dicom.bind", format!("`{}` is not an IP address", d.bind)))?;
-        if d.port == 0 {
-            return Err(invalid("dicom.port", "must be 1…65535"));
+        if d.port == 0 && d.tls.port == 0 {
+            return Err(invalid(
+                "dicom.port",
+                "0 (plain listener off) needs dicom.tls.port",
+            ));
+        }
+        if d.tls.port != 0 && d.tls.port == d.port {
+            return Err(invalid("dicom.tls.port", "must differ from dicom.port"));
+        }
+        if let Some(files) = d.tls.files() {
+            if files.cert.as_os_str().is_empty() || files.key.as_os_str().is_empty() {
+                return Err(invalid(
+                    "dicom.tls.cert",
+                    "the TLS listener needs dicom.tls.cert and dicom.tls.key",
+                ));
+            }
+            segnode_net::tls::server_config(&files)
+                .map_err(|e| invalid("dicom.tls", e.to_string()))?;
+        }
+        positive_secs("dicom.handshake_timeout_s", d.handshake_timeout_s)?;
+        if d.max_pending == 0 || d.max_pending_per_peer == 0 {
+            return Err(invalid(
+                "dicom.max_pending",
+                "max_pending and max_pending_per_peer must be at least 1",
+            ));
         }
         if !(4096..=16_777_216).contains(&d.max_pdu) {
             return Err(invalid("dicom.max_pdu", "must be 4096…16777216 bytes"));
@@ -633,6 +720,12 @@ impl Settings {
         positive_secs("dicom.dimse_timeout_s", d.dimse_timeout_s)?;
         for c in &d.callers {
             validate_ae_title("dicom.callers.ae_title", &c.ae_title)?;
+            if c.max_associations == Some(0) {
+                return Err(invalid(
+                    "dicom.callers.max_associations",
+                    format!("caller {}: must be at least 1", c.ae_title),
+                ));
+            }
             if let Some(h) = &c.host {
                 h.parse::<IpAddr>().map_err(|_| {
                     invalid(
@@ -776,12 +869,56 @@ impl Settings {
                     format!("`{}` needs a host and a port", dest.name),
                 ));
             }
+            if let Some(files) = dest.tls_files() {
+                let files = files.map_err(|e| invalid("destinations.tls", e))?;
+                segnode_net::tls::client_config(&files)
+                    .map_err(|e| invalid("destinations.tls", format!("`{}`: {e}", dest.name)))?;
+                segnode_net::tls::server_name(dest.server_name.as_deref().unwrap_or(&dest.host))
+                    .map_err(|e| {
+                        invalid("destinations.server_name", format!("`{}`: {e}", dest.name))
+                    })?;
+            } else if dest.ca.is_some() || dest.cert.is_some() || dest.key.is_some() {
+                return Err(invalid(
+                    "destinations.tls",
+                    format!("`{}` has TLS files but tls = false", dest.name),
+                ));
+            }
         }
         self.router().map_err(|e| ConfigError::Invalid {
             key: "rules",
             problem: e.to_string(),
         })?;
         Ok(())
+    }
+}
+
+impl DestinationSettings {
+    /// The TLS files of this destination when `tls = true` (`Err`: `ca` missing).
+    pub fn tls_files(&self) -> Option<Result<segnode_net::tls::ClientTlsFiles, String>> {
+        self.tls.then(|| {
+            Ok(segnode_net::tls::ClientTlsFiles {
+                ca: self
+                    .ca
+                    .clone()
+                    .ok_or_else(|| format!("`{}`: tls = true needs `ca`", self.name))?,
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            })
+        })
+    }
+
+    /// The SCU's TLS settings for this destination (None: plain TCP).
+    pub fn scu_tls(&self) -> Result<Option<segnode_net::scu::ClientTls>, String> {
+        match self.tls_files() {
+            None => Ok(None),
+            Some(files) => {
+                let config = segnode_net::tls::client_config(&files?).map_err(|e| e.to_string())?;
+                Ok(Some(segnode_net::scu::ClientTls {
+                    config,
+                    server_name: self.server_name.clone(),
+                }))
+            }
+        }
     }
 }
 

@@ -47,17 +47,26 @@ enum Command {
     /// Check the routing rules.
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// C-ECHO a remote AE: `segnode echo AET@host:port`.
+    /// C-ECHO a remote AE: `segnode echo AET@host:port`, or a configured destination (TLS included):
+    /// `segnode echo --destination NAME` — the "test connection" of a destination.
     Echo {
-        peer: String,
-        /// Our calling AE title (default: dicom.ae_title).
+        #[arg(required_unless_present = "destination")]
+        peer: Option<String>,
+        /// A `[[destinations]]` entry of the configuration, instead of AET@host:port.
+        #[arg(long, conflicts_with = "peer")]
+        destination: Option<String>,
+        /// Our calling AE title (default: the destination's calling_ae, else dicom.ae_title).
         #[arg(long)]
         aet: Option<String>,
     },
-    /// C-STORE a file or every file of a folder: `segnode send DIR AET@host:port`.
+    /// C-STORE a file or every file of a folder: `segnode send DIR AET@host:port`, or
+    /// `segnode send --destination NAME DIR`.
     Send {
         input: PathBuf,
-        peer: String,
+        #[arg(required_unless_present = "destination")]
+        peer: Option<String>,
+        #[arg(long, conflicts_with = "peer")]
+        destination: Option<String>,
         #[arg(long)]
         aet: Option<String>,
     },
@@ -208,9 +217,22 @@ fn main() -> anyhow::Result<()> {
         Command::Jobs(cmd) => runtime.block_on(jobs_command(settings, cmd))?,
         Command::Outbox(cmd) => runtime.block_on(outbox_command(settings, cmd))?,
         Command::Rules(RulesCommand::Test { path }) => rules_test(&settings, &path)?,
-        Command::Echo { peer, aet } => runtime.block_on(echo_command(&settings, &peer, aet))?,
-        Command::Send { input, peer, aet } => {
-            runtime.block_on(send_command(&settings, &input, &peer, aet))?
+        Command::Echo {
+            peer,
+            destination,
+            aet,
+        } => {
+            let (peer, opts) = scu_target(&settings, peer, destination, aet)?;
+            runtime.block_on(echo_command(&peer, &opts))?
+        }
+        Command::Send {
+            input,
+            peer,
+            destination,
+            aet,
+        } => {
+            let (peer, opts) = scu_target(&settings, peer, destination, aet)?;
+            runtime.block_on(send_command(&input, &peer, &opts))?
         }
         Command::Segment(_) | Command::Config(_) => {}
     }
@@ -431,6 +453,7 @@ async fn jobs_command(settings: Settings, cmd: JobsCommand) -> anyhow::Result<()
                 queue.retry(&id).await?,
                 "job {id} is not FAILED or DEAD (or does not exist)"
             );
+            admin_audit(&settings, "jobs retry", &id);
             println!("job {id} queued again");
         }
     }
@@ -473,6 +496,7 @@ async fn outbox_command(settings: Settings, cmd: OutboxCommand) -> anyhow::Resul
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
                 "delivery {id} is not DEAD or SENT (or does not exist)"
             );
+            admin_audit(&settings, "outbox resend", &id);
             println!(
                 "delivery {id} queued again (a running node picks it up within its poll interval)"
             );
@@ -566,24 +590,75 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
     Ok(())
 }
 
+/// An administrator's state-changing CLI action, in the audit trail.
+fn admin_audit(settings: &Settings, action: &str, id: &str) {
+    if let Err(e) = segnode::audit::open(&settings.audit.path, &settings.node_name()) {
+        eprintln!("warning: {e}");
+    }
+    segnode::audit::record(
+        "admin",
+        serde_json::json!({
+            "action": action,
+            "id": id,
+            "user": std::env::var("USER").unwrap_or_default(),
+        }),
+    );
+}
+
 fn scu_options(settings: &Settings) -> segnode_net::scu::ScuOptions {
     segnode_net::scu::ScuOptions {
         connect_timeout: segnode::config::secs(settings.dispatch.connect_timeout_s),
         dimse_timeout: segnode::config::secs(settings.dispatch.dimse_timeout_s),
         max_pdu: settings.dicom.max_pdu,
+        tls: None,
     }
 }
 
-async fn echo_command(settings: &Settings, peer: &str, aet: Option<String>) -> anyhow::Result<()> {
-    let peer =
-        segnode_net::scu::Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
+/// The peer and SCU options of `segnode echo` / `send`: `AET@host:port` (plain TCP), or a configured
+/// destination with its calling AE title and TLS settings.
+fn scu_target(
+    settings: &Settings,
+    peer: Option<String>,
+    destination: Option<String>,
+    aet: Option<String>,
+) -> anyhow::Result<(segnode_net::scu::Peer, segnode_net::scu::ScuOptions)> {
+    use segnode_net::scu::Peer;
+    let mut opts = scu_options(settings);
+    if let Some(name) = destination {
+        let dest = settings
+            .destinations
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no destination `{name}` in the configuration"))?;
+        opts.tls = dest.scu_tls().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let calling = aet
+            .or_else(|| dest.calling_ae.clone())
+            .unwrap_or_else(|| settings.dicom.ae_title.clone());
+        let peer = Peer {
+            ae_title: dest.ae_title.clone(),
+            host: dest.host.clone(),
+            port: dest.port,
+            calling_ae: calling,
+        };
+        return Ok((peer, opts));
+    }
+    let peer = peer.ok_or_else(|| anyhow::anyhow!("give AET@host:port or --destination NAME"))?;
+    let peer = Peer::parse(&peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
+    Ok((peer, opts))
+}
+
+async fn echo_command(
+    peer: &segnode_net::scu::Peer,
+    opts: &segnode_net::scu::ScuOptions,
+) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
-    let status = segnode_net::scu::echo(&peer, &scu_options(settings)).await?;
+    let status = segnode_net::scu::echo(peer, opts).await?;
     println!(
-        "C-ECHO {}@{}:{} status {status:04X} in {} ms",
+        "C-ECHO {}@{}:{}{} status {status:04X} in {} ms",
         peer.ae_title,
         peer.host,
         peer.port,
+        if opts.tls.is_some() { " (TLS)" } else { "" },
         t.elapsed().as_millis()
     );
     anyhow::ensure!(status == 0, "echo failed with status {status:04X}");
@@ -591,13 +666,11 @@ async fn echo_command(settings: &Settings, peer: &str, aet: Option<String>) -> a
 }
 
 async fn send_command(
-    settings: &Settings,
     input: &std::path::Path,
-    peer: &str,
-    aet: Option<String>,
+    peer: &segnode_net::scu::Peer,
+    opts: &segnode_net::scu::ScuOptions,
 ) -> anyhow::Result<()> {
-    use segnode_net::scu::{store, Outgoing, Peer};
-    let peer = Peer::parse(peer, aet.as_deref().unwrap_or(&settings.dicom.ae_title))?;
+    use segnode_net::scu::{store, Outgoing};
     let mut files = Vec::new();
     if input.is_dir() {
         for e in std::fs::read_dir(input)?.flatten() {
@@ -618,7 +691,7 @@ async fn send_command(
     }
     anyhow::ensure!(!items.is_empty(), "nothing to send in {}", input.display());
     let t = std::time::Instant::now();
-    let results = store(&peer, &scu_options(settings), &items).await?;
+    let results = store(peer, opts, &items).await?;
     let mut failed = 0;
     for (it, r) in items.iter().zip(&results) {
         match r {

@@ -1,7 +1,9 @@
 //! The composition root: `serve` opens the store and index, reconciles them, builds the C-STORE SCP
 //! source ([`crate::source::scp::StoreScp`]) and hands it to `segnode-net`'s listener with the DICOM
-//! options taken from the configuration, starts the tracker, routing, workers, dispatch and HTTP, and
-//! shuts all of it down on SIGINT / SIGTERM. `work` runs the pipelines only.
+//! options taken from the configuration (a plain and / or a TLS listener sharing one association limit
+//! and one pending-handshake bound), starts the tracker, routing, workers, dispatch and HTTP, opens the
+//! audit trail, reloads the TLS certificates on SIGHUP, and shuts all of it down on SIGINT / SIGTERM.
+//! `work` runs the pipelines only.
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -29,6 +31,10 @@ pub enum NodeError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("DICOM TLS: {0}")]
+    Tls(#[from] segnode_net::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -86,14 +92,43 @@ impl Node {
 
 /// Run the node until SIGINT / SIGTERM.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
+    crate::audit::open(&settings.audit.path, &settings.node_name())?;
     let addr = format!("{}:{}", settings.dicom.bind, settings.dicom.port);
+    let tls_addr = format!("{}:{}", settings.dicom.bind, settings.dicom.tls.port);
     let node = Arc::new(Node::open(settings).await?);
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+    let bind = |addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr, source })
+    };
+    let listener = match node.settings.dicom.port {
+        0 => None,
+        _ => Some(bind(addr.clone()).await?),
+    };
+    let tls = match node.settings.dicom.tls.files() {
+        None => None,
+        Some(files) => Some((
+            bind(tls_addr.clone()).await?,
+            Arc::new(segnode_net::tls::ServerTls::load(files)?),
+        )),
+    };
+    crate::audit::record(
+        "config_loaded",
+        serde_json::json!({
+            "ae_title": node.settings.dicom.ae_title,
+            "dicom_port": node.settings.dicom.port,
+            "tls_port": node.settings.dicom.tls.port,
+            "mutual_tls": !node.settings.dicom.tls.client_ca.as_os_str().is_empty(),
+            "accept_any": node.settings.dicom.accept_any,
+            "callers": node.settings.dicom.callers.iter().map(|c| serde_json::json!({
+                "ae_title": c.ae_title, "host": c.host, "require_tls": c.require_tls,
+            })).collect::<Vec<_>>(),
+            "destinations": node.settings.destinations.iter().map(|d| serde_json::json!({
+                "name": d.name, "ae_title": d.ae_title,
+                "address": format!("{}:{}", d.host, d.port), "tls": d.tls,
+            })).collect::<Vec<_>>(),
+        }),
+    );
     let http = match node.settings.http.port {
         0 => None,
         port => Some(crate::http::bind(&node.settings.http.bind, port).await?),
@@ -144,10 +179,16 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         info!("shutdown requested: no new associations; finishing those in flight");
         let _ = tx.send(true);
     });
+    background.spawn(watch_certificates(
+        tls.as_ref().map(|(_, t)| t.clone()),
+        node.settings.clone(),
+        rx.clone(),
+    ));
     info!(
         node = %node.name,
         ae_title = %node.settings.dicom.ae_title,
-        addr = %addr,
+        addr = %if listener.is_some() { addr.as_str() } else { "off" },
+        tls_addr = %if tls.is_some() { tls_addr.as_str() } else { "off" },
         database = ?node.index.backend(),
         store = %node.settings.storage.dir.display(),
         "segnode listening"
@@ -160,7 +201,40 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         policy: node.policy.clone(),
         tracker_wake: node.tracker_wake.clone(),
     });
-    segnode_net::listener::run(scp, Arc::new(scp_options(&node.settings)), listener, rx).await;
+    let options = Arc::new(scp_options(&node.settings));
+    let gate = segnode_net::listener::Gate::new(&options);
+    let plain = listener.map(|l| {
+        segnode_net::listener::run_with(
+            scp.clone(),
+            options.clone(),
+            l,
+            segnode_net::listener::Transport::Plain,
+            gate.clone(),
+            rx.clone(),
+        )
+    });
+    let secure = tls.map(|(l, config)| {
+        segnode_net::listener::run_with(
+            scp.clone(),
+            options.clone(),
+            l,
+            segnode_net::listener::Transport::Tls(config),
+            gate.clone(),
+            rx.clone(),
+        )
+    });
+    tokio::join!(
+        async {
+            if let Some(p) = plain {
+                p.await
+            }
+        },
+        async {
+            if let Some(s) = secure {
+                s.await
+            }
+        }
+    );
     // background tasks stop at the shutdown signal; a running pipeline is left to its lease
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while background.join_next().await.is_some() {}
@@ -177,9 +251,17 @@ pub fn scp_options(settings: &Settings) -> segnode_net::ScpOptions {
     segnode_net::ScpOptions {
         max_pdu: d.max_pdu,
         artim_timeout: secs(d.artim_timeout_s),
+        handshake_timeout: secs(d.handshake_timeout_s),
+        max_pending: d.max_pending,
+        max_pending_per_peer: d.max_pending_per_peer,
         idle_timeout: secs(d.idle_timeout_s),
         dimse_timeout: secs(d.dimse_timeout_s),
         max_associations: d.max_associations,
+        caller_slots: segnode_net::slots::CallerSlots::new(
+            d.callers
+                .iter()
+                .filter_map(|c| Some((c.ae_title.clone(), c.max_associations?))),
+        ),
         ..segnode_net::ScpOptions::new(d.ae_title.as_str())
     }
 }
@@ -241,6 +323,81 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
     workers.run(rx).await;
     index.close().await;
     Ok(())
+}
+
+/// A certificate expiring within this is a warning in the log.
+const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Warn about the certificates in use (the TLS listener's, the destinations' client certificates) that
+/// expire within [`EXPIRY_WARNING`].
+fn warn_expiring(tls: Option<&segnode_net::tls::ServerTls>, settings: &Settings) {
+    use segnode_net::tls::{leaf_not_after, remaining};
+    let mut certs: Vec<(String, Option<std::time::SystemTime>)> = Vec::new();
+    if let Some(t) = tls {
+        certs.push(("dicom.tls.cert".into(), t.not_after()));
+    }
+    for d in settings.destinations.iter().filter(|d| d.tls) {
+        if let Some(c) = &d.cert {
+            certs.push((format!("destination {} cert", d.name), leaf_not_after(c)));
+        }
+    }
+    for (what, not_after) in certs {
+        let Some(not_after) = not_after else { continue };
+        let left = remaining(not_after);
+        if left < EXPIRY_WARNING {
+            tracing::warn!(
+                certificate = %what,
+                days_left = left.as_secs() / 86_400,
+                "TLS certificate expires within 30 days{}",
+                if left.is_zero() { " (already expired)" } else { "" }
+            );
+        }
+    }
+}
+
+/// Read the TLS listener's certificate and key (and client CA) again on each SIGHUP (new connections use
+/// them; a failed reload keeps the previous ones), and warn about expiring certificates at start, after
+/// a reload and daily.
+async fn watch_certificates(
+    tls: Option<Arc<segnode_net::tls::ServerTls>>,
+    settings: Arc<Settings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match &tls {
+        Some(_) => signal(SignalKind::hangup()).ok(),
+        None => None,
+    };
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(86_400));
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = daily.tick() => warn_expiring(tls.as_deref(), &settings),
+            Some(()) = hangup => {
+                let Some(tls) = &tls else { continue };
+                match tls.reload() {
+                    Ok(()) => {
+                        info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded");
+                        crate::audit::record("tls_reloaded", serde_json::json!({ "ok": true }));
+                        warn_expiring(Some(tls), &settings);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use");
+                        crate::audit::record(
+                            "tls_reloaded",
+                            serde_json::json!({ "ok": false, "error": e.to_string() }),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,5 +1,6 @@
 //! The C-STORE SCU sink: a batch of result files over one association to a DICOM destination, each sent
-//! in Explicit VR Little Endian (the transfer syntax segnode writes its results in).
+//! in Explicit VR Little Endian (the transfer syntax segnode writes its results in), over DICOM TLS when
+//! the destination says `tls = true`. Every batch leaves a `results_sent` line in the audit trail.
 
 use segnode_net::dimse;
 use segnode_net::scu::{self, Outgoing, Peer, ScuOptions};
@@ -12,14 +13,27 @@ const OUT_OF_RESOURCES_MASK: (u16, u16) = (0xFF00, 0xA700);
 
 /// A DICOM destination reached by C-STORE.
 pub struct CStoreSink {
+    name: String,
     peer: Peer,
     options: ScuOptions,
+    /// Why the destination's TLS configuration could not be built (checked at start; files can go
+    /// away later): every send fails as unreachable with this.
+    tls_error: Option<String>,
 }
 
 impl CStoreSink {
     pub fn new(dest: &DestinationSettings, settings: &Settings) -> CStoreSink {
         let d = &settings.dispatch;
+        let (tls, tls_error) = match dest.scu_tls() {
+            Ok(t) => (t, None),
+            Err(e) => (
+                None,
+                Some(format!("TLS configuration of `{}`: {e}", dest.name)),
+            ),
+        };
         CStoreSink {
+            name: dest.name.clone(),
+            tls_error,
             peer: Peer {
                 ae_title: dest.ae_title.clone(),
                 host: dest.host.clone(),
@@ -33,6 +47,7 @@ impl CStoreSink {
                 connect_timeout: secs(d.connect_timeout_s),
                 dimse_timeout: secs(d.dimse_timeout_s),
                 max_pdu: settings.dicom.max_pdu,
+                tls,
             },
         }
     }
@@ -53,6 +68,9 @@ fn answer(status: u16) -> Answer {
 impl Sink for CStoreSink {
     fn send<'a>(&'a self, items: &'a [SinkItem]) -> SendFuture<'a> {
         Box::pin(async move {
+            if let Some(e) = &self.tls_error {
+                return Err(Unreachable(e.clone()));
+            }
             let outgoing: Vec<Outgoing> = items
                 .iter()
                 .map(|i| Outgoing {
@@ -62,9 +80,30 @@ impl Sink for CStoreSink {
                     transfer_syntax: "1.2.840.10008.1.2.1".into(),
                 })
                 .collect();
-            let results = scu::store(&self.peer, &self.options, &outgoing)
-                .await
-                .map_err(|e| Unreachable(e.to_string()))?;
+            let results = scu::store(&self.peer, &self.options, &outgoing).await;
+            let audit = |fields: serde_json::Value| {
+                let mut line = serde_json::json!({
+                    "destination": self.name,
+                    "ae_title": self.peer.ae_title,
+                    "address": format!("{}:{}", self.peer.host, self.peer.port),
+                    "tls": self.options.tls.is_some(),
+                });
+                if let (Some(l), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
+                    l.extend(f);
+                }
+                crate::audit::record("results_sent", line);
+            };
+            let results = results.map_err(|e| {
+                audit(serde_json::json!({ "error": e.to_string(), "instances": [] }));
+                Unreachable(e.to_string())
+            })?;
+            audit(serde_json::json!({
+                "instances": outgoing.iter().zip(&results).map(|(o, r)| serde_json::json!({
+                    "sop_instance_uid": o.sop_instance,
+                    "status": r.as_ref().ok().map(|st| format!("{st:04X}")),
+                    "error": r.as_ref().err().map(|e| e.to_string()),
+                })).collect::<Vec<_>>(),
+            }));
             Ok(results
                 .into_iter()
                 .map(|r| match r {

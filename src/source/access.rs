@@ -1,5 +1,6 @@
 //! Association access control: the called AE must be ours, and the calling AE must be on the
-//! allowlist (optionally bound to a peer address) unless `dicom.accept_any` is set.
+//! allowlist (optionally bound to a peer address, optionally only over TLS) unless `dicom.accept_any` is
+//! set.
 
 use crate::config::DicomSettings;
 use dicom_ul::association::server::AccessControl;
@@ -11,6 +12,8 @@ use std::net::IpAddr;
 pub struct AllowedCaller {
     pub ae_title: String,
     pub host: Option<IpAddr>,
+    /// Only over the TLS listener.
+    pub require_tls: bool,
 }
 
 /// The access policy of the node (shared by every connection).
@@ -31,18 +34,25 @@ impl AccessPolicy {
                     ae_title: c.ae_title.trim().to_string(),
                     // validated at start
                     host: c.host.as_deref().and_then(|h| h.parse().ok()),
+                    require_tls: c.require_tls,
                 })
                 .collect(),
         }
     }
 
-    /// Whether `calling` connecting from `peer` may associate.
+    /// Whether `calling` connecting from `peer` (over plain TCP) may associate.
     pub fn allows(&self, calling: &str, peer: IpAddr) -> bool {
+        self.allows_over(calling, peer, false)
+    }
+
+    /// Whether `calling` connecting from `peer`, over TLS when `tls`, may associate.
+    pub fn allows_over(&self, calling: &str, peer: IpAddr, tls: bool) -> bool {
         self.accept_any
-            || self
-                .callers
-                .iter()
-                .any(|c| c.ae_title == calling.trim() && c.host.is_none_or(|h| same_host(h, peer)))
+            || self.callers.iter().any(|c| {
+                c.ae_title == calling.trim()
+                    && c.host.is_none_or(|h| same_host(h, peer))
+                    && (tls || !c.require_tls)
+            })
     }
 }
 
@@ -63,6 +73,8 @@ fn same_host(a: IpAddr, b: IpAddr) -> bool {
 pub struct ConnectionAccess {
     pub policy: std::sync::Arc<AccessPolicy>,
     pub peer: IpAddr,
+    /// The connection came over the TLS listener.
+    pub tls: bool,
 }
 
 impl AccessControl for ConnectionAccess {
@@ -76,7 +88,17 @@ impl AccessControl for ConnectionAccess {
         if called_ae_title.trim() != this_ae_title.trim() {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.policy.allows(calling_ae_title, self.peer) {
+        if !self
+            .policy
+            .allows_over(calling_ae_title, self.peer, self.tls)
+        {
+            if !self.tls && self.policy.allows_over(calling_ae_title, self.peer, true) {
+                tracing::warn!(
+                    calling_ae = calling_ae_title.trim(),
+                    "calling AE title refused over plain TCP: its entry has require_tls = true"
+                );
+                return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+            }
             let hint = crate::config::caller_hint(calling_ae_title, self.peer);
             tracing::warn!(
                 calling_ae = calling_ae_title.trim(),
@@ -99,10 +121,17 @@ mod tests {
                 AllowedCaller {
                     ae_title: "STORESCU".into(),
                     host: Some("127.0.0.1".parse().unwrap()),
+                    require_tls: false,
                 },
                 AllowedCaller {
                     ae_title: "ANYWHERE".into(),
                     host: None,
+                    require_tls: false,
+                },
+                AllowedCaller {
+                    ae_title: "SECURE".into(),
+                    host: None,
+                    require_tls: true,
                 },
             ],
         }
@@ -127,10 +156,34 @@ mod tests {
     }
 
     #[test]
+    fn require_tls_admits_only_over_tls() {
+        let p = policy();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(!p.allows("SECURE", local));
+        assert!(p.allows_over("SECURE", local, true));
+        assert!(p.allows_over("STORESCU", local, true));
+        let plain = ConnectionAccess {
+            policy: std::sync::Arc::new(p),
+            peer: local,
+            tls: false,
+        };
+        assert_eq!(
+            plain.check_access("SEGNODE", "SECURE", "SEGNODE", None),
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+        );
+        let secure = ConnectionAccess { tls: true, ..plain };
+        assert_eq!(
+            secure.check_access("SEGNODE", "SECURE", "SEGNODE", None),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn called_ae_must_be_ours() {
         let acc = ConnectionAccess {
             policy: std::sync::Arc::new(policy()),
             peer: "127.0.0.1".parse().unwrap(),
+            tls: false,
         };
         assert_eq!(
             acc.check_access("SEGNODE", "STORESCU", "OTHER", None),

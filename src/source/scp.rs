@@ -4,7 +4,8 @@
 //! the node: who may call (the [`AccessPolicy`]), whether the node can take associations at all (the
 //! index answers), the association journal in the index, where an announced instance goes (a temporary
 //! file in the store, filed by [`Ingest`] once complete: success only once it is durable and indexed),
-//! which DIMSE status each filing error earns, and the process metrics.
+//! which DIMSE status each filing error earns, the process metrics and the audit trail (associations
+//! accepted, rejected and ended, TLS handshakes that failed).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ use tracing::{debug, info, warn};
 
 use segnode_net::dimse::status;
 use segnode_net::handler::{
-    Announced as NetAnnounced, AssociationInfo, AssociationRequest, Ending, Event, InstanceSink,
-    RejectKind, RejectReason, ScpHandler, StoreStatus, Tally,
+    Announced as NetAnnounced, AssociationInfo, AssociationRequest, Ending, Event, HandshakeEnd,
+    InstanceSink, RejectKind, RejectReason, ScpHandler, StoreStatus, Tally,
 };
 
 use super::access::{AccessPolicy, ConnectionAccess};
@@ -89,11 +90,25 @@ impl ScpHandler for StoreScp {
 
     fn admit(&self, r: &AssociationRequest<'_>) -> Result<(), RejectReason> {
         use dicom_ul::association::server::AccessControl;
-        ConnectionAccess {
+        let verdict = ConnectionAccess {
             policy: self.policy.clone(),
             peer: r.peer.ip(),
+            tls: r.tls.is_some(),
         }
-        .check_access(r.local_ae, r.calling_ae, r.called_ae, r.user_identity)
+        .check_access(r.local_ae, r.calling_ae, r.called_ae, r.user_identity);
+        if let Err(reason) = &verdict {
+            crate::audit::record(
+                "association_rejected",
+                serde_json::json!({
+                    "peer": r.peer.to_string(),
+                    "calling_ae": r.calling_ae,
+                    "called_ae": r.called_ae,
+                    "reason": format!("{reason:?}"),
+                    "tls": tls_json(r.tls),
+                }),
+            );
+        }
+        verdict
     }
 
     async fn begin(&self, a: &AssociationInfo) -> Result<(), String> {
@@ -107,7 +122,18 @@ impl ScpHandler for StoreScp {
         self.index
             .begin_association(&record)
             .await
-            .map_err(|e| format!("index unavailable: {e}"))
+            .map_err(|e| format!("index unavailable: {e}"))?;
+        crate::audit::record(
+            "association_accepted",
+            serde_json::json!({
+                "association": a.id,
+                "peer": a.peer.to_string(),
+                "calling_ae": a.calling_ae,
+                "called_ae": a.called_ae,
+                "tls": tls_json(a.tls.as_ref()),
+            }),
+        );
+        Ok(())
     }
 
     async fn end(&self, a: &AssociationInfo, ending: &Ending, tally: &Tally) {
@@ -117,6 +143,19 @@ impl ScpHandler for StoreScp {
             AssociationState::Aborted
         };
         let outcome = ending.to_string();
+        crate::audit::record(
+            "association_ended",
+            serde_json::json!({
+                "association": a.id,
+                "peer": a.peer.to_string(),
+                "calling_ae": a.calling_ae,
+                "outcome": outcome,
+                "instances_stored": tally.stored,
+                "instances_refused": tally.failed,
+                "echoes": tally.echoes,
+                "bytes": tally.bytes,
+            }),
+        );
         if let Err(e) = self
             .index
             .end_association(&a.id, state, tally.stored, tally.bytes, &outcome)
@@ -198,7 +237,29 @@ impl ScpHandler for StoreScp {
             Event::Echo => m.echo(),
             Event::Received(bytes) => m.received(bytes),
             Event::Instance { stored } => m.instance(stored),
+            Event::Handshake { peer, end } => {
+                // evictions and timeouts of connections that never spoke DICOM are noise, and a flood
+                // of them must not flood the trail either; failed TLS handshakes are worth a line
+                if end == HandshakeEnd::TlsFailed {
+                    crate::audit::record(
+                        "handshake_failed",
+                        serde_json::json!({ "peer": peer.to_string(), "tls": true }),
+                    );
+                }
+            }
         }
+    }
+}
+
+/// The TLS identity of a connection for the audit trail (`null`: plain TCP).
+fn tls_json(tls: Option<&segnode_net::TlsPeer>) -> serde_json::Value {
+    match tls {
+        None => serde_json::Value::Null,
+        Some(t) => serde_json::json!({
+            "protocol": t.protocol,
+            "cipher_suite": t.cipher_suite,
+            "certificate_sha256": t.certificate_sha256,
+        }),
     }
 }
 

@@ -59,8 +59,11 @@ pub enum HeaderError {
     ClassMismatch { dataset: String, command: String },
 }
 
-/// Read the header of a Part 10 file (stops before Pixel Data).
+/// Read the header of a Part 10 file (stops before Pixel Data), once its declared lengths are checked
+/// ([`super::lengths`]).
 pub fn read_header(path: &Path) -> Result<InstanceHeader, HeaderError> {
+    // declared lengths first: the parser zero-fills a value's length before reading it
+    super::lengths::check(path).map_err(HeaderError::Unparsable)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)

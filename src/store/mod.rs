@@ -5,4 +5,5 @@ pub mod crashpoint;
 pub mod files;
 pub mod header;
 pub mod ingest;
+pub mod lengths;
 pub mod uid;

@@ -138,6 +138,11 @@ impl NodeProc {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
     }
 
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Send a signal (e.g. "-9", "-TERM") and wait for the process to exit; returns its exit code.
     pub fn signal(&mut self, sig: &str) -> Option<i32> {
         let mut child = self.child.take().expect("running");

@@ -24,10 +24,11 @@ use tracing::{debug, info, warn, Instrument};
 use crate::dimse::{self, command_field, status, Command};
 use crate::handler::{
     Announced, AssociationInfo, AssociationRequest, Ending, Event, InstanceSink, RejectKind,
-    ScpHandler, StoreStatus, Tally,
+    ScpHandler, StoreStatus, Tally, TlsPeer,
 };
 use crate::negotiation::{self, Offer};
 use crate::options::ScpOptions;
+use crate::slots::Slot;
 use crate::wire::{pdu_name, PduStream, WireError};
 
 /// Largest command set accepted (command sets are a few hundred bytes).
@@ -67,7 +68,8 @@ struct PendingStore<K> {
 }
 
 /// Serve one connection until its association ends. `shutdown` turning true ends an idle association
-/// (A-ABORT) and lets one in the middle of a message finish that message first.
+/// (A-ABORT) and lets one in the middle of a message finish that message first. The A-ASSOCIATE-RQ
+/// must arrive within the ARTIM timeout.
 pub async fn serve<S, H>(
     stream: S,
     peer: SocketAddr,
@@ -79,18 +81,46 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: ScpHandler,
 {
+    let mut wire = PduStream::new(stream, options.max_pdu);
+    let first = wire.read_within(options.artim_timeout).await;
+    serve_first(wire, first, peer, None, handler, options, shutdown).await
+}
+
+/// Serve a connection whose first PDU (or the failure to read one) the caller has already read, e.g.
+/// the listener, which reads it under the handshake timer before giving the connection an association
+/// slot. `tls`: the TLS session the connection runs over.
+pub async fn serve_first<S, H>(
+    mut wire: PduStream<S>,
+    first: Result<Pdu, WireError>,
+    peer: SocketAddr,
+    tls: Option<TlsPeer>,
+    handler: Arc<H>,
+    options: Arc<ScpOptions>,
+    shutdown: watch::Receiver<bool>,
+) -> Served
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: ScpHandler,
+{
     let id = format!("{:016x}", rand::random::<u64>());
     let span = tracing::info_span!("association", id = %id, peer = %peer);
     async move {
-        let mut wire = PduStream::new(stream, options.max_pdu);
+        let first = match first {
+            Err(WireError::Timeout(_)) => {
+                info!("no association request within the ARTIM timeout; connection closed");
+                wire.shutdown().await;
+                return Served::NotEstablished("ARTIM timeout".into());
+            }
+            other => other,
+        };
         let established = tokio::time::timeout(
             options.artim_timeout,
-            establish(&mut wire, peer, &id, handler.as_ref(), &options),
+            establish(&mut wire, first, peer, tls, &id, handler.as_ref(), &options),
         )
         .await;
-        let (info, contexts) = match established {
+        let (info, contexts, slot) = match established {
             Err(_) => {
-                info!("no association request within the ARTIM timeout; connection closed");
+                info!("association not established within the ARTIM timeout; connection closed");
                 wire.shutdown().await;
                 return Served::NotEstablished("ARTIM timeout".into());
             }
@@ -109,7 +139,9 @@ where
             contexts,
             tally: Tally::default(),
         };
-        session.run(shutdown).await
+        let served = session.run(shutdown).await;
+        drop(slot);
+        served
     }
     .instrument(span)
     .await
@@ -118,11 +150,13 @@ where
 /// Read the A-ASSOCIATE-RQ and answer it.
 async fn establish<S, H>(
     wire: &mut PduStream<S>,
+    first: Result<Pdu, WireError>,
     peer: SocketAddr,
+    tls: Option<TlsPeer>,
     id: &str,
     handler: &H,
     options: &ScpOptions,
-) -> Result<(AssociationInfo, Vec<Context>), Served>
+) -> Result<(AssociationInfo, Vec<Context>, Option<Slot>), Served>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: ScpHandler,
@@ -131,7 +165,7 @@ where
         warn!(error = %why, "association could not be established; connection closed");
         Served::NotEstablished(why)
     };
-    let rq = match wire.read().await {
+    let rq = match first {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(Pdu::ReleaseRQ) => {
             let _ = wire.write(&Pdu::ReleaseRP).await;
@@ -162,17 +196,36 @@ where
                 called_ae: rq.called_ae_title.trim(),
                 peer,
                 user_identity: negotiation::user_identity(&rq),
+                tls: tls.as_ref(),
             })
             .map_err(negotiation::reject_by_user)
     });
     if let Err(rj) = screened {
-        warn!(reason = ?rj.source, calling_ae = %rq.calling_ae_title.trim(), "association rejected");
+        warn!(reason = ?rj.source, calling_ae = %rq.calling_ae_title.trim(), tls = tls.is_some(), "association rejected");
         handler.event(Event::Rejected(RejectKind::Refused));
         if let Err(e) = wire.write(&Pdu::AssociationRJ(rj.clone())).await {
             debug!(error = %e, "A-ASSOCIATE-RJ not delivered");
         }
         return Err(Served::Rejected(rj));
     }
+    let Some(slot) = options.caller_slots.take(&rq.calling_ae_title) else {
+        use dicom_ul::pdu::{
+            AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+            AssociationRJSource,
+        };
+        warn!(calling_ae = %rq.calling_ae_title.trim(), "caller at its association limit: rejecting (local limit exceeded)");
+        handler.event(Event::Rejected(RejectKind::Limit));
+        let rj = AssociationRJ {
+            result: AssociationRJResult::Transient,
+            source: AssociationRJSource::ServiceProviderPresentation(
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+            ),
+        };
+        if let Err(e) = wire.write(&Pdu::AssociationRJ(rj.clone())).await {
+            debug!(error = %e, "A-ASSOCIATE-RJ not delivered");
+        }
+        return Err(Served::Rejected(rj));
+    };
     let accepted = negotiation::accept(
         &rq,
         &Offer {
@@ -201,8 +254,9 @@ where
         calling_ae: rq.calling_ae_title.trim().to_string(),
         called_ae: rq.called_ae_title.trim().to_string(),
         peer,
+        tls,
     };
-    Ok((info, contexts))
+    Ok((info, contexts, slot))
 }
 
 struct Session<S, H> {
@@ -226,6 +280,7 @@ where
             calling_ae = %self.info.calling_ae,
             called_ae = %self.info.called_ae,
             contexts = self.contexts.len(),
+            tls = self.info.tls.as_ref().map(|t| t.protocol.as_str()).unwrap_or("none"),
             "association accepted"
         );
         self.handler.event(Event::Accepted);

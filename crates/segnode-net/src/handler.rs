@@ -24,6 +24,19 @@ pub struct AssociationRequest<'a> {
     pub peer: SocketAddr,
     /// User identity negotiation item, if the requestor sent one (never answered).
     pub user_identity: Option<&'a UserIdentity>,
+    /// The TLS session the request came over (None: plain TCP).
+    pub tls: Option<&'a TlsPeer>,
+}
+
+/// What a TLS connection established about its peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// e.g. `TLSv1_3`.
+    pub protocol: String,
+    /// e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// SHA-256 of the peer's certificate (hex), when it presented one (always, with mutual TLS).
+    pub certificate_sha256: Option<String>,
 }
 
 /// An established association.
@@ -34,6 +47,8 @@ pub struct AssociationInfo {
     pub calling_ae: String,
     pub called_ae: String,
     pub peer: SocketAddr,
+    /// The TLS session it runs over (None: plain TCP).
+    pub tls: Option<TlsPeer>,
 }
 
 /// How an association ended.
@@ -118,9 +133,25 @@ pub enum RejectKind {
     NotReady,
 }
 
+/// How a connection of the listener left the handshake phase without an A-ASSOCIATE-RQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeEnd {
+    /// A newer connection took its place in the pending set (bound reached).
+    Evicted,
+    /// No TLS handshake / A-ASSOCIATE-RQ within the handshake timeout.
+    TimedOut,
+    /// The TLS handshake failed (no or a wrong certificate, plain TCP on the TLS port, …).
+    TlsFailed,
+}
+
 /// Counters the DICOM layer reports as they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// A connection of the listener ended before its A-ASSOCIATE-RQ.
+    Handshake {
+        peer: SocketAddr,
+        end: HandshakeEnd,
+    },
     Accepted,
     Rejected(RejectKind),
     Echo,

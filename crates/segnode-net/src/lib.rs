@@ -4,7 +4,8 @@
 //! ([`wire`]), A-ASSOCIATE negotiation for both roles ([`negotiation`]), the DIMSE message codec
 //! ([`dimse`]), what the node accepts ([`sop`]), the SCP side of an association — Verification and Storage,
 //! release, abort and the ARTIM / idle / DIMSE timers ([`association`]) — the TCP accept loop with its
-//! association limit ([`listener`]) and the SCU ([`scu`]).
+//! association limit and the bounded set of connections still in their handshake ([`listener`],
+//! [`pending`]), DICOM TLS for both roles ([`tls`]) and the SCU ([`scu`]).
 //!
 //! The application plugs in through one trait, [`handler::ScpHandler`]: may this caller in, journal this
 //! association, open a sink for an announced instance (fed fragment by fragment, so memory stays bounded
@@ -16,10 +17,10 @@
 //! over `tokio::io::duplex`.
 //!
 //! Module graph (one way only, checked with `grep -n 'crate::' src/*.rs`):
-//! `listener` → `association`, `handler`, `options`; `association` → `dimse`, `handler`,
+//! `listener` → `association`, `handler`, `options`, `pending`, `tls`, `wire`; `tls` → `handler`; `association` → `dimse`, `handler`,
 //! `negotiation`, `options`, `sop`, `wire`; `scu` → `dimse`, `negotiation`, `sop`, `wire`;
-//! `handler` → `dimse`; `dimse`, `options` → `sop`; `wire`, `negotiation` and `sop` import no other
-//! module.
+//! `scu` → `tls`; `handler` → `dimse`; `dimse` → `sop`; `options` → `slots`, `sop`; `association` → `slots` too; `wire`, `negotiation`, `pending`
+//! and `sop` import no other module.
 
 pub mod association;
 pub mod dimse;
@@ -27,13 +28,17 @@ pub mod handler;
 pub mod listener;
 pub mod negotiation;
 pub mod options;
+pub mod pending;
 pub mod scu;
+pub mod slots;
 pub mod sop;
 pub mod storage_classes;
+pub mod tls;
 pub mod wire;
 
 pub use association::{serve, Served};
 pub use handler::{
-    AssociationInfo, AssociationRequest, Event, InstanceSink, RejectKind, ScpHandler,
+    AssociationInfo, AssociationRequest, Event, HandshakeEnd, InstanceSink, RejectKind, ScpHandler,
+    TlsPeer,
 };
 pub use options::ScpOptions;

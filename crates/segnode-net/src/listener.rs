@@ -1,40 +1,99 @@
-//! The DICOM listener: owns the accept loop, the limit on concurrent associations and shutdown.
+//! The DICOM listener: owns the accept loop, the limits, the TLS handshake and shutdown.
 //!
-//! Each accepted connection gets its own task ([`crate::association::serve`]) holding a semaphore
-//! permit. When every permit is taken, the connection is still read up to its A-ASSOCIATE-RQ and
-//! answered with A-ASSOCIATE-RJ (transient, service provider: local limit exceeded), so the sender knows
-//! to retry rather than seeing a reset; the same, with temporary congestion, while the application says
-//! it is not ready (e.g. its index database does not answer: nothing could be filed). On shutdown the
-//! loop stops accepting and waits (bounded) for the associations in flight, which finish the instance
-//! they are receiving and then end.
+//! A connection goes through two phases. **Pending**: from accept until its A-ASSOCIATE-RQ has been
+//! read — the TLS handshake (on a TLS listener) and the first PDU, together within
+//! [`ScpOptions::handshake_timeout`] (or the ARTIM timeout, when shorter). A pending connection holds a place in the [`PendingSet`] (bounded
+//! in total and per peer address, the oldest evicted when full), never an association slot, so idle or
+//! half-open connections cannot lock real senders out. **Association**: once a valid A-ASSOCIATE-RQ
+//! arrived, the connection takes one of the `max_associations` permits for the rest of its life and is
+//! served by [`crate::association::serve_first`]. When every permit is taken the request is answered
+//! A-ASSOCIATE-RJ (transient, service provider: local limit exceeded), so the sender knows to retry
+//! rather than seeing a reset; the same, with temporary congestion, while the application says it is
+//! not ready (e.g. its index database does not answer: nothing could be filed). A request the
+//! application refuses (unknown AE title) gives its permit back at once.
+//!
+//! Several listeners (the plain port and the TLS port) share one [`Gate`]: one association limit, one
+//! pending set. On shutdown each loop stops accepting and waits (bounded) for the associations in
+//! flight, which finish the instance they are receiving and then end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason as Reason;
+use dicom_ul::Pdu;
 
 use crate::association;
-use crate::handler::{Event, RejectKind, ScpHandler};
+use crate::handler::{Event, HandshakeEnd, RejectKind, ScpHandler, TlsPeer};
 use crate::options::ScpOptions;
+use crate::pending::{PendingLimits, PendingSet, Ticket};
+use crate::tls::{self, ServerTls};
+use crate::wire::PduStream;
 
-/// Largest A-ASSOCIATE-RQ read from a connection that is turned away.
-const MAX_REJECTED_RQ: usize = 1 << 20;
+/// What a listener's connections speak.
+#[derive(Clone)]
+pub enum Transport {
+    /// DICOM over plain TCP.
+    Plain,
+    /// DICOM over TLS (the configuration can be reloaded while the listener runs).
+    Tls(Arc<ServerTls>),
+}
 
-/// Accept connections until `shutdown` turns true, then drain.
+/// The limits shared by every listener of a node: association permits and the pending set.
+#[derive(Clone)]
+pub struct Gate {
+    associations: Arc<Semaphore>,
+    pending: Arc<PendingSet>,
+}
+
+impl Gate {
+    pub fn new(options: &ScpOptions) -> Gate {
+        Gate {
+            associations: Arc::new(Semaphore::new(options.max_associations)),
+            pending: PendingSet::new(PendingLimits {
+                total: options.max_pending,
+                per_peer: options.max_pending_per_peer,
+            }),
+        }
+    }
+
+    /// Connections in their handshake now.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Association permits free now.
+    pub fn free_associations(&self) -> usize {
+        self.associations.available_permits()
+    }
+}
+
+/// Accept plain connections until `shutdown` turns true, then drain (one listener, its own limits).
 pub async fn run<H: ScpHandler>(
     handler: Arc<H>,
     options: Arc<ScpOptions>,
     listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) {
+    let gate = Gate::new(&options);
+    run_with(handler, options, listener, Transport::Plain, gate, shutdown).await
+}
+
+/// Accept connections speaking `transport` until `shutdown` turns true, then drain; the limits are
+/// `gate`'s (shared with the node's other listeners).
+pub async fn run_with<H: ScpHandler>(
+    handler: Arc<H>,
+    options: Arc<ScpOptions>,
+    listener: TcpListener,
+    transport: Transport,
+    gate: Gate,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = options.max_associations;
-    let permits = Arc::new(Semaphore::new(limit));
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -43,29 +102,20 @@ pub async fn run<H: ScpHandler>(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    match permits.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let (handler, options, sd) = (handler.clone(), options.clone(), shutdown.clone());
-                            tasks.spawn(async move {
-                                match handler.ready().await {
-                                    Ok(()) => {
-                                        association::serve(socket, peer, handler, options, sd).await;
-                                    }
-                                    Err(why) => {
-                                        warn!(%peer, reason = %why, "not ready: rejecting (temporary congestion)");
-                                        handler.event(Event::Rejected(RejectKind::NotReady));
-                                        reject_transient(socket, peer, options.artim_timeout, Reason::TemporaryCongestion).await;
-                                    }
-                                }
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            warn!(%peer, limit, "association limit reached: rejecting (local limit exceeded)");
-                            handler.event(Event::Rejected(RejectKind::Limit));
-                            tasks.spawn(reject_transient(socket, peer, options.artim_timeout, Reason::LocalLimitExceeded));
-                        }
+                    let (ticket, evicted) = gate.pending.admit(peer.ip());
+                    if let Some(e) = evicted {
+                        debug!(%peer, evicted_from = %e.peer, "pending connections at their bound: the oldest evicted");
                     }
+                    tasks.spawn(connection(
+                        socket,
+                        peer,
+                        ticket,
+                        handler.clone(),
+                        options.clone(),
+                        transport.clone(),
+                        gate.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 Err(e) => {
                     // e.g. out of file descriptors: back off instead of spinning
@@ -93,36 +143,148 @@ pub async fn run<H: ScpHandler>(
     }
 }
 
-/// Read the A-ASSOCIATE-RQ of a connection we cannot serve now and answer A-ASSOCIATE-RJ (transient,
-/// service provider, `reason`).
-pub async fn reject_transient<S>(mut socket: S, peer: SocketAddr, artim: Duration, reason: Reason)
-where
+/// One accepted connection: its handshake phase under `ticket`, then its association.
+#[allow(clippy::too_many_arguments)]
+async fn connection<H: ScpHandler>(
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut ticket: Ticket,
+    handler: Arc<H>,
+    options: Arc<ScpOptions>,
+    transport: Transport,
+    gate: Gate,
+    shutdown: watch::Receiver<bool>,
+) {
+    // the ARTIM timer bounds the wait for the A-ASSOCIATE-RQ too (PS3.8 9.1.5), when it is the shorter
+    let deadline =
+        tokio::time::Instant::now() + options.handshake_timeout.min(options.artim_timeout);
+    let ended = |end: HandshakeEnd| handler.event(Event::Handshake { peer, end });
+    match transport {
+        Transport::Plain => {
+            after_handshake(
+                socket, peer, None, deadline, ticket, handler, options, gate, shutdown,
+            )
+            .await
+        }
+        Transport::Tls(config) => {
+            let accept = tokio::time::timeout_at(deadline, config.acceptor().accept(socket));
+            let stream = tokio::select! {
+                _ = ticket.evicted() => return ended(HandshakeEnd::Evicted),
+                r = accept => match r {
+                    Err(_) => {
+                        debug!(%peer, "no TLS handshake within the handshake timeout");
+                        return ended(HandshakeEnd::TimedOut);
+                    }
+                    Ok(Err(e)) => {
+                        warn!(%peer, error = %e, "TLS handshake failed; connection closed");
+                        return ended(HandshakeEnd::TlsFailed);
+                    }
+                    Ok(Ok(s)) => s,
+                },
+            };
+            let identity = tls::peer_of(stream.get_ref().1);
+            after_handshake(
+                stream,
+                peer,
+                Some(identity),
+                deadline,
+                ticket,
+                handler,
+                options,
+                gate,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
+
+/// Read the first PDU before `deadline`; an A-ASSOCIATE-RQ gets an association permit (or
+/// A-ASSOCIATE-RJ), anything else is answered by the association layer without one.
+#[allow(clippy::too_many_arguments)]
+async fn after_handshake<S, H>(
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<TlsPeer>,
+    deadline: tokio::time::Instant,
+    mut ticket: Ticket,
+    handler: Arc<H>,
+    options: Arc<ScpOptions>,
+    gate: Gate,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: ScpHandler,
+{
+    let mut wire = PduStream::new(stream, options.max_pdu);
+    let first = tokio::select! {
+        _ = ticket.evicted() => {
+            handler.event(Event::Handshake { peer, end: HandshakeEnd::Evicted });
+            return;
+        }
+        r = tokio::time::timeout_at(deadline, wire.read()) => match r {
+            Err(_) => {
+                debug!(%peer, "no A-ASSOCIATE-RQ within the handshake timeout; connection closed");
+                handler.event(Event::Handshake { peer, end: HandshakeEnd::TimedOut });
+                wire.shutdown().await;
+                return;
+            }
+            Ok(r) => r,
+        },
+    };
+    drop(ticket);
+    if !matches!(first, Ok(Pdu::AssociationRQ(_))) {
+        // answered (A-ABORT, A-RELEASE-RP) or just closed by the association layer; no permit needed
+        association::serve_first(wire, first, peer, tls, handler, options, shutdown).await;
+        return;
+    }
+    let Ok(permit) = gate.associations.clone().try_acquire_owned() else {
+        warn!(%peer, limit = options.max_associations, "association limit reached: rejecting (local limit exceeded)");
+        handler.event(Event::Rejected(RejectKind::Limit));
+        answer_transient(
+            &mut wire,
+            peer,
+            options.artim_timeout,
+            Reason::LocalLimitExceeded,
+        )
+        .await;
+        return;
+    };
+    if let Err(why) = handler.ready().await {
+        warn!(%peer, reason = %why, "not ready: rejecting (temporary congestion)");
+        handler.event(Event::Rejected(RejectKind::NotReady));
+        answer_transient(
+            &mut wire,
+            peer,
+            options.artim_timeout,
+            Reason::TemporaryCongestion,
+        )
+        .await;
+        return;
+    }
+    association::serve_first(wire, first, peer, tls, handler, options, shutdown).await;
+    drop(permit);
+}
+
+/// Answer an A-ASSOCIATE-RQ already read with A-ASSOCIATE-RJ (transient, service provider, `reason`).
+async fn answer_transient<S>(
+    wire: &mut PduStream<S>,
+    peer: SocketAddr,
+    limit: Duration,
+    reason: Reason,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     use dicom_ul::pdu::{AssociationRJ, AssociationRJResult, AssociationRJSource};
-    let read = async {
-        let mut header = [0u8; 6];
-        socket.read_exact(&mut header).await?;
-        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
-        if header[0] != 0x01 || len > MAX_REJECTED_RQ {
-            return Err(std::io::Error::other("not an A-ASSOCIATE-RQ"));
-        }
-        let mut body = vec![0u8; len];
-        socket.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>(())
-    };
-    if !matches!(tokio::time::timeout(artim, read).await, Ok(Ok(()))) {
-        return;
-    }
     let why = format!("{reason:?}");
-    let rj = dicom_ul::Pdu::AssociationRJ(AssociationRJ {
+    let rj = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(reason),
     });
-    let mut out = Vec::new();
-    if dicom_ul::write_pdu(&mut out, &rj).is_ok() {
-        let _ = tokio::time::timeout(artim, socket.write_all(&out)).await;
-        let _ = socket.shutdown().await;
+    wire.set_write_timeout(Some(limit));
+    if let Err(e) = wire.write(&rj).await {
+        debug!(%peer, error = %e, "A-ASSOCIATE-RJ not delivered");
     }
+    wire.shutdown().await;
     info!(%peer, reason = %why, "association rejected (transient)");
 }

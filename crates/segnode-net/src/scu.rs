@@ -54,7 +54,21 @@ pub struct ScuOptions {
     pub connect_timeout: Duration,
     pub dimse_timeout: Duration,
     pub max_pdu: u32,
+    /// DICOM TLS towards the peer (None: plain TCP).
+    pub tls: Option<ClientTls>,
 }
+
+/// TLS towards a peer: the configuration (CA, our certificate) and the name its certificate must carry.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name checked against the server's certificate (None: the peer's host).
+    pub server_name: Option<String>,
+}
+
+/// A byte stream an association runs over (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Default for ScuOptions {
     fn default() -> Self {
@@ -62,6 +76,7 @@ impl Default for ScuOptions {
             connect_timeout: Duration::from_secs(10),
             dimse_timeout: Duration::from_secs(60),
             max_pdu: 262_144,
+            tls: None,
         }
     }
 }
@@ -329,7 +344,7 @@ async fn connect(
     peer: &Peer,
     opts: &ScuOptions,
     contexts: &[(String, Vec<String>)],
-) -> Result<Client<tokio::net::TcpStream>, ScuError> {
+) -> Result<Client<Box<dyn Io>>, ScuError> {
     let addr = format!("{}:{}", peer.host, peer.port);
     let limit = opts.connect_timeout * 2;
     let attempt = async {
@@ -352,6 +367,24 @@ async fn connect(
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match &opts.tls {
+            None => Box::new(stream),
+            Some(t) => {
+                let name = t.server_name.as_deref().unwrap_or(&peer.host);
+                let name = crate::tls::server_name(name)
+                    .map_err(|e| ScuError::Associate(format!("{}@{addr}: {e}", peer.ae_title)))?;
+                let tls = tokio_rustls::TlsConnector::from(t.config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| {
+                        ScuError::Associate(format!(
+                            "{}@{addr}: TLS handshake failed: {e}",
+                            peer.ae_title
+                        ))
+                    })?;
+                Box::new(tls)
+            }
+        };
         Client::associate(stream, peer, opts, contexts).await
     };
     match tokio::time::timeout(limit, attempt).await {
