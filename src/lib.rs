@@ -8,6 +8,7 @@
 //! database (tables, queue, outbox, wake-ups) is the `segnode-db` crate: this crate holds no SQL.
 
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod series;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod view;
 pub mod worker;
 
 pub use segnode_imaging::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};

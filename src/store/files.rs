@@ -355,6 +355,20 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("fsync directory", dir))
 }
 
+/// (free, total) space of the file system holding `path`, in MB (the console's disk panel).
+pub fn disk_mb(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    let mb = |blocks: u64| blocks.saturating_mul(st.f_frsize as u64) / (1024 * 1024);
+    Some((mb(st.f_bavail as u64), mb(st.f_blocks as u64)))
+}
+
 /// Free space of the file system holding `path`, in MB.
 fn free_mb(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
