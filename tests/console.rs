@@ -111,12 +111,14 @@ fn planes_render_with_and_without_the_overlay() {
         .collect();
     assert!(labels.iter().any(|l| l.contains("lung")), "{labels:?}");
 
-    for plane in ["axial", "coronal", "sagittal"] {
+    // the middle axial and coronal planes cross both lungs; the middle sagittal one is the mediastinum,
+    // so a sagittal plane through the right lung
+    for (plane, index) in [("axial", 20), ("coronal", 64), ("sagittal", 40)] {
         let get = |overlay: bool| {
             let a = curl(
                 "GET",
                 http,
-                &format!("/api/series/{uid}/image?plane={plane}&overlay={overlay}&window=lung"),
+                &format!("/api/series/{uid}/image?plane={plane}&index={index}&overlay={overlay}&window=lung"),
                 &[],
             );
             assert_eq!(a.code, 200, "{plane}: {}", String::from_utf8_lossy(&a.body));
@@ -157,8 +159,9 @@ fn planes_render_with_and_without_the_overlay() {
     assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
 }
 
-const BROKEN: &str = "[workers]\nenabled = true\nmax_attempts = 1\nlease_s = 30.0\nretry_base_s = 5.0\nretry_max_s = 600.0\npoll_ms = 200\n\
-[pipelines.external.broken]\ncommand = [\"false\"]\ntimeout_s = 30\n\
+/// A pipeline that always fails; with `BROKEN_ENV` a job is DEAD after one attempt.
+const BROKEN_ENV: [(&str, &str); 2] = [("SEGNODE_WORKERS__MAX_ATTEMPTS", "1"), ("SEGNODE_WORKERS__POLL_MS", "200")];
+const BROKEN: &str = "[pipelines.external.broken]\ncommand = [\"false\"]\ntimeout_s = 30\n\
 [[rules]]\nname = \"all\"\npipelines = [\"external:broken\"]\ndestinations = []\n";
 
 #[test]
@@ -166,7 +169,7 @@ fn host_check_token_and_security_headers() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("chest");
     phantom(&dir, &data.path().join("truth.raw"), 4, 32);
-    let node = NodeProc::start_with(&[], BROKEN);
+    let node = NodeProc::start_with(&BROKEN_ENV, BROKEN);
     let http = node.http_port();
     let token = node.admin_token();
     // the token file: generated at the first start, owner-only

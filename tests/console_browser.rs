@@ -222,8 +222,9 @@ fn a_series_appears_live_and_its_page_shows_the_lungs() {
     assert_eq!(before, again, "showing it again restores the image");
 }
 
-const BROKEN: &str = "[workers]\nenabled = true\nmax_attempts = 1\nlease_s = 30.0\nretry_base_s = 5.0\nretry_max_s = 600.0\npoll_ms = 200\n\
-[pipelines.external.broken]\ncommand = [\"false\"]\ntimeout_s = 30\n\
+/// A pipeline that always fails; with `BROKEN_ENV` a job is DEAD after one attempt.
+const BROKEN_ENV: [(&str, &str); 2] = [("SEGNODE_WORKERS__MAX_ATTEMPTS", "1"), ("SEGNODE_WORKERS__POLL_MS", "200")];
+const BROKEN: &str = "[pipelines.external.broken]\ncommand = [\"false\"]\ntimeout_s = 30\n\
 [[rules]]\nname = \"all\"\npipelines = [\"external:broken\"]\ndestinations = []\n";
 
 #[test]
@@ -232,7 +233,7 @@ fn retry_from_the_page_needs_the_token() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("chest");
     phantom(&dir, &data.path().join("truth.raw"), 4, 32);
-    let node = NodeProc::start_with(&[], BROKEN);
+    let node = NodeProc::start_with(&BROKEN_ENV, BROKEN);
     let base = format!("http://127.0.0.1:{}", node.http_port());
     assert!(storescu(node.port, &files_under(&dir), &[]).status.success());
     let job = wait_for("a dead job", Duration::from_secs(60), || {
