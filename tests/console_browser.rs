@@ -293,7 +293,11 @@ fn first_paint_of_a_512_series() {
     for round in ["cold", "warm"] {
         let t0 = Instant::now();
         b.goto(&format!("{base}/series/{uid}"));
-        let fcp = b.js("const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;");
+        let fcp = b.wait_js(
+            "the first contentful paint",
+            Duration::from_secs(30),
+            "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;",
+        );
         b.wait_js(
             "three planes painted",
             Duration::from_secs(120),

@@ -164,3 +164,37 @@ impl Console {
             || allowed.iter().any(|a| format!("{}:{port}", a.trim().to_ascii_lowercase()) == host)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_generated_once_owner_only_and_verified() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/admin-token");
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let (t, created) = AdminToken::load_or_create(&path, lo).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(t.verify(text.trim()));
+        assert!(!t.verify(""));
+        assert!(!t.verify(&text.trim()[1..]));
+        let (again, created) = AdminToken::load_or_create(&path, lo).unwrap();
+        assert!(!created && again.verify(text.trim()));
+        // a remote bind never generates one
+        let remote: IpAddr = "0.0.0.0".parse().unwrap();
+        let err = AdminToken::load_or_create(&dir.path().join("none"), remote).unwrap_err();
+        assert!(matches!(err, TokenError::NeededForRemote { .. }), "{err}");
+        // an existing file is used on any bind; a short one is refused
+        assert!(AdminToken::load_or_create(&path, remote).is_ok());
+        std::fs::write(dir.path().join("short"), "abc\n").unwrap();
+        assert!(matches!(
+            AdminToken::load_or_create(&dir.path().join("short"), lo),
+            Err(TokenError::TooShort { .. })
+        ));
+    }
+}

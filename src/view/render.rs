@@ -195,21 +195,25 @@ pub fn render(
             }
         }
     }
-    // outlines: a labelled pixel with a 4-neighbour of another label (or the border)
+    // outlines: a labelled pixel with another label (or the border) within `t` pixels along a row or
+    // column; `t` grows with the image so that the outline stays visible when a 512² plane is shown small
+    let t = (width.max(height) / 256).max(1);
     for y in 0..height {
         for x in 0..width {
             let s = shown[y * width + x];
             if s == 0 {
                 continue;
             }
-            let edge = x == 0
-                || y == 0
-                || x + 1 == width
-                || y + 1 == height
-                || shown[y * width + x - 1] != s
-                || shown[y * width + x + 1] != s
-                || shown[(y - 1) * width + x] != s
-                || shown[(y + 1) * width + x] != s;
+            let edge = x < t
+                || y < t
+                || x + t >= width
+                || y + t >= height
+                || (1..=t).any(|d| {
+                    shown[y * width + x - d] != s
+                        || shown[y * width + x + d] != s
+                        || shown[(y - d) * width + x] != s
+                        || shown[(y + d) * width + x] != s
+                });
             if edge {
                 let o = (y * width + x) * 3;
                 rgb[o..o + 3].copy_from_slice(&segment_color(s));
@@ -234,5 +238,71 @@ impl Image {
             .map_err(|e| RenderError::Png(e.to_string()))?;
         w.finish().map_err(|e| RenderError::Png(e.to_string()))?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segnode_imaging::volume::{Geometry, SeriesInfo};
+
+    fn volume(shape: [usize; 3], slice_mm: f64) -> Volume {
+        Volume {
+            hu: Array3::from_elem((shape[0], shape[1], shape[2]), -1000i16),
+            geometry: Geometry {
+                origin: [0.0; 3],
+                row_dir: [1.0, 0.0, 0.0],
+                col_dir: [0.0, 1.0, 0.0],
+                normal: [0.0, 0.0, 1.0],
+                pixel_spacing: [1.0, 1.0],
+                slice_spacing: slice_mm,
+            },
+            slices: Vec::new(),
+            series: SeriesInfo::default(),
+            out_of_field: None,
+            dropped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn outlines_only_where_the_mask_is_and_only_chosen_segments() {
+        let v = volume([4, 16, 16], 1.0);
+        let mut labels = Array3::<u8>::zeros((4, 16, 16));
+        for j in 4..12 {
+            for i in 4..12 {
+                labels[(2, j, i)] = 1;
+            }
+        }
+        let lung = Window::parse("lung").unwrap();
+        let plain = render(&v, Some(&labels), Plane::Axial, 2, lung, &[]).unwrap();
+        let drawn = render(&v, Some(&labels), Plane::Axial, 2, lung, &[1]).unwrap();
+        let other = render(&v, Some(&labels), Plane::Axial, 2, lung, &[2]).unwrap();
+        assert_eq!(plain.rgb, other.rgb, "segment 2 is not in the mask");
+        let changed: Vec<usize> = (0..256).filter(|p| plain.rgb[p * 3..p * 3 + 3] != drawn.rgb[p * 3..p * 3 + 3]).collect();
+        // the 8×8 square's border: 28 pixels, each inside the square and coloured
+        assert_eq!(changed.len(), 28);
+        for p in changed {
+            let (y, x) = (p / 16, p % 16);
+            assert!((4..12).contains(&y) && (4..12).contains(&x));
+            assert_eq!(drawn.rgb[p * 3..p * 3 + 3], segment_color(1));
+        }
+        assert!(drawn.png().unwrap().starts_with(b"\x89PNG"));
+    }
+
+    #[test]
+    fn reformatted_planes_keep_the_physical_aspect_and_bad_requests_are_named() {
+        let v = volume([10, 20, 30], 3.0);
+        let lung = Window::parse("lung").unwrap();
+        let cor = render(&v, None, Plane::Coronal, 0, lung, &[]).unwrap();
+        assert_eq!((cor.width, cor.height), (30, 30), "10 slices × 3 mm over 1 mm pixels");
+        let sag = render(&v, None, Plane::Sagittal, 29, lung, &[]).unwrap();
+        assert_eq!((sag.width, sag.height), (20, 30));
+        assert!(matches!(
+            render(&v, None, Plane::Axial, 10, lung, &[]),
+            Err(RenderError::Index { last: 9, .. })
+        ));
+        assert!(Plane::parse("oblique").is_err());
+        assert!(Window::parse("soft").is_err());
+        assert_eq!(Plane::Sagittal.count(v.shape()), 30);
     }
 }

@@ -95,6 +95,9 @@
         s.value = Math.floor(v.planes[p] / 2);
         $("#pos-" + p).textContent = `${Number(s.value) + 1} / ${v.planes[p]}`;
       });
+      // the middle sagittal plane is the mediastinum: start through the right lung instead
+      $("#slider-sagittal").value = Math.floor(v.planes.sagittal * 0.3);
+      show("sagittal");
       const segs = $("#segments");
       if (!v.segments.length) {
         segs.textContent = v.overlay_problem || "no segments (no result yet)";
