@@ -157,6 +157,22 @@ fn planes_render_with_and_without_the_overlay() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let none = curl("GET", http, "/api/series?modality=MR", &[]).json();
     assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
+    // the console's list adds the pipelines and deliveries of each series
+    let sum = curl("GET", http, "/api/series?summary=true", &[]).json();
+    assert_eq!(sum[0]["pipelines"], serde_json::json!(["lung DONE"]), "{sum}");
+    // the rule tester changes nothing: no token needed
+    let file = files_under(&data.path().join("chest"))[0].clone();
+    let t = curl(
+        "POST",
+        http,
+        "/api/rules/test",
+        &["-H", "Content-Type: application/octet-stream", "--data-binary", &format!("@{}", file.display())],
+    );
+    assert_eq!(t.code, 200, "{}", String::from_utf8_lossy(&t.body));
+    let t = t.json();
+    assert_eq!(t["rules"][0]["rule"], "chest", "{t}");
+    assert_eq!(t["rules"][0]["matches"], true, "{t}");
+    assert_eq!(t["facts"]["modality"], "CT", "{t}");
 }
 
 /// A pipeline that always fails; with `BROKEN_ENV` a job is DEAD after one attempt.

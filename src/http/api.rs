@@ -74,6 +74,8 @@ pub struct SeriesFilter {
     pub q: Option<String>,
     /// Received on or after this day (YYYY-MM-DD, UTC).
     pub since: Option<String>,
+    /// Add each series' pipelines (with their job states) and delivery states (the console's list).
+    pub summary: Option<bool>,
 }
 
 fn contains(hay: Option<&str>, needle: &Option<String>) -> bool {
@@ -123,11 +125,42 @@ pub async fn series_rows(c: &Console, f: &SeriesFilter) -> ApiResult<Vec<SeriesR
         .collect())
 }
 
+/// The series rows as JSON; with `summary`, each also has `pipelines` (e.g. `["lung DONE"]`) and
+/// `deliveries` (state → count) of its current revision.
+pub async fn series_values(c: &Console, f: &SeriesFilter) -> ApiResult<Vec<Value>> {
+    let rows = series_rows(c, f).await?;
+    let mut out: Vec<Value> = rows
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .collect();
+    if f.summary == Some(true) {
+        let jobs = Queue::new(c.index.clone()).list(None).await?;
+        let items = Outbox::new(c.index.clone()).list().await?;
+        for (v, s) in out.iter_mut().zip(rows.iter()) {
+            let pipelines: Vec<String> = jobs
+                .iter()
+                .filter(|j| j.series_uid == s.series_uid && j.revision == s.revision)
+                .map(|j| format!("{} {}", j.pipeline, j.state))
+                .collect();
+            let mut deliveries: BTreeMap<String, usize> = BTreeMap::new();
+            for d in items
+                .iter()
+                .filter(|d| d.series_uid == s.series_uid && d.revision == s.revision)
+            {
+                *deliveries.entry(d.state.as_str().to_string()).or_default() += 1;
+            }
+            v["pipelines"] = json!(pipelines);
+            v["deliveries"] = json!(deliveries);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn series_list(
     State(c): State<Console>,
     Query(f): Query<SeriesFilter>,
-) -> ApiResult<Json<Vec<SeriesRecord>>> {
-    Ok(Json(series_rows(&c, &f).await?))
+) -> ApiResult<Json<Vec<Value>>> {
+    Ok(Json(series_values(&c, &f).await?))
 }
 
 /// One series: the record, its history, instances, jobs and deliveries.

@@ -167,8 +167,9 @@ pub async fn status(State(c): State<Console>) -> Response {
     page(&c, "Status", "/", &body)
 }
 
-pub async fn series_list(State(c): State<Console>, Query(f): Query<SeriesFilter>) -> Response {
-    let rows = match api::series_rows(&c, &f).await {
+pub async fn series_list(State(c): State<Console>, Query(mut f): Query<SeriesFilter>) -> Response {
+    f.summary = Some(true);
+    let rows = match api::series_values(&c, &f).await {
         Ok(r) => r,
         Err(e) => return error_page(&c, e),
     };
@@ -184,22 +185,20 @@ pub async fn series_list(State(c): State<Console>, Query(f): Query<SeriesFilter>
          <button>Filter</button></form>\
          <table class=\"list\" id=\"series-table\" data-api=\"/api/series{query}\"><thead><tr>\
          <th>Series</th><th>State</th><th>Modality</th><th>Description</th><th>Instances</th><th>Calling AE</th>\
-         <th>First received</th><th>Last received</th><th>Completion</th><th>Patient ID</th></tr></thead>\
-         <tbody>{}</tbody></table>",
+         <th>First received</th><th>Last received</th><th>Completion</th><th>Pipelines</th><th>Deliveries</th>\
+         <th>Patient ID</th></tr></thead><tbody>{}</tbody></table>",
         field("state", &f.state, "state"),
         field("modality", &f.modality, "modality"),
         field("ae", &f.ae, "calling AE"),
         field("q", &f.q, "series UID / patient ID"),
         esc(f.since.as_deref().unwrap_or("")),
-        rows.iter()
-            .map(|s| series_row(&serde_json::to_value(s).unwrap_or_default()))
-            .collect::<String>()
+        rows.iter().map(series_row).collect::<String>()
     );
     page(&c, "Series", "/series", &body)
 }
 
 fn serde_urlencode(f: &SeriesFilter) -> String {
-    let parts: Vec<String> = [
+    let mut parts: Vec<String> = [
         ("state", &f.state),
         ("modality", &f.modality),
         ("ae", &f.ae),
@@ -213,11 +212,8 @@ fn serde_urlencode(f: &SeriesFilter) -> String {
             .map(|v| format!("{k}={}", pct(v)))
     })
     .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
+    parts.push("summary=true".into());
+    format!("?{}", parts.join("&"))
 }
 
 fn pct(s: &str) -> String {
@@ -234,7 +230,8 @@ fn series_row(s: &Value) -> String {
     let t = |k: &str| esc(s[k].as_str().unwrap_or(""));
     format!(
         "<tr><td><a href=\"/series/{uid}\">{uid}</a></td><td><span class=\"state s-{st}\">{st}</span></td>\
-         <td>{m}</td><td>{d}</td><td>{n}</td><td>{ae}</td><td>{f}</td><td>{l}</td><td>{r}</td><td>{p}</td></tr>",
+         <td>{m}</td><td>{d}</td><td>{n}</td><td>{ae}</td><td>{f}</td><td>{l}</td><td>{r}</td><td>{pl}</td><td>{dl}</td>\
+         <td>{p}</td></tr>",
         uid = t("series_uid"),
         st = t("state"),
         m = t("modality"),
@@ -244,6 +241,18 @@ fn series_row(s: &Value) -> String {
         f = when(s["first_received_ms"].as_i64()),
         l = when(s["last_received_ms"].as_i64()),
         r = t("completion_reason"),
+        pl = esc(
+            &s["pipelines"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        ),
+        dl = esc(
+            &s["deliveries"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        ),
         p = t("patient_id"),
     )
 }

@@ -41,7 +41,9 @@
       `<td><span class="state s-${esc(s.state)}">${esc(s.state)}</span></td><td>${esc(s.modality)}</td>` +
       `<td>${esc(s.series_description)}</td><td>${esc(s.instance_count)}</td><td>${esc(s.calling_ae)}</td>` +
       `<td>${when(s.first_received_ms)}</td><td>${when(s.last_received_ms)}</td>` +
-      `<td>${esc(s.completion_reason)}</td><td>${esc(s.patient_id)}</td></tr>`;
+      `<td>${esc(s.completion_reason)}</td><td>${esc((s.pipelines || []).join(", "))}</td>` +
+      `<td>${esc(Object.entries(s.deliveries || {}).map(([k, n]) => k + " " + n).join(", "))}</td>` +
+      `<td>${esc(s.patient_id)}</td></tr>`;
     const refresh = async () => {
       try {
         const r = await fetch(table.dataset.api, { credentials: "same-origin" });
