@@ -147,27 +147,54 @@ impl Console {
     /// Whether a Host header names this console: the bound address, localhost, or `http.allowed_hosts`
     /// (each with or without the port).
     pub fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let port = self.port.to_string();
-        let bind = self.settings.http.bind.parse::<IpAddr>().ok();
-        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
-        match bind {
-            Some(IpAddr::V6(a)) if !a.is_unspecified() => names.push(format!("[{a}]")),
-            Some(IpAddr::V4(a)) if !a.is_unspecified() => names.push(a.to_string()),
-            _ => {}
-        }
-        let allowed = &self.settings.http.allowed_hosts;
-        names
+        host_allowed(
+            host,
+            self.port,
+            self.settings.http.bind.parse::<IpAddr>().ok(),
+            &self.settings.http.allowed_hosts,
+        )
+    }
+}
+
+/// Whether `host` (a Host header) names a console listening on `bind`:`port`: localhost, 127.0.0.1,
+/// [::1], the bound address unless it is unspecified, or an `allowed` entry; each bare or with the port.
+pub fn host_allowed(host: &str, port: u16, bind: Option<IpAddr>, allowed: &[String]) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+    match bind {
+        Some(IpAddr::V6(a)) if !a.is_unspecified() => names.push(format!("[{a}]")),
+        Some(IpAddr::V4(a)) if !a.is_unspecified() => names.push(a.to_string()),
+        _ => {}
+    }
+    names.extend(allowed.iter().map(|a| a.trim().to_ascii_lowercase()));
+    !host.is_empty()
+        && names
             .iter()
             .any(|n| host == *n || host == format!("{n}:{port}"))
-            || allowed.iter().any(|a| a.trim().eq_ignore_ascii_case(&host))
-            || allowed.iter().any(|a| format!("{}:{port}", a.trim().to_ascii_lowercase()) == host)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_this_console_only() {
+        let lo = Some("127.0.0.1".parse().unwrap());
+        let none: Vec<String> = Vec::new();
+        for ok in ["localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST:8080"] {
+            assert!(host_allowed(ok, 8080, lo, &none), "{ok}");
+        }
+        for bad in ["", "evil.example", "evil.example:8080", "localhost:8081", "127.0.0.1.evil.example", "0.0.0.0:8080"] {
+            assert!(!host_allowed(bad, 8080, lo, &none), "{bad}");
+        }
+        let lan = Some("10.1.2.3".parse().unwrap());
+        assert!(host_allowed("10.1.2.3:8080", 8080, lan, &none));
+        let any = Some("0.0.0.0".parse().unwrap());
+        let names = vec!["segnode.example.org".to_string()];
+        assert!(host_allowed("segnode.example.org", 8080, any, &names));
+        assert!(host_allowed("Segnode.Example.org:8080", 8080, any, &names));
+        assert!(!host_allowed("other.example.org", 8080, any, &names));
+    }
 
     #[test]
     fn token_is_generated_once_owner_only_and_verified() {
