@@ -61,13 +61,17 @@ pub fn metrics() -> &'static Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric name");
-    registry.register(Box::new(c.clone())).expect("registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
     c
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric name");
-    registry.register(Box::new(c.clone())).expect("registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
     c
 }
 
@@ -98,18 +102,17 @@ impl Default for Metrics {
                 "segnode_job_duration_seconds",
                 "Duration of completed jobs.",
             )
-            .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            .buckets(vec![
+                0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
             &["pipeline"],
         )
         .expect("valid metric name");
         r.register(Box::new(job_duration.clone()))
             .expect("registered once");
         let shared_registry = Registry::new();
-        let index_up = IntGauge::new(
-            "segnode_index_up",
-            "Whether the index database answered.",
-        )
-        .expect("valid metric name");
+        let index_up = IntGauge::new("segnode_index_up", "Whether the index database answered.")
+            .expect("valid metric name");
         shared_registry
             .register(Box::new(index_up.clone()))
             .expect("registered once");
@@ -214,7 +217,9 @@ impl Metrics {
     pub fn job(&self, pipeline: &str, done: bool, seconds: f64) {
         if done {
             self.jobs_done.with_label_values(&[pipeline]).inc();
-            self.job_seconds.with_label_values(&[pipeline]).inc_by(seconds.max(0.0));
+            self.job_seconds
+                .with_label_values(&[pipeline])
+                .inc_by(seconds.max(0.0));
             self.job_duration
                 .with_label_values(&[pipeline])
                 .observe(seconds);
@@ -320,7 +325,13 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
         let down = m.render("n", None);
-        assert!(down.lines().any(|l| l == "segnode_index_up{node=\"n\"} 0"), "{down}");
-        assert!(!down.contains("segnode_jobs{"), "stale gauges dropped:\n{down}");
+        assert!(
+            down.lines().any(|l| l == "segnode_index_up{node=\"n\"} 0"),
+            "{down}"
+        );
+        assert!(
+            !down.contains("segnode_jobs{"),
+            "stale gauges dropped:\n{down}"
+        );
     }
 }

@@ -61,7 +61,10 @@ fn curl(method: &str, port: u16, path: &str, args: &[&str]) -> Answer {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     Answer {
-        code: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
+        code: String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
         headers,
         body: std::fs::read(&b).unwrap_or_default(),
     }
@@ -86,7 +89,11 @@ fn segmented_chest(data: &Path) -> (NodeProc, String) {
     phantom(&dir, &data.join("truth.raw"), 40, 128);
     let node = NodeProc::start_with(&[], LUNG_LOCAL);
     let out = storescu(node.port, &files_under(&dir), &[]);
-    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job = wait_for("the lung job done", Duration::from_secs(180), || {
         node.jobs().into_iter().find(|j| j["state"] == "DONE")
     });
@@ -133,40 +140,71 @@ fn planes_render_with_and_without_the_overlay() {
         let mut differ = 0;
         for p in 0..w * h {
             let (a, b) = (&with[p * 3..p * 3 + 3], &without[p * 3..p * 3 + 3]);
-            assert!(b[0] == b[1] && b[1] == b[2], "{plane}: grey without the overlay");
+            assert!(
+                b[0] == b[1] && b[1] == b[2],
+                "{plane}: grey without the overlay"
+            );
             if a != b {
                 differ += 1;
-                assert!(a[0] != a[1] || a[1] != a[2], "{plane}: a changed pixel is coloured");
+                assert!(
+                    a[0] != a[1] || a[1] != a[2],
+                    "{plane}: a changed pixel is coloured"
+                );
             }
         }
         println!("{plane}: {w}×{h}, {differ} outline pixels");
-        assert!(differ > 50, "{plane}: the overlay shows the lungs ({differ} pixels)");
+        assert!(
+            differ > 50,
+            "{plane}: the overlay shows the lungs ({differ} pixels)"
+        );
     }
     // bad parameters are refused with a reason
-    let bad = curl("GET", http, &format!("/api/series/{uid}/image?plane=oblique"), &[]);
+    let bad = curl(
+        "GET",
+        http,
+        &format!("/api/series/{uid}/image?plane=oblique"),
+        &[],
+    );
     assert_eq!(bad.code, 400);
-    let far = curl("GET", http, &format!("/api/series/{uid}/image?plane=axial&index=999"), &[]);
+    let far = curl(
+        "GET",
+        http,
+        &format!("/api/series/{uid}/image?plane=axial&index=999"),
+        &[],
+    );
     assert_eq!(far.code, 400);
     assert_eq!(curl("GET", http, "/api/series/1.2.3/image", &[]).code, 404);
     // the series page and list answer with the lung results
     let page = curl("GET", http, &format!("/series/{uid}"), &[]);
     assert_eq!(page.code, 200);
     let html = String::from_utf8_lossy(&page.body);
-    assert!(html.contains("Right lung") && html.contains("Left lung"), "{html}");
+    assert!(
+        html.contains("Right lung") && html.contains("Left lung"),
+        "{html}"
+    );
     let list = curl("GET", http, "/api/series?modality=ct", &[]).json();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let none = curl("GET", http, "/api/series?modality=MR", &[]).json();
     assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
     // the console's list adds the pipelines and deliveries of each series
     let sum = curl("GET", http, "/api/series?summary=true", &[]).json();
-    assert_eq!(sum[0]["pipelines"], serde_json::json!(["lung DONE"]), "{sum}");
+    assert_eq!(
+        sum[0]["pipelines"],
+        serde_json::json!(["lung DONE"]),
+        "{sum}"
+    );
     // the rule tester changes nothing: no token needed
     let file = files_under(&data.path().join("chest"))[0].clone();
     let t = curl(
         "POST",
         http,
         "/api/rules/test",
-        &["-H", "Content-Type: application/octet-stream", "--data-binary", &format!("@{}", file.display())],
+        &[
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", file.display()),
+        ],
     );
     assert_eq!(t.code, 200, "{}", String::from_utf8_lossy(&t.body));
     let t = t.json();
@@ -176,7 +214,10 @@ fn planes_render_with_and_without_the_overlay() {
 }
 
 /// A pipeline that always fails; with `BROKEN_ENV` a job is DEAD after one attempt.
-const BROKEN_ENV: [(&str, &str); 2] = [("SEGNODE_WORKERS__MAX_ATTEMPTS", "1"), ("SEGNODE_WORKERS__POLL_MS", "200")];
+const BROKEN_ENV: [(&str, &str); 2] = [
+    ("SEGNODE_WORKERS__MAX_ATTEMPTS", "1"),
+    ("SEGNODE_WORKERS__POLL_MS", "200"),
+];
 const BROKEN: &str = "[pipelines.external.broken]\ncommand = [\"false\"]\ntimeout_s = 30\n\
 [[rules]]\nname = \"all\"\npipelines = [\"external:broken\"]\ndestinations = []\n";
 
@@ -190,7 +231,9 @@ fn host_check_token_and_security_headers() {
     let token = node.admin_token();
     // the token file: generated at the first start, owner-only
     let token_file = node.dir.path().join("admin-token");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600, "token file mode {mode:o}");
     assert!(token.len() >= 32);
 
@@ -198,7 +241,10 @@ fn host_check_token_and_security_headers() {
     let home = curl("GET", http, "/", &[]);
     assert_eq!(home.code, 200);
     let csp = home.header("content-security-policy").unwrap_or("");
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(home.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(home.header("cache-control"), Some("no-store"));
     assert!(!String::from_utf8_lossy(&home.body).contains("http://") || true);
@@ -211,10 +257,18 @@ fn host_check_token_and_security_headers() {
         (&*format!("localhost:{http}"), 200),
         (&*format!("127.0.0.1:{http}"), 200),
     ] {
-        let a = curl("GET", http, "/api/series", &["-H", &format!("Host: {host}")]);
+        let a = curl(
+            "GET",
+            http,
+            "/api/series",
+            &["-H", &format!("Host: {host}")],
+        );
         assert_eq!(a.code, code, "Host {host}");
     }
-    assert_eq!(curl("GET", http, "/health", &["-H", "Host: prometheus.internal"]).code, 200);
+    assert_eq!(
+        curl("GET", http, "/health", &["-H", "Host: prometheus.internal"]).code,
+        200
+    );
 
     // a failed job to retry
     let out = storescu(node.port, &files_under(&dir), &[]);
@@ -230,33 +284,70 @@ fn host_check_token_and_security_headers() {
     let none = curl("POST", http, &retry, &[]);
     assert_eq!(none.code, 401, "{}", String::from_utf8_lossy(&none.body));
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
-    let wrong = curl("POST", http, &retry, &["-H", "Authorization: Bearer 0123456789abcdef0123456789abcdef"]);
+    let wrong = curl(
+        "POST",
+        http,
+        &retry,
+        &[
+            "-H",
+            "Authorization: Bearer 0123456789abcdef0123456789abcdef",
+        ],
+    );
     assert_eq!(wrong.code, 403);
     assert_eq!(curl("GET", http, &retry, &[]).code, 405);
     let bearer = format!("Authorization: Bearer {token}");
-    let cross = curl("POST", http, &retry, &["-H", &bearer, "-H", "Origin: http://evil.example"]);
+    let cross = curl(
+        "POST",
+        http,
+        &retry,
+        &["-H", &bearer, "-H", "Origin: http://evil.example"],
+    );
     assert_eq!(cross.code, 403);
     // a cookie alone (what a forged form would carry) is not enough: the CSRF token is needed
     let cookie = format!("Cookie: segnode_admin={token}");
     assert_eq!(curl("POST", http, &retry, &["-H", &cookie]).code, 403);
-    assert!(node.jobs().iter().any(|j| j["id"] == id.as_str() && j["state"] == "DEAD"));
+    assert!(node
+        .jobs()
+        .iter()
+        .any(|j| j["id"] == id.as_str() && j["state"] == "DEAD"));
 
     // with the token: retried, and the history says so
     let ok = curl("POST", http, &retry, &["-H", &bearer]);
     assert_eq!(ok.code, 200, "{}", String::from_utf8_lossy(&ok.body));
     let h = node.history(&uid);
-    assert!(h.iter().any(|e| e.starts_with("admin job") && e.contains("retried")), "{h:#?}");
+    assert!(
+        h.iter()
+            .any(|e| e.starts_with("admin job") && e.contains("retried")),
+        "{h:#?}"
+    );
     // the login form sets an HttpOnly SameSite=Strict cookie, and refuses a wrong token
-    let login = curl("POST", http, "/login", &["--data-urlencode", &format!("token={token}")]);
+    let login = curl(
+        "POST",
+        http,
+        "/login",
+        &["--data-urlencode", &format!("token={token}")],
+    );
     assert_eq!(login.code, 303, "{}", String::from_utf8_lossy(&login.body));
     let set = login.header("set-cookie").unwrap_or("");
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
-    assert_eq!(curl("POST", http, "/login", &["--data-urlencode", "token=nope"]).code, 403);
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert_eq!(
+        curl("POST", http, "/login", &["--data-urlencode", "token=nope"]).code,
+        403
+    );
     // pause / resume
     let p = curl("POST", http, "/api/pause/processing", &["-H", &bearer]);
     assert_eq!(p.code, 200);
-    assert_eq!(curl("GET", http, "/api/status", &[]).json()["workers"]["paused"], true);
-    assert_eq!(curl("POST", http, "/api/resume/processing", &["-H", &bearer]).code, 200);
+    assert_eq!(
+        curl("GET", http, "/api/status", &[]).json()["workers"]["paused"],
+        true
+    );
+    assert_eq!(
+        curl("POST", http, "/api/resume/processing", &["-H", &bearer]).code,
+        200
+    );
     // metrics still come from the prometheus registry under the same names
     let m = String::from_utf8(curl("GET", http, "/metrics", &[]).body).unwrap();
     assert!(m.contains("segnode_jobs_failed_total{node="), "{m}");
@@ -274,5 +365,8 @@ fn a_non_loopback_console_needs_a_token_file() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("admin token file") && err.contains("loopback"), "{err}");
+    assert!(
+        err.contains("admin token file") && err.contains("loopback"),
+        "{err}"
+    );
 }

@@ -62,7 +62,10 @@ impl Browser {
                 {
                     Ok(c) => break c,
                     Err(e) => {
-                        assert!(start.elapsed() < Duration::from_secs(30), "WebDriver session: {e}");
+                        assert!(
+                            start.elapsed() < Duration::from_secs(30),
+                            "WebDriver session: {e}"
+                        );
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
@@ -98,7 +101,13 @@ impl Browser {
 
     fn type_into(&self, css: &str, text: &str) {
         self.rt
-            .block_on(async { self.c().find(Locator::Css(css)).await?.send_keys(text).await })
+            .block_on(async {
+                self.c()
+                    .find(Locator::Css(css))
+                    .await?
+                    .send_keys(text)
+                    .await
+            })
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
@@ -158,7 +167,11 @@ fn a_series_appears_live_and_its_page_shows_the_lungs() {
         Duration::from_secs(30),
         "const a = document.querySelector('#series-table tbody tr td a'); return a ? a.textContent : null;",
     );
-    assert_eq!(b.js("return window.__sameDocument === true;"), true, "the page was not reloaded");
+    assert_eq!(
+        b.js("return window.__sameDocument === true;"),
+        true,
+        "the page was not reloaded"
+    );
     let uid = uid.as_str().unwrap().to_string();
     wait_for("the lung job", Duration::from_secs(180), || {
         node.jobs().into_iter().find(|j| j["state"] == "DONE")
@@ -169,7 +182,10 @@ fn a_series_appears_live_and_its_page_shows_the_lungs() {
     b.goto(&format!("{base}/series/{uid}"));
     let text = b.js("return document.body.innerText;");
     let text = text.as_str().unwrap();
-    assert!(text.contains("Right lung") && text.contains("Left lung"), "{text}");
+    assert!(
+        text.contains("Right lung") && text.contains("Left lung"),
+        "{text}"
+    );
     assert!(text.contains("volume (mL)"), "{text}");
 
     // the viewer: the three planes load, then the sliders and segment toggles come
@@ -183,7 +199,10 @@ fn a_series_appears_live_and_its_page_shows_the_lungs() {
         Duration::from_secs(60),
         "return ['axial','coronal','sagittal'].every(p => { const i = document.getElementById('img-' + p); return i.complete && i.naturalWidth > 0; });",
     );
-    println!("series page with three planes painted in {} ms", t0.elapsed().as_millis());
+    println!(
+        "series page with three planes painted in {} ms",
+        t0.elapsed().as_millis()
+    );
     std::fs::create_dir_all(repo_root().join("target/console")).ok();
     b.screenshot(&repo_root().join("target/console/series-page.png"));
 
@@ -210,20 +229,29 @@ fn a_series_appears_live_and_its_page_shows_the_lungs() {
     let toggled = b.wait_js(
         "the image without one segment",
         Duration::from_secs(30),
-        &IMG_PIXELS.replace("includes('index=')", "includes('index=20&') && !/segments=1,2$/.test(i.src)"),
+        &IMG_PIXELS.replace(
+            "includes('index=')",
+            "includes('index=20&') && !/segments=1,2$/.test(i.src)",
+        ),
     );
     assert_ne!(before, toggled, "hiding a segment changes the image");
     b.click("input.segment");
     let again = b.wait_js(
         "the image with both segments",
         Duration::from_secs(30),
-        &IMG_PIXELS.replace("includes('index=')", "includes('index=20&') && /segments=1,2$/.test(i.src)"),
+        &IMG_PIXELS.replace(
+            "includes('index=')",
+            "includes('index=20&') && /segments=1,2$/.test(i.src)",
+        ),
     );
     assert_eq!(before, again, "showing it again restores the image");
 }
 
 /// A pipeline that always fails; with `BROKEN_ENV` a job is DEAD after one attempt.
-const BROKEN_ENV: [(&str, &str); 2] = [("SEGNODE_WORKERS__MAX_ATTEMPTS", "1"), ("SEGNODE_WORKERS__POLL_MS", "200")];
+const BROKEN_ENV: [(&str, &str); 2] = [
+    ("SEGNODE_WORKERS__MAX_ATTEMPTS", "1"),
+    ("SEGNODE_WORKERS__POLL_MS", "200"),
+];
 const BROKEN: &str = "[pipelines.external.broken]\ncommand = [\"false\"]\ntimeout_s = 30\n\
 [[rules]]\nname = \"all\"\npipelines = [\"external:broken\"]\ndestinations = []\n";
 
@@ -235,7 +263,9 @@ fn retry_from_the_page_needs_the_token() {
     phantom(&dir, &data.path().join("truth.raw"), 4, 32);
     let node = NodeProc::start_with(&BROKEN_ENV, BROKEN);
     let base = format!("http://127.0.0.1:{}", node.http_port());
-    assert!(storescu(node.port, &files_under(&dir), &[]).status.success());
+    assert!(storescu(node.port, &files_under(&dir), &[])
+        .status
+        .success());
     let job = wait_for("a dead job", Duration::from_secs(60), || {
         node.jobs().into_iter().find(|j| j["state"] == "DEAD")
     });
@@ -257,7 +287,11 @@ fn retry_from_the_page_needs_the_token() {
     b.goto(&format!("{base}/login"));
     b.type_into("#token", &node.admin_token());
     b.click("#login");
-    b.wait_js("back on the status page", Duration::from_secs(20), "return location.pathname === '/';");
+    b.wait_js(
+        "back on the status page",
+        Duration::from_secs(20),
+        "return location.pathname === '/';",
+    );
     b.goto(&format!("{base}/jobs"));
     b.click("button.retry");
     b.wait_js(
@@ -284,7 +318,9 @@ fn first_paint_of_a_512_series() {
     phantom(&dir, &data.path().join("truth.raw"), 300, 512);
     let node = NodeProc::start_with(&[], LUNG_LOCAL);
     let base = format!("http://127.0.0.1:{}", node.http_port());
-    assert!(storescu(node.port, &files_under(&dir), &[]).status.success());
+    assert!(storescu(node.port, &files_under(&dir), &[])
+        .status
+        .success());
     let job = wait_for("the lung job", Duration::from_secs(600), || {
         node.jobs().into_iter().find(|j| j["state"] == "DONE")
     });

@@ -306,10 +306,10 @@ fn default_configuration_segments_a_chest_ct() {
         .filter_map(|s| s["label"].as_str())
         .collect();
     assert_eq!(labels, ["Right lung", "Left lung"], "{result}");
-    let seg = cwd
-        .path()
-        .join("data/outbox")
-        .join(format!("{}.dcm", result["seg_sop_instance_uid"].as_str().unwrap()));
+    let seg = cwd.path().join("data/outbox").join(format!(
+        "{}.dcm",
+        result["seg_sop_instance_uid"].as_str().unwrap()
+    ));
     assert!(seg.is_file(), "the SEG is kept locally: {}", seg.display());
     assert!(cwd.path().join("data/admin-token").is_file());
 }

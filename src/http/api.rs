@@ -110,7 +110,8 @@ impl SeriesFilter {
         contains(Some(s.state.as_str()), &self.state)
             && contains(s.modality.as_deref(), &self.modality)
             && contains(s.calling_ae.as_deref(), &self.ae)
-            && (contains(Some(&s.series_uid), &self.q) || contains(s.patient_id.as_deref(), &self.q))
+            && (contains(Some(&s.series_uid), &self.q)
+                || contains(s.patient_id.as_deref(), &self.q))
             && since.is_none_or(|t| s.last_received_ms >= t)
     }
 }
@@ -288,8 +289,10 @@ pub async fn rules(State(c): State<Console>) -> Json<Value> {
         .settings
         .rules
         .iter()
-        .map(|r| json!({ "name": r.name, "pipelines": r.pipelines, "destinations": r.destinations,
-                         "match": format!("{:?}", r.matcher) }))
+        .map(|r| {
+            json!({ "name": r.name, "pipelines": r.pipelines, "destinations": r.destinations,
+                         "match": format!("{:?}", r.matcher) })
+        })
         .collect();
     Json(json!(rules))
 }
@@ -390,8 +393,7 @@ pub async fn image(
     let plane = Plane::parse(q.plane.as_deref().unwrap_or("axial"))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let window_name = q.window.as_deref().unwrap_or("lung");
-    let window =
-        Window::parse(window_name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let window = Window::parse(window_name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let overlay = q.overlay.unwrap_or(true);
     let segments: Option<Vec<u8>> = match q.segments.as_deref().map(str::trim) {
         None => None,
@@ -452,7 +454,13 @@ pub async fn retry_job(State(c): State<Console>, Path(id): Path<String>) -> ApiR
             job.state
         )));
     }
-    admin_event(&c, &job.series_uid, job.revision, &format!("job {id} ({}) retried", job.pipeline)).await;
+    admin_event(
+        &c,
+        &job.series_uid,
+        job.revision,
+        &format!("job {id} ({}) retried", job.pipeline),
+    )
+    .await;
     Ok(Json(json!({ "job": id, "state": "QUEUED" })))
 }
 
@@ -477,7 +485,13 @@ pub async fn resend_delivery(
             item.state
         )));
     }
-    admin_event(&c, &item.series_uid, item.revision, &format!("delivery {id} to {} resent", item.destination)).await;
+    admin_event(
+        &c,
+        &item.series_uid,
+        item.revision,
+        &format!("delivery {id} to {} resent", item.destination),
+    )
+    .await;
     Ok(Json(json!({ "delivery": id, "state": "PENDING" })))
 }
 
@@ -493,7 +507,10 @@ pub async fn force_complete(
         .find(|s| s.series_uid == uid)
         .ok_or_else(|| ApiError::NotFound(format!("no series {uid}")))?;
     if series.state.as_str() != "RECEIVING" {
-        return Err(ApiError::Conflict(format!("series {uid} is {} already", series.state)));
+        return Err(ApiError::Conflict(format!(
+            "series {uid} is {} already",
+            series.state
+        )));
     }
     if !c
         .index
@@ -521,7 +538,9 @@ async fn set_pause(c: &Console, what: &str, pause: bool) -> ApiResult<Json<Value
         .ok_or_else(|| ApiError::BadRequest("processing or delivery".into()))?;
     let changed = control::set_paused(activity, pause);
     tracing::info!(node = %c.node, what = activity.name(), paused = pause, "console: {} {}", if pause { "paused" } else { "resumed" }, activity.name());
-    Ok(Json(json!({ "what": activity.name(), "paused": pause, "changed": changed })))
+    Ok(Json(
+        json!({ "what": activity.name(), "paused": pause, "changed": changed }),
+    ))
 }
 
 /// `/api/destinations/{name}/echo`: C-ECHO the destination.
@@ -536,7 +555,10 @@ pub async fn echo(State(c): State<Console>, Path(name): Path<String>) -> ApiResu
         ae_title: d.ae_title.clone(),
         host: d.host.clone(),
         port: d.port,
-        calling_ae: d.calling_ae.clone().unwrap_or_else(|| s.dicom.ae_title.clone()),
+        calling_ae: d
+            .calling_ae
+            .clone()
+            .unwrap_or_else(|| s.dicom.ae_title.clone()),
     };
     let opts = segnode_net::scu::ScuOptions {
         connect_timeout: crate::config::secs(s.dispatch.connect_timeout_s),
@@ -547,7 +569,9 @@ pub async fn echo(State(c): State<Console>, Path(name): Path<String>) -> ApiResu
     let outcome = segnode_net::scu::echo(&peer, &opts).await;
     let ms = t.elapsed().as_millis() as u64;
     Ok(Json(match outcome {
-        Ok(status) => json!({ "destination": name, "ok": status == 0, "status": format!("{status:04X}"), "ms": ms }),
+        Ok(status) => {
+            json!({ "destination": name, "ok": status == 0, "status": format!("{status:04X}"), "ms": ms })
+        }
         Err(e) => json!({ "destination": name, "ok": false, "error": e.to_string(), "ms": ms }),
     }))
 }

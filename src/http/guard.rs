@@ -112,14 +112,19 @@ fn cross_origin(h: &HeaderMap, host: &str) -> bool {
             return true;
         }
     }
-    matches!(h.get("sec-fetch-site").and_then(|v| v.to_str().ok()), Some("cross-site"))
+    matches!(
+        h.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
+        Some("cross-site")
+    )
 }
 
 /// The middleware.
 pub async fn guard(State(c): State<Console>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let open = path == "/health" || path == "/metrics";
-    let host = header_str(req.headers(), header::HOST).unwrap_or("").to_string();
+    let host = header_str(req.headers(), header::HOST)
+        .unwrap_or("")
+        .to_string();
     if !open && !c.host_allowed(&host) {
         return secure(Refusal::ForeignHost.answer());
     }
@@ -155,7 +160,10 @@ fn secure(mut r: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

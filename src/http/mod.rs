@@ -53,7 +53,10 @@ async fn health(State(index): State<Index>) -> impl IntoResponse {
     if !index.unavailable() && index.ping(Duration::from_secs(2)).await {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "index database unavailable\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index database unavailable\n",
+        )
     }
 }
 

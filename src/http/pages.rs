@@ -64,7 +64,11 @@ fn page(c: &Console, title: &str, active: &str, body: &str) -> Response {
     ]
     .iter()
     .map(|(href, name)| {
-        let cls = if *href == active { " class=\"active\"" } else { "" };
+        let cls = if *href == active {
+            " class=\"active\""
+        } else {
+            ""
+        };
         format!("<a href=\"{href}\"{cls}>{name}</a>")
     })
     .collect();
@@ -90,7 +94,12 @@ fn error_page(c: &Console, e: api::ApiError) -> Response {
         api::ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let mut r = page(c, "Error", "", &format!("<h1>Error</h1><p>{}</p>", esc(&e.to_string())));
+    let mut r = page(
+        c,
+        "Error",
+        "",
+        &format!("<h1>Error</h1><p>{}</p>", esc(&e.to_string())),
+    );
     *r.status_mut() = code;
     r
 }
@@ -111,8 +120,14 @@ pub async fn status(State(c): State<Console>) -> Response {
     let disk = match s["disk"].as_object() {
         Some(d) => format!(
             "{} MB free of {} MB (reserve {} MB){}",
-            d["free_mb"], d["total_mb"], d["min_free_mb"],
-            if d["low"] == true { " <span class=\"bad\">below the reserve: new instances are refused</span>" } else { "" }
+            d["free_mb"],
+            d["total_mb"],
+            d["min_free_mb"],
+            if d["low"] == true {
+                " <span class=\"bad\">below the reserve: new instances are refused</span>"
+            } else {
+                ""
+            }
         ),
         None => "unknown".into(),
     };
@@ -133,7 +148,13 @@ pub async fn status(State(c): State<Console>) -> Response {
         })
         .unwrap_or_default();
     let l = &s["listeners"][0];
-    let paused = |v: &Value| if v == &Value::Bool(true) { "<span class=\"bad\">paused</span>" } else { "running" };
+    let paused = |v: &Value| {
+        if v == &Value::Bool(true) {
+            "<span class=\"bad\">paused</span>"
+        } else {
+            "running"
+        }
+    };
     let body = format!(
         "<h1>Status</h1><table class=\"kv\">\
          <tr><th>Node</th><td>{node} (segnode {version})</td></tr>\
@@ -327,7 +348,10 @@ pub async fn series_page(State(c): State<Console>, Path(uid): Path<String>) -> R
         .map(delivery_row)
         .collect();
     let force = if s["state"] == "RECEIVING" {
-        format!("<button data-post=\"/api/series/{}/complete\">Force complete</button>", t(&s["series_uid"]))
+        format!(
+            "<button data-post=\"/api/series/{}/complete\">Force complete</button>",
+            t(&s["series_uid"])
+        )
     } else {
         String::new()
     };
@@ -364,13 +388,17 @@ pub async fn series_page(State(c): State<Console>, Path(uid): Path<String>) -> R
     page(&c, &format!("Series {uid}"), "/series", &body)
 }
 
-const JOB_HEAD: &str = "<thead><tr><th>Job</th><th>Pipeline</th><th>State</th><th>Attempts</th><th>Series</th>\
+const JOB_HEAD: &str =
+    "<thead><tr><th>Job</th><th>Pipeline</th><th>State</th><th>Attempts</th><th>Series</th>\
     <th>Created</th><th>Finished</th><th>Error</th><th></th></tr></thead>";
 
 fn job_row(j: &Value) -> String {
     let t = |k: &str| esc(j[k].as_str().unwrap_or(""));
     let retry = if matches!(j["state"].as_str(), Some("FAILED" | "DEAD")) {
-        format!("<button class=\"retry\" data-post=\"/api/jobs/{}/retry\">Retry</button>", t("id"))
+        format!(
+            "<button class=\"retry\" data-post=\"/api/jobs/{}/retry\">Retry</button>",
+            t("id")
+        )
     } else {
         String::new()
     };
@@ -388,13 +416,17 @@ fn job_row(j: &Value) -> String {
     )
 }
 
-const DELIVERY_HEAD: &str = "<thead><tr><th>Delivery</th><th>Destination</th><th>State</th><th>Attempts</th>\
+const DELIVERY_HEAD: &str =
+    "<thead><tr><th>Delivery</th><th>Destination</th><th>State</th><th>Attempts</th>\
     <th>Status</th><th>Object</th><th>Sent</th><th>Error</th><th></th></tr></thead>";
 
 fn delivery_row(d: &Value) -> String {
     let t = |k: &str| esc(d[k].as_str().unwrap_or(""));
     let resend = if matches!(d["state"].as_str(), Some("DEAD" | "SENT")) {
-        format!("<button data-post=\"/api/outbox/{}/resend\">Resend</button>", t("id"))
+        format!(
+            "<button data-post=\"/api/outbox/{}/resend\">Resend</button>",
+            t("id")
+        )
     } else {
         String::new()
     };
@@ -434,7 +466,8 @@ pub async fn outbox(State(c): State<Console>) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut per: BTreeMap<String, (usize, usize, usize, Option<i64>, Option<i64>)> = BTreeMap::new();
+    let mut per: BTreeMap<String, (usize, usize, usize, Option<i64>, Option<i64>)> =
+        BTreeMap::new();
     for d in &c.settings.destinations {
         per.entry(d.name.clone()).or_default();
     }
@@ -491,7 +524,11 @@ pub async fn rules(State(c): State<Console>) -> Response {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
                 esc(&r.name),
                 esc(&r.pipelines.join(", ")),
-                esc(&if r.destinations.is_empty() { "(kept locally)".to_string() } else { r.destinations.join(", ") }),
+                esc(&if r.destinations.is_empty() {
+                    "(kept locally)".to_string()
+                } else {
+                    r.destinations.join(", ")
+                }),
                 esc(&format!("{:?}", r.matcher))
             )
         })
@@ -533,7 +570,12 @@ pub async fn login(State(c): State<Console>, Form(f): Form<LoginForm>) -> Respon
     }
     tracing::info!("console: admin logged in");
     let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", f.token.trim()).parse() {
+    if let Ok(v) = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        f.token.trim()
+    )
+    .parse()
+    {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

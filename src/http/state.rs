@@ -181,10 +181,23 @@ mod tests {
     fn hosts_of_this_console_only() {
         let lo = Some("127.0.0.1".parse().unwrap());
         let none: Vec<String> = Vec::new();
-        for ok in ["localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST:8080"] {
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "LOCALHOST:8080",
+        ] {
             assert!(host_allowed(ok, 8080, lo, &none), "{ok}");
         }
-        for bad in ["", "evil.example", "evil.example:8080", "localhost:8081", "127.0.0.1.evil.example", "0.0.0.0:8080"] {
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "localhost:8081",
+            "127.0.0.1.evil.example",
+            "0.0.0.0:8080",
+        ] {
             assert!(!host_allowed(bad, 8080, lo, &none), "{bad}");
         }
         let lan = Some("10.1.2.3".parse().unwrap());

@@ -59,8 +59,8 @@ pub struct ViewData {
 impl ViewData {
     /// Load the series stored in `dir` and the SEG at `seg` (if any).
     pub fn load(dir: &Path, seg: Option<&Path>) -> Result<ViewData, ViewError> {
-        let volume =
-            load_series(dir, &LoadOptions::default()).map_err(|e| ViewError::Load(e.to_string()))?;
+        let volume = load_series(dir, &LoadOptions::default())
+            .map_err(|e| ViewError::Load(e.to_string()))?;
         let (labels, overlay_problem) = match seg {
             None => (None, None),
             Some(p) if !p.is_file() => (
@@ -136,10 +136,12 @@ fn attributes(v: &Volume) -> Vec<(String, String)> {
     );
     put("Modality", s.modality.clone());
     put("Body part", s.body_part_examined.clone());
-    let header = v
-        .slices
-        .first()
-        .and_then(|sl| dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(&sl.path).ok());
+    let header = v.slices.first().and_then(|sl| {
+        dicom_object::OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(&sl.path)
+            .ok()
+    });
     let text = |t| {
         header
             .as_ref()
@@ -159,10 +161,7 @@ fn attributes(v: &Volume) -> Vec<(String, String)> {
         .to_string(),
     );
     let [nk, nj, ni] = v.shape();
-    put(
-        "Rows × columns × slices",
-        format!("{nj} × {ni} × {nk}"),
-    );
+    put("Rows × columns × slices", format!("{nj} × {ni} × {nk}"));
     let g = &v.geometry;
     put(
         "Pixel spacing",

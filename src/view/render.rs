@@ -278,7 +278,9 @@ mod tests {
         let drawn = render(&v, Some(&labels), Plane::Axial, 2, lung, &[1]).unwrap();
         let other = render(&v, Some(&labels), Plane::Axial, 2, lung, &[2]).unwrap();
         assert_eq!(plain.rgb, other.rgb, "segment 2 is not in the mask");
-        let changed: Vec<usize> = (0..256).filter(|p| plain.rgb[p * 3..p * 3 + 3] != drawn.rgb[p * 3..p * 3 + 3]).collect();
+        let changed: Vec<usize> = (0..256)
+            .filter(|p| plain.rgb[p * 3..p * 3 + 3] != drawn.rgb[p * 3..p * 3 + 3])
+            .collect();
         // the 8×8 square's border: 28 pixels, each inside the square and coloured
         assert_eq!(changed.len(), 28);
         for p in changed {
@@ -294,7 +296,11 @@ mod tests {
         let v = volume([10, 20, 30], 3.0);
         let lung = Window::parse("lung").unwrap();
         let cor = render(&v, None, Plane::Coronal, 0, lung, &[]).unwrap();
-        assert_eq!((cor.width, cor.height), (30, 30), "10 slices × 3 mm over 1 mm pixels");
+        assert_eq!(
+            (cor.width, cor.height),
+            (30, 30),
+            "10 slices × 3 mm over 1 mm pixels"
+        );
         let sag = render(&v, None, Plane::Sagittal, 29, lung, &[]).unwrap();
         assert_eq!((sag.width, sag.height), (20, 30));
         assert!(matches!(

@@ -92,7 +92,12 @@ pub fn read_seg(path: &Path, volume: &Volume) -> Result<LabelVolume, SegReadErro
         .slices
         .iter()
         .enumerate()
-        .map(|(k, s)| ((s.sop_instance_uid.as_str(), s.frame_number.unwrap_or(0)), k))
+        .map(|(k, s)| {
+            (
+                (s.sop_instance_uid.as_str(), s.frame_number.unwrap_or(0)),
+                k,
+            )
+        })
         .collect();
     let pixels = obj
         .element(tags::PIXEL_DATA)
