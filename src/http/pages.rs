@@ -466,8 +466,9 @@ pub async fn outbox(State(c): State<Console>) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut per: BTreeMap<String, (usize, usize, usize, Option<i64>, Option<i64>)> =
-        BTreeMap::new();
+    // destination → (sent, pending, dead, last success, backoff until)
+    type Tally = (usize, usize, usize, Option<i64>, Option<i64>);
+    let mut per: BTreeMap<String, Tally> = BTreeMap::new();
     for d in &c.settings.destinations {
         per.entry(d.name.clone()).or_default();
     }
