@@ -246,6 +246,25 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
+/// "SENT 1, DEAD 1", or "kept locally" for a processed series without deliveries.
+fn deliveries_cell(s: &Value) -> String {
+    let text = s["deliveries"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let processed = s["pipelines"].as_array().is_some_and(|p| !p.is_empty());
+    if text.is_empty() && processed {
+        "kept locally".into()
+    } else {
+        text
+    }
+}
+
 /// One row of the series table (the script renders the same from `/api/series`).
 fn series_row(s: &Value) -> String {
     let t = |k: &str| esc(s[k].as_str().unwrap_or(""));
@@ -268,12 +287,7 @@ fn series_row(s: &Value) -> String {
                 .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
         ),
-        dl = esc(
-            &s["deliveries"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
-        ),
+        dl = esc(&deliveries_cell(s)),
         p = t("patient_id"),
     )
 }

@@ -42,7 +42,8 @@
       `<td>${esc(s.series_description)}</td><td>${esc(s.instance_count)}</td><td>${esc(s.calling_ae)}</td>` +
       `<td>${when(s.first_received_ms)}</td><td>${when(s.last_received_ms)}</td>` +
       `<td>${esc(s.completion_reason)}</td><td>${esc((s.pipelines || []).join(", "))}</td>` +
-      `<td>${esc(Object.entries(s.deliveries || {}).map(([k, n]) => k + " " + n).join(", "))}</td>` +
+      `<td>${esc(Object.entries(s.deliveries || {}).map(([k, n]) => k + " " + n).join(", ") ||
+                 ((s.pipelines || []).length ? "kept locally" : ""))}</td>` +
       `<td>${esc(s.patient_id)}</td></tr>`;
     const refresh = async () => {
       try {
@@ -100,6 +101,11 @@
       // the middle sagittal plane is the mediastinum: start through the right lung instead
       $("#slider-sagittal").value = Math.floor(v.planes.sagittal * 0.3);
       show("sagittal");
+      // a result without lungs (cochlear electrodes) is read in the bone window
+      if (v.segments.length && !v.segments.some((s) => /lung/i.test(s.label))) {
+        state.window = "bone";
+        $("#window").value = "bone";
+      }
       const segs = $("#segments");
       if (!v.segments.length) {
         segs.textContent = v.overlay_problem || "no segments (no result yet)";
@@ -114,6 +120,7 @@
           state.segments = [...segs.querySelectorAll("input.segment:checked")].map((c) => Number(c.value));
           showAll();
         }));
+        if (state.window !== "lung") showAll();
       }
       $("#attributes").innerHTML = v.attributes.map(([k, val]) =>
         `<tr><th>${esc(k)}</th><td>${esc(val)}</td></tr>`).join("");
