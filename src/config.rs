@@ -80,12 +80,18 @@ pub struct NodeSettings {
     pub name: String,
 }
 
-/// The monitoring endpoint (`/health`, `/metrics`); off while `port` is 0.
+/// The web console, API and monitoring endpoint (`/`, `/api`, `/health`, `/metrics`); off while `port`
+/// is 0.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub bind: String,
     pub port: u16,
+    /// The admin token (generated at first start on loopback); actions need it.
+    pub admin_token_file: PathBuf,
+    /// Host header values accepted besides the bound address and localhost.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// In-process workers: which pipelines run, how many at once, leases and retries.
@@ -483,6 +489,7 @@ impl Layers {
                 // SEGNODE_WORKERS__PIPELINES=lung,cochlear
                 .list_separator(",")
                 .with_list_parse_key("workers.pipelines")
+                .with_list_parse_key("http.allowed_hosts")
                 .source(Some(self.env.clone())),
         );
         Ok(builder.build()?)
@@ -741,6 +748,9 @@ impl Settings {
                 format!("`{}` is not an IP address", self.http.bind),
             )
         })?;
+        if self.http.admin_token_file.as_os_str().is_empty() {
+            return Err(invalid("http.admin_token_file", "must not be empty"));
+        }
         if self.storage.dir.as_os_str().is_empty() {
             return Err(invalid("storage.dir", "must not be empty"));
         }

@@ -132,7 +132,8 @@ impl DestinationWorker {
                 }
                 wake.arm();
                 let now = now_ms();
-                if now >= backoff_until {
+                let paused = crate::control::paused(crate::control::Activity::Delivery);
+                if now >= backoff_until && !paused {
                     match self.deliver_batch().await {
                         Ok(BatchOutcome::Idle) | Ok(BatchOutcome::Sent) => {
                             if failures > 0 {

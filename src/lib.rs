@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod series;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod view;
 pub mod worker;
 
 pub use segnode_imaging::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};

@@ -1,14 +1,20 @@
 //! The process's counters (associations, instances, jobs, deliveries) and their Prometheus text
-//! exposition, with the shared database's state counts as gauges.
+//! exposition (the `prometheus` crate's registry and text encoder), with the shared database's state
+//! counts as gauges.
 //!
-//! Counters are per process (each receiver and worker exposes its own, as Prometheus expects); the
-//! series / jobs / outbox gauges come from the database, so every process of a deployment shows the
-//! same totals.
+//! Counters are per process (each receiver and worker exposes its own, as Prometheus expects) and carry
+//! the process's `node` label, added when they are exposed (the name is known only once the settings are
+//! read, the counters exist from the first association on). The series / jobs / outbox gauges come from
+//! the database, so every process of a deployment shows the same totals; they have no node label.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use prometheus::proto::{LabelPair, MetricFamily};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// Why an association was turned away.
 #[derive(Debug, Clone, Copy)]
@@ -21,20 +27,30 @@ pub enum Rejection {
     IndexUnavailable,
 }
 
-#[derive(Default)]
+/// The process's metrics, registered in a registry of their own.
 pub struct Metrics {
-    associations: AtomicU64,
-    rejected_refused: AtomicU64,
-    rejected_limit: AtomicU64,
-    rejected_index: AtomicU64,
-    instances_stored: AtomicU64,
-    instances_refused: AtomicU64,
-    bytes_received: AtomicU64,
-    echoes: AtomicU64,
-    /// pipeline → (done, failed, seconds of the done ones)
-    jobs: Mutex<BTreeMap<String, (u64, u64, f64)>>,
-    /// destination → (sent, failed attempts)
-    deliveries: Mutex<BTreeMap<String, (u64, u64)>>,
+    registry: Registry,
+    associations: IntCounter,
+    rejected: IntCounterVec,
+    instances_stored: IntCounter,
+    instances_refused: IntCounter,
+    bytes_received: IntCounter,
+    echoes: IntCounter,
+    jobs_done: IntCounterVec,
+    jobs_failed: IntCounterVec,
+    job_seconds: prometheus::CounterVec,
+    job_duration: HistogramVec,
+    deliveries_sent: IntCounterVec,
+    delivery_failures: IntCounterVec,
+    /// The database gauges, set from the state counts at each exposition (under the lock, so two
+    /// scrapes do not interleave).
+    shared: Mutex<Shared>,
+}
+
+struct Shared {
+    registry: Registry,
+    index_up: IntGauge,
+    tables: [(&'static str, IntGaugeVec); 3],
 }
 
 /// The process's metrics.
@@ -43,202 +59,234 @@ pub fn metrics() -> &'static Metrics {
     M.get_or_init(Metrics::default)
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let r = Registry::new();
+        let rejected = counter_vec(
+            &r,
+            "segnode_associations_rejected_total",
+            "Associations turned away, by reason.",
+            "reason",
+        );
+        for reason in ["refused", "limit", "index_unavailable"] {
+            rejected.with_label_values(&[reason]);
+        }
+        let job_seconds = prometheus::CounterVec::new(
+            Opts::new(
+                "segnode_job_seconds_total",
+                "Seconds spent in completed jobs.",
+            ),
+            &["pipeline"],
+        )
+        .expect("valid metric name");
+        r.register(Box::new(job_seconds.clone()))
+            .expect("registered once");
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "segnode_job_duration_seconds",
+                "Duration of completed jobs.",
+            )
+            .buckets(vec![
+                0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+            &["pipeline"],
+        )
+        .expect("valid metric name");
+        r.register(Box::new(job_duration.clone()))
+            .expect("registered once");
+        let shared_registry = Registry::new();
+        let index_up = IntGauge::new("segnode_index_up", "Whether the index database answered.")
+            .expect("valid metric name");
+        shared_registry
+            .register(Box::new(index_up.clone()))
+            .expect("registered once");
+        let table = |name: &'static str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(format!("segnode_{name}"), help), &["state"])
+                .expect("valid metric name");
+            shared_registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            (name, g)
+        };
+        let tables = [
+            table("series", "Series in the index, by state."),
+            table("jobs", "Jobs in the queue, by state."),
+            table("outbox", "Result deliveries, by state."),
+        ];
+        Metrics {
+            associations: counter(&r, "segnode_associations_total", "Associations accepted."),
+            rejected,
+            instances_stored: counter(
+                &r,
+                "segnode_instances_stored_total",
+                "Instances stored (success status sent).",
+            ),
+            instances_refused: counter(
+                &r,
+                "segnode_instances_refused_total",
+                "Instances answered with a failure status.",
+            ),
+            bytes_received: counter(
+                &r,
+                "segnode_received_bytes_total",
+                "Data set bytes received.",
+            ),
+            echoes: counter(&r, "segnode_echoes_total", "C-ECHO requests answered."),
+            jobs_done: counter_vec(
+                &r,
+                "segnode_jobs_done_total",
+                "Jobs this process completed.",
+                "pipeline",
+            ),
+            jobs_failed: counter_vec(
+                &r,
+                "segnode_jobs_failed_total",
+                "Job attempts of this process that failed.",
+                "pipeline",
+            ),
+            job_seconds,
+            job_duration,
+            deliveries_sent: counter_vec(
+                &r,
+                "segnode_deliveries_sent_total",
+                "Results acknowledged by a destination.",
+                "destination",
+            ),
+            delivery_failures: counter_vec(
+                &r,
+                "segnode_delivery_failures_total",
+                "Delivery attempts that failed.",
+                "destination",
+            ),
+            registry: r,
+            shared: Mutex::new(Shared {
+                registry: shared_registry,
+                index_up,
+                tables,
+            }),
+        }
+    }
+}
+
 impl Metrics {
     pub fn association_accepted(&self) {
-        self.associations.fetch_add(1, Ordering::Relaxed);
+        self.associations.inc();
     }
 
     pub fn association_rejected(&self, why: Rejection) {
-        match why {
-            Rejection::Refused => &self.rejected_refused,
-            Rejection::Limit => &self.rejected_limit,
-            Rejection::IndexUnavailable => &self.rejected_index,
-        }
-        .fetch_add(1, Ordering::Relaxed);
+        let reason = match why {
+            Rejection::Refused => "refused",
+            Rejection::Limit => "limit",
+            Rejection::IndexUnavailable => "index_unavailable",
+        };
+        self.rejected.with_label_values(&[reason]).inc();
     }
 
     pub fn instance(&self, stored: bool) {
         if stored {
-            self.instances_stored.fetch_add(1, Ordering::Relaxed);
+            self.instances_stored.inc();
         } else {
-            self.instances_refused.fetch_add(1, Ordering::Relaxed);
+            self.instances_refused.inc();
         }
     }
 
     pub fn received(&self, bytes: u64) {
-        self.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes_received.inc_by(bytes);
     }
 
     pub fn echo(&self) {
-        self.echoes.fetch_add(1, Ordering::Relaxed);
+        self.echoes.inc();
     }
 
     pub fn job(&self, pipeline: &str, done: bool, seconds: f64) {
-        if let Ok(mut m) = self.jobs.lock() {
-            let e = m.entry(pipeline.to_string()).or_default();
-            if done {
-                e.0 += 1;
-                e.2 += seconds;
-            } else {
-                e.1 += 1;
-            }
+        if done {
+            self.jobs_done.with_label_values(&[pipeline]).inc();
+            self.job_seconds
+                .with_label_values(&[pipeline])
+                .inc_by(seconds.max(0.0));
+            self.job_duration
+                .with_label_values(&[pipeline])
+                .observe(seconds);
+        } else {
+            self.jobs_failed.with_label_values(&[pipeline]).inc();
         }
     }
 
     pub fn delivery(&self, destination: &str, sent: bool) {
-        if let Ok(mut m) = self.deliveries.lock() {
-            let e = m.entry(destination.to_string()).or_default();
-            if sent {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
+        if sent {
+            self.deliveries_sent.with_label_values(&[destination]).inc();
+        } else {
+            self.delivery_failures
+                .with_label_values(&[destination])
+                .inc();
         }
     }
 
-    /// Prometheus text format (0.0.4): the counters, plus `states` (table → state → rows) from the
-    /// database when it answered.
+    /// Prometheus text format (0.0.4): the counters with `node` as a label, plus `states` (table →
+    /// state → rows) from the database when it answered.
     pub fn render(
         &self,
         node: &str,
         states: Option<&BTreeMap<&'static str, BTreeMap<String, i64>>>,
     ) -> String {
-        let mut out = String::new();
-        let node = escape(node);
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP segnode_{name} {help}");
-            let _ = writeln!(out, "# TYPE segnode_{name} counter");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "segnode_{name}{{node=\"{node}\"{labels}}} {v}");
+        let mut families = self.registry.gather();
+        for family in &mut families {
+            for metric in family.mut_metric() {
+                let mut labels = metric.take_label();
+                let mut pair = LabelPair::default();
+                pair.set_name("node".into());
+                pair.set_value(node.into());
+                labels.push(pair);
+                labels.sort_by(|a, b| a.name().cmp(b.name()));
+                metric.set_label(labels);
             }
-        };
-        counter(
-            "associations_total",
-            "Associations accepted.",
-            &[(String::new(), get(&self.associations))],
-        );
-        counter(
-            "associations_rejected_total",
-            "Associations turned away, by reason.",
-            &[
-                (",reason=\"refused\"".into(), get(&self.rejected_refused)),
-                (",reason=\"limit\"".into(), get(&self.rejected_limit)),
-                (
-                    ",reason=\"index_unavailable\"".into(),
-                    get(&self.rejected_index),
-                ),
-            ],
-        );
-        counter(
-            "instances_stored_total",
-            "Instances stored (success status sent).",
-            &[(String::new(), get(&self.instances_stored))],
-        );
-        counter(
-            "instances_refused_total",
-            "Instances answered with a failure status.",
-            &[(String::new(), get(&self.instances_refused))],
-        );
-        counter(
-            "received_bytes_total",
-            "Data set bytes received.",
-            &[(String::new(), get(&self.bytes_received))],
-        );
-        counter(
-            "echoes_total",
-            "C-ECHO requests answered.",
-            &[(String::new(), get(&self.echoes))],
-        );
-        let jobs = self.jobs.lock().map(|m| m.clone()).unwrap_or_default();
-        let per = |f: fn(&(u64, u64, f64)) -> u64| -> Vec<(String, u64)> {
-            jobs.iter()
-                .map(|(p, v)| (format!(",pipeline=\"{}\"", escape(p)), f(v)))
-                .collect()
-        };
-        counter(
-            "jobs_done_total",
-            "Jobs this process completed.",
-            &per(|v| v.0),
-        );
-        counter(
-            "jobs_failed_total",
-            "Job attempts of this process that failed.",
-            &per(|v| v.1),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP segnode_job_seconds_total Seconds spent in completed jobs."
-        );
-        let _ = writeln!(out, "# TYPE segnode_job_seconds_total counter");
-        for (p, v) in &jobs {
-            let _ = writeln!(
-                out,
-                "segnode_job_seconds_total{{node=\"{node}\",pipeline=\"{}\"}} {:.3}",
-                escape(p),
-                v.2
-            );
         }
-        let deliveries = self
-            .deliveries
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        let mut counter = |name: &str, help: &str, samples: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP segnode_{name} {help}");
-            let _ = writeln!(out, "# TYPE segnode_{name} counter");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "segnode_{name}{{node=\"{node}\"{labels}}} {v}");
+        let shared: Vec<MetricFamily> = {
+            let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.index_up.set(i64::from(states.is_some()));
+            for (table, gauge) in &s.tables {
+                gauge.reset();
+                for (state, n) in states.and_then(|t| t.get(table)).into_iter().flatten() {
+                    gauge.with_label_values(&[state.as_str()]).set(*n);
+                }
             }
+            s.registry.gather()
         };
-        counter(
-            "deliveries_sent_total",
-            "Results acknowledged by a destination.",
-            deliveries
-                .iter()
-                .map(|(d, v)| (format!(",destination=\"{}\"", escape(d)), v.0))
-                .collect(),
-        );
-        counter(
-            "delivery_failures_total",
-            "Delivery attempts that failed.",
-            deliveries
-                .iter()
-                .map(|(d, v)| (format!(",destination=\"{}\"", escape(d)), v.1))
-                .collect(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP segnode_index_up Whether the index database answered."
-        );
-        let _ = writeln!(out, "# TYPE segnode_index_up gauge");
-        let _ = writeln!(
-            out,
-            "segnode_index_up{{node=\"{node}\"}} {}",
-            u8::from(states.is_some())
-        );
-        if let Some(states) = states {
-            for (table, help) in [
-                ("series", "Series in the index, by state."),
-                ("jobs", "Jobs in the queue, by state."),
-                ("outbox", "Result deliveries, by state."),
-            ] {
-                let _ = writeln!(out, "# HELP segnode_{table} {help}");
-                let _ = writeln!(out, "# TYPE segnode_{table} gauge");
-                for (state, n) in states.get(table).into_iter().flatten() {
-                    let _ = writeln!(out, "segnode_{table}{{state=\"{}\"}} {n}", escape(state));
+        let mut index_up = shared;
+        // index_up carries the node label too (which process's view of the database)
+        for family in &mut index_up {
+            if family.name() == "segnode_index_up" {
+                for metric in family.mut_metric() {
+                    let mut pair = LabelPair::default();
+                    pair.set_name("node".into());
+                    pair.set_value(node.into());
+                    metric.set_label(vec![pair]);
                 }
             }
         }
-        out
+        families.extend(index_up);
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::warn!(error = %e, "metrics exposition failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
     }
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -262,21 +310,28 @@ mod tests {
         for line in [
             "segnode_associations_total{node=\"rx\\\"1\"} 1",
             "segnode_associations_rejected_total{node=\"rx\\\"1\",reason=\"limit\"} 1",
+            "segnode_associations_rejected_total{node=\"rx\\\"1\",reason=\"refused\"} 0",
             "segnode_instances_stored_total{node=\"rx\\\"1\"} 1",
             "segnode_instances_refused_total{node=\"rx\\\"1\"} 1",
             "segnode_received_bytes_total{node=\"rx\\\"1\"} 107",
             "segnode_jobs_done_total{node=\"rx\\\"1\",pipeline=\"lung\"} 1",
             "segnode_jobs_failed_total{node=\"rx\\\"1\",pipeline=\"lung\"} 1",
-            "segnode_job_seconds_total{node=\"rx\\\"1\",pipeline=\"lung\"} 1.500",
-            "segnode_deliveries_sent_total{node=\"rx\\\"1\",destination=\"pacs\"} 1",
+            "segnode_job_seconds_total{node=\"rx\\\"1\",pipeline=\"lung\"} 1.5",
+            "segnode_job_duration_seconds_count{node=\"rx\\\"1\",pipeline=\"lung\"} 1",
+            "segnode_deliveries_sent_total{destination=\"pacs\",node=\"rx\\\"1\"} 1",
             "segnode_index_up{node=\"rx\\\"1\"} 1",
             "segnode_jobs{state=\"DONE\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
-        assert!(m
-            .render("n", None)
-            .lines()
-            .any(|l| l == "segnode_index_up{node=\"n\"} 0"));
+        let down = m.render("n", None);
+        assert!(
+            down.lines().any(|l| l == "segnode_index_up{node=\"n\"} 0"),
+            "{down}"
+        );
+        assert!(
+            !down.contains("segnode_jobs{"),
+            "stale gauges dropped:\n{down}"
+        );
     }
 }

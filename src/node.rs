@@ -131,18 +131,13 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     );
     let http = match node.settings.http.port {
         0 => None,
-        port => Some(crate::http::bind(&node.settings.http.bind, port).await?),
+        port => Some(console(&node, port).await?),
     };
     let (tx, rx) = watch::channel(false);
     node.index.listen();
     let mut background = tokio::task::JoinSet::new();
-    if let Some(l) = http {
-        background.spawn(crate::http::serve(
-            l,
-            node.index.clone(),
-            node.name.clone(),
-            rx.clone(),
-        ));
+    if let Some((l, router)) = http {
+        background.spawn(crate::http::serve(l, router, rx.clone()));
     }
     let tracker = Tracker::new(
         node.index.clone(),
@@ -245,6 +240,35 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Bind the console and build its router: the admin token is read, or generated at the first start
+/// on a loopback address (a non-loopback bind without a token file stops the start).
+async fn console(
+    node: &Node,
+    port: u16,
+) -> Result<(TcpListener, axum::Router), crate::http::HttpError> {
+    let h = &node.settings.http;
+    // validated at load: an IP address
+    let bind: std::net::IpAddr = h
+        .bind
+        .parse()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let (token, created) = crate::http::AdminToken::load_or_create(&h.admin_token_file, bind)?;
+    if created {
+        info!(file = %h.admin_token_file.display(), "admin token generated (mode 0600): actions in the console need it");
+    }
+    let listener = crate::http::bind(&h.bind, port).await?;
+    let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    let console = crate::http::Console::new(
+        node.name.clone(),
+        node.settings.clone(),
+        node.index.clone(),
+        node.store.root().to_path_buf(),
+        Some(token),
+        bound,
+    );
+    Ok((listener, crate::http::console_router(console)))
+}
+
 /// The DICOM layer's options from the `[dicom]` settings.
 pub fn scp_options(settings: &Settings) -> segnode_net::ScpOptions {
     let d = &settings.dicom;
@@ -301,13 +325,18 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
     });
     index.listen();
     if settings.http.port != 0 {
-        let l = crate::http::bind(&settings.http.bind, settings.http.port).await?;
-        tokio::spawn(crate::http::serve(
-            l,
-            index.clone(),
-            settings.node_name(),
-            rx.clone(),
-        ));
+        // a worker beside a receiver on one machine finds the default port taken: it runs without
+        // its monitoring endpoint rather than not at all (give it a port of its own to have one)
+        match crate::http::bind(&settings.http.bind, settings.http.port).await {
+            Ok(l) => {
+                tokio::spawn(crate::http::serve(
+                    l,
+                    crate::http::monitoring_router(index.clone(), settings.node_name()),
+                    rx.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "worker: no /health and /metrics endpoint"),
+        }
     }
     let workers = Arc::new(Workers {
         index: index.clone(),

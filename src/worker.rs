@@ -140,6 +140,13 @@ impl Workers {
                 return;
             }
             wake.arm();
+            if crate::control::paused(crate::control::Activity::Processing) {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                continue;
+            }
             match queue.claim(&pipelines, &owner, lease_ms).await {
                 Ok(Some(job)) => {
                     self.run_job(&queue, job, &owner).await;

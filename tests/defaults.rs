@@ -51,6 +51,8 @@ fn serve_in(dir: &Path, port: u16, log: PathBuf) -> Served {
     let child = segnode_in(dir)
         .arg("serve")
         .env("SEGNODE_DICOM__PORT", port.to_string())
+        // the console's default port (8080) would be shared by the tests running at once
+        .env("SEGNODE_HTTP__PORT", free_port().to_string())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
@@ -262,4 +264,52 @@ fn config_show_explains_a_configuration_that_does_not_start() {
         "{v}"
     );
     assert_eq!(v["settings"]["dicom.max_pdu"]["value"], 10);
+}
+
+/// The main job out of the box (issue 13): from an empty directory, with no rule written by the user,
+/// an axial chest CT is segmented by the default rule `chest-ct-lungs`, and the result is kept locally
+/// (no destination) in data/outbox.
+#[test]
+fn default_configuration_segments_a_chest_ct() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let aside = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let node = serve_in(cwd.path(), port, aside.path().join("node.log"));
+    let series = aside.path().join("chest");
+    phantom(&series, &aside.path().join("truth.raw"), 48, 128);
+    let store = run_with_timeout(
+        Command::new("storescu")
+            .args(["-aec", "SEGNODE", "127.0.0.1", &port.to_string()])
+            .args(files_under(&series)),
+        Duration::from_secs(120),
+    );
+    assert!(store.status.success(), "storescu: {}", text(&store));
+    let job = wait_for("the lung job done", Duration::from_secs(180), || {
+        let out = run_with_timeout(
+            segnode_in(cwd.path()).args(["jobs", "list", "--json"]),
+            Duration::from_secs(30),
+        );
+        let jobs: Value = serde_json::from_slice(&out.stdout).ok()?;
+        jobs.as_array()?
+            .iter()
+            .find(|j| j["state"] == "DONE" || j["state"] == "DEAD" || j["state"] == "FAILED")
+            .cloned()
+    });
+    assert_eq!(job["state"], "DONE", "{job}\n{}", node.log());
+    assert_eq!(job["pipeline"], "lung");
+    assert_eq!(job["rules"], "chest-ct-lungs");
+    let result: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
+    let labels: Vec<&str> = result["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["Right lung", "Left lung"], "{result}");
+    let seg = cwd.path().join("data/outbox").join(format!(
+        "{}.dcm",
+        result["seg_sop_instance_uid"].as_str().unwrap()
+    ));
+    assert!(seg.is_file(), "the SEG is kept locally: {}", seg.display());
+    assert!(cwd.path().join("data/admin-token").is_file());
 }

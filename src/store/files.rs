@@ -355,6 +355,12 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("fsync directory", dir))
 }
 
+/// (free, total) space of the file system holding `path`, in MB (the console's disk panel).
+pub fn disk_mb(path: &Path) -> Option<(u64, u64)> {
+    let (total, free) = disk_space(path)?;
+    Some((free / (1024 * 1024), total / (1024 * 1024)))
+}
+
 /// Size and free space (available to us) of the file system holding `path`, in bytes.
 pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;

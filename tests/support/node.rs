@@ -10,6 +10,24 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::process::Child;
 
+/// The repository's configuration without its default routing rules, plus a test's `extra_toml`: a test
+/// node routes only by the rules its test writes (none: `rules = []`, since a file without rules would
+/// keep the built-in ones).
+pub fn test_config(base: &str, extra_toml: &str) -> String {
+    let begin = "# --- default rules (begin) ---";
+    let end = "# --- default rules (end) ---";
+    let base = match (base.find(begin), base.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{}", &base[..b], &base[e + end.len()..]),
+        _ => base.to_string(),
+    };
+    let no_rules = if extra_toml.contains("[[rules]]") {
+        ""
+    } else {
+        "rules = []\n"
+    };
+    format!("{no_rules}{base}\n{extra_toml}\n")
+}
+
 /// A running segnode process.
 pub struct NodeProc {
     pub dir: tempfile::TempDir,
@@ -45,10 +63,16 @@ impl NodeProc {
         let config = dir.path().join("segnode.toml");
         let base =
             std::fs::read_to_string(repo_root().join("config/segnode.toml")).expect("repo config");
-        std::fs::write(&config, format!("{base}\n{extra_toml}\n")).expect("write config");
+        std::fs::write(&config, test_config(&base, extra_toml)).expect("write config");
         let port = free_port();
         let mut all: Vec<(String, String)> = vec![
             ("SEGNODE_DICOM__PORT".into(), port.to_string()),
+            // every test node has a console port of its own (the default, 8080, would be shared)
+            ("SEGNODE_HTTP__PORT".into(), free_port().to_string()),
+            (
+                "SEGNODE_HTTP__ADMIN_TOKEN_FILE".into(),
+                dir.path().join("admin-token").display().to_string(),
+            ),
             (
                 "SEGNODE_STORAGE__DIR".into(),
                 dir.path().join("store").display().to_string(),
@@ -79,12 +103,16 @@ impl NodeProc {
         }
     }
 
-    /// Another process (e.g. a `segnode worker`) with the same config, database and storage.
+    /// Another process (e.g. a `segnode worker`) with the same config, database and storage (and a
+    /// console port of its own).
     pub fn sibling(&self, role: &str) -> NodeProc {
+        let mut env = self.env.clone();
+        env.retain(|(k, _)| k != "SEGNODE_HTTP__PORT");
+        env.push(("SEGNODE_HTTP__PORT".into(), free_port().to_string()));
         NodeProc {
             dir: tempfile::tempdir().expect("tempdir"),
             port: self.port,
-            env: self.env.clone(),
+            env,
             config: self.config.clone(),
             role: role.into(),
             child: None,
@@ -128,6 +156,31 @@ impl NodeProc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The console's port (`SEGNODE_HTTP__PORT`).
+    pub fn http_port(&self) -> u16 {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "SEGNODE_HTTP__PORT")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("a console port")
+    }
+
+    /// The admin token the node generated at its first start.
+    pub fn admin_token(&self) -> String {
+        let path = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "SEGNODE_HTTP__ADMIN_TOKEN_FILE")
+            .map(|(_, v)| PathBuf::from(v))
+            .expect("a token file");
+        wait_for("the admin token file", Duration::from_secs(20), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        })
     }
 
     pub fn store_dir(&self) -> PathBuf {
