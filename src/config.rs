@@ -68,6 +68,9 @@ pub struct AuditSettings {
     /// The file (empty: no audit trail).
     #[serde(default)]
     pub path: PathBuf,
+    /// A syslog collector for DICOM audit messages (PS3.15 A.5), `udp://host:port` (empty: none).
+    #[serde(default)]
+    pub syslog: String,
 }
 
 /// Who this process is among the receivers and workers sharing one database.
@@ -933,6 +936,25 @@ impl DestinationSettings {
 }
 
 impl Settings {
+    /// The TLS certificates this configuration uses (the listener's, the destinations' client
+    /// certificates) and when each expires, when the file can be read.
+    pub fn certificates(&self) -> Vec<(String, Option<std::time::SystemTime>)> {
+        use segnode_net::tls::leaf_not_after;
+        let mut certs = Vec::new();
+        if self.dicom.tls.port != 0 && !self.dicom.tls.cert.as_os_str().is_empty() {
+            certs.push((
+                "dicom.tls.cert".to_string(),
+                leaf_not_after(&self.dicom.tls.cert),
+            ));
+        }
+        for d in self.destinations.iter().filter(|d| d.tls) {
+            if let Some(c) = &d.cert {
+                certs.push((format!("destination {} cert", d.name), leaf_not_after(c)));
+            }
+        }
+        certs
+    }
+
     /// The routing rules compiled and checked against this configuration's pipelines and destinations.
     pub fn router(&self) -> Result<Router, RoutingError> {
         let destinations: Vec<&str> = self.destinations.iter().map(|d| d.name.as_str()).collect();
@@ -941,6 +963,14 @@ impl Settings {
             &Registry::new(&self.pipelines.external),
             &destinations,
         )
+    }
+}
+
+/// Days from now to `not_after` (negative once it has passed).
+pub fn days_left(not_after: std::time::SystemTime) -> f64 {
+    match not_after.duration_since(std::time::SystemTime::now()) {
+        Ok(d) => d.as_secs_f64() / 86_400.0,
+        Err(e) => -e.duration().as_secs_f64() / 86_400.0,
     }
 }
 

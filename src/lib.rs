@@ -7,6 +7,7 @@
 //! (completion) → `volume` (HU + affine) → `segment` (pipelines) → `result` (DICOM SEG). The index
 //! database (tables, queue, outbox, wake-ups) is the `segnode-db` crate: this crate holds no SQL.
 
+pub mod atna;
 pub mod audit;
 pub mod config;
 pub mod control;

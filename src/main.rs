@@ -592,7 +592,7 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
 
 /// An administrator's state-changing CLI action, in the audit trail.
 fn admin_audit(settings: &Settings, action: &str, id: &str) {
-    if let Err(e) = segnode::audit::open(&settings.audit.path, &settings.node_name()) {
+    if let Err(e) = segnode::audit::open(&settings.audit.path, &settings.audit.syslog, &settings.node_name(), &settings.dicom.ae_title) {
         eprintln!("warning: {e}");
     }
     segnode::audit::record(

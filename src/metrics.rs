@@ -42,6 +42,8 @@ pub struct Metrics {
     job_duration: HistogramVec,
     deliveries_sent: IntCounterVec,
     delivery_failures: IntCounterVec,
+    handshakes_dropped: IntCounterVec,
+    certificate_days: prometheus::GaugeVec,
     /// The database gauges, set from the state counts at each exposition (under the lock, so two
     /// scrapes do not interleave).
     shared: Mutex<Shared>,
@@ -87,6 +89,25 @@ impl Default for Metrics {
         for reason in ["refused", "limit", "index_unavailable"] {
             rejected.with_label_values(&[reason]);
         }
+        let handshakes_dropped = counter_vec(
+            &r,
+            "segnode_connections_dropped_total",
+            "Connections closed before a valid A-ASSOCIATE-RQ (they never held an association slot), by reason.",
+            "reason",
+        );
+        for reason in ["evicted", "timed_out", "tls_failed"] {
+            handshakes_dropped.with_label_values(&[reason]);
+        }
+        let certificate_days = prometheus::GaugeVec::new(
+            Opts::new(
+                "segnode_tls_certificate_expiry_days",
+                "Days until a TLS certificate in use expires (negative: expired).",
+            ),
+            &["certificate"],
+        )
+        .expect("valid metric name");
+        r.register(Box::new(certificate_days.clone()))
+            .expect("registered once");
         let job_seconds = prometheus::CounterVec::new(
             Opts::new(
                 "segnode_job_seconds_total",
@@ -174,6 +195,8 @@ impl Default for Metrics {
                 "Delivery attempts that failed.",
                 "destination",
             ),
+            handshakes_dropped,
+            certificate_days,
             registry: r,
             shared: Mutex::new(Shared {
                 registry: shared_registry,
@@ -196,6 +219,18 @@ impl Metrics {
             Rejection::IndexUnavailable => "index_unavailable",
         };
         self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// A connection that left the handshake phase without an association.
+    pub fn handshake_dropped(&self, reason: &str) {
+        self.handshakes_dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Days left on a TLS certificate in use.
+    pub fn certificate_expiry(&self, certificate: &str, days: f64) {
+        self.certificate_days
+            .with_label_values(&[certificate])
+            .set(days);
     }
 
     pub fn instance(&self, stored: bool) {

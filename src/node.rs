@@ -92,7 +92,7 @@ impl Node {
 
 /// Run the node until SIGINT / SIGTERM.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
-    crate::audit::open(&settings.audit.path, &settings.node_name())?;
+    crate::audit::open(&settings.audit.path, &settings.audit.syslog, &settings.node_name(), &settings.dicom.ae_title)?;
     let addr = format!("{}:{}", settings.dicom.bind, settings.dicom.port);
     let tls_addr = format!("{}:{}", settings.dicom.bind, settings.dicom.tls.port);
     let node = Arc::new(Node::open(settings).await?);
@@ -136,6 +136,12 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     let (tx, rx) = watch::channel(false);
     node.index.listen();
     let mut background = tokio::task::JoinSet::new();
+    background.spawn(heartbeat(
+        node.index.clone(),
+        node.name.clone(),
+        "serve",
+        rx.clone(),
+    ));
     if let Some((l, router)) = http {
         background.spawn(crate::http::serve(l, router, rx.clone()));
     }
@@ -338,6 +344,12 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
             Err(e) => tracing::warn!(error = %e, "worker: no /health and /metrics endpoint"),
         }
     }
+    tokio::spawn(heartbeat(
+        index.clone(),
+        settings.node_name(),
+        "worker",
+        rx.clone(),
+    ));
     let workers = Arc::new(Workers {
         index: index.clone(),
         settings: settings.clone(),
@@ -354,24 +366,40 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Keep this process's row in `nodes` fresh (every [`segnode_db::nodes::HEARTBEAT_MS`]) until shutdown (a database outage only skips beats).
+async fn heartbeat(index: Index, name: String, role: &'static str, mut shutdown: watch::Receiver<bool>) {
+    let started = segnode_db::now_ms();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        segnode_db::nodes::HEARTBEAT_MS as u64,
+    ));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = index.heartbeat(&name, role, env!("CARGO_PKG_VERSION"), started).await {
+                    tracing::debug!(error = %e, "heartbeat not recorded");
+                }
+            }
+        }
+    }
+}
+
 /// A certificate expiring within this is a warning in the log.
 const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
-/// Warn about the certificates in use (the TLS listener's, the destinations' client certificates) that
-/// expire within [`EXPIRY_WARNING`].
+/// Warn about the certificates in use that expire within [`EXPIRY_WARNING`]; every one's days left go
+/// to the metrics.
 fn warn_expiring(tls: Option<&segnode_net::tls::ServerTls>, settings: &Settings) {
-    use segnode_net::tls::{leaf_not_after, remaining};
-    let mut certs: Vec<(String, Option<std::time::SystemTime>)> = Vec::new();
+    use segnode_net::tls::remaining;
+    let mut certs = settings.certificates();
     if let Some(t) = tls {
-        certs.push(("dicom.tls.cert".into(), t.not_after()));
-    }
-    for d in settings.destinations.iter().filter(|d| d.tls) {
-        if let Some(c) = &d.cert {
-            certs.push((format!("destination {} cert", d.name), leaf_not_after(c)));
-        }
+        // the listener's certificate as loaded (a reload may have changed the file since)
+        certs.retain(|(what, _)| what != "dicom.tls.cert");
+        certs.insert(0, ("dicom.tls.cert".into(), t.not_after()));
     }
     for (what, not_after) in certs {
         let Some(not_after) = not_after else { continue };
+        crate::metrics::metrics().certificate_expiry(&what, crate::config::days_left(not_after));
         let left = remaining(not_after);
         if left < EXPIRY_WARNING {
             tracing::warn!(

@@ -370,3 +370,32 @@ fn a_non_loopback_console_needs_a_token_file() {
         "{err}"
     );
 }
+
+#[test]
+fn the_status_lists_every_process_on_the_database_and_the_certificates() {
+    let node = NodeProc::start(&[]);
+    let mut worker = node.sibling("worker");
+    worker
+        .env
+        .push(("SEGNODE_WORKERS__PIPELINES".into(), "noop".into()));
+    worker.spawn();
+    let http = node.http_port();
+    let status = wait_for("both processes in the status", Duration::from_secs(60), || {
+        let s = curl("GET", http, "/api/status", &[]).json();
+        let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+        let up = |role: &str| nodes.iter().any(|n| n["role"] == role && n["up"] == true);
+        (up("serve") && up("worker")).then_some(s)
+    });
+    assert!(
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["this"] == true && n["role"] == "serve"),
+        "{status:#}"
+    );
+    assert!(status["certificates"].as_array().is_some(), "{status:#}");
+    let page = curl("GET", http, "/", &[]);
+    let body = String::from_utf8_lossy(&page.body).to_string();
+    assert!(body.contains("Nodes on this database") && body.contains("(worker,"), "{body}");
+}

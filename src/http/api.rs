@@ -260,8 +260,24 @@ pub async fn status_value(c: &Console) -> Value {
     let mut last_errors = errors;
     last_errors.append(&mut delivery_errors);
     let s = &c.settings;
+    // every process on this database, from their heartbeats
+    let fresh = 3 * segnode_db::nodes::HEARTBEAT_MS;
+    let now = segnode_db::now_ms();
+    let nodes: Vec<Value> = c
+        .index
+        .nodes()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| {
+            json!({ "name": n.name, "role": n.role, "version": n.version, "pid": n.pid,
+                    "started_ms": n.started_ms, "seen_ms": n.seen_ms,
+                    "up": now - n.seen_ms <= fresh, "this": n.name == c.node })
+        })
+        .collect();
     json!({
         "node": c.node,
+        "nodes": nodes,
         "version": env!("CARGO_PKG_VERSION"),
         "started_ms": c.started_ms,
         "database": { "backend": format!("{:?}", c.index.backend()), "up": counts.is_some() },
@@ -276,6 +292,11 @@ pub async fn status_value(c: &Console) -> Value {
         "jobs": counts.as_ref().and_then(|c| c.get("jobs")),
         "outbox": counts.as_ref().and_then(|c| c.get("outbox")),
         "last_errors": last_errors,
+        "certificates": s.certificates().into_iter().map(|(what, not_after)| {
+            let days = not_after.map(crate::config::days_left);
+            json!({ "certificate": what, "days_left": days.map(|d| d.floor()),
+                    "warning": days.is_some_and(|d| d < 30.0) })
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -147,6 +147,52 @@ pub async fn status(State(c): State<Console>) -> Response {
                 .collect()
         })
         .unwrap_or_default();
+    let nodes: String = s["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    format!(
+                        "<li>{name} ({role}, segnode {version}, pid {pid}){this} — {up}</li>",
+                        name = esc(n["name"].as_str().unwrap_or("")),
+                        role = esc(n["role"].as_str().unwrap_or("")),
+                        version = esc(n["version"].as_str().unwrap_or("")),
+                        pid = n["pid"],
+                        this = if n["this"] == true && n["role"] == "serve" { " — this console" } else { "" },
+                        up = if n["up"] == true {
+                            "up".to_string()
+                        } else {
+                            format!(
+                                "<span class=\"bad\">not seen since {}</span>",
+                                when(n["seen_ms"].as_i64())
+                            )
+                        }
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let certs: String = s["certificates"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let days = c["days_left"].as_f64();
+                    format!(
+                        "<li>{what}: {left}</li>",
+                        what = esc(c["certificate"].as_str().unwrap_or("")),
+                        left = match days {
+                            None => "expiry unreadable".to_string(),
+                            Some(d) if c["warning"] == true => {
+                                format!("<span class=\"bad\">expires in {d} days</span>")
+                            }
+                            Some(d) => format!("expires in {d} days"),
+                        }
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let l = &s["listeners"][0];
     let paused = |v: &Value| {
         if v == &Value::Bool(true) {
@@ -167,6 +213,8 @@ pub async fn status(State(c): State<Console>) -> Response {
          <tr><th>Disk (store)</th><td>{disk}</td></tr>\
          <tr><th>Series</th><td>{series}</td></tr><tr><th>Jobs</th><td>{jobs}</td></tr>\
          <tr><th>Deliveries</th><td>{outbox}</td></tr></table>\
+         <h2>Nodes on this database</h2><ul>{nodes}</ul>\
+         <h2>TLS certificates</h2><ul>{certs}</ul>\
          <h2>Last errors</h2><ul class=\"errors\">{errors}</ul>",
         node = esc(&c.node),
         version = esc(s["version"].as_str().unwrap_or("")),
@@ -184,6 +232,8 @@ pub async fn status(State(c): State<Console>) -> Response {
         jobs = counts(&s["jobs"]),
         outbox = counts(&s["outbox"]),
         errors = if errors.is_empty() { "<li>none</li>".to_string() } else { errors },
+        nodes = if nodes.is_empty() { "<li>none seen yet</li>".to_string() } else { nodes },
+        certs = if certs.is_empty() { "<li>none in use</li>".to_string() } else { certs },
     );
     page(&c, "Status", "/", &body)
 }

@@ -238,6 +238,11 @@ impl ScpHandler for StoreScp {
             Event::Received(bytes) => m.received(bytes),
             Event::Instance { stored } => m.instance(stored),
             Event::Handshake { peer, end } => {
+                m.handshake_dropped(match end {
+                    HandshakeEnd::Evicted => "evicted",
+                    HandshakeEnd::TimedOut => "timed_out",
+                    HandshakeEnd::TlsFailed => "tls_failed",
+                });
                 // evictions and timeouts of connections that never spoke DICOM are noise, and a flood
                 // of them must not flood the trail either; failed TLS handshakes are worth a line
                 if end == HandshakeEnd::TlsFailed {

@@ -30,6 +30,7 @@ pub mod health;
 pub mod ids;
 pub mod instances;
 pub mod jobs;
+pub mod nodes;
 pub mod notify;
 pub mod options;
 pub mod outbox;
