@@ -38,6 +38,10 @@ enum Command {
     },
     /// Run only the pipelines (another machine or process, same database and storage).
     Worker,
+    /// Make the running node read its configuration again (rules, destinations, callers, results), as
+    /// SIGHUP does: asks its console (http.port) with the admin token. A bad file is refused with the
+    /// key named and the running configuration stays.
+    Reload,
     /// Inspect and manage the job queue.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -162,6 +166,38 @@ fn init_logging(settings: &Settings) {
     }
 }
 
+/// `segnode reload`: POST /api/reload to the local console with the admin token; prints its answer.
+fn reload_command(settings: &Settings) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let h = &settings.http;
+    anyhow::ensure!(h.port != 0, "the console is off (http.port = 0): send SIGHUP to the node instead");
+    let token = std::fs::read_to_string(&h.admin_token_file)
+        .with_context(|| format!("reading the admin token {}", h.admin_token_file.display()))?;
+    let host = if h.bind == "0.0.0.0" || h.bind == "::" { "127.0.0.1" } else { h.bind.as_str() };
+    let mut s = std::net::TcpStream::connect((host, h.port))
+        .with_context(|| format!("connecting to the console on {host}:{}", h.port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST /api/reload HTTP/1.1\r\nHost: {host}:{}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        h.port,
+        token.trim()
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
+    let ok_status = head.starts_with("HTTP/1.1 200");
+    let body = body.trim();
+    println!("{body}");
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    anyhow::ensure!(
+        ok_status && value["ok"] == true,
+        "reload refused: {}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(())
+}
+
 /// Offline commands print one JSON line, also on failure, so scripts can parse every outcome.
 fn offline(result: anyhow::Result<serde_json::Value>) -> anyhow::Result<()> {
     match result {
@@ -206,7 +242,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             init_logging(&settings);
-            runtime.block_on(segnode::node::serve(settings))?;
+            runtime.block_on(segnode::node::serve(settings, cli.config.clone()))?;
         }
         Command::Series(cmd) => runtime.block_on(series_command(settings, cmd))?,
         Command::Status { json } => runtime.block_on(status_command(settings, json))?,
@@ -214,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(&settings);
             runtime.block_on(segnode::node::work(settings))?;
         }
+        Command::Reload => reload_command(&settings)?,
         Command::Jobs(cmd) => runtime.block_on(jobs_command(settings, cmd))?,
         Command::Outbox(cmd) => runtime.block_on(outbox_command(settings, cmd))?,
         Command::Rules(RulesCommand::Test { path }) => rules_test(&settings, &path)?,

@@ -5,6 +5,7 @@
 //! audit trail, reloads the TLS certificates on SIGHUP, and shuts all of it down on SIGINT / SIGTERM.
 //! `work` runs the pipelines only.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -50,7 +51,7 @@ pub struct Node {
     pub store: Arc<InstanceStore>,
     pub index: Index,
     pub ingest: Arc<Ingest>,
-    pub policy: Arc<AccessPolicy>,
+    pub policy: crate::source::access::SharedPolicy,
     /// Wakes the completion tracker (an association ended).
     pub tracker_wake: Arc<Notify>,
 }
@@ -80,7 +81,9 @@ impl Node {
         ingest.reconcile().await?;
         Ok(Node {
             name,
-            policy: Arc::new(AccessPolicy::from_settings(&settings.dicom)),
+            policy: Arc::new(std::sync::RwLock::new(Arc::new(AccessPolicy::from_settings(
+                &settings.dicom,
+            )))),
             settings: Arc::new(settings),
             store,
             index,
@@ -91,11 +94,13 @@ impl Node {
 }
 
 /// Run the node until SIGINT / SIGTERM.
-pub async fn serve(settings: Settings) -> Result<(), NodeError> {
+pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), NodeError> {
     crate::audit::open(&settings.audit.path, &settings.audit.syslog, &settings.node_name(), &settings.dicom.ae_title)?;
     let addr = format!("{}:{}", settings.dicom.bind, settings.dicom.port);
     let tls_addr = format!("{}:{}", settings.dicom.bind, settings.dicom.tls.port);
     let node = Arc::new(Node::open(settings).await?);
+    // reload without restart: SIGHUP or the console read the configuration again
+    let live = Arc::new(crate::reload::Live::new(node.settings.clone(), config_file));
     let bind = |addr: String| async move {
         TcpListener::bind(&addr)
             .await
@@ -131,11 +136,13 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     );
     let http = match node.settings.http.port {
         0 => None,
-        port => Some(console(&node, port).await?),
+        port => Some(console(&node, port, live.clone()).await?),
     };
     let (tx, rx) = watch::channel(false);
     node.index.listen();
     let mut background = tokio::task::JoinSet::new();
+    background.spawn(crate::reload::on_sighup(live.clone(), rx.clone()));
+    background.spawn(follow_policy(node.clone(), live.subscribe(), rx.clone()));
     background.spawn(heartbeat(
         node.index.clone(),
         node.name.clone(),
@@ -151,12 +158,13 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         node.tracker_wake.clone(),
     );
     background.spawn(tracker.run(rx.clone()));
-    background.spawn(routing_loop(node.clone(), rx.clone()));
+    background.spawn(routing_loop(node.clone(), live.subscribe(), rx.clone()));
     if node.settings.workers.enabled {
         let workers = Arc::new(Workers {
             index: node.index.clone(),
             settings: node.settings.clone(),
             store_root: node.store.root().to_path_buf(),
+            live: Some(live.subscribe()),
         });
         background.spawn(workers.run(rx.clone()));
     }
@@ -168,13 +176,11 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         }
         .run(rx.clone()),
     );
-    background.spawn(
-        Dispatcher {
-            index: node.index.clone(),
-            settings: node.settings.clone(),
-        }
-        .run(rx.clone()),
-    );
+    background.spawn(dispatch_following(
+        node.index.clone(),
+        live.subscribe(),
+        rx.clone(),
+    ));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("shutdown requested: no new associations; finishing those in flight");
@@ -251,6 +257,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
 async fn console(
     node: &Node,
     port: u16,
+    live: Arc<crate::reload::Live>,
 ) -> Result<(TcpListener, axum::Router), crate::http::HttpError> {
     let h = &node.settings.http;
     // validated at load: an IP address
@@ -271,7 +278,8 @@ async fn console(
         node.store.root().to_path_buf(),
         Some(token),
         bound,
-    );
+    )
+    .with_live(live);
     Ok((listener, crate::http::console_router(console)))
 }
 
@@ -298,13 +306,20 @@ pub fn scp_options(settings: &Settings) -> segnode_net::ScpOptions {
 
 /// Route completed series into jobs, woken when a series completes (here or, on PostgreSQL, at another
 /// receiver) and polling as a fallback.
-async fn routing_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
-    let router = match node.settings.router() {
-        Ok(r) => r,
+async fn routing_loop(
+    node: Arc<Node>,
+    mut live: watch::Receiver<Arc<Settings>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let compile = |s: &Settings| match s.router() {
+        Ok(r) => Some(r),
         Err(e) => {
             tracing::error!(error = %e, "routing rules invalid");
-            return;
+            None
         }
+    };
+    let Some(mut router) = compile(&live.borrow_and_update()) else {
+        return;
     };
     let poll = std::time::Duration::from_millis(node.settings.completion.poll_ms * 5);
     let mut completed = node.index.wakeups().subscribe(Topic::Series);
@@ -316,7 +331,61 @@ async fn routing_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = completed.wait(poll) => {}
+            Ok(()) = live.changed() => {
+                // a reload validated the rules already; keep the old router if not
+                if let Some(r) = compile(&live.borrow_and_update()) {
+                    router = r;
+                    info!("routing rules taken over from the reloaded configuration");
+                }
+            }
         }
+    }
+}
+
+/// Keep the access policy in step with the running configuration (new associations see the new one).
+async fn follow_policy(
+    node: Arc<Node>,
+    mut live: watch::Receiver<Arc<Settings>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            Ok(()) = live.changed() => {
+                let policy = Arc::new(AccessPolicy::from_settings(&live.borrow_and_update().dicom));
+                *node.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+            }
+        }
+    }
+}
+
+/// Run the dispatcher with the running configuration; after a reload, stop it between batches (a send
+/// in flight finishes) and start it again with the new destinations.
+async fn dispatch_following(
+    index: Index,
+    mut live: watch::Receiver<Arc<Settings>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let settings = live.borrow_and_update().clone();
+        let (stop, stopped) = watch::channel(false);
+        let run = tokio::spawn(
+            Dispatcher {
+                index: index.clone(),
+                settings,
+            }
+            .run(stopped),
+        );
+        let again = tokio::select! {
+            _ = shutdown.changed() => false,
+            r = live.changed() => r.is_ok(),
+        };
+        let _ = stop.send(true);
+        let _ = run.await;
+        if !again {
+            return;
+        }
+        info!("dispatcher restarted with the reloaded destinations");
     }
 }
 
@@ -354,6 +423,7 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
         index: index.clone(),
         settings: settings.clone(),
         store_root: settings.storage.dir.clone(),
+        live: None,
     });
     info!(
         node = %settings.node_name(),

@@ -50,6 +50,9 @@ pub struct Workers {
     pub index: Index,
     pub settings: Arc<Settings>,
     pub store_root: PathBuf,
+    /// The running configuration after reloads (destinations and result forms, `[results]`); None: the
+    /// configuration of the start.
+    pub live: Option<tokio::sync::watch::Receiver<Arc<Settings>>>,
 }
 
 /// The external models' work folder (beside the outbox, on the shared storage).
@@ -248,7 +251,10 @@ impl Workers {
             .map_err(|e| fail(format!("index: {e}")))?
             .ok_or_else(|| fail("the series has no stored instances".into()))?;
         let dir = self.store_root.join(rel);
-        let settings = self.settings.clone();
+        let settings = self
+            .live
+            .as_ref()
+            .map_or_else(|| self.settings.clone(), |l| l.borrow().clone());
         let job2 = job.clone();
         tokio::task::spawn_blocking(move || run_pipeline(&settings, &job2, &dir))
             .await

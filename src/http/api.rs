@@ -545,6 +545,23 @@ pub async fn force_complete(
     Ok(Json(json!({ "series": uid, "state": "COMPLETE" })))
 }
 
+/// `/api/reload`: read the configuration again (rules, destinations, callers, results); a bad file is
+/// refused with the key named and the running configuration stays.
+pub async fn reload(State(c): State<Console>) -> ApiResult<Json<Value>> {
+    let live = c
+        .live
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("this process cannot reload".into()))?;
+    let outcome = tokio::task::spawn_blocking(move || live.reload())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tracing::info!(node = %c.node, ok = outcome.is_ok(), "console: configuration reload");
+    Ok(Json(match outcome {
+        Ok(r) => json!({ "ok": true, "applied": r.applied, "need_restart": r.need_restart }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    }))
+}
+
 /// `/api/pause/{what}` and `/api/resume/{what}` (processing | delivery).
 pub async fn pause(State(c): State<Console>, Path(what): Path<String>) -> ApiResult<Json<Value>> {
     set_pause(&c, &what, true).await

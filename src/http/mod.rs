@@ -106,6 +106,7 @@ pub fn console_router(c: Console) -> Router {
         .route("/outbox", get(api::outbox_list))
         .route("/outbox/{id}/resend", post(api::resend_delivery))
         .route("/destinations/{name}/echo", post(api::echo))
+        .route("/reload", post(api::reload))
         .route("/pause/{what}", post(api::pause))
         .route("/resume/{what}", post(api::resume))
         .route("/rules", get(api::rules))

@@ -117,6 +117,8 @@ pub struct Console {
     pub port: u16,
     /// When this process started (ms since the epoch).
     pub started_ms: i64,
+    /// The running configuration, for the reload action (None: a worker's monitoring endpoint).
+    pub live: Option<Arc<crate::reload::Live>>,
 }
 
 impl Console {
@@ -141,7 +143,14 @@ impl Console {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
+            live: None,
         }
+    }
+
+    /// The console of a node whose configuration can be reloaded.
+    pub fn with_live(mut self, live: Arc<crate::reload::Live>) -> Console {
+        self.live = Some(live);
+        self
     }
 
     /// Whether a Host header names this console: the bound address, localhost, or `http.allowed_hosts`

@@ -16,6 +16,15 @@ pub struct AllowedCaller {
     pub require_tls: bool,
 }
 
+/// The access policy as the running node holds it: replaced whole on a configuration reload; each new
+/// association reads the one in force when it asks.
+pub type SharedPolicy = std::sync::Arc<std::sync::RwLock<std::sync::Arc<AccessPolicy>>>;
+
+/// The policy in force.
+pub fn current(p: &SharedPolicy) -> std::sync::Arc<AccessPolicy> {
+    p.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The access policy of the node (shared by every connection).
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {

@@ -18,7 +18,7 @@ use segnode_net::handler::{
     InstanceSink, RejectKind, RejectReason, ScpHandler, StoreStatus, Tally,
 };
 
-use super::access::{AccessPolicy, ConnectionAccess};
+use super::access::ConnectionAccess;
 use crate::metrics::{metrics, Rejection};
 use crate::store::files::{IncomingFile, IncomingMeta, InstanceStore, StoreError};
 use crate::store::header::HeaderError;
@@ -37,7 +37,7 @@ pub struct StoreScp {
     pub store: Arc<InstanceStore>,
     pub index: Index,
     pub ingest: Arc<Ingest>,
-    pub policy: Arc<AccessPolicy>,
+    pub policy: super::access::SharedPolicy,
     /// Wakes the completion tracker (an association ended).
     pub tracker_wake: Arc<Notify>,
 }
@@ -91,7 +91,7 @@ impl ScpHandler for StoreScp {
     fn admit(&self, r: &AssociationRequest<'_>) -> Result<(), RejectReason> {
         use dicom_ul::association::server::AccessControl;
         let verdict = ConnectionAccess {
-            policy: self.policy.clone(),
+            policy: super::access::current(&self.policy),
             peer: r.peer.ip(),
             tls: r.tls.is_some(),
         }

@@ -486,12 +486,12 @@ async fn unknown_abstract_syntax_rejected_per_presentation_context() {
     let contexts = vec![
         (VERIFICATION.to_string(), vec![EXPLICIT_LE.to_string()]),
         ("1.2.3.4.5.6".to_string(), vec![EXPLICIT_LE.to_string()]),
-        // JPEG-LS is not among the transfer syntaxes we accept
-        (CT.to_string(), vec!["1.2.840.10008.1.2.4.80".to_string()]),
+        // 12-bit lossy JPEG (Process 2 & 4) is not among the transfer syntaxes we take for images
+        (CT.to_string(), vec!["1.2.840.10008.1.2.4.51".to_string()]),
         (
             CT.to_string(),
             vec![
-                "1.2.840.10008.1.2.4.80".to_string(),
+                "1.2.840.10008.1.2.4.51".to_string(),
                 "1.2.840.10008.1.2".to_string(),
             ],
         ),
