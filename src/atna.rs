@@ -188,6 +188,18 @@ pub fn message(event: &str, fields: &Value, node: &str, ae_title: &str, at: &str
             }
         }
     }
+    // the studies an association filed into (association_ended)
+    if let Some(list) = fields.get("series").and_then(Value::as_array) {
+        let mut studies: Vec<String> = list.iter().map(|s| text(s, "study_uid")).collect();
+        studies.sort();
+        studies.dedup();
+        for study in studies.iter().filter(|s| !s.is_empty()) {
+            x.push_str(&format!(
+                "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\"><ParticipantObjectIDTypeCode csd-code=\"110180\" codeSystemName=\"DCM\" originalText=\"Study Instance UID\"/></ParticipantObjectIdentification>",
+                esc(study)
+            ));
+        }
+    }
     x.push_str("</AuditMessage>");
     Some(x)
 }

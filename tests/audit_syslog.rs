@@ -54,7 +54,8 @@ fn a_syslog_collector_receives_dicom_audit_messages() {
         \x20   xml = m.split('\\ufeff', 1)[1]\n\
         \x20   root = ET.fromstring(xml.encode())\n\
         \x20   ev = root.find('EventIdentification')\n\
-        \x20   out.append([ev.find('EventID').get('csd-code'), ev.get('EventActionCode'), ev.get('EventOutcomeIndicator'), root.find('AuditSourceIdentification').get('AuditSourceID')])\n\
+        \x20   study = any(p.find('ParticipantObjectIDTypeCode').get('csd-code') == '110180' for p in root.findall('ParticipantObjectIdentification'))\n\
+        \x20   out.append([ev.find('EventID').get('csd-code'), ev.get('EventActionCode'), ev.get('EventOutcomeIndicator'), root.find('AuditSourceIdentification').get('AuditSourceID'), str(study)])\n\
         print(json.dumps(out))\n";
     let o = std::process::Command::new(python())
         .arg("-c")
@@ -73,5 +74,11 @@ fn a_syslog_collector_receives_dicom_audit_messages() {
     assert!(has("110114", "E", "4"), "the refused caller: {parsed:?}");
     assert!(has("110114", "E", "0"), "the accepted association: {parsed:?}");
     assert!(has("110104", "C", "0"), "instances received: {parsed:?}");
+    assert!(
+        parsed
+            .iter()
+            .any(|p| p[0] == "110104" && p[1] == "C" && p[4] == "True"),
+        "the received instances name their study: {parsed:?}"
+    );
     assert!(has("110104", "R", "0"), "the result sent: {parsed:?}");
 }

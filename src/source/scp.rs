@@ -143,6 +143,16 @@ impl ScpHandler for StoreScp {
             AssociationState::Aborted
         };
         let outcome = ending.to_string();
+        // which studies and series the association filed into (bounded: the trail must not wait long)
+        let filed = if tally.stored > 0 {
+            tokio::time::timeout(INDEX_CHECK, self.index.association_series(&a.id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         crate::audit::record(
             "association_ended",
             serde_json::json!({
@@ -154,6 +164,7 @@ impl ScpHandler for StoreScp {
                 "instances_refused": tally.failed,
                 "echoes": tally.echoes,
                 "bytes": tally.bytes,
+                "series": filed,
             }),
         );
         if let Err(e) = self

@@ -21,7 +21,35 @@ pub struct AssociationRecord {
     pub peer: String,
 }
 
+/// The instances one association filed into one series (for the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FiledSeries {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub instances: i64,
+}
+
 impl Index {
+    /// The series an association filed instances into, with how many each.
+    pub async fn association_series(&self, id: &str) -> Result<Vec<FiledSeries>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT study_uid, series_uid, COUNT(*) AS n FROM instances WHERE association_id = $1
+             GROUP BY study_uid, series_uid ORDER BY series_uid",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FiledSeries {
+                    study_uid: r.try_get("study_uid")?,
+                    series_uid: r.try_get("series_uid")?,
+                    instances: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
     /// Record a new association.
     pub async fn begin_association(&self, a: &AssociationRecord) -> Result<(), IndexError> {
         sqlx::query(
