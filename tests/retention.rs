@@ -179,3 +179,44 @@ fn two_clients_racing_for_one_series_purge_it_once() {
     });
     assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
 }
+
+#[test]
+fn a_series_whose_job_may_still_run_or_that_is_still_receiving_stays() {
+    let data = tempfile::tempdir().unwrap();
+    let (failing, failing_uid) = chest(&data.path().join("failing"), "71");
+    let (slow, slow_uid) = chest(&data.path().join("slow"), "72");
+    let model = format!(
+        "[pipelines.external.broken]\ncommand = [\"{}\", \"{}\", \"{{input}}\", \"{{output}}\", \"--mode\", \"garbage\"]\ntimeout_s = 60\n",
+        python().display(),
+        py_script("test_model.py").display()
+    );
+    let node = NodeProc::start_with(
+        &[
+            ("SEGNODE_STORAGE__KEEP_HOURS", "0.0005"),
+            ("SEGNODE_STORAGE__PURGE_INTERVAL_S", "0.5"),
+            ("SEGNODE_WORKERS__RETRY_BASE_S", "600"),
+            ("SEGNODE_WORKERS__RETRY_MAX_S", "600"),
+        ],
+        &format!(
+            "{model}[[rules]]\nname = \"model\"\npipelines = [\"external:broken\"]\ndestinations = []\n"
+        ),
+    );
+    // a job that failed and waits for its retry: the series stays
+    assert!(storescu(node.port, &failing, &[]).status.success());
+    wait_for("the job FAILED (retry pending)", Duration::from_secs(120), || {
+        node.jobs()
+            .into_iter()
+            .find(|j| j["series_uid"] == failing_uid.as_str() && j["state"] == "FAILED")
+    });
+    // a series still receiving: a slow sender mid-association
+    let log = data.path().join("slow.jsonl");
+    let mut child = support::node::pynetdicom_send(node.port, &slow, 0.5, &log);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(state_of(&node, &slow_uid), "RECEIVING");
+    assert!(!series_files(&node, &slow_uid).is_empty());
+    // well past the window for the failed one
+    assert_eq!(state_of(&node, &failing_uid), "COMPLETE");
+    assert_eq!(series_files(&node, &failing_uid).len(), failing.len());
+    assert!(support::node::wait_child(&mut child, Duration::from_secs(60)));
+    assert_eq!(support::node::acknowledged(&log).len(), slow.len());
+}

@@ -205,3 +205,75 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
         println!("JPEG-LS {name}: {} slices, largest HU difference {worst}", src.len());
     }
 }
+
+#[test]
+fn a_study_forwarded_by_orthanc_is_stored_whole_and_only_the_ct_is_segmented() {
+    use support::orthanc::OrthancProc;
+    let data = tempfile::tempdir().unwrap();
+    let ct_dir = data.path().join("ct");
+    phantom_with(&ct_dir, &ct_dir.with_extension("truth"), 40, 128, &["--seed", "12"]);
+    let ct = files_under(&ct_dir);
+    let other = data.path().join("other");
+    let out = run_py(
+        "make_nonimage.py",
+        &[ct[0].to_str().unwrap(), other.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii()).expect("made JSON");
+    // the study as a PACS holds it: the CT, a dose report, a key object, a presentation state
+    let mut study: Vec<PathBuf> = ct.clone();
+    study.extend(["dose_sr", "ko", "pr"].map(|n| other.join(format!("{n}.dcm"))));
+    let mut node = NodeProc::prepare(
+        &[],
+        "[[rules]]\nname = \"everything\"\npipelines = [\"lung\"]\ndestinations = []\n",
+    );
+    node.spawn();
+    let port = node.port;
+    let orthanc = OrthancProc::start_with(|cfg, _| {
+        cfg["DicomModalities"] = serde_json::json!({ "segnode": ["SEGNODE", "127.0.0.1", port] });
+    });
+    let up = run_with_timeout(
+        std::process::Command::new("storescu")
+            .args(["-aet", "STORESCU", "-aec", "ORTHANC", "127.0.0.1"])
+            .arg(orthanc.dicom_port.to_string())
+            .args(&study),
+        Duration::from_secs(120),
+    );
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let studies = orthanc.get("/studies");
+    let id = studies[0].as_str().expect("one study in Orthanc").to_string();
+    // Orthanc forwards the whole study to segnode (its C-STORE SCU, calling AE ORTHANC)
+    let fwd = run_with_timeout(
+        std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "120", "-X", "POST", "-d", &id])
+            .arg(format!(
+                "http://127.0.0.1:{}/modalities/segnode/store",
+                orthanc.http_port
+            )),
+        Duration::from_secs(150),
+    );
+    assert!(
+        fwd.status.success(),
+        "Orthanc forward: {}\n{}",
+        String::from_utf8_lossy(&fwd.stdout),
+        orthanc.log()
+    );
+    node.wait_complete(4, Duration::from_secs(60));
+    assert_eq!(node.stored_files().len(), study.len());
+    let ct_series = sop_series_of(&ct[0]);
+    let job = wait_for("the CT's job done", Duration::from_secs(120), || {
+        node.jobs().into_iter().find(|j| j["state"] == "DONE")
+    });
+    assert_eq!(job["series_uid"], ct_series.as_str());
+    assert_eq!(node.jobs().len(), 1);
+    for name in ["dose_sr", "ko", "pr"] {
+        let series = made[name][2].as_str().unwrap();
+        let h = node.history(series);
+        assert!(
+            h.iter().any(|e| e.contains("no image a pipeline reads")),
+            "{name}: {h:#?}"
+        );
+    }
+}
