@@ -574,3 +574,46 @@ fn results_delivered_over_tls_to_storescp_and_audited() {
     let ended = events(&lines, "association_ended");
     assert_eq!(ended[0]["instances_stored"], 40);
 }
+
+#[test]
+fn tls_outbound_to_orthanc() {
+    // Debian's Orthanc (1.10) offers DICOM TLS (DicomTlsEnabled, since 1.9): segnode's SCU with a client
+    // certificate from the test CA, Orthanc verifying it against that CA
+    let pki = Pki::new();
+    let orthanc = support::orthanc::OrthancProc::start_with(|cfg, _| {
+        cfg["DicomTlsEnabled"] = true.into();
+        cfg["DicomTlsCertificate"] = pki.path("dcmtk.pem").into();
+        cfg["DicomTlsPrivateKey"] = pki.path("dcmtk.key").into();
+        cfg["DicomTlsTrustedCertificates"] = pki.path("ca.pem").into();
+        cfg["DicomTlsRemoteCertificateRequired"] = true.into();
+    });
+    let node = NodeProc::prepare(&[], "");
+    let dest = format!(
+        "[[destinations]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         tls = true\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [[destinations]]\nname = \"plain\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {}\n",
+        orthanc.dicom_port,
+        pki.path("ca.pem"),
+        pki.path("segnode.pem"),
+        pki.path("segnode.key"),
+        orthanc.dicom_port,
+    );
+    let base = std::fs::read_to_string(repo_root().join("config/segnode.toml")).unwrap();
+    std::fs::write(&node.config, test_config(&base, &dest)).unwrap();
+    let echo = node.cli(&["echo", "--destination", "pacs"]);
+    assert!(
+        echo.status.success(),
+        "echo over TLS to Orthanc: {}\n{}",
+        text(&echo),
+        orthanc.log()
+    );
+    let plain = node.cli(&["echo", "--destination", "plain"]);
+    assert!(!plain.status.success(), "Orthanc's TLS port answered plain TCP");
+    let data = tempfile::tempdir().unwrap();
+    let series = data.path().join("ct");
+    phantom(&series, &series.with_extension("truth"), 12, 64);
+    let sent = node.cli(&["send", "--destination", "pacs", series.to_str().unwrap()]);
+    assert!(sent.status.success(), "send over TLS: {}", text(&sent));
+    let stats = orthanc.get("/statistics");
+    assert_eq!(stats["CountInstances"], 12, "{stats}");
+}
