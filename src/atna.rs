@@ -55,7 +55,13 @@ fn text(v: &Value, key: &str) -> String {
 }
 
 /// The DICOM audit message (XML) of an audit event; `None` for an event that has no mapping.
-pub fn message(event: &str, fields: &Value, node: &str, ae_title: &str, at: &str) -> Option<String> {
+pub fn message(
+    event: &str,
+    fields: &Value,
+    node: &str,
+    ae_title: &str,
+    at: &str,
+) -> Option<String> {
     let num = |k: &str| fields.get(k).and_then(Value::as_i64).unwrap_or(0);
     let (id, ty, action, failed) = match event {
         "config_loaded" => (
@@ -142,11 +148,18 @@ pub fn message(event: &str, fields: &Value, node: &str, ae_title: &str, at: &str
         "admin" => (text(fields, "user"), String::new(), false),
         _ => (text(fields, "calling_ae"), text(fields, "peer"), false),
     };
-    let host = |a: &str| a.rsplit_once(':').map_or(a.to_string(), |(h, _)| h.to_string());
+    let host = |a: &str| {
+        a.rsplit_once(':')
+            .map_or(a.to_string(), |(h, _)| h.to_string())
+    };
     if !peer_ae.is_empty() || !peer_addr.is_empty() {
         x.push_str(&format!(
             "<ActiveParticipant UserID=\"{}\" UserIsRequestor=\"{}\"{}>{}</ActiveParticipant>",
-            esc(if peer_ae.is_empty() { &peer_addr } else { &peer_ae }),
+            esc(if peer_ae.is_empty() {
+                &peer_addr
+            } else {
+                &peer_ae
+            }),
             !we_request,
             if peer_addr.is_empty() {
                 String::new()
@@ -259,7 +272,10 @@ mod tests {
         )
         .unwrap();
         assert!(m.contains("csd-code=\"110114\"") && m.contains("EventOutcomeIndicator=\"4\""));
-        assert!(m.contains("UserID=\"EVIL&lt;&gt;\"") && m.contains("NetworkAccessPointID=\"127.0.0.1\""));
+        assert!(
+            m.contains("UserID=\"EVIL&lt;&gt;\"")
+                && m.contains("NetworkAccessPointID=\"127.0.0.1\"")
+        );
         let sent = message(
             "results_sent",
             &json!({ "destination": "pacs", "ae_title": "ORTHANC", "address": "10.0.0.2:4242",
@@ -270,7 +286,10 @@ mod tests {
         )
         .unwrap();
         assert!(sent.contains("csd-code=\"110104\"") && sent.contains("EventActionCode=\"R\""));
-        assert!(sent.contains("ParticipantObjectID=\"1.2.3\"") && sent.contains("EventOutcomeIndicator=\"0\""));
+        assert!(
+            sent.contains("ParticipantObjectID=\"1.2.3\"")
+                && sent.contains("EventOutcomeIndicator=\"0\"")
+        );
         assert!(message("something_else", &json!({}), "n", "A", at).is_none());
         let frame = syslog_frame(&sent, false, at, "host");
         assert!(frame.starts_with("<85>1 2026-12-01T05:00:00.000Z host segnode "));

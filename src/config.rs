@@ -169,7 +169,10 @@ impl ResultSettings {
     pub fn series_of(&self, form: &str, pipeline: &str) -> (i32, String) {
         let (n, d) = match form {
             "sc" => (self.sc.series_number, &self.sc.series_description),
-            "rtstruct" => (self.rtstruct.series_number, &self.rtstruct.series_description),
+            "rtstruct" => (
+                self.rtstruct.series_number,
+                &self.rtstruct.series_description,
+            ),
             "sr" => (self.sr.series_number, &self.sr.series_description),
             _ => (self.series_number, &self.series_description),
         };
@@ -769,7 +772,10 @@ impl Settings {
         }
         let st = &self.storage;
         if !(st.keep_hours.is_finite() && st.keep_hours >= 0.0) {
-            return Err(invalid("storage.keep_hours", "must be 0 (keep forever) or more"));
+            return Err(invalid(
+                "storage.keep_hours",
+                "must be 0 (keep forever) or more",
+            ));
         }
         if !(0.0..=100.0).contains(&st.purge_above_percent)
             || !(0.0..=100.0).contains(&st.purge_below_percent)

@@ -287,7 +287,7 @@ impl DestinationWorker {
                                     self.dest.name
                                 ),
                             )
-                                .await;
+                            .await;
                         }
                     }
                 }

@@ -170,10 +170,17 @@ fn init_logging(settings: &Settings) {
 fn reload_command(settings: &Settings) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let h = &settings.http;
-    anyhow::ensure!(h.port != 0, "the console is off (http.port = 0): send SIGHUP to the node instead");
+    anyhow::ensure!(
+        h.port != 0,
+        "the console is off (http.port = 0): send SIGHUP to the node instead"
+    );
     let token = std::fs::read_to_string(&h.admin_token_file)
         .with_context(|| format!("reading the admin token {}", h.admin_token_file.display()))?;
-    let host = if h.bind == "0.0.0.0" || h.bind == "::" { "127.0.0.1" } else { h.bind.as_str() };
+    let host = if h.bind == "0.0.0.0" || h.bind == "::" {
+        "127.0.0.1"
+    } else {
+        h.bind.as_str()
+    };
     let mut s = std::net::TcpStream::connect((host, h.port))
         .with_context(|| format!("connecting to the console on {host}:{}", h.port))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
@@ -185,7 +192,9 @@ fn reload_command(settings: &Settings) -> anyhow::Result<()> {
     )?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or((answer.as_str(), ""));
     let ok_status = head.starts_with("HTTP/1.1 200");
     let body = body.trim();
     println!("{body}");
@@ -629,7 +638,12 @@ fn rules_test(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()>
 
 /// An administrator's state-changing CLI action, in the audit trail.
 fn admin_audit(settings: &Settings, action: &str, id: &str) {
-    if let Err(e) = segnode::audit::open(&settings.audit.path, &settings.audit.syslog, &settings.node_name(), &settings.dicom.ae_title) {
+    if let Err(e) = segnode::audit::open(
+        &settings.audit.path,
+        &settings.audit.syslog,
+        &settings.node_name(),
+        &settings.dicom.ae_title,
+    ) {
         eprintln!("warning: {e}");
     }
     segnode::audit::record(

@@ -81,9 +81,9 @@ impl Node {
         ingest.reconcile().await?;
         Ok(Node {
             name,
-            policy: Arc::new(std::sync::RwLock::new(Arc::new(AccessPolicy::from_settings(
-                &settings.dicom,
-            )))),
+            policy: Arc::new(std::sync::RwLock::new(Arc::new(
+                AccessPolicy::from_settings(&settings.dicom),
+            ))),
             settings: Arc::new(settings),
             store,
             index,
@@ -95,7 +95,12 @@ impl Node {
 
 /// Run the node until SIGINT / SIGTERM.
 pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), NodeError> {
-    crate::audit::open(&settings.audit.path, &settings.audit.syslog, &settings.node_name(), &settings.dicom.ae_title)?;
+    crate::audit::open(
+        &settings.audit.path,
+        &settings.audit.syslog,
+        &settings.node_name(),
+        &settings.dicom.ae_title,
+    )?;
     let addr = format!("{}:{}", settings.dicom.bind, settings.dicom.port);
     let tls_addr = format!("{}:{}", settings.dicom.bind, settings.dicom.tls.port);
     let node = Arc::new(Node::open(settings).await?);
@@ -437,7 +442,12 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
 }
 
 /// Keep this process's row in `nodes` fresh (every [`segnode_db::nodes::HEARTBEAT_MS`]) until shutdown (a database outage only skips beats).
-async fn heartbeat(index: Index, name: String, role: &'static str, mut shutdown: watch::Receiver<bool>) {
+async fn heartbeat(
+    index: Index,
+    name: String,
+    role: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let started = segnode_db::now_ms();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(
         segnode_db::nodes::HEARTBEAT_MS as u64,

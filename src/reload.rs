@@ -117,7 +117,13 @@ pub fn take_over(old: &Settings, new: Settings) -> (Settings, Reloaded) {
     (
         merged,
         Reloaded {
-            applied: vec!["rules", "destinations", "dicom.callers", "dicom.accept_any", "results"],
+            applied: vec![
+                "rules",
+                "destinations",
+                "dicom.callers",
+                "dicom.accept_any",
+                "results",
+            ],
             need_restart,
         },
     )

@@ -42,9 +42,10 @@ pub async fn purge_claimed(
 ) -> Result<Purged, IndexError> {
     let files = index.purge_files(target).await?;
     let root = store_root.to_path_buf();
-    let (removed, kept_newer) = tokio::task::spawn_blocking(move || remove_files(&root, files, claimed_at))
-        .await
-        .unwrap_or_default();
+    let (removed, kept_newer) =
+        tokio::task::spawn_blocking(move || remove_files(&root, files, claimed_at))
+            .await
+            .unwrap_or_default();
     index.finish_purge(target, &removed).await?;
     Ok(Purged {
         files: removed.len(),
@@ -119,7 +120,9 @@ pub async fn purge_series(
     if !index.claim_purge(target, why).await? {
         return Ok(None);
     }
-    purge_claimed(index, store_root, target, claimed_at).await.map(Some)
+    purge_claimed(index, store_root, target, claimed_at)
+        .await
+        .map(Some)
 }
 
 /// Used share of the file system holding `path`, in percent.
@@ -161,7 +164,10 @@ impl Retention {
                 'outer: while used > s.purge_below_percent {
                     let batch = self.index.purge_candidates(now_ms() + 1, 20).await?;
                     if batch.is_empty() {
-                        warn!(used_percent = used, "disk above the purge watermark and nothing finished left to purge");
+                        warn!(
+                            used_percent = used,
+                            "disk above the purge watermark and nothing finished left to purge"
+                        );
                         break;
                     }
                     for t in batch {
@@ -169,7 +175,9 @@ impl Retention {
                             "watermark: disk {used:.0} % used (purge above {} %, down to {} %)",
                             s.purge_above_percent, s.purge_below_percent
                         );
-                        if let Some(p) = purge_series(&self.index, &self.store_root, &t, &why).await? {
+                        if let Some(p) =
+                            purge_series(&self.index, &self.store_root, &t, &why).await?
+                        {
                             info!(series = %t.series_uid, files = p.files, mb = p.bytes / 1_048_576, "series purged (watermark)");
                             n += 1;
                         }

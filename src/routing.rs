@@ -357,7 +357,8 @@ pub async fn route_completed(index: &Index, router: &Router) -> Result<usize, In
         // (a blank SOP Class UID in the data set — some anonymisers leave one — may still be an image:
         // the loader reads the file meta's; let the pipeline decide)
         let readable = facts.sop_classes.iter().any(|c| {
-            c.trim_matches(|ch: char| ch == '\0' || ch.is_whitespace()).is_empty()
+            c.trim_matches(|ch: char| ch == '\0' || ch.is_whitespace())
+                .is_empty()
                 || segnode_net::sop::is_pipeline_image(c)
         });
         let kinds: Vec<String> = facts

@@ -29,7 +29,9 @@ fn a_syslog_collector_receives_dicom_audit_messages() {
         ),
     );
     assert!(!echoscu(node.port, "NOBODY", "SEGNODE").status.success());
-    assert!(storescu(node.port, &files_under(&src), &[]).status.success());
+    assert!(storescu(node.port, &files_under(&src), &[])
+        .status
+        .success());
     wait_for("the SEG delivered", Duration::from_secs(120), || {
         node.outbox().into_iter().find(|d| d["state"] == "SENT")
     });
@@ -44,7 +46,10 @@ fn a_syslog_collector_receives_dicom_audit_messages() {
     }
     assert!(messages.len() >= 4, "{messages:#?}");
     for m in &messages {
-        assert!(m.contains(" IHE+RFC-3881 - "), "not an RFC 5424 audit frame: {m}");
+        assert!(
+            m.contains(" IHE+RFC-3881 - "),
+            "not an RFC 5424 audit frame: {m}"
+        );
     }
     let dump = data.path().join("messages.json");
     std::fs::write(&dump, serde_json::to_string(&messages).unwrap()).unwrap();
@@ -72,7 +77,10 @@ fn a_syslog_collector_receives_dicom_audit_messages() {
     };
     assert!(has("110100", "E", "0"), "application start: {parsed:?}");
     assert!(has("110114", "E", "4"), "the refused caller: {parsed:?}");
-    assert!(has("110114", "E", "0"), "the accepted association: {parsed:?}");
+    assert!(
+        has("110114", "E", "0"),
+        "the accepted association: {parsed:?}"
+    );
     assert!(has("110104", "C", "0"), "instances received: {parsed:?}");
     assert!(
         parsed

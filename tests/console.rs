@@ -380,12 +380,16 @@ fn the_status_lists_every_process_on_the_database_and_the_certificates() {
         .push(("SEGNODE_WORKERS__PIPELINES".into(), "noop".into()));
     worker.spawn();
     let http = node.http_port();
-    let status = wait_for("both processes in the status", Duration::from_secs(60), || {
-        let s = curl("GET", http, "/api/status", &[]).json();
-        let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
-        let up = |role: &str| nodes.iter().any(|n| n["role"] == role && n["up"] == true);
-        (up("serve") && up("worker")).then_some(s)
-    });
+    let status = wait_for(
+        "both processes in the status",
+        Duration::from_secs(60),
+        || {
+            let s = curl("GET", http, "/api/status", &[]).json();
+            let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+            let up = |role: &str| nodes.iter().any(|n| n["role"] == role && n["up"] == true);
+            (up("serve") && up("worker")).then_some(s)
+        },
+    );
     assert!(
         status["nodes"]
             .as_array()
@@ -397,5 +401,8 @@ fn the_status_lists_every_process_on_the_database_and_the_certificates() {
     assert!(status["certificates"].as_array().is_some(), "{status:#}");
     let page = curl("GET", http, "/", &[]);
     let body = String::from_utf8_lossy(&page.body).to_string();
-    assert!(body.contains("Nodes on this database") && body.contains("(worker,"), "{body}");
+    assert!(
+        body.contains("Nodes on this database") && body.contains("(worker,"),
+        "{body}"
+    );
 }

@@ -74,12 +74,13 @@ fn check_forms(src: &Path, summary: &Path, window: (f64, f64)) -> (bool, Value) 
         Duration::from_secs(600),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
-        panic!(
-            "check_forms.py printed no JSON:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+            panic!(
+                "check_forms.py printed no JSON:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     (out.status.success(), report)
 }
 
@@ -136,7 +137,12 @@ fn electrode_arrays_both_generators_every_form_with_contact_points() {
         "--truth",
         data.path().join("cbct.truth").to_str().unwrap(),
     ]);
-    let r = assert_consistent("cbct (first generator)", &first, "cochlear", (700.0, 4000.0));
+    let r = assert_consistent(
+        "cbct (first generator)",
+        &first,
+        "cochlear",
+        (700.0, 4000.0),
+    );
     assert!(r["rtstruct"]["points"].as_u64().unwrap() >= 12, "{r}");
     let second = data.path().join("cbct2");
     let out = run_py(
@@ -144,7 +150,11 @@ fn electrode_arrays_both_generators_every_form_with_contact_points() {
         &["--seed", "3", "--out", second.to_str().unwrap()],
         Duration::from_secs(600),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = assert_consistent(
         "cbct2 (second generator)",
         &second.join("series"),
@@ -188,20 +198,33 @@ fn the_checker_catches_a_contour_off_its_slice_and_a_stray_overlay_pixel() {
         rt = path_of("rtstruct"),
         sc = path_of("sc"),
     );
-    let o = Command::new(python()).arg("-c").arg(spoil).output().unwrap();
+    let o = Command::new(python())
+        .arg("-c")
+        .arg(spoil)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (ok, report) = check_forms(&src, &saved, (-600.0, 1500.0));
     assert!(!ok, "{report}");
     let problems = report["problems"].to_string();
     assert!(problems.contains("off its slice plane"), "{problems}");
-    assert!(problems.contains("coloured pixels off the mask boundary"), "{problems}");
+    assert!(
+        problems.contains("coloured pixels off the mask boundary"),
+        "{problems}"
+    );
 }
 
 #[test]
 fn unknown_forms_are_refused_by_the_cli_and_the_config() {
     let o = Command::new(env!("CARGO_BIN_EXE_segnode"))
         .args([
-            "segment", "--input", "/nonexistent", "--output-dir", "/tmp/x", "--forms", "seg,pdf",
+            "segment",
+            "--input",
+            "/nonexistent",
+            "--output-dir",
+            "/tmp/x",
+            "--forms",
+            "seg,pdf",
         ])
         .output()
         .unwrap();
@@ -225,7 +248,13 @@ fn unknown_forms_are_refused_by_the_cli_and_the_config() {
 fn each_destination_gets_the_forms_it_asks_for() {
     let data = tempfile::tempdir().unwrap();
     let src = data.path().join("chest");
-    phantom_with(&src, &src.with_extension("truth"), 40, 128, &["--seed", "5"]);
+    phantom_with(
+        &src,
+        &src.with_extension("truth"),
+        40,
+        128,
+        &["--seed", "5"],
+    );
     let orthanc = OrthancProc::start();
     let viewer = StoreScp::start("VIEWER");
     let config = format!(

@@ -608,7 +608,10 @@ fn tls_outbound_to_orthanc() {
         orthanc.log()
     );
     let plain = node.cli(&["echo", "--destination", "plain"]);
-    assert!(!plain.status.success(), "Orthanc's TLS port answered plain TCP");
+    assert!(
+        !plain.status.success(),
+        "Orthanc's TLS port answered plain TCP"
+    );
     let data = tempfile::tempdir().unwrap();
     let series = data.path().join("ct");
     phantom(&series, &series.with_extension("truth"), 12, 64);

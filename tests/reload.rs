@@ -18,7 +18,12 @@ fn chest(dir: &Path, seed: &str) -> (Vec<PathBuf>, String) {
     let e = obj
         .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
         .expect("SeriesInstanceUID");
-    let uid = e.to_str().unwrap().trim_end_matches('\0').trim().to_string();
+    let uid = e
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string();
     (files, uid)
 }
 
@@ -41,12 +46,16 @@ fn hup(node: &NodeProc) {
 }
 
 fn routed_by(node: &NodeProc, uid: &str, what: &str) -> Vec<String> {
-    wait_for(&format!("{uid} routed ({what})"), Duration::from_secs(30), || {
-        let h = node.history(uid);
-        h.iter()
-            .any(|e| e.contains("rule ") || e.contains("no rule matched"))
-            .then_some(h)
-    })
+    wait_for(
+        &format!("{uid} routed ({what})"),
+        Duration::from_secs(30),
+        || {
+            let h = node.history(uid);
+            h.iter()
+                .any(|e| e.contains("rule ") || e.contains("no rule matched"))
+                .then_some(h)
+        },
+    )
 }
 
 #[test]
@@ -112,6 +121,9 @@ fn sighup_and_segnode_reload_take_new_rules_and_refuse_a_broken_file() {
     assert!(h.iter().any(|e| e.contains("rule again")), "{h:#?}");
 
     // the association in progress went through untouched
-    assert!(wait_child(&mut slow, Duration::from_secs(60)), "the slow sender failed");
+    assert!(
+        wait_child(&mut slow, Duration::from_secs(60)),
+        "the slow sender failed"
+    );
     assert_eq!(acknowledged(&slow_log).len(), series[4].0.len());
 }

@@ -34,7 +34,13 @@ fn chest(dir: &Path, seed: &str) -> (Vec<PathBuf>, String) {
 }
 
 fn chest_sized(dir: &Path, seed: &str, slices: usize, matrix: usize) -> (Vec<PathBuf>, String) {
-    phantom_with(dir, &dir.with_extension("truth"), slices, matrix, &["--seed", seed]);
+    phantom_with(
+        dir,
+        &dir.with_extension("truth"),
+        slices,
+        matrix,
+        &["--seed", seed],
+    );
     let files = files_under(dir);
     let uid = series_uid_of(&files[0]);
     (files, uid)
@@ -45,7 +51,11 @@ fn series_uid_of(path: &Path) -> String {
     let e = obj
         .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
         .expect("SeriesInstanceUID");
-    e.to_str().unwrap().trim_end_matches('\0').trim().to_string()
+    e.to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -74,22 +84,33 @@ fn finished_series_leave_the_disk_and_busy_ones_stay() {
     wait_for("the plain series PURGED", Duration::from_secs(60), || {
         (state_of(&node, &plain_uid) == "PURGED").then_some(())
     });
-    assert!(series_files(&node, &plain_uid).is_empty(), "files of a purged series remain");
+    assert!(
+        series_files(&node, &plain_uid).is_empty(),
+        "files of a purged series remain"
+    );
     let history = node.history(&plain_uid);
     assert!(
-        history.iter().any(|e| e.contains("retention: finished more than")),
+        history
+            .iter()
+            .any(|e| e.contains("retention: finished more than")),
         "{history:#?}"
     );
     assert!(
-        history.iter().any(|e| e.contains("files removed: 12 instances")),
+        history
+            .iter()
+            .any(|e| e.contains("files removed: 12 instances")),
         "{history:#?}"
     );
     // the busy one: job done, delivery pending -> kept well past the window
-    wait_for("the busy series' job done", Duration::from_secs(120), || {
-        node.jobs()
-            .into_iter()
-            .find(|j| j["series_uid"] == busy_uid.as_str() && j["state"] == "DONE")
-    });
+    wait_for(
+        "the busy series' job done",
+        Duration::from_secs(120),
+        || {
+            node.jobs()
+                .into_iter()
+                .find(|j| j["series_uid"] == busy_uid.as_str() && j["state"] == "DONE")
+        },
+    );
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(state_of(&node, &busy_uid), "COMPLETE");
     assert_eq!(series_files(&node, &busy_uid).len(), busy.len());
@@ -125,7 +146,8 @@ fn the_watermark_purges_finished_series_oldest_first_whatever_their_age() {
     ]);
     assert!(storescu(node.port, &a, &[]).status.success());
     wait_for("a complete", Duration::from_secs(30), || {
-        (state_of(&node, &a_uid) != "RECEIVING" && !state_of(&node, &a_uid).is_empty()).then_some(())
+        (state_of(&node, &a_uid) != "RECEIVING" && !state_of(&node, &a_uid).is_empty())
+            .then_some(())
     });
     assert!(storescu(node.port, &b, &[]).status.success());
     wait_for("both purged", Duration::from_secs(60), || {
@@ -156,7 +178,12 @@ fn two_clients_racing_for_one_series_purge_it_once() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["detail"].as_str().unwrap_or("").contains("stored, not processed"))
+            .any(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("stored, not processed")
+            })
             .then_some(s)
     });
     let revision = s["series"]["revision"].as_i64().unwrap();
@@ -169,7 +196,10 @@ fn two_clients_racing_for_one_series_purge_it_once() {
     node.signal("-TERM");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let wins = rt.block_on(async {
-        let (a, b) = (Index::open(&url).await.unwrap(), Index::open(&url).await.unwrap());
+        let (a, b) = (
+            Index::open(&url).await.unwrap(),
+            Index::open(&url).await.unwrap(),
+        );
         let t = PurgeTarget {
             series_uid: uid.clone(),
             revision,
@@ -203,11 +233,15 @@ fn a_series_whose_job_may_still_run_or_that_is_still_receiving_stays() {
     );
     // a job that failed and waits for its retry: the series stays
     assert!(storescu(node.port, &failing, &[]).status.success());
-    wait_for("the job FAILED (retry pending)", Duration::from_secs(120), || {
-        node.jobs()
-            .into_iter()
-            .find(|j| j["series_uid"] == failing_uid.as_str() && j["state"] == "FAILED")
-    });
+    wait_for(
+        "the job FAILED (retry pending)",
+        Duration::from_secs(120),
+        || {
+            node.jobs()
+                .into_iter()
+                .find(|j| j["series_uid"] == failing_uid.as_str() && j["state"] == "FAILED")
+        },
+    );
     // a series still receiving: a slow sender mid-association
     let log = data.path().join("slow.jsonl");
     let mut child = support::node::pynetdicom_send(node.port, &slow, 0.5, &log);
@@ -217,6 +251,9 @@ fn a_series_whose_job_may_still_run_or_that_is_still_receiving_stays() {
     // well past the window for the failed one
     assert_eq!(state_of(&node, &failing_uid), "COMPLETE");
     assert_eq!(series_files(&node, &failing_uid).len(), failing.len());
-    assert!(support::node::wait_child(&mut child, Duration::from_secs(60)));
+    assert!(support::node::wait_child(
+        &mut child,
+        Duration::from_secs(60)
+    ));
     assert_eq!(support::node::acknowledged(&log).len(), slow.len());
 }

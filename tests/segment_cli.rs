@@ -2,7 +2,7 @@
 
 mod support;
 
-use segnode_imaging::result::{SegObject, ResultOptions};
+use segnode_imaging::result::{ResultOptions, SegObject};
 use segnode_imaging::segment::Segmenter;
 use segnode_imaging::volume::{load_series, LoadOptions};
 

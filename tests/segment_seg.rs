@@ -2,7 +2,7 @@
 
 mod support;
 
-use segnode_imaging::result::{SegError, SegObject, ResultOptions};
+use segnode_imaging::result::{ResultOptions, SegError, SegObject};
 use segnode_imaging::segment::codes::{
     ANATOMICAL_STRUCTURE, LEFT, LUNG, MORPHOLOGICAL_OPERATIONS, RIGHT,
 };

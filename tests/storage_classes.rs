@@ -16,7 +16,13 @@ const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 fn a_forwarded_study_is_stored_whole_and_only_the_ct_is_segmented() {
     let data = tempfile::tempdir().unwrap();
     let ct_dir = data.path().join("ct");
-    phantom_with(&ct_dir, &ct_dir.with_extension("truth"), 40, 128, &["--seed", "4"]);
+    phantom_with(
+        &ct_dir,
+        &ct_dir.with_extension("truth"),
+        40,
+        128,
+        &["--seed", "4"],
+    );
     let ct = files_under(&ct_dir);
     let other = data.path().join("other");
     let out = run_py(
@@ -24,7 +30,11 @@ fn a_forwarded_study_is_stored_whole_and_only_the_ct_is_segmented() {
         &[ct[0].to_str().unwrap(), other.to_str().unwrap()],
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let made: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("made JSON");
     // the scout in JPEG-LS, as a PACS that may not decompress holds it
@@ -34,7 +44,11 @@ fn a_forwarded_study_is_stored_whole_and_only_the_ct_is_segmented() {
         std::process::Command::new("dcmcjpls").arg(&cr).arg(&cr_jls),
         Duration::from_secs(60),
     );
-    assert!(enc.status.success(), "{}", String::from_utf8_lossy(&enc.stderr));
+    assert!(
+        enc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
     std::fs::remove_file(&cr).unwrap();
     let extra: Vec<PathBuf> = files_under(&other);
     assert_eq!(extra.len(), 5);
@@ -44,7 +58,11 @@ fn a_forwarded_study_is_stored_whole_and_only_the_ct_is_segmented() {
         "[[rules]]\nname = \"everything\"\npipelines = [\"lung\"]\ndestinations = []\n",
     );
     let sent = storescu(node.port, &ct, &[]);
-    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     // the rest as a PACS forwards it: each file in its own transfer syntax, never decompressed
     let fwd = run_with_timeout(
         std::process::Command::new("dcmsend")
@@ -87,7 +105,9 @@ fn a_forwarded_study_is_stored_whole_and_only_the_ct_is_segmented() {
         let series = made[name][2].as_str().unwrap();
         let history = wait_for("the routing decision", Duration::from_secs(30), || {
             let h = node.history(series);
-            h.iter().any(|e| e.contains("stored, not processed")).then_some(h)
+            h.iter()
+                .any(|e| e.contains("stored, not processed"))
+                .then_some(h)
         });
         assert!(
             history
@@ -121,7 +141,10 @@ fn jpeg_ls(src: &[PathBuf], dst: &std::path::Path, extra: &[&str]) -> Vec<PathBu
         .map(|f| {
             let out = dst.join(f.file_name().unwrap());
             let o = run_with_timeout(
-                std::process::Command::new("dcmcjpls").args(extra).arg(f).arg(&out),
+                std::process::Command::new("dcmcjpls")
+                    .args(extra)
+                    .arg(f)
+                    .arg(&out),
                 Duration::from_secs(60),
             );
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -135,7 +158,13 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
     use segnode_imaging::volume::{load_series, LoadOptions};
     let data = tempfile::tempdir().unwrap();
     let raw_dir = data.path().join("raw");
-    phantom_with(&raw_dir, &raw_dir.with_extension("truth"), 30, 128, &["--seed", "6"]);
+    phantom_with(
+        &raw_dir,
+        &raw_dir.with_extension("truth"),
+        30,
+        128,
+        &["--seed", "6"],
+    );
     let raw = files_under(&raw_dir);
     let original = load_series(&raw_dir, &LoadOptions::default()).unwrap();
     let node = NodeProc::start_with(
@@ -151,7 +180,13 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
         let src: Vec<PathBuf> = if name == "lossless" {
             raw.clone()
         } else {
-            phantom_with(&renamed, &renamed.with_extension("truth"), 30, 128, &["--seed", "7"]);
+            phantom_with(
+                &renamed,
+                &renamed.with_extension("truth"),
+                30,
+                128,
+                &["--seed", "7"],
+            );
             files_under(&renamed)
         };
         let reference = if name == "lossless" {
@@ -175,11 +210,15 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
             String::from_utf8_lossy(&fwd.stderr)
         );
         let uid = reference.series.series_instance_uid.clone();
-        let job = wait_for(&format!("{name}: job done"), Duration::from_secs(120), || {
-            node.jobs()
-                .into_iter()
-                .find(|j| j["series_uid"] == uid.as_str() && j["state"] == "DONE")
-        });
+        let job = wait_for(
+            &format!("{name}: job done"),
+            Duration::from_secs(120),
+            || {
+                node.jobs()
+                    .into_iter()
+                    .find(|j| j["series_uid"] == uid.as_str() && j["state"] == "DONE")
+            },
+        );
         let result: serde_json::Value =
             serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
         assert_eq!(result["status"], "ok", "{name}: {result}");
@@ -190,7 +229,11 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
             .collect();
         assert_eq!(stored.len(), src.len());
         let ts = meta_transfer_syntax(&stored[0]);
-        let want_ts = if max_dev == 0 { JPEG_LS_LOSSLESS } else { "1.2.840.10008.1.2.4.81" };
+        let want_ts = if max_dev == 0 {
+            JPEG_LS_LOSSLESS
+        } else {
+            "1.2.840.10008.1.2.4.81"
+        };
         assert!(ts.contains(want_ts), "{name}: stored as {ts}");
         let loaded = load_series(stored[0].parent().unwrap(), &LoadOptions::default()).unwrap();
         assert_eq!(loaded.hu.shape(), reference.hu.shape());
@@ -202,7 +245,10 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
             .max()
             .unwrap();
         assert!(worst <= max_dev, "{name}: HU differ by up to {worst}");
-        println!("JPEG-LS {name}: {} slices, largest HU difference {worst}", src.len());
+        println!(
+            "JPEG-LS {name}: {} slices, largest HU difference {worst}",
+            src.len()
+        );
     }
 }
 
@@ -211,7 +257,13 @@ fn a_study_forwarded_by_orthanc_is_stored_whole_and_only_the_ct_is_segmented() {
     use support::orthanc::OrthancProc;
     let data = tempfile::tempdir().unwrap();
     let ct_dir = data.path().join("ct");
-    phantom_with(&ct_dir, &ct_dir.with_extension("truth"), 40, 128, &["--seed", "12"]);
+    phantom_with(
+        &ct_dir,
+        &ct_dir.with_extension("truth"),
+        40,
+        128,
+        &["--seed", "12"],
+    );
     let ct = files_under(&ct_dir);
     let other = data.path().join("other");
     let out = run_py(
@@ -219,7 +271,11 @@ fn a_study_forwarded_by_orthanc_is_stored_whole_and_only_the_ct_is_segmented() {
         &[ct[0].to_str().unwrap(), other.to_str().unwrap()],
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let made: serde_json::Value =
         serde_json::from_slice(out.stdout.trim_ascii()).expect("made JSON");
     // the study as a PACS holds it: the CT, a dose report, a key object, a presentation state
@@ -241,9 +297,16 @@ fn a_study_forwarded_by_orthanc_is_stored_whole_and_only_the_ct_is_segmented() {
             .args(&study),
         Duration::from_secs(120),
     );
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     let studies = orthanc.get("/studies");
-    let id = studies[0].as_str().expect("one study in Orthanc").to_string();
+    let id = studies[0]
+        .as_str()
+        .expect("one study in Orthanc")
+        .to_string();
     // Orthanc forwards the whole study to segnode (its C-STORE SCU, calling AE ORTHANC)
     let fwd = run_with_timeout(
         std::process::Command::new("curl")

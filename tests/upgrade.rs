@@ -19,13 +19,21 @@ fn yesterdays_index_is_migrated_and_reads_back() {
         .arg(repo_root().join("tests/fixtures/index-v5.sql"))
         .output()
         .unwrap();
-    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
     let url = format!("sqlite://{}", db.display());
     let node = NodeProc::start(&[
         ("SEGNODE_DATABASE__URL", url.as_str()),
         ("SEGNODE_STORAGE__KEEP_HOURS", "0"),
     ]);
-    assert!(node.log().contains("index schema migrated"), "{}", node.log());
+    assert!(
+        node.log().contains("index schema migrated"),
+        "{}",
+        node.log()
+    );
     let series = node.series();
     let state = |uid: &str| {
         series
@@ -37,27 +45,39 @@ fn yesterdays_index_is_migrated_and_reads_back() {
     assert_eq!(state("2.25.2222"), Some("COMPLETE".into()));
     let jobs = node.jobs();
     assert!(
-        jobs.iter().any(|j| j["id"] == "job-1" && j["state"] == "DONE"),
+        jobs.iter()
+            .any(|j| j["id"] == "job-1" && j["state"] == "DONE"),
         "{jobs:#?}"
     );
     let outbox = node.outbox();
     assert!(
-        outbox.iter().any(|d| d["id"] == "del-1" && d["state"] == "SENT"),
+        outbox
+            .iter()
+            .any(|d| d["id"] == "del-1" && d["state"] == "SENT"),
         "{outbox:#?}"
     );
     let history = node.history("2.25.1111");
     assert!(
-        history.iter().any(|e| e.contains("delivered 2.25.7777 to pacs")),
+        history
+            .iter()
+            .any(|e| e.contains("delivered 2.25.7777 to pacs")),
         "{history:#?}"
     );
     // and the migrated database takes new work
     let dir = data.path().join("new");
-    phantom_with(&dir, &dir.with_extension("truth"), 12, 64, &["--seed", "51"]);
-    assert!(storescu(node.port, &files_under(&dir), &[]).status.success());
+    phantom_with(
+        &dir,
+        &dir.with_extension("truth"),
+        12,
+        64,
+        &["--seed", "51"],
+    );
+    assert!(storescu(node.port, &files_under(&dir), &[])
+        .status
+        .success());
     wait_for("the new series complete", Duration::from_secs(30), || {
-        (node.series().len() == 3
-            && node.series().iter().all(|s| s["state"] == "COMPLETE"))
-        .then_some(())
+        (node.series().len() == 3 && node.series().iter().all(|s| s["state"] == "COMPLETE"))
+            .then_some(())
     });
     // a second start finds nothing left to migrate
     drop(node);
@@ -65,6 +85,10 @@ fn yesterdays_index_is_migrated_and_reads_back() {
         ("SEGNODE_DATABASE__URL", url.as_str()),
         ("SEGNODE_STORAGE__KEEP_HOURS", "0"),
     ]);
-    assert!(!again.log().contains("index schema migrated"), "{}", again.log());
+    assert!(
+        !again.log().contains("index schema migrated"),
+        "{}",
+        again.log()
+    );
     assert_eq!(again.series().len(), 3);
 }

@@ -158,7 +158,11 @@ pub async fn status(State(c): State<Console>) -> Response {
                         role = esc(n["role"].as_str().unwrap_or("")),
                         version = esc(n["version"].as_str().unwrap_or("")),
                         pid = n["pid"],
-                        this = if n["this"] == true && n["role"] == "serve" { " — this console" } else { "" },
+                        this = if n["this"] == true && n["role"] == "serve" {
+                            " — this console"
+                        } else {
+                            ""
+                        },
                         up = if n["up"] == true {
                             "up".to_string()
                         } else {

@@ -21,7 +21,11 @@ pub struct SegmentArgs {
     #[arg(long)]
     pub input: PathBuf,
     /// Where to write the DICOM SEG (the SEG alone).
-    #[arg(long, required_unless_present = "output_dir", conflicts_with = "output_dir")]
+    #[arg(
+        long,
+        required_unless_present = "output_dir",
+        conflicts_with = "output_dir"
+    )]
     pub output: Option<PathBuf>,
     /// A folder to write every form of `--forms` into (`DIR/<form>/<SOP Instance UID>.dcm`).
     #[arg(long)]

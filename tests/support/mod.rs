@@ -237,7 +237,7 @@ pub fn write_seg_dciodvfy_clean(
     dir: &Path,
     what: &str,
 ) -> PathBuf {
-    use segnode_imaging::result::{SegObject, ResultOptions};
+    use segnode_imaging::result::{ResultOptions, SegObject};
     let obj = SegObject::build(volume, seg, &ResultOptions::default()).expect("build SEG");
     let path = dir.join("seg.dcm");
     obj.write(&path).expect("write SEG");

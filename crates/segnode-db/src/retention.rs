@@ -147,12 +147,14 @@ impl Index {
     ) -> Result<bool, IndexError> {
         let mut tx = self.pool.begin().await?;
         for f in removed {
-            sqlx::query("DELETE FROM instances WHERE sop_uid = $1 AND series_uid = $2 AND revision <= $3")
-                .bind(&f.sop_uid)
-                .bind(&t.series_uid)
-                .bind(t.revision)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM instances WHERE sop_uid = $1 AND series_uid = $2 AND revision <= $3",
+            )
+            .bind(&f.sop_uid)
+            .bind(&t.series_uid)
+            .bind(t.revision)
+            .execute(&mut *tx)
+            .await?;
         }
         let done = sqlx::query(
             "UPDATE series SET state = $1 WHERE series_uid = $2 AND revision = $3 AND state = $4",
@@ -175,7 +177,11 @@ impl Index {
             &format!(
                 "files removed: {} instances, {mb:.1} MB; history kept{}",
                 removed.len(),
-                if done { "" } else { " (a new revision arrived meanwhile)" }
+                if done {
+                    ""
+                } else {
+                    " (a new revision arrived meanwhile)"
+                }
             ),
         )
         .await?;

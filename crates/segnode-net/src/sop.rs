@@ -67,7 +67,10 @@ pub const TRANSFER_SYNTAXES: &[(&str, &str)] = &[
         "1.2.840.10008.1.2.4.70",
         "JPEG Lossless, First-Order Prediction (Process 14, SV1)",
     ),
-    ("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless Image Compression"),
+    (
+        "1.2.840.10008.1.2.4.80",
+        "JPEG-LS Lossless Image Compression",
+    ),
     (
         "1.2.840.10008.1.2.4.81",
         "JPEG-LS Lossy (Near-Lossless) Image Compression",
@@ -110,13 +113,16 @@ mod tests {
         }
         assert!(is_pipeline_image("1.2.840.10008.5.1.4.1.1.2\0"));
         for other in [
-            "1.2.840.10008.5.1.4.1.1.88.67",  // X-Ray Radiation Dose SR
-            "1.2.840.10008.5.1.4.1.1.88.59",  // Key Object Selection
-            "1.2.840.10008.5.1.4.1.1.11.1",   // Grayscale Softcopy Presentation State
-            "1.2.840.10008.5.1.4.1.1.104.1",  // Encapsulated PDF
-            "1.2.840.10008.5.1.4.1.1.66.4",   // Segmentation
+            "1.2.840.10008.5.1.4.1.1.88.67", // X-Ray Radiation Dose SR
+            "1.2.840.10008.5.1.4.1.1.88.59", // Key Object Selection
+            "1.2.840.10008.5.1.4.1.1.11.1",  // Grayscale Softcopy Presentation State
+            "1.2.840.10008.5.1.4.1.1.104.1", // Encapsulated PDF
+            "1.2.840.10008.5.1.4.1.1.66.4",  // Segmentation
         ] {
-            assert!(STORAGE_SOP_CLASSES.iter().any(|(u, _)| *u == other), "{other}");
+            assert!(
+                STORAGE_SOP_CLASSES.iter().any(|(u, _)| *u == other),
+                "{other}"
+            );
             assert!(!is_pipeline_image(other), "{other}");
         }
     }

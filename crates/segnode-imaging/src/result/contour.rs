@@ -26,7 +26,11 @@ struct Crack {
 /// `max_points` vertices (≥ 4).
 pub fn contours(mask: &[bool], rows: usize, cols: usize, max_points: usize) -> Vec<Polygon> {
     let at = |i: i32, j: i32| -> bool {
-        i >= 0 && j >= 0 && (i as usize) < cols && (j as usize) < rows && mask[j as usize * cols + i as usize]
+        i >= 0
+            && j >= 0
+            && (i as usize) < cols
+            && (j as usize) < rows
+            && mask[j as usize * cols + i as usize]
     };
     // cracks, oriented consistently around each mask pixel
     let mut cracks: Vec<Crack> = Vec::new();
@@ -37,16 +41,32 @@ pub fn contours(mask: &[bool], rows: usize, cols: usize, max_points: usize) -> V
             }
             let px = (i, j);
             if !at(i, j - 1) {
-                cracks.push(Crack { a: (i + 1, j), b: (i, j), px });
+                cracks.push(Crack {
+                    a: (i + 1, j),
+                    b: (i, j),
+                    px,
+                });
             }
             if !at(i - 1, j) {
-                cracks.push(Crack { a: (i, j), b: (i, j + 1), px });
+                cracks.push(Crack {
+                    a: (i, j),
+                    b: (i, j + 1),
+                    px,
+                });
             }
             if !at(i, j + 1) {
-                cracks.push(Crack { a: (i, j + 1), b: (i + 1, j + 1), px });
+                cracks.push(Crack {
+                    a: (i, j + 1),
+                    b: (i + 1, j + 1),
+                    px,
+                });
             }
             if !at(i + 1, j) {
-                cracks.push(Crack { a: (i + 1, j + 1), b: (i + 1, j), px });
+                cracks.push(Crack {
+                    a: (i + 1, j + 1),
+                    b: (i + 1, j),
+                    px,
+                });
             }
         }
     }
@@ -239,7 +259,9 @@ mod tests {
         for _ in 0..20 {
             let m: Vec<bool> = (0..30 * 30)
                 .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     (s >> 33) % 3 == 0
                 })
                 .collect();

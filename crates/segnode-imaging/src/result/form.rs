@@ -91,8 +91,16 @@ pub fn form(name: &str) -> Option<Box<dyn ResultForm>> {
     };
     match name {
         "seg" => Some(Box::new(SegForm)),
-        "sc" => f("sc", uids::SECONDARY_CAPTURE_IMAGE_STORAGE, super::sc::build),
-        "rtstruct" => f("rtstruct", uids::RT_STRUCTURE_SET_STORAGE, super::rtstruct::build),
+        "sc" => f(
+            "sc",
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            super::sc::build,
+        ),
+        "rtstruct" => f(
+            "rtstruct",
+            uids::RT_STRUCTURE_SET_STORAGE,
+            super::rtstruct::build,
+        ),
         "sr" => f("sr", uids::COMPREHENSIVE3_DSR_STORAGE, super::sr::build),
         _ => None,
     }
@@ -152,7 +160,10 @@ mod tests {
             assert_eq!(form(name).expect("listed form").name(), *name);
         }
         assert!(form("pdf").is_none());
-        assert_eq!(form_of_sop_class(uids::RT_STRUCTURE_SET_STORAGE), Some("rtstruct"));
+        assert_eq!(
+            form_of_sop_class(uids::RT_STRUCTURE_SET_STORAGE),
+            Some("rtstruct")
+        );
         assert_eq!(form_of_sop_class("1.2.3"), None);
     }
 }

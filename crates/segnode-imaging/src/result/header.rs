@@ -43,7 +43,13 @@ impl Stamp {
 
 /// Fill SOP Common, Patient, General Study, General Series, Frame of Reference, General Equipment and
 /// Contributing Equipment.
-pub fn put_common(o: &mut Obj, info: &SeriesInfo, new: &NewObject, opts: &ResultOptions, at: &Stamp) {
+pub fn put_common(
+    o: &mut Obj,
+    info: &SeriesInfo,
+    new: &NewObject,
+    opts: &ResultOptions,
+    at: &Stamp,
+) {
     // SOP Common
     put_str(o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
     put_str(o, tags::SOP_CLASS_UID, VR::UI, new.sop_class_uid);
@@ -53,10 +59,20 @@ pub fn put_common(o: &mut Obj, info: &SeriesInfo, new: &NewObject, opts: &Result
     // Patient
     put_str(o, tags::PATIENT_NAME, VR::PN, &info.patient_name);
     put_str(o, tags::PATIENT_ID, VR::LO, &info.patient_id);
-    put_str(o, tags::PATIENT_BIRTH_DATE, VR::DA, &info.patient_birth_date);
+    put_str(
+        o,
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        &info.patient_birth_date,
+    );
     put_str(o, tags::PATIENT_SEX, VR::CS, &info.patient_sex);
     // General Study
-    put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, &info.study_instance_uid);
+    put_str(
+        o,
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        &info.study_instance_uid,
+    );
     put_str(o, tags::STUDY_DATE, VR::DA, &info.study_date);
     put_str(o, tags::STUDY_TIME, VR::TM, &info.study_time);
     put_str(
@@ -69,7 +85,12 @@ pub fn put_common(o: &mut Obj, info: &SeriesInfo, new: &NewObject, opts: &Result
     put_str(o, tags::ACCESSION_NUMBER, VR::SH, &info.accession_number);
     // General Series (or the form's own series module: the same attributes)
     put_str(o, tags::MODALITY, VR::CS, new.modality);
-    put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, new.series_instance_uid);
+    put_str(
+        o,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        new.series_instance_uid,
+    );
     put_str(
         o,
         tags::SERIES_NUMBER,
@@ -144,12 +165,14 @@ pub fn with_meta(
 
 /// A reference to one source slice (SOP Instance Reference macro, plus the frame of a multi-frame
 /// source) with an optional purpose of reference.
-pub fn source_slice_ref(
-    slice: &crate::volume::SliceRef,
-    purpose: Option<&CodedConcept>,
-) -> Obj {
+pub fn source_slice_ref(slice: &crate::volume::SliceRef, purpose: Option<&CodedConcept>) -> Obj {
     item(|s| {
-        put_str(s, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &slice.sop_class_uid);
+        put_str(
+            s,
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            &slice.sop_class_uid,
+        );
         put_str(
             s,
             tags::REFERENCED_SOP_INSTANCE_UID,

@@ -74,4 +74,3 @@ pub struct FormInput<'a> {
     /// The SEG of the same result, when one was written.
     pub seg_ref: Option<&'a SegRef>,
 }
-

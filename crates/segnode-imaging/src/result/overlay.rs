@@ -41,7 +41,10 @@ impl Legend {
             .chain(self.notes.iter().map(|t| t.chars().count()))
             .max()
             .unwrap_or(0);
-        (2 * MARGIN + chars * GLYPH, 2 * MARGIN + lines * LINE - (LINE - GLYPH))
+        (
+            2 * MARGIN + chars * GLYPH,
+            2 * MARGIN + lines * LINE - (LINE - GLYPH),
+        )
     }
 }
 
@@ -92,7 +95,10 @@ pub fn render(
                     || labels[jj as usize * cols + ii as usize] != l
             };
             let (jj, ii) = (j as isize, i as isize);
-            if differs(jj - 1, ii) || differs(jj + 1, ii) || differs(jj, ii - 1) || differs(jj, ii + 1)
+            if differs(jj - 1, ii)
+                || differs(jj + 1, ii)
+                || differs(jj, ii - 1)
+                || differs(jj, ii + 1)
             {
                 let n = j * cols + i;
                 rgb[3 * n..3 * n + 3].copy_from_slice(&s.rgb);
@@ -136,7 +142,11 @@ fn draw_legend(rgb: &mut [u8], rows: usize, cols: usize, legend: &Legend) {
             x0 += 2 * GLYPH;
         }
         for ch in text.chars() {
-            let glyph = font8x8::legacy::BASIC_LEGACY[if ch.is_ascii() { ch as usize } else { b'?' as usize }];
+            let glyph = font8x8::legacy::BASIC_LEGACY[if ch.is_ascii() {
+                ch as usize
+            } else {
+                b'?' as usize
+            }];
             for (y, bits) in glyph.iter().enumerate() {
                 for x in 0..GLYPH {
                     if bits >> x & 1 == 1 {
@@ -194,7 +204,10 @@ mod tests {
                 u8::from((20..30).contains(&j) && (20..35).contains(&i))
             })
             .collect();
-        let seg = [OverlaySegment { number: 1, rgb: [255, 0, 0] }];
+        let seg = [OverlaySegment {
+            number: 1,
+            rgb: [255, 0, 0],
+        }];
         let mut outside = vec![0u64; (rows * cols).div_ceil(64)];
         outside[0] = 1; // pixel (0, 0) lies outside the field of view
         let slice = SliceImage {
@@ -208,8 +221,7 @@ mod tests {
         for j in 0..rows {
             for i in 0..cols {
                 let n = j * cols + i;
-                let boundary = labels[n] == 1
-                    && (j == 20 || j == 29 || i == 20 || i == 34);
+                let boundary = labels[n] == 1 && (j == 20 || j == 29 || i == 20 || i == 34);
                 let want = if boundary {
                     [255, 0, 0]
                 } else if n == 0 {
@@ -262,6 +274,9 @@ mod tests {
         assert_eq!(cielab_to_rgb([65535, 32896, 32896]), [255, 255, 255]);
         assert_eq!(cielab_to_rgb([0, 32896, 32896]), [0, 0, 0]);
         let yellow = cielab_to_rgb([59_000, 33_000, 52_000]);
-        assert!(yellow[0] > 180 && yellow[1] > 180 && yellow[2] < 150, "{yellow:?}");
+        assert!(
+            yellow[0] > 180 && yellow[1] > 180 && yellow[2] < 150,
+            "{yellow:?}"
+        );
     }
 }

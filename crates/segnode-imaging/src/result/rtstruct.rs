@@ -11,8 +11,8 @@
 
 use super::contour::contours;
 use super::dataset::{code_item, item, put_seq, put_str, Obj};
-use super::object::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
+use super::object::{FormInput, ResultError, ResultObject};
 use super::sc::segment_rgb;
 use super::uid::new_uid;
 use crate::segment::codes::ANATOMICAL_STRUCTURE;
@@ -70,7 +70,9 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
         reason,
     };
     if seg.segments.is_empty() {
-        return Err(err("nothing to write: the segmentation has no segments".into()));
+        return Err(err(
+            "nothing to write: the segmentation has no segments".into()
+        ));
     }
     let info = &volume.series;
     if info.frame_of_reference_uid.is_empty() || info.study_instance_uid.is_empty() {
@@ -97,10 +99,16 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
                 continue;
             }
             for poly in contours(&mask, rows, cols, max_points) {
-                let pts: Vec<Vec3> = poly.iter().map(|p| on_slice(volume, k, p[0], p[1])).collect();
+                let pts: Vec<Vec3> = poly
+                    .iter()
+                    .map(|p| on_slice(volume, k, p[0], p[1]))
+                    .collect();
                 let data = contour_data(&pts);
                 if data.len() > MAX_DS_BYTES {
-                    return Err(err(format!("a contour of {} points is too long", pts.len())));
+                    return Err(err(format!(
+                        "a contour of {} points is too long",
+                        pts.len()
+                    )));
                 }
                 contour_count += 1;
                 let slice = &volume.slices[k];
@@ -111,7 +119,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
                         vec![source_slice_ref(slice, None)],
                     );
                     put_str(c, tags::CONTOUR_GEOMETRIC_TYPE, VR::CS, "CLOSED_PLANAR");
-                    put_str(c, tags::NUMBER_OF_CONTOUR_POINTS, VR::IS, &pts.len().to_string());
+                    put_str(
+                        c,
+                        tags::NUMBER_OF_CONTOUR_POINTS,
+                        VR::IS,
+                        &pts.len().to_string(),
+                    );
                     put_str(c, tags::CONTOUR_DATA, VR::DS, &data);
                 }));
             }
@@ -131,7 +144,11 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             number: rois.len() as u32 + 1,
             name: d.label.clone(),
             rgb: segment_rgb(s),
-            interpreted: if d.category == ANATOMICAL_STRUCTURE { "ORGAN" } else { "" },
+            interpreted: if d.category == ANATOMICAL_STRUCTURE {
+                "ORGAN"
+            } else {
+                ""
+            },
             codes: Some(codes),
             contours: cs,
         });
@@ -169,22 +186,52 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
     // RT Series
     put_str(&mut o, tags::OPERATORS_NAME, VR::PN, "");
     // Structure Set
-    put_str(&mut o, tags::INSTANCE_NUMBER, VR::IS, &opts.instance_number.to_string());
-    put_str(&mut o, tags::STRUCTURE_SET_LABEL, VR::SH, &opts.content_label);
-    put_str(&mut o, tags::STRUCTURE_SET_NAME, VR::LO, &opts.series_description);
-    put_str(&mut o, tags::STRUCTURE_SET_DESCRIPTION, VR::ST, &opts.content_description);
+    put_str(
+        &mut o,
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        &opts.instance_number.to_string(),
+    );
+    put_str(
+        &mut o,
+        tags::STRUCTURE_SET_LABEL,
+        VR::SH,
+        &opts.content_label,
+    );
+    put_str(
+        &mut o,
+        tags::STRUCTURE_SET_NAME,
+        VR::LO,
+        &opts.series_description,
+    );
+    put_str(
+        &mut o,
+        tags::STRUCTURE_SET_DESCRIPTION,
+        VR::ST,
+        &opts.content_description,
+    );
     put_str(&mut o, tags::STRUCTURE_SET_DATE, VR::DA, &at.date);
     put_str(&mut o, tags::STRUCTURE_SET_TIME, VR::TM, &at.time);
     put_seq(
         &mut o,
         tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE,
         vec![item(|f| {
-            put_str(f, tags::FRAME_OF_REFERENCE_UID, VR::UI, &info.frame_of_reference_uid);
+            put_str(
+                f,
+                tags::FRAME_OF_REFERENCE_UID,
+                VR::UI,
+                &info.frame_of_reference_uid,
+            );
             put_seq(
                 f,
                 tags::RT_REFERENCED_STUDY_SEQUENCE,
                 vec![item(|st| {
-                    put_str(st, tags::REFERENCED_SOP_CLASS_UID, VR::UI, STUDY_COMPONENT_SOP_CLASS);
+                    put_str(
+                        st,
+                        tags::REFERENCED_SOP_CLASS_UID,
+                        VR::UI,
+                        STUDY_COMPONENT_SOP_CLASS,
+                    );
                     put_str(
                         st,
                         tags::REFERENCED_SOP_INSTANCE_UID,
@@ -195,7 +242,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
                         st,
                         tags::RT_REFERENCED_SERIES_SEQUENCE,
                         vec![item(|se| {
-                            put_str(se, tags::SERIES_INSTANCE_UID, VR::UI, &info.series_instance_uid);
+                            put_str(
+                                se,
+                                tags::SERIES_INSTANCE_UID,
+                                VR::UI,
+                                &info.series_instance_uid,
+                            );
                             put_seq(
                                 se,
                                 tags::CONTOUR_IMAGE_SEQUENCE,
@@ -236,7 +288,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
         .map(|r| {
             let cs = std::mem::take(&mut r.contours);
             item(|i| {
-                put_str(i, tags::REFERENCED_ROI_NUMBER, VR::IS, &r.number.to_string());
+                put_str(
+                    i,
+                    tags::REFERENCED_ROI_NUMBER,
+                    VR::IS,
+                    &r.number.to_string(),
+                );
                 put_str(
                     i,
                     tags::ROI_DISPLAY_COLOR,
@@ -258,7 +315,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             .map(|r| {
                 item(|i| {
                     put_str(i, tags::OBSERVATION_NUMBER, VR::IS, &r.number.to_string());
-                    put_str(i, tags::REFERENCED_ROI_NUMBER, VR::IS, &r.number.to_string());
+                    put_str(
+                        i,
+                        tags::REFERENCED_ROI_NUMBER,
+                        VR::IS,
+                        &r.number.to_string(),
+                    );
                     if let Some(c) = &r.codes {
                         put_seq(i, tags::RTROI_IDENTIFICATION_CODE_SEQUENCE, vec![c.clone()]);
                     }

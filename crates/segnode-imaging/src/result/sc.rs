@@ -10,8 +10,8 @@
 //! in.
 
 use super::dataset::{ds, ds_multi, put_seq, put_str, put_u16, Obj};
-use super::object::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
+use super::object::{FormInput, ResultError, ResultObject};
 use super::overlay::{cielab_to_rgb, render, Legend, OverlaySegment, SliceImage};
 use super::uid::new_uid;
 use crate::segment::codes::CodedConcept;
@@ -80,7 +80,9 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
     let (volume, seg, opts) = (input.volume, input.seg, input.opts);
     let err = |reason: String| ResultError::Build { form: "sc", reason };
     if seg.segments.is_empty() {
-        return Err(err("nothing to draw: the segmentation has no segments".into()));
+        return Err(err(
+            "nothing to draw: the segmentation has no segments".into()
+        ));
     }
     let [nk, rows, cols] = volume.shape();
     if rows > u16::MAX as usize || cols > u16::MAX as usize {
@@ -125,7 +127,9 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
     let labels = seg.labels.as_standard_layout();
     let (hu, labels) = (
         hu.as_slice().ok_or_else(|| err("volume layout".into()))?,
-        labels.as_slice().ok_or_else(|| err("label layout".into()))?,
+        labels
+            .as_slice()
+            .ok_or_else(|| err("label layout".into()))?,
     );
     let plane = rows * cols;
     let mut out = Vec::new();
@@ -166,7 +170,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
         // SC Equipment
         put_str(&mut o, tags::CONVERSION_TYPE, VR::CS, "WSD");
         // General Image
-        put_str(&mut o, tags::INSTANCE_NUMBER, VR::IS, &(out.len() + 1).to_string());
+        put_str(
+            &mut o,
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            &(out.len() + 1).to_string(),
+        );
         put_str(
             &mut o,
             tags::PATIENT_ORIENTATION,
@@ -204,8 +213,18 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             VR::DS,
             &ds_multi(&slice.position),
         );
-        put_str(&mut o, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, &ds_multi(&iop));
-        put_str(&mut o, tags::PIXEL_SPACING, VR::DS, &ds_multi(&g.pixel_spacing));
+        put_str(
+            &mut o,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            &ds_multi(&iop),
+        );
+        put_str(
+            &mut o,
+            tags::PIXEL_SPACING,
+            VR::DS,
+            &ds_multi(&g.pixel_spacing),
+        );
         put_str(&mut o, tags::SLICE_THICKNESS, VR::DS, &ds(thickness));
         // Image Pixel
         put_u16(&mut o, tags::SAMPLES_PER_PIXEL, 3);
@@ -226,8 +245,8 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             VR::OB,
             PrimitiveValue::from(px),
         ));
-        let object = with_meta(o, uids::SECONDARY_CAPTURE_IMAGE_STORAGE, &sop_instance_uid)
-            .map_err(err)?;
+        let object =
+            with_meta(o, uids::SECONDARY_CAPTURE_IMAGE_STORAGE, &sop_instance_uid).map_err(err)?;
         out.push(ResultObject {
             summary: json!({ "slice": k }),
             sop_class_uid: uids::SECONDARY_CAPTURE_IMAGE_STORAGE.to_string(),

@@ -286,8 +286,8 @@ impl SegObject {
             PrimitiveValue::from(bits),
         ));
 
-        let object = with_meta(o, uids::SEGMENTATION_STORAGE, &sop_instance_uid)
-            .map_err(SegError::Meta)?;
+        let object =
+            with_meta(o, uids::SEGMENTATION_STORAGE, &sop_instance_uid).map_err(SegError::Meta)?;
         Ok(SegObject {
             object,
             sop_instance_uid,

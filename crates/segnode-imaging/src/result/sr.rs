@@ -9,8 +9,8 @@
 //! and the SEG; the image library lists the source slices.
 
 use super::dataset::{code_item, ds, item, put_seq, put_str, Obj};
-use super::object::{FormInput, ResultError, ResultObject};
 use super::header::{put_common, source_slice_ref, with_meta, NewObject, Stamp};
+use super::object::{FormInput, ResultError, ResultObject};
 use super::uid::new_uid;
 use crate::segment::codes::CodedConcept;
 use crate::segment::{Measurement, Segment};
@@ -84,11 +84,15 @@ fn code(rel: &str, name: &CodedConcept, value: &CodedConcept) -> Obj {
 }
 
 fn text(rel: &str, name: &CodedConcept, value: &str) -> Obj {
-    content(rel, "TEXT", name, |o| put_str(o, tags::TEXT_VALUE, VR::UT, value))
+    content(rel, "TEXT", name, |o| {
+        put_str(o, tags::TEXT_VALUE, VR::UT, value)
+    })
 }
 
 fn uidref(rel: &str, name: &CodedConcept, value: &str) -> Obj {
-    content(rel, "UIDREF", name, |o| put_str(o, tags::UID, VR::UI, value))
+    content(rel, "UIDREF", name, |o| {
+        put_str(o, tags::UID, VR::UI, value)
+    })
 }
 
 fn container(rel: &str, name: &CodedConcept, children: Vec<Obj>) -> Obj {
@@ -116,17 +120,17 @@ fn num(m: &Measurement, q: &Quantity) -> Obj {
             put_seq(
                 o,
                 tags::CONTENT_SEQUENCE,
-                vec![code("HAS CONCEPT MOD", &C("121401", "DCM", "Derivation"), d)],
+                vec![code(
+                    "HAS CONCEPT MOD",
+                    &C("121401", "DCM", "Derivation"),
+                    d,
+                )],
             );
         }
     })
 }
 
-fn measurement_group(
-    s: &Segment,
-    input: &FormInput,
-    seg_uid: Option<&str>,
-) -> Obj {
+fn measurement_group(s: &Segment, input: &FormInput, seg_uid: Option<&str>) -> Obj {
     let info = &input.volume.series;
     let d = &s.description;
     let mut items = vec![
@@ -151,7 +155,12 @@ fn measurement_group(
                     o,
                     tags::REFERENCED_SOP_SEQUENCE,
                     vec![item(|r| {
-                        put_str(r, tags::REFERENCED_SOP_CLASS_UID, VR::UI, uids::SEGMENTATION_STORAGE);
+                        put_str(
+                            r,
+                            tags::REFERENCED_SOP_CLASS_UID,
+                            VR::UI,
+                            uids::SEGMENTATION_STORAGE,
+                        );
                         put_str(r, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, seg_uid);
                         r.put(DataElement::new(
                             tags::REFERENCED_SEGMENT_NUMBER,
@@ -182,7 +191,11 @@ fn measurement_group(
         put_seq(
             &mut site,
             tags::CONTENT_SEQUENCE,
-            vec![code("HAS CONCEPT MOD", &C("272741003", "SCT", "Laterality"), m)],
+            vec![code(
+                "HAS CONCEPT MOD",
+                &C("272741003", "SCT", "Laterality"),
+                m,
+            )],
         );
     }
     items.push(site);
@@ -212,11 +225,7 @@ fn measurement_group(
             },
         ));
     }
-    container(
-        "CONTAINS",
-        &C("125007", "DCM", "Measurement Group"),
-        items,
-    )
+    container("CONTAINS", &C("125007", "DCM", "Measurement Group"), items)
 }
 
 /// Build the report.
@@ -224,7 +233,9 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
     let (volume, seg, opts) = (input.volume, input.seg, input.opts);
     let err = |reason: String| ResultError::Build { form: "sr", reason };
     if seg.segments.is_empty() {
-        return Err(err("nothing to report: the segmentation has no segments".into()));
+        return Err(err(
+            "nothing to report: the segmentation has no segments".into()
+        ));
     }
     let info = &volume.series;
     let seg_uid = input.seg_ref.map(|r| r.sop_instance_uid.as_str());
@@ -247,16 +258,30 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
     o.remove_element(tags::FRAME_OF_REFERENCE_UID);
     o.remove_element(tags::POSITION_REFERENCE_INDICATOR);
     // SR Document Series
-    put_seq(&mut o, tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, vec![]);
+    put_seq(
+        &mut o,
+        tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+        vec![],
+    );
     // SR Document General
-    put_str(&mut o, tags::INSTANCE_NUMBER, VR::IS, &opts.instance_number.to_string());
+    put_str(
+        &mut o,
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        &opts.instance_number.to_string(),
+    );
     put_str(&mut o, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
     put_str(&mut o, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
     put_str(&mut o, tags::CONTENT_DATE, VR::DA, &at.date);
     put_str(&mut o, tags::CONTENT_TIME, VR::TM, &at.time);
     put_seq(&mut o, tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, vec![]);
     let mut evidence_series = vec![item(|s| {
-        put_str(s, tags::SERIES_INSTANCE_UID, VR::UI, &info.series_instance_uid);
+        put_str(
+            s,
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &info.series_instance_uid,
+        );
         let mut seen = std::collections::HashSet::new();
         put_seq(
             s,
@@ -268,7 +293,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
                 .map(|sl| {
                     item(|r| {
                         put_str(r, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &sl.sop_class_uid);
-                        put_str(r, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &sl.sop_instance_uid);
+                        put_str(
+                            r,
+                            tags::REFERENCED_SOP_INSTANCE_UID,
+                            VR::UI,
+                            &sl.sop_instance_uid,
+                        );
                     })
                 })
                 .collect(),
@@ -281,8 +311,18 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
                 s,
                 tags::REFERENCED_SOP_SEQUENCE,
                 vec![item(|x| {
-                    put_str(x, tags::REFERENCED_SOP_CLASS_UID, VR::UI, uids::SEGMENTATION_STORAGE);
-                    put_str(x, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &r.sop_instance_uid);
+                    put_str(
+                        x,
+                        tags::REFERENCED_SOP_CLASS_UID,
+                        VR::UI,
+                        uids::SEGMENTATION_STORAGE,
+                    );
+                    put_str(
+                        x,
+                        tags::REFERENCED_SOP_INSTANCE_UID,
+                        VR::UI,
+                        &r.sop_instance_uid,
+                    );
                 })],
             );
         }));
@@ -291,7 +331,12 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
         &mut o,
         tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
         vec![item(|st| {
-            put_str(st, tags::STUDY_INSTANCE_UID, VR::UI, &info.study_instance_uid);
+            put_str(
+                st,
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                &info.study_instance_uid,
+            );
             put_seq(st, tags::REFERENCED_SERIES_SEQUENCE, evidence_series);
         })],
     );
@@ -314,7 +359,11 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             item(|c| {
                 put_str(c, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
                 put_str(c, tags::VALUE_TYPE, VR::CS, "IMAGE");
-                put_seq(c, tags::REFERENCED_SOP_SEQUENCE, vec![source_slice_ref(sl, None)]);
+                put_seq(
+                    c,
+                    tags::REFERENCED_SOP_SEQUENCE,
+                    vec![source_slice_ref(sl, None)],
+                );
             })
         })
         .collect();
@@ -368,8 +417,7 @@ pub fn build(input: &FormInput) -> Result<Vec<ResultObject>, ResultError> {
             .collect(),
     ));
     put_seq(&mut o, tags::CONTENT_SEQUENCE, root);
-    let object =
-        with_meta(o, uids::COMPREHENSIVE3_DSR_STORAGE, &sop_instance_uid).map_err(err)?;
+    let object = with_meta(o, uids::COMPREHENSIVE3_DSR_STORAGE, &sop_instance_uid).map_err(err)?;
     Ok(vec![ResultObject {
         summary: json!({ "groups": seg.segments.len() }),
         sop_class_uid: uids::COMPREHENSIVE3_DSR_STORAGE.to_string(),
