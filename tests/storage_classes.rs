@@ -64,20 +64,7 @@ fn a_forwarded_study_is_stored_whole_and_only_the_ct_is_segmented() {
         String::from_utf8_lossy(&sent.stderr)
     );
     // the rest as a PACS forwards it: each file in its own transfer syntax, never decompressed
-    let fwd = run_with_timeout(
-        std::process::Command::new("dcmsend")
-            .args(["-aet", "DCMSEND", "-aec", "SEGNODE", "--decompress-never"])
-            .arg("127.0.0.1")
-            .arg(node.port.to_string())
-            .args(&extra),
-        Duration::from_secs(60),
-    );
-    assert!(
-        fwd.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&fwd.stdout),
-        String::from_utf8_lossy(&fwd.stderr)
-    );
+    dcmsend(node.port, &extra);
     let mut all = ct.clone();
     all.extend(extra.iter().cloned());
     // six series: the CT and one per forwarded object, all complete, every instance stored
@@ -132,6 +119,25 @@ fn sop_series_of(path: &std::path::Path) -> String {
         .and_then(|s| s.split(']').next())
         .expect("SeriesInstanceUID")
         .to_string()
+}
+
+/// Forward `files` as a PACS does: DCMTK dcmsend, each file in its own transfer syntax, never
+/// decompressed; panics when a file is not acknowledged.
+fn dcmsend(port: u16, files: &[PathBuf]) {
+    let fwd = run_with_timeout(
+        std::process::Command::new("dcmsend")
+            .args(["-aet", "DCMSEND", "-aec", "SEGNODE", "--decompress-never"])
+            .arg("127.0.0.1")
+            .arg(port.to_string())
+            .args(files),
+        Duration::from_secs(120),
+    );
+    assert!(
+        fwd.status.success(),
+        "dcmsend: {}{}",
+        String::from_utf8_lossy(&fwd.stdout),
+        String::from_utf8_lossy(&fwd.stderr)
+    );
 }
 
 /// Compress every file of `src` into `dst` with DCMTK's dcmcjpls (`extra`: e.g. near-lossless).
@@ -195,20 +201,7 @@ fn jpeg_ls_series_are_stored_as_received_decoded_to_the_same_hu_and_segmented() 
             load_series(&renamed, &LoadOptions::default()).unwrap()
         };
         let jls = jpeg_ls(&src, &data.path().join(name), extra);
-        let fwd = run_with_timeout(
-            std::process::Command::new("dcmsend")
-                .args(["-aet", "DCMSEND", "-aec", "SEGNODE", "--decompress-never"])
-                .arg("127.0.0.1")
-                .arg(node.port.to_string())
-                .args(&jls),
-            Duration::from_secs(120),
-        );
-        assert!(
-            fwd.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&fwd.stdout),
-            String::from_utf8_lossy(&fwd.stderr)
-        );
+        dcmsend(node.port, &jls);
         let uid = reference.series.series_instance_uid.clone();
         let job = wait_for(
             &format!("{name}: job done"),

@@ -40,6 +40,14 @@ pub struct PurgeTarget {
     pub revision: i64,
 }
 
+/// A purge target from a row with `series_uid` and `revision`.
+fn purge_target(r: &sqlx::any::AnyRow) -> Result<PurgeTarget, IndexError> {
+    Ok(PurgeTarget {
+        series_uid: r.try_get("series_uid")?,
+        revision: r.try_get("revision")?,
+    })
+}
+
 /// A stored file of a series being purged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgeFile {
@@ -66,14 +74,7 @@ impl Index {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PurgeTarget {
-                    series_uid: r.try_get("series_uid")?,
-                    revision: r.try_get("revision")?,
-                })
-            })
-            .collect()
+        rows.iter().map(purge_target).collect()
     }
 
     /// Claim a series for purging (COMPLETE → PURGING) if it still may be purged; `false` when another
@@ -107,14 +108,7 @@ impl Index {
             .bind(SeriesState::Purging.as_str())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PurgeTarget {
-                    series_uid: r.try_get("series_uid")?,
-                    revision: r.try_get("revision")?,
-                })
-            })
-            .collect()
+        rows.iter().map(purge_target).collect()
     }
 
     /// The files of a claimed series (instances of its purged revision or earlier).
