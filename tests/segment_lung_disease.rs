@@ -2,10 +2,10 @@
 //! pathology comes from anatomy (lobes, pleura, gravity; `segnode_phantom::Disease`), not from how the
 //! segmenter looks for it.
 //!
-//! - Masses (juxtapleural 30–80 mm, right hilar 30–50 mm) and a collapsed lower lobe, at 1.25–5 mm
-//!   slices: ≥ 95 % of the lesion covered by the lung mask of its side. Not met yet (floors against
-//!   regression, the 95 % targets as ignored tests): a consolidated lower lobe (~79 %), a left hilar mass
-//!   against the heart (~82 %).
+//! - Masses (juxtapleural 30–80 mm, right hilar 30–50 mm, left hilar against the heart 30–60 mm) and a
+//!   collapsed lower lobe, at 1.25–5 mm slices: ≥ 95 % of the lesion covered by the lung mask of its
+//!   side. Not met yet (a floor against regression, the 95 % target as an ignored test): a consolidated
+//!   lower lobe (~89 %).
 //! - Effusion (left, right): ≤ 5 % of the fluid inside any lung mask; when reported, the effusion segment
 //!   (SCT 60046008) has a volume close to the truth.
 //! - Lung Dice against the lung truth (lesions included) stays high, the SEG passes dciodvfy.
@@ -284,20 +284,24 @@ fn hilar_masses() {
     }
 }
 
-/// Known gap (issue 19 closing note): a left hilar mass beside the heart is covered ~82 %; the part
-/// against the heart has no lung medially and meets the heart, not the pleura. Floor against regressions
-/// here, the 95 % target in the ignored test below.
+/// A left hilar mass lies against the heart: the part of it that meets the heart has no lung or pleura
+/// beyond it (same attenuation, no fat plane), so it is claimed by the convex fill and the notch closing
+/// of the disease step, not by the rays. Sizes 30–60 mm at 1.25–5 mm slices.
 #[test]
-fn hilar_mass_left_beside_the_heart() {
-    let o = run(left_hilar(), "hilar left 40 mm, 2.5 mm slices");
-    assert!(o.cover >= 0.80, "{:.1} %", 100.0 * o.cover);
-    assert!(o.dice[0] >= 0.95 && o.dice[1] >= 0.95, "Dice {:?}", o.dice);
-}
-
-#[test]
-#[ignore = "issue 19 target not met yet: left hilar mass against the heart covered ~82 %"]
-fn hilar_mass_left_beside_the_heart_target() {
+fn hilar_masses_left_beside_the_heart() {
     check_cover(left_hilar(), "hilar left 40 mm, 2.5 mm slices");
+    for (d, slice) in [(30.0, 1.25), (40.0, 5.0), (50.0, 2.5), (60.0, 2.5)] {
+        let s = with_disease(
+            Variant::HilarMass,
+            slice,
+            Disease::HilarMass {
+                side: 1,
+                diameter_mm: d,
+                hu: 35.0,
+            },
+        );
+        check_cover(s, &format!("hilar left {d} mm, {slice} mm slices"));
+    }
 }
 
 fn left_hilar() -> Spec {
@@ -321,15 +325,17 @@ fn debug_standard() {
     }
 }
 
-/// Known gap (issue 19 closing note): a wholly consolidated right lower lobe is covered ~79 %; its top
-/// and medial parts have no aerated lung above them and the mirror check keeps the part opposite the
-/// heart out. Floor against regressions here, the 95 % target in the ignored test below.
+/// Known gap (issue 19 closing note): a wholly consolidated right lower lobe is covered ~89 % (79 % before
+/// the body midline came from the outline); the part against the heart, where the heart and the lobe have
+/// the same attenuation, is judged by the mirrored left side, and there the left side holds the heart
+/// (its column floor is the top of the heart, its mirror image no lung). Floor against regressions here,
+/// the 95 % target in the ignored test below.
 #[test]
 fn consolidated_lobe() {
     for slice in [1.25, 5.0] {
         let tag = format!("consolidated RLL, {slice} mm slices");
         let o = run(spec(Variant::ConsolidatedLobe, slice), &tag);
-        assert!(o.cover >= 0.75, "{tag}: {:.1} %", 100.0 * o.cover);
+        assert!(o.cover >= 0.85, "{tag}: {:.1} %", 100.0 * o.cover);
         assert!(
             o.dice[0] >= 0.90 && o.dice[1] >= 0.95,
             "{tag}: Dice {:?}",
@@ -339,7 +345,7 @@ fn consolidated_lobe() {
 }
 
 #[test]
-#[ignore = "issue 19 target not met yet: consolidated lower lobe covered ~79 %"]
+#[ignore = "issue 19 target not met yet: consolidated lower lobe covered ~89 %"]
 fn consolidated_lobe_target() {
     check_cover(
         spec(Variant::ConsolidatedLobe, 1.25),

@@ -33,6 +33,7 @@
 //! (non-dependent) effusion, an effusion denser than `fluid_hu` (haemothorax) counted as lung, an empyema
 //! or a mass of fluid attenuation at the base counted as effusion.
 
+use super::hull::{self, HullParams};
 use super::{LungSegmenter, LEFT_CODE, RIGHT_CODE};
 use crate::segment::morph::{self, dims, neighbours6};
 use crate::volume::Volume;
@@ -89,6 +90,11 @@ pub struct DiseaseParams {
     pub fluid_hu: [f64; 2],
     /// Smallest effusion reported as a segment (mL); smaller fluid is only kept out of the lung.
     pub min_effusion_ml: f64,
+    /// In-plane convex fill of enclosed masses (the part against the heart).
+    pub hull: HullParams,
+    /// In-plane closing radius (mm) of the lung with its masses: fills the notch a mass leaves against
+    /// the heart or a vessel of its own attenuation, where no ray meets the pleura (only next to a mass).
+    pub notch_mm: f64,
 }
 
 impl Default for DiseaseParams {
@@ -112,6 +118,8 @@ impl Default for DiseaseParams {
             right_dome_higher_mm: 10.0,
             fluid_hu: [-20.0, 25.0],
             min_effusion_ml: 10.0,
+            hull: HullParams::default(),
+            notch_mm: 9.0,
         }
     }
 }
@@ -394,6 +402,39 @@ fn dilate2d(m: &mut [bool], d: [usize; 3], r: usize) {
     });
 }
 
+/// The body's midline along the x index axis `xa` (1 or 2): the median midpoint of the body's outer extent
+/// over the lines along x that cross at least half the widest body. From the outline, not the tissue mass:
+/// a consolidated lung or a large heart shifts the centre of the tissue, not the skin.
+fn body_midline(tl: &[u32], body_id: u32, d: [usize; 3], xa: usize) -> f64 {
+    let [nk, nj, ni] = d;
+    let (nx, ny) = if xa == 2 { (ni, nj) } else { (nj, ni) };
+    let at = |k: usize, y: usize, x: usize| {
+        let (j, i) = if xa == 2 { (y, x) } else { (x, y) };
+        tl[(k * nj + j) * ni + i] == body_id
+    };
+    let mut spans = Vec::new();
+    for k in 0..nk {
+        for y in 0..ny {
+            let first = (0..nx).find(|&x| at(k, y, x));
+            let last = (0..nx).rev().find(|&x| at(k, y, x));
+            if let (Some(a), Some(b)) = (first, last) {
+                spans.push((b - a, (a + b) as f64 / 2.0));
+            }
+        }
+    }
+    let widest = spans.iter().map(|s| s.0).max().unwrap_or(0);
+    let mut mids: Vec<f64> = spans
+        .iter()
+        .filter(|s| 2 * s.0 >= widest)
+        .map(|s| s.1)
+        .collect();
+    if mids.is_empty() {
+        return (nx as f64 - 1.0) / 2.0;
+    }
+    mids.sort_by(|a, b| a.total_cmp(b));
+    mids[mids.len() / 2]
+}
+
 /// Index axis (and sign) that a patient axis runs along, if the grid is aligned with it (within ~25°).
 fn aligned_axis(volume: &Volume, patient_axis: usize) -> Option<(usize, f64)> {
     let g = &volume.geometry;
@@ -668,7 +709,37 @@ impl LungSegmenter {
                     let free: Vec<bool> = weak.iter().map(|&w| !w).collect();
                     grow_within(&mut grown, &free, d, r_grow, r_grow_z);
                 }
+                // the bays the heart or a vessel cuts into a mass (see `hull`)
+                for axis in 0..3 {
+                    hull::fill_convex(&mut grown, |q| lab[q] == SOLID, d, axis, &p.hull);
+                }
                 enclosed[n] = grown;
+            }
+            // the notch between a mass and the lung beside the heart: the lung with its masses, closed
+            // in-plane, takes the solid voxels of the notch next to a mass
+            let r_notch = (p.notch_mm / vox).round() as usize;
+            for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+                if r_notch == 0 || !enclosed[n].iter().any(|&v| v) {
+                    continue;
+                }
+                let with_mass: Vec<bool> = (0..c.len())
+                    .map(|q| sides_s[q] == code || enclosed[n][q])
+                    .collect();
+                let Ok(m) = Array3::from_shape_vec(d, with_mass) else {
+                    continue;
+                };
+                let closed = morph::close2d(&m, r_notch);
+                let mut near = enclosed[n].clone();
+                dilate2d(&mut near, d, r_notch);
+                let (ms, cs) = (
+                    m.as_slice().expect("layout"),
+                    closed.as_slice().expect("layout"),
+                );
+                for q in 0..c.len() {
+                    if cs[q] && !ms[q] && near[q] && lab[q] == SOLID {
+                        enclosed[n][q] = true;
+                    }
+                }
             }
             let out = sides.as_slice_mut().expect("layout");
             let add = added.as_slice_mut().expect("layout");
@@ -707,16 +778,7 @@ impl LungSegmenter {
                 released: Vec::new(),
             };
         }
-        // body midline along the x index axis
-        let (mut msum, mut mcount) = (0.0, 0usize);
-        for (q, &t) in tl.iter().enumerate() {
-            if t == cv.body_id {
-                let r = q % plane;
-                msum += if xa == 2 { r % ni } else { r / ni } as f64;
-                mcount += 1;
-            }
-        }
-        let mid = msum / mcount.max(1) as f64;
+        let mid = body_midline(tl, cv.body_id, d, xa);
         let nx = if xa == 2 { ni } else { nj };
         let mirror = |r: usize| -> Option<usize> {
             let (j, i) = (r / ni, r % ni);

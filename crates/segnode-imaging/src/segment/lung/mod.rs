@@ -30,6 +30,7 @@
 
 mod airway;
 mod disease;
+pub mod hull;
 mod measure;
 mod refine;
 mod sides;
