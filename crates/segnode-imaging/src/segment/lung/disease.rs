@@ -474,6 +474,7 @@ impl LungSegmenter {
         let c = cv.c.as_slice().expect("layout");
         // in-plane 3×3 mean of the non-air voxels: noise in a necrotic mass must not look like fat, and
         // tissue beside the lung must not average with the air into the fat range
+        let mut sw = super::Stopwatch::new();
         let mut smooth = vec![0i16; c.len()];
         smooth
             .par_chunks_mut(plane)
@@ -499,6 +500,7 @@ impl LungSegmenter {
                     }
                 }
             });
+        sw.lap("disease: smooth");
         // voxel classes
         let sides_s = sides.as_slice().expect("layout");
         let oof = cv.c_oof.as_slice().expect("layout");
@@ -553,6 +555,7 @@ impl LungSegmenter {
         for (q, s) in fix {
             lab[q] = s;
         }
+        sw.lap("disease: classes");
         // rays: per line and side, lung-lung and lung-(lung|wall) counts
         let mut ll = [vec![0u8; c.len()], vec![0u8; c.len()]];
         let mut lw = [vec![0u8; c.len()], vec![0u8; c.len()]];
@@ -624,6 +627,7 @@ impl LungSegmenter {
                 }
             }
         }
+        sw.lap("disease: rays");
         // floors: the lowest aerated voxel of each column, per side (None without an axial grid)
         let floors = z_axis.filter(|&(a, _)| a == 0).map(|(_, zs)| {
             let mut fl = [vec![-1i32; plane], vec![-1i32; plane]];
@@ -654,6 +658,7 @@ impl LungSegmenter {
                     (k as i32) > f
                 }
         };
+        sw.lap("disease: floors");
         // step 2: enclosed solid voxels
         let mut n_enclosed = [0usize; 2];
         let mut enclosed = [vec![false; c.len()], vec![false; c.len()]];
@@ -681,6 +686,9 @@ impl LungSegmenter {
             let r_grow_z = (p.rim_mm / csp[0]).round() as usize;
             for n in 0..2 {
                 open2d(&mut enclosed[n], d, r_open);
+                if !enclosed[n].iter().any(|&v| v) {
+                    continue; // no mass on this side: nothing to grow or fill
+                }
                 // the rim of a mass against the chest wall or the mediastinum: along the pleura its
                 // lines meet the wall at both ends, so it is grown from the enclosed core instead
                 let weak = Array3::from_shape_fn(d, |(k, j, i)| {
@@ -715,6 +723,7 @@ impl LungSegmenter {
                 }
                 enclosed[n] = grown;
             }
+            sw.lap("disease: enclosed+hull");
             // the notch between a mass and the lung beside the heart: the lung with its masses, closed
             // in-plane, takes the solid voxels of the notch next to a mass
             let r_notch = (p.notch_mm / vox).round() as usize;
@@ -741,6 +750,7 @@ impl LungSegmenter {
                     }
                 }
             }
+            sw.lap("disease: notch");
             let out = sides.as_slice_mut().expect("layout");
             let add = added.as_slice_mut().expect("layout");
             for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
@@ -761,6 +771,7 @@ impl LungSegmenter {
                 ));
             }
         }
+        sw.lap("disease: write enclosed");
         // step 3: basal disease, needs an axial grid aligned with x and y
         let (Some((fl, zs)), Some((xa, xs)), Some((up_h, up_s, up_mm)), Some((bk_h, _, _))) =
             (floors, x_axis, up_ray, back_ray)
@@ -857,6 +868,7 @@ impl LungSegmenter {
                 }
             }
         }
+        sw.lap("disease: basal rule");
         // the core grows along the pleura into the parts whose upward ray leaves the cavity (the top of
         // a consolidated lower lobe, the thin anterior edge above the dome)
         let r_basal = (p.basal_rim_mm / csp[1].min(csp[2])).round() as usize;
@@ -937,6 +949,7 @@ impl LungSegmenter {
                 ));
             }
         }
+        sw.lap("disease: basal grow+verdict");
         finish_interface(
             &lab,
             c,

@@ -79,6 +79,9 @@ pub fn fill_convex(
         1 => (2, 0),
         _ => (1, 0),
     };
+    if !mask.iter().any(|&v| v) {
+        return 0;
+    }
     let (nu, nv) = (d[ua], d[va]);
     let flat = |n: usize, v: usize, u: usize| {
         let mut idx = [0usize; 3];
