@@ -323,6 +323,13 @@ pub struct CompletionSettings {
     pub quiet_period_s: f64,
     pub spacing_tolerance: f64,
     pub poll_ms: u64,
+    /// Complete at the release itself, without `settle_s`, when the evidence is whole: every carrier
+    /// ended, one released, the stack contiguous, and no other association from the same calling AE or
+    /// host open. Callers in `settle_callers`, and callers learnt to split series, still get the wait.
+    pub fast_release: bool,
+    /// Calling AE titles that split a series over several associations: they always get `settle_s`.
+    #[serde(default)]
+    pub settle_callers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -496,6 +503,7 @@ impl Layers {
                 .list_separator(",")
                 .with_list_parse_key("workers.pipelines")
                 .with_list_parse_key("http.allowed_hosts")
+                .with_list_parse_key("completion.settle_callers")
                 .source(Some(self.env.clone())),
         );
         Ok(builder.build()?)
@@ -819,6 +827,16 @@ impl Settings {
         }
         if !(10..=10_000).contains(&c.poll_ms) {
             return Err(invalid("completion.poll_ms", "must be 10…10000"));
+        }
+        if let Some(bad) = c
+            .settle_callers
+            .iter()
+            .find(|ae| ae.trim().is_empty() || ae.trim().len() > 16)
+        {
+            return Err(invalid(
+                "completion.settle_callers",
+                format!("{bad:?} is not an AE title (1…16 characters)"),
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));

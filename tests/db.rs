@@ -94,16 +94,22 @@ async fn series_lifecycle_revisions_and_orphaned_associations() {
     // a stale view (another instance arrived since) cannot complete the series
     let mut stale = open[0].clone();
     stale.instance_count -= 1;
-    assert!(!index.complete_series(&stale, "stale").await.unwrap());
+    assert!(!index.complete_series(&stale, "stale", false).await.unwrap());
     let mut completed = index.wakeups().subscribe(Topic::Series);
     completed.arm();
-    assert!(index.complete_series(&open[0], "test").await.unwrap());
+    assert!(index
+        .complete_series(&open[0], "test", false)
+        .await
+        .unwrap());
     assert!(
         completed.wait(Duration::from_secs(30)).await,
         "completion rings the routers"
     );
     assert!(
-        !index.complete_series(&open[0], "again").await.unwrap(),
+        !index
+            .complete_series(&open[0], "again", false)
+            .await
+            .unwrap(),
         "completes once"
     );
     // late instance: revision 2
@@ -132,7 +138,13 @@ async fn series_lifecycle_revisions_and_orphaned_associations() {
     assert_eq!(again.list_series().await.unwrap()[0].instance_count, 3);
     assert_eq!(again.close_orphaned_associations("rx-1").await.unwrap(), 1);
     assert_eq!(again.close_orphaned_associations("rx-1").await.unwrap(), 0);
-    let states = again.series_association_states("1.2.3", 1).await.unwrap();
+    let states: Vec<AssociationState> = again
+        .series_carriers("1.2.3", 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.state)
+        .collect();
     assert!(
         states.contains(&AssociationState::Open),
         "rx-2's association stays open: {states:?}"
@@ -201,9 +213,20 @@ async fn two_receivers_filing_one_new_series_at_once() {
         .count();
     assert_eq!(received, 1, "one receiver created the series");
     // the tracker of either receiver sees both associations
+    let mut carriers: Vec<(String, AssociationState)> = b
+        .series_carriers("9.9", 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect();
+    carriers.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(
-        b.series_association_states("9.9", 1).await.unwrap(),
-        vec!["OPEN".to_string()]
+        carriers,
+        vec![
+            ("ra".to_string(), AssociationState::Open),
+            ("rb".to_string(), AssociationState::Open)
+        ]
     );
 }
 
@@ -328,7 +351,7 @@ modality = ["CT"]
             .unwrap();
     }
     for s in a.receiving_series().await.unwrap() {
-        assert!(a.complete_series(&s, "test").await.unwrap());
+        assert!(a.complete_series(&s, "test", false).await.unwrap());
     }
     let (ra, rb) = (router.clone(), router.clone());
     let (ia, ib) = (a.clone(), b.clone());
@@ -517,4 +540,84 @@ async fn routing_facts_of_a_multiframe_series_count_its_frames() {
     assert_eq!(f.orientation, Some([1.0, 0.0, 0.0, 0.0, 0.0, -1.0]));
     assert_eq!(f.slice_thickness, Some(0.3));
     assert_eq!(index.series_facts("8.8").await.unwrap().unwrap().slices, 2);
+}
+
+/// The series count is kept incrementally: a new SOP instance adds one, a duplicate row replaced with
+/// new content adds none, and an instance that moves to another series counts there and no longer in
+/// its old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn instance_count_follows_new_replaced_and_moved_instances() {
+    let (_dir, url) = fresh();
+    let index = Index::open(&url).await.unwrap();
+    index.begin_association(&assoc("a1", "rx")).await.unwrap();
+    for (i, sop) in ["5.1", "5.2", "5.3"].iter().enumerate() {
+        index
+            .record_instance(&record("5", sop, i as f64, "a1"))
+            .await
+            .unwrap();
+    }
+    let mut again = record("5", "5.2", 1.0, "a1");
+    again.content_hash = "changed".into();
+    index.record_instance(&again).await.unwrap();
+    let moved = record("6", "5.3", 2.0, "a1");
+    index.record_instance(&moved).await.unwrap();
+    let counts: HashMap<String, i64> = index
+        .list_series()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.series_uid, s.instance_count))
+        .collect();
+    assert_eq!(counts.get("5"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("6"), Some(&1), "{counts:?}");
+}
+
+/// A late instance from the same caller shortly after a completion at release teaches the index that
+/// this caller splits series (once, with a `learnt` history entry); after a completion that waited,
+/// a late instance is only a new revision.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_instance_after_completion_at_release_learns_a_splitting_caller() {
+    let (_dir, url) = fresh();
+    let index = Index::open(&url).await.unwrap();
+    index.begin_association(&assoc("b1", "rx")).await.unwrap();
+    // completed after the settle wait: a late instance is not a split
+    index
+        .record_instance(&record("7", "7.1", 0.0, "b1"))
+        .await
+        .unwrap();
+    let s = index.receiving_series().await.unwrap().remove(0);
+    assert!(index.complete_series(&s, "waited", false).await.unwrap());
+    let o = index
+        .record_instance(&record("7", "7.2", 1.0, "b1"))
+        .await
+        .unwrap();
+    assert!(o.reopened);
+    assert!(index.splitting_callers().await.unwrap().is_empty());
+    // completed at release: the same caller sending more of it is learnt
+    index
+        .record_instance(&record("8", "8.1", 0.0, "b1"))
+        .await
+        .unwrap();
+    let s = index
+        .receiving_series()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.series_uid == "8")
+        .unwrap();
+    assert!(index.complete_series(&s, "at release", true).await.unwrap());
+    let o = index
+        .record_instance(&record("8", "8.2", 1.0, "b1"))
+        .await
+        .unwrap();
+    assert_eq!(o.revision, 2);
+    assert_eq!(index.splitting_callers().await.unwrap(), vec!["STORESCU"]);
+    let learnt = index
+        .series_events("8")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "learnt")
+        .count();
+    assert_eq!(learnt, 1);
 }

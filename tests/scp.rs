@@ -231,11 +231,13 @@ fn real_jpeg2000_series_stored_and_blank_uids_refused() {
     );
 }
 
+/// A caller listed in `completion.settle_callers` gets the settle wait: its series split over two
+/// consecutive associations completes once, with every instance.
 #[test]
 fn series_split_over_two_associations_completes_once() {
     let data = tempfile::tempdir().unwrap();
     let (files, uid) = gen_series(data.path(), 120, 128, 21, &[]);
-    let node = NodeProc::start(&[]);
+    let node = NodeProc::start(&[("SEGNODE_COMPLETION__SETTLE_CALLERS", "OTHER,STORESCU")]);
     let (a, b) = files.split_at(60);
     assert!(storescu(node.port, a, &[]).status.success());
     assert!(storescu(node.port, b, &[]).status.success());
@@ -243,7 +245,84 @@ fn series_split_over_two_associations_completes_once() {
     assert_eq!(series[0]["instance_count"], 120);
     assert_eq!(series[0]["revision"], 1);
     assert_eq!(events(&node, &uid, "complete"), 1);
+    let reason = series[0]["completion_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("s settled"), "{reason}");
     assert_stored_identical(&node, &uid, &files);
+}
+
+/// A series sent in one association completes at its release, without the settle wait, and says so.
+#[test]
+fn one_association_series_completes_at_release() {
+    let data = tempfile::tempdir().unwrap();
+    let (files, uid) = gen_series(data.path(), 40, 64, 22, &[]);
+    let node = NodeProc::start(&[("SEGNODE_COMPLETION__SETTLE_S", "30")]);
+    assert!(storescu(node.port, &files, &[]).status.success());
+    // the settle wait is 30 s: a completion within 20 s can only be the one at release
+    let series = node.wait_complete(1, Duration::from_secs(20));
+    let reason = series[0]["completion_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("completed at release") && reason.contains("contiguous stack of 40 slices"),
+        "{reason}"
+    );
+    assert_eq!(series[0]["instance_count"], 40);
+    assert_eq!(events(&node, &uid, "complete"), 1);
+}
+
+/// Files sorted by their position along the z axis (ImagePositionPatient).
+fn in_slice_order(mut files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let z = |p: &PathBuf| {
+        dicom_object::open_file(p)
+            .expect("open")
+            .element(dicom_dictionary_std::tags::IMAGE_POSITION_PATIENT)
+            .expect("ImagePositionPatient")
+            .to_multi_float64()
+            .expect("decimal strings")[2]
+    };
+    // micrometres: an integer key for the cached sort
+    files.sort_by_cached_key(|p| (z(p) * 1000.0).round() as i64);
+    files
+}
+
+/// A caller not known to split series is learnt the first time it does: the first split series
+/// completes at the first release and the rest opens revision 2 (with a `learnt` entry in its
+/// history); its next split series gets the settle wait and completes once, with every instance.
+#[test]
+fn caller_that_splits_series_is_learnt() {
+    let data = tempfile::tempdir().unwrap();
+    let (first, uid1) = gen_series(&data.path().join("one"), 60, 64, 23, &[]);
+    let (second, uid2) = gen_series(&data.path().join("two"), 60, 64, 24, &[]);
+    // a sender that splits a series sends each part as a contiguous run of slices
+    let (first, second) = (in_slice_order(first), in_slice_order(second));
+    let node = NodeProc::start(&[]);
+    let (a, b) = first.split_at(30);
+    assert!(storescu(node.port, a, &[]).status.success());
+    let series = node.wait_complete(1, Duration::from_secs(30));
+    assert_eq!(series[0]["instance_count"], 30);
+    assert!(storescu(node.port, b, &[]).status.success());
+    let series = node.wait_complete(1, Duration::from_secs(30));
+    assert_eq!(series[0]["revision"], 2);
+    assert_eq!(series[0]["instance_count"], 60);
+    assert_eq!(
+        events(&node, &uid1, "learnt"),
+        1,
+        "{:#}",
+        node.series_show(&uid1)
+    );
+
+    let (a, b) = second.split_at(30);
+    assert!(storescu(node.port, a, &[]).status.success());
+    assert!(storescu(node.port, b, &[]).status.success());
+    let series = node.wait_complete(2, Duration::from_secs(30));
+    let s2 = series
+        .iter()
+        .find(|s| s["series_uid"] == uid2.as_str())
+        .expect("second series");
+    assert_eq!(s2["revision"], 1);
+    assert_eq!(s2["instance_count"], 60);
+    assert_eq!(events(&node, &uid2, "complete"), 1);
+    let reason = s2["completion_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("s settled"), "{reason}");
+    assert_stored_identical(&node, &uid2, &second);
 }
 
 #[test]

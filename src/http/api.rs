@@ -535,7 +535,11 @@ pub async fn force_complete(
     }
     if !c
         .index
-        .complete_series(&series, "forced complete by an administrator (console)")
+        .complete_series(
+            &series,
+            "forced complete by an administrator (console)",
+            false,
+        )
         .await?
     {
         return Err(ApiError::Conflict(

@@ -3,9 +3,11 @@
 //!
 //! - **announced count**: the instances announced by ImagesInAcquisition (0020,1002) have all arrived;
 //! - **release + stack**: every association that carried this revision has ended, at least one of
-//!   them with a normal release, `settle_s`
-//!   passed with no new instance, and the slices form one contiguous stack (or there is no slice
-//!   geometry at all: a SEG, an RT structure set, a multi-frame object);
+//!   them with a normal release, and the slices form one contiguous stack (or there is no slice
+//!   geometry at all: a SEG, an RT structure set, a multi-frame object); then either at once
+//!   (`fast_release`: no other association from a carrier's AE title or host is open, and the caller is
+//!   not one that splits series: listed in `settle_callers` or learnt from a late instance after an
+//!   earlier completion at release) or after `settle_s` with no new instance;
 //! - **quiet period**: nothing arrived for `quiet_period_s` (the fixed timer the other tools use alone).
 //!
 //! Completion is a conditional update in the index (same revision, same last-received time and
@@ -21,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::geometry::{check_stack, Slice, StackProblem};
 use crate::config::CompletionSettings;
+use segnode_db::associations::Carrier;
 use segnode_db::instances::SliceRecord;
 use segnode_db::series::SeriesRecord;
 use segnode_db::{now_ms, AssociationState, Index, IndexError};
@@ -68,16 +71,27 @@ impl Tracker {
             open.iter()
                 .any(|s| &s.series_uid == uid && s.revision == *rev)
         });
+        if open.is_empty() {
+            return Ok(());
+        }
+        let senders = Senders {
+            open: self.index.open_associations().await?,
+            splitting: self.index.splitting_callers().await?,
+        };
         for s in open {
-            if let Some(reason) = self.evidence(&s, now).await? {
-                if self.index.complete_series(&s, &reason).await? {
+            if let Some(done) = self.evidence(&s, now, &senders).await? {
+                if self
+                    .index
+                    .complete_series(&s, &done.reason, done.at_release)
+                    .await?
+                {
                     info!(
                         series = %s.series_uid,
                         revision = s.revision,
                         instances = s.instance_count,
                         modality = ?s.modality,
                         latency_ms = now - s.last_received_ms,
-                        reason = %reason,
+                        reason = %done.reason,
                         "series complete"
                     );
                 }
@@ -86,28 +100,69 @@ impl Tracker {
         Ok(())
     }
 
-    async fn evidence(&mut self, s: &SeriesRecord, now: i64) -> Result<Option<String>, IndexError> {
+    /// Whether this caller's series wait `settle_s` after the release (configured or learnt to split
+    /// series over associations, or completion at release switched off).
+    fn waits(&self, calling_ae: &str, senders: &Senders) -> bool {
+        !self.settings.fast_release
+            || self
+                .settings
+                .settle_callers
+                .iter()
+                .any(|c| c.trim() == calling_ae)
+            || senders.splitting.iter().any(|c| c == calling_ae)
+    }
+
+    async fn evidence(
+        &mut self,
+        s: &SeriesRecord,
+        now: i64,
+        senders: &Senders,
+    ) -> Result<Option<Completion>, IndexError> {
         let quiet_ms = now - s.last_received_ms;
         if let Some(expected) = s.expected_instances {
             if expected > 0 && s.instance_count == expected {
-                return Ok(Some(format!(
+                return Ok(Some(Completion::after_wait(format!(
                     "all {expected} instances announced by ImagesInAcquisition received"
-                )));
+                ))));
             }
         }
         let settle_ms = (self.settings.settle_s * 1000.0) as i64;
         let quiet_limit_ms = (self.settings.quiet_period_s * 1000.0) as i64;
+        let settled = quiet_ms >= settle_ms;
+        let first_caller = s.calling_ae.as_deref().unwrap_or_default();
+        // completion at release: only when the first caller neither waits nor has another association
+        // open (the cheap test first: a series still arriving skips the carriers query)
+        let at_release_candidate = !settled
+            && !self.waits(first_caller, senders)
+            && !senders.open.iter().any(|o| o.calling_ae == first_caller);
         let mut stack_note = None;
-        if quiet_ms >= settle_ms {
-            let states = self
+        if settled || at_release_candidate {
+            let carriers = self
                 .index
-                .series_association_states(&s.series_uid, s.revision)
+                .series_carriers(&s.series_uid, s.revision)
                 .await?;
             // every carrier has ended and at least one released normally (a sender that aborted and
             // then resent the rest counts; the stack check below still catches missing slices)
-            let ended = !states.contains(&AssociationState::Open);
-            let released = states.contains(&AssociationState::Released);
-            if ended && released {
+            let ended = !carriers.iter().any(|c| c.state == AssociationState::Open);
+            let released = carriers
+                .iter()
+                .any(|c| c.state == AssociationState::Released);
+            // at release: no carrier's caller waits, and no association from a carrier's AE title or
+            // host is open (it could carry more of this series)
+            let at_release = at_release_candidate
+                && carriers.iter().all(|c| {
+                    !self.waits(&c.calling_ae, senders)
+                        && !senders
+                            .open
+                            .iter()
+                            .any(|o| o.calling_ae == c.calling_ae || o.host() == c.host())
+                });
+            if ended && released && (settled || at_release) {
+                let basis = if settled {
+                    format!("{} s settled", self.settings.settle_s)
+                } else {
+                    "completed at release (no other association from its caller open)".to_string()
+                };
                 let slices: Vec<Slice> = self
                     .index
                     .series_slices(&s.series_uid)
@@ -115,24 +170,28 @@ impl Tracker {
                     .into_iter()
                     .map(slice)
                     .collect();
-                let settle = self.settings.settle_s;
-                match check_stack(&slices, self.settings.spacing_tolerance) {
-                    Ok(stack) => {
-                        return Ok(Some(format!(
-                            "association released, {settle} s settled, contiguous stack of {} slices ({:.3} mm steps)",
-                            stack.slices, stack.spacing
-                        )))
+                let reason = match check_stack(&slices, self.settings.spacing_tolerance) {
+                    Ok(stack) => Some(format!(
+                        "association released, {basis}, contiguous stack of {} slices ({:.3} mm steps)",
+                        stack.slices, stack.spacing
+                    )),
+                    Err(StackProblem::NoGeometry) => Some(format!(
+                        "association released, {basis}, {} instance(s) without slice geometry",
+                        s.instance_count
+                    )),
+                    Err(problem) => {
+                        stack_note = Some(problem.to_string());
+                        None
                     }
-                    Err(StackProblem::NoGeometry) => {
-                        return Ok(Some(format!(
-                            "association released, {settle} s settled, {} instance(s) without slice geometry",
-                            s.instance_count
-                        )))
-                    }
-                    Err(problem) => stack_note = Some(problem.to_string()),
+                };
+                if let Some(reason) = reason {
+                    return Ok(Some(Completion {
+                        reason,
+                        at_release: !settled,
+                    }));
                 }
-            } else {
-                stack_note = Some(if states.is_empty() {
+            } else if settled {
+                stack_note = Some(if carriers.is_empty() {
                     "no association record (recovered instances)".to_string()
                 } else if !ended {
                     "an association that carried it is still open".to_string()
@@ -146,7 +205,7 @@ impl Tracker {
             if let Some(note) = &stack_note {
                 reason.push_str(&format!(" (release evidence not usable: {note})"));
             }
-            return Ok(Some(reason));
+            return Ok(Some(Completion::after_wait(reason)));
         }
         if let Some(note) = stack_note {
             let key = (s.series_uid.clone(), s.revision);
@@ -156,6 +215,30 @@ impl Tracker {
             }
         }
         Ok(None)
+    }
+}
+
+/// Who is sending now, read once per pass.
+struct Senders {
+    /// Associations open on any receiver sharing the index.
+    open: Vec<Carrier>,
+    /// Calling AE titles learnt to split series over associations.
+    splitting: Vec<String>,
+}
+
+/// A completion the evidence supports.
+struct Completion {
+    reason: String,
+    /// Completed at the release itself, before `settle_s` passed.
+    at_release: bool,
+}
+
+impl Completion {
+    fn after_wait(reason: String) -> Completion {
+        Completion {
+            reason,
+            at_release: false,
+        }
     }
 }
 

@@ -108,22 +108,85 @@ impl Index {
         Ok(r.rows_affected())
     }
 
-    /// States of the associations that delivered instances of this series revision (each once).
-    pub async fn series_association_states(
+    /// The associations that delivered instances of this series revision (each once): how each
+    /// ended, and who held it.
+    pub async fn series_carriers(
         &self,
         series_uid: &str,
         revision: i64,
-    ) -> Result<Vec<AssociationState>, IndexError> {
+    ) -> Result<Vec<Carrier>, IndexError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT a.state AS state FROM instances i JOIN associations a ON a.id = i.association_id
+            "SELECT DISTINCT a.id AS id, a.state AS state, a.calling_ae AS calling_ae, a.peer AS peer
+             FROM instances i JOIN associations a ON a.id = i.association_id
              WHERE i.series_uid = $1 AND i.revision = $2",
         )
         .bind(series_uid)
         .bind(revision)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| AssociationState::from_column(r.try_get("state")?))
-            .collect()
+        rows.iter().map(carrier).collect()
+    }
+
+    /// Every association open now, on any receiver sharing this database.
+    pub async fn open_associations(&self) -> Result<Vec<Carrier>, IndexError> {
+        let rows =
+            sqlx::query("SELECT id, state, calling_ae, peer FROM associations WHERE state = $1")
+                .bind(AssociationState::Open.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(carrier).collect()
+    }
+}
+
+/// An association as the completion tracker weighs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carrier {
+    pub id: String,
+    pub state: AssociationState,
+    pub calling_ae: String,
+    /// `address:port` of the peer.
+    pub peer: String,
+}
+
+impl Carrier {
+    /// The peer's address without the port (a sender's next association comes from another port).
+    pub fn host(&self) -> &str {
+        match self.peer.rsplit_once(':') {
+            // `[v6]:port` or `v4:port`
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => &self.peer,
+        }
+    }
+}
+
+fn carrier(r: &sqlx::any::AnyRow) -> Result<Carrier, IndexError> {
+    Ok(Carrier {
+        id: r.try_get("id")?,
+        state: AssociationState::from_column(r.try_get("state")?)?,
+        calling_ae: r.try_get("calling_ae")?,
+        peer: r.try_get("peer")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(peer: &str) -> Carrier {
+        Carrier {
+            id: "a".into(),
+            state: AssociationState::Open,
+            calling_ae: "X".into(),
+            peer: peer.into(),
+        }
+    }
+
+    #[test]
+    fn host_drops_the_port() {
+        assert_eq!(c("127.0.0.1:4242").host(), "127.0.0.1");
+        assert_eq!(c("[::1]:104").host(), "::1");
+        assert_eq!(c("pacs.example").host(), "pacs.example");
     }
 }

@@ -175,7 +175,8 @@ impl Index {
             Backend::Sqlite => "",
         };
         let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT state, revision FROM series WHERE series_uid = $1{lock}"
+            "SELECT state, revision, completed_at_release, completed_ms, calling_ae FROM series
+             WHERE series_uid = $1{lock}"
         )))
         .bind(h.series_uid)
         .fetch_optional(&mut *tx)
@@ -230,52 +231,77 @@ impl Index {
                         ),
                     )
                     .await?;
+                    let at_release: Option<i64> = row.try_get("completed_at_release")?;
+                    let completed_ms: Option<i64> = row.try_get("completed_ms")?;
+                    let first_caller: Option<String> = row.try_get("calling_ae")?;
+                    if state == SeriesState::Complete
+                        && at_release == Some(1)
+                        && completed_ms.is_some_and(|t| now - t <= SPLIT_LEARN_WINDOW_MS)
+                        && first_caller.as_deref() == Some(h.calling_ae)
+                    {
+                        learn_splitting_caller(
+                            &mut tx,
+                            h.series_uid,
+                            outcome.revision,
+                            h.calling_ae,
+                            now,
+                        )
+                        .await?;
+                    }
                 }
             }
         }
-        sqlx::query(
-            "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax, revision,
-                instance_number, acquisition_number, images_in_acquisition, number_of_frames, rows_, columns_,
-                ipp, iop, pixel_spacing, slice_thickness, association_id, calling_ae, called_ae, peer,
-                received_ms, path, size_bytes, content_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                $21, $22, $23, $24)
-             ON CONFLICT (sop_uid) DO UPDATE SET series_uid = $2, study_uid = $3, sop_class_uid = $4,
-                transfer_syntax = $5, revision = $6, instance_number = $7, acquisition_number = $8,
-                images_in_acquisition = $9, number_of_frames = $10, rows_ = $11, columns_ = $12, ipp = $13,
-                iop = $14, pixel_spacing = $15, slice_thickness = $16, association_id = $17, calling_ae = $18,
-                called_ae = $19, peer = $20, received_ms = $21, path = $22, size_bytes = $23,
-                content_hash = $24",
+        // a new SOP Instance UID (the usual case) adds one to the series' count; a replaced one (same
+        // UID, new content) recounts the series it left and the one it joined
+        let inserted = bind_instance(
+            sqlx::query(
+                "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax,
+                    revision, instance_number, acquisition_number, images_in_acquisition, number_of_frames,
+                    rows_, columns_, ipp, iop, pixel_spacing, slice_thickness, association_id, calling_ae,
+                    called_ae, peer, received_ms, path, size_bytes, content_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                    $19, $20, $21, $22, $23, $24)
+                 ON CONFLICT (sop_uid) DO NOTHING",
+            ),
+            &h,
+            outcome.revision,
+            now,
         )
-        .bind(h.sop_instance_uid)
-        .bind(h.series_uid)
-        .bind(h.study_uid)
-        .bind(h.sop_class_uid)
-        .bind(h.transfer_syntax)
-        .bind(outcome.revision)
-        .bind(h.instance_number)
-        .bind(h.acquisition_number)
-        .bind(h.images_in_acquisition)
-        .bind(h.number_of_frames)
-        .bind(h.rows)
-        .bind(h.columns)
-        .bind(h.ipp.map(|v| join_floats(&v)))
-        .bind(h.iop.map(|v| join_floats(&v)))
-        .bind(h.pixel_spacing.map(|v| join_floats(&v)))
-        .bind(h.slice_thickness)
-        .bind(h.association_id)
-        .bind(h.calling_ae)
-        .bind(h.called_ae)
-        .bind(h.peer)
-        .bind(now)
-        .bind(h.path)
-        .bind(h.size_bytes)
-        .bind(h.content_hash)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        let mut recount: Vec<String> = Vec::new();
+        if !inserted {
+            let previous: Option<String> =
+                sqlx::query("SELECT series_uid FROM instances WHERE sop_uid = $1")
+                    .bind(h.sop_instance_uid)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("series_uid"))
+                    .transpose()?;
+            bind_instance(
+                sqlx::query(
+                    "UPDATE instances SET series_uid = $2, study_uid = $3, sop_class_uid = $4,
+                        transfer_syntax = $5, revision = $6, instance_number = $7, acquisition_number = $8,
+                        images_in_acquisition = $9, number_of_frames = $10, rows_ = $11, columns_ = $12,
+                        ipp = $13, iop = $14, pixel_spacing = $15, slice_thickness = $16,
+                        association_id = $17, calling_ae = $18, called_ae = $19, peer = $20,
+                        received_ms = $21, path = $22, size_bytes = $23, content_hash = $24
+                     WHERE sop_uid = $1",
+                ),
+                &h,
+                outcome.revision,
+                now,
+            )
+            .execute(&mut *tx)
+            .await?;
+            recount.push(h.series_uid.to_string());
+            recount.extend(previous.filter(|p| p != h.series_uid));
+        }
         sqlx::query(
             "UPDATE series SET last_received_ms = $1,
-                instance_count = (SELECT COUNT(*) FROM instances WHERE series_uid = $2),
+                instance_count = instance_count + $7,
                 expected_instances = COALESCE($3, expected_instances),
                 modality = COALESCE(modality, $4), body_part = COALESCE(body_part, $5),
                 series_description = COALESCE(series_description, $6)
@@ -287,8 +313,12 @@ impl Index {
         .bind(h.modality)
         .bind(h.body_part)
         .bind(h.series_description)
+        .bind(i64::from(inserted))
         .execute(&mut *tx)
         .await?;
+        for uid in &recount {
+            recount_series(&mut tx, uid).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -300,10 +330,7 @@ impl Index {
             .bind(sop_uid)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances WHERE series_uid = $1) WHERE series_uid = $1")
-            .bind(series_uid)
-            .execute(&mut *tx)
-            .await?;
+        recount_series(&mut tx, series_uid).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -407,4 +434,96 @@ mod tests {
         assert_eq!(parse_floats::<3>(Some("1\\2".into())), None);
         assert_eq!(parse_floats::<2>(None), None);
     }
+}
+
+/// A late instance from the same caller within this time of a completion at release means that the
+/// caller splits series over associations (ms): such a sender opens its next association within
+/// seconds of the last; an instance a minute or more later is a late addition, not a split.
+pub const SPLIT_LEARN_WINDOW_MS: i64 = 60_000;
+
+/// Record that `calling_ae` splits series over associations (once; the tracker gives it the settle wait
+/// from now on), with the reason in the series history.
+async fn learn_splitting_caller(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    series_uid: &str,
+    revision: i64,
+    calling_ae: &str,
+    now: i64,
+) -> Result<(), IndexError> {
+    let learnt = sqlx::query(
+        "INSERT INTO splitting_callers (calling_ae, series_uid, learnt_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (calling_ae) DO NOTHING",
+    )
+    .bind(calling_ae)
+    .bind(series_uid)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if learnt {
+        insert_event(
+            tx,
+            series_uid,
+            revision,
+            now,
+            "learnt",
+            &format!(
+                "{calling_ae} sent more of this series after it completed at release: it splits series \
+                 over associations and gets the settle wait from now on"
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Bind an instance row's 24 columns, `$1` = SOP Instance UID … `$24` = content hash, in the order of
+/// the `INSERT` and `UPDATE` of [`Index::record_instance`].
+fn bind_instance<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    h: &NewInstance<'q>,
+    revision: i64,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(h.sop_instance_uid)
+        .bind(h.series_uid)
+        .bind(h.study_uid)
+        .bind(h.sop_class_uid)
+        .bind(h.transfer_syntax)
+        .bind(revision)
+        .bind(h.instance_number)
+        .bind(h.acquisition_number)
+        .bind(h.images_in_acquisition)
+        .bind(h.number_of_frames)
+        .bind(h.rows)
+        .bind(h.columns)
+        .bind(h.ipp.map(|v| join_floats(&v)))
+        .bind(h.iop.map(|v| join_floats(&v)))
+        .bind(h.pixel_spacing.map(|v| join_floats(&v)))
+        .bind(h.slice_thickness)
+        .bind(h.association_id)
+        .bind(h.calling_ae)
+        .bind(h.called_ae)
+        .bind(h.peer)
+        .bind(now)
+        .bind(h.path)
+        .bind(h.size_bytes)
+        .bind(h.content_hash)
+}
+
+/// Set a series' instance count from its rows (after a take-back or a replacement; a new instance
+/// adds one instead of recounting).
+async fn recount_series(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    series_uid: &str,
+) -> Result<(), IndexError> {
+    sqlx::query(
+        "UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances WHERE series_uid = $1)
+         WHERE series_uid = $1",
+    )
+    .bind(series_uid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -205,6 +205,17 @@ CREATE TABLE nodes (
     PRIMARY KEY (name, role)
 );
 "#,
+    // completion at release (issue 16): a revision completed the moment its association was released
+    // is marked, so that a late instance of it from the same caller teaches the tracker that this
+    // caller splits series over associations (`splitting_callers`: it gets the settle wait from then on)
+    r#"
+ALTER TABLE series ADD COLUMN completed_at_release BIGINT;
+CREATE TABLE splitting_callers (
+    calling_ae TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL,
+    learnt_ms BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Key of the PostgreSQL advisory lock that serialises migrations of processes starting together.

@@ -91,19 +91,33 @@ impl Index {
         rows.iter().map(series_record).collect()
     }
 
+    /// Calling AE titles learnt to split a series over several associations (they get the settle wait).
+    pub async fn splitting_callers(&self) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT calling_ae FROM splitting_callers ORDER BY calling_ae")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("calling_ae").map_err(IndexError::from))
+            .collect()
+    }
+
     /// Mark a series revision COMPLETE unless something changed it meanwhile (a new instance, another
     /// tracker). Returns whether this call completed it.
     /// `seen` is the series the evidence was judged on: its last-received time and instance count
-    /// must be unchanged.
+    /// must be unchanged. `at_release`: completed the moment its association was released, without
+    /// the settle wait (a late instance of it from the same caller marks that caller as one that splits
+    /// series, see [`crate::instances`]).
     pub async fn complete_series(
         &self,
         seen: &SeriesRecord,
         reason: &str,
+        at_release: bool,
     ) -> Result<bool, IndexError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
-            "UPDATE series SET state = $1, completion_reason = $2, completed_ms = $3
+            "UPDATE series SET state = $1, completion_reason = $2, completed_ms = $3,
+                completed_at_release = $9
              WHERE series_uid = $4 AND revision = $5 AND state = $6 AND last_received_ms = $7
                 AND instance_count = $8",
         )
@@ -115,6 +129,7 @@ impl Index {
         .bind(SeriesState::Receiving.as_str())
         .bind(seen.last_received_ms)
         .bind(seen.instance_count)
+        .bind(i64::from(at_release))
         .execute(&mut *tx)
         .await?;
         let done = r.rows_affected() == 1;
