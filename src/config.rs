@@ -119,6 +119,9 @@ pub struct WorkerSettings {
     pub retry_max_s: f64,
     /// How often idle workers look for jobs created by other processes, in milliseconds.
     pub poll_ms: u64,
+    /// Memory for slices decoded while their series still arrives (MiB; 0: off). Only `serve` with
+    /// in-process workers reads ahead, and only series a rule sends to one of its pipelines.
+    pub read_ahead_mb: u64,
 }
 
 /// Delivery of results (C-STORE SCU).

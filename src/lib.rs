@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+pub mod readahead;
 pub mod reload;
 pub mod retention;
 pub mod routing;

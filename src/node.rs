@@ -51,6 +51,8 @@ pub struct Node {
     pub store: Arc<InstanceStore>,
     pub index: Index,
     pub ingest: Arc<Ingest>,
+    /// Slices of arriving series read ahead for the in-process workers (`workers.read_ahead_mb`).
+    pub read_ahead: Option<Arc<crate::readahead::ReadAheadCache>>,
     pub policy: crate::source::access::SharedPolicy,
     /// Wakes the completion tracker (an association ended).
     pub tracker_wake: Arc<Notify>,
@@ -74,9 +76,13 @@ impl Node {
                 "associations left open by a previous run marked aborted"
             );
         }
+        let read_ahead = read_ahead_for(&settings);
         let ingest = Arc::new(Ingest {
             store: store.clone(),
             index: index.clone(),
+            on_filed: read_ahead
+                .clone()
+                .map(|r| r as Arc<dyn crate::store::ingest::FiledHook>),
         });
         ingest.reconcile().await?;
         Ok(Node {
@@ -88,9 +94,24 @@ impl Node {
             store,
             index,
             ingest,
+            read_ahead,
             tracker_wake: Arc::new(Notify::new()),
         })
     }
+}
+
+/// The read-ahead a `serve` process with these settings runs: `None` when its workers are off,
+/// `workers.read_ahead_mb` is 0 or the rules do not compile (the node refuses to start then anyway).
+fn read_ahead_for(settings: &Settings) -> Option<Arc<crate::readahead::ReadAheadCache>> {
+    if !settings.workers.enabled || settings.workers.read_ahead_mb == 0 {
+        return None;
+    }
+    let router = settings.router().ok()?;
+    Some(crate::readahead::ReadAheadCache::start(
+        settings.workers.read_ahead_mb,
+        router,
+        crate::worker::configured_pipelines(&settings.clone()),
+    ))
 }
 
 /// Run the node until SIGINT / SIGTERM.
@@ -170,6 +191,7 @@ pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(
             settings: node.settings.clone(),
             store_root: node.store.root().to_path_buf(),
             live: Some(live.subscribe()),
+            read_ahead: node.read_ahead.clone(),
         });
         background.spawn(workers.run(rx.clone()));
     }
@@ -429,6 +451,8 @@ pub async fn work(settings: Settings) -> Result<(), NodeError> {
         settings: settings.clone(),
         store_root: settings.storage.dir.clone(),
         live: None,
+        // a worker process receives nothing: nothing is read ahead for it
+        read_ahead: None,
     });
     info!(
         node = %settings.node_name(),

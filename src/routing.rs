@@ -228,6 +228,15 @@ impl Rule {
     /// Whether every condition of the rule holds for the series.
     pub fn matches(&self, f: &SeriesFacts) -> bool {
         let m = &self.matcher;
+        self.matches_ignoring_count(f)
+            && m.min_slices.is_none_or(|n| f.slices >= n)
+            && m.max_slices.is_none_or(|n| f.slices <= n)
+    }
+
+    /// Whether every condition but the slice counts holds (a series still arriving: see
+    /// `crate::readahead`).
+    pub fn matches_ignoring_count(&self, f: &SeriesFacts) -> bool {
+        let m = &self.matcher;
         let text_ok = |re: &Option<Regex>, v: &Option<String>| match re {
             None => true,
             Some(re) => v.as_deref().is_some_and(|v| re.is_match(v)),
@@ -249,8 +258,6 @@ impl Rule {
                         .all(|(a, b)| round1(*a) == round1(*b))
                 })
             })
-            && m.min_slices.is_none_or(|n| f.slices >= n)
-            && m.max_slices.is_none_or(|n| f.slices <= n)
     }
 }
 

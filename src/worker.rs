@@ -16,12 +16,14 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::Settings;
 use crate::pipeline::registry::{Registry, NOOP};
+use crate::readahead::ReadAheadCache;
 use crate::store::files::sync_dir;
 use segnode_db::jobs::{Job, Queue};
 use segnode_db::outbox::NewDelivery;
 use segnode_db::{Index, Topic};
 use segnode_imaging::result::{build_forms, ResultObject, ResultOptions, FORMS};
-use segnode_imaging::volume::{load_series, LoadOptions};
+use segnode_imaging::volume::{load_series_with, LoadOptions, PreparedSlice};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -53,6 +55,8 @@ pub struct Workers {
     /// The running configuration after reloads (destinations and result forms, `[results]`); None: the
     /// configuration of the start.
     pub live: Option<tokio::sync::watch::Receiver<Arc<Settings>>>,
+    /// Slices this process read while the series arrived (`serve` with in-process workers).
+    pub read_ahead: Option<Arc<ReadAheadCache>>,
 }
 
 /// The external models' work folder (beside the outbox, on the shared storage).
@@ -256,7 +260,12 @@ impl Workers {
             .as_ref()
             .map_or_else(|| self.settings.clone(), |l| l.borrow().clone());
         let job2 = job.clone();
-        tokio::task::spawn_blocking(move || run_pipeline(&settings, &job2, &dir))
+        let ahead = self
+            .read_ahead
+            .as_ref()
+            .map(|r| r.take(&job.series_uid))
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || run_pipeline(&settings, &job2, &dir, &ahead))
             .await
             .map_err(|e| fail(format!("pipeline crashed: {e}")))?
     }
@@ -267,6 +276,7 @@ fn run_pipeline(
     settings: &Settings,
     job: &Job,
     dir: &Path,
+    ahead: &HashMap<PathBuf, Arc<PreparedSlice>>,
 ) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
     let fail = |m: String| JobError::Failed(m);
     let segmenter = Registry::new(&settings.pipelines.external)
@@ -274,7 +284,7 @@ fn run_pipeline(
         .map_err(|e| fail(e.to_string()))?
         .ok_or_else(|| fail(format!("{} has no segmenter", job.pipeline)))?;
     let t0 = Instant::now();
-    let volume = load_series(dir, &LoadOptions::default())
+    let (volume, read_ahead) = load_series_with(dir, &LoadOptions::default(), ahead)
         .map_err(|e| fail(format!("loading the series: {e}")))?;
     let load_ms = t0.elapsed().as_millis() as u64;
     let t1 = Instant::now();
@@ -306,6 +316,7 @@ fn run_pipeline(
         "dropped_slices": volume.dropped.len(),
         "load_ms": load_ms,
         "segment_ms": segment_ms,
+        "slices_read_ahead": read_ahead,
         "segments": segments,
         "notes": seg.notes,
     });

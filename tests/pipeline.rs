@@ -157,6 +157,14 @@ fn chest_ct_comes_back_as_seg_in_orthanc() {
         "END-TO-END LATENCY (release → SEG stored in Orthanc), 300 × 512²: {} ms [completion {} ms; job load {} + segment {} + write {} ms]",
         arrived - released, complete_after, result["load_ms"], result["segment_ms"], result["write_ms"]
     );
+    // the slices were read while the series arrived (workers.read_ahead_mb): the job loaded most of
+    // them from memory (the last few may still be in the reader's queue at completion)
+    let ahead = result["slices_read_ahead"].as_u64().unwrap_or(0);
+    println!("slices read ahead: {ahead} of 300");
+    assert!(
+        ahead >= 150,
+        "only {ahead} of 300 slices read ahead: {result:#}"
+    );
 
     // the SEG is in the same study, references the source series, and holds the expected masks
     let dl = tempfile::tempdir().unwrap();

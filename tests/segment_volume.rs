@@ -171,3 +171,85 @@ fn a_missing_slice_is_refused_as_a_gap_and_an_extra_series_is_dropped() {
     assert!(matches!(err, VolumeError::Gap { .. }), "{err}");
     assert!(err.to_string().contains("missing slices"), "{err}");
 }
+
+/// Slices read ahead while a series arrives ([`prepare_slice`]) give the same volume as reading the
+/// files at load time; a slice whose file was replaced afterwards (new content renamed over it, as the
+/// store does for an instance received again) is read again, never taken stale.
+#[test]
+fn slices_read_ahead_match_the_files_and_a_replaced_one_is_read_again() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use segnode_imaging::volume::{load_series_with, prepare_slice, PreparedSlice};
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    for f in support::files_under(&support::shared_data("chest-ct-crop")) {
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let files = support::files_under(dir.path());
+    let ahead: HashMap<PathBuf, Arc<PreparedSlice>> = files
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                Arc::new(prepare_slice(f).unwrap().expect("single-frame slice")),
+            )
+        })
+        .collect();
+    let (v, used) = load_series_with(dir.path(), &LoadOptions::default(), &ahead).unwrap();
+    assert_eq!(used, files.len());
+    let first = load_series(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(v.hu, first.hu, "read-ahead volume differs from the files");
+
+    // replace one slice's content: every stored value + 100 (HU + 100 with slope 1)
+    let victim = &files[files.len() / 2];
+    let mut obj = dicom_object::open_file(victim).unwrap();
+    let px = obj.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap();
+    let bytes = px.to_bytes().unwrap().into_owned();
+    let words: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]).wrapping_add(100))
+        .collect();
+    obj.put(DataElement::new(
+        dicom_dictionary_std::tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(words.into()),
+    ));
+    let tmp = dir.path().join(".replacement");
+    obj.write_to_file(&tmp).unwrap();
+    std::fs::rename(&tmp, victim).unwrap();
+
+    let (v, used) = load_series_with(dir.path(), &LoadOptions::default(), &ahead).unwrap();
+    assert_eq!(
+        used,
+        files.len() - 1,
+        "the replaced slice must be read again"
+    );
+    let fresh = load_series(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(v.hu, fresh.hu, "a stale slice reached the volume");
+    let k = v
+        .slices
+        .iter()
+        .position(|s| &s.path == victim)
+        .expect("replaced slice in the stack");
+    // the replaced plane carries the new content (+100), the others are unchanged
+    let shift: Vec<i32> =
+        v.hu.index_axis(ndarray::Axis(0), k)
+            .iter()
+            .zip(first.hu.index_axis(ndarray::Axis(0), k).iter())
+            .map(|(a, b)| i32::from(*a) - i32::from(*b))
+            .collect();
+    let hundred = shift.iter().filter(|&&d| d == 100).count();
+    assert!(
+        hundred * 10 > shift.len() * 9,
+        "{hundred} of {} pixels +100",
+        shift.len()
+    );
+    for j in (0..v.shape()[0]).filter(|&j| j != k) {
+        assert_eq!(
+            v.hu.index_axis(ndarray::Axis(0), j),
+            first.hu.index_axis(ndarray::Axis(0), j)
+        );
+    }
+}

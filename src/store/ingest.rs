@@ -107,10 +107,19 @@ pub enum Filed {
     Replaced(RecordOutcome),
 }
 
+/// Told of each instance once it is durably filed and indexed (after the success is decided, before
+/// it is sent): e.g. the read-ahead of arriving series (`crate::readahead`). Must not block.
+pub trait FiledHook: Send + Sync {
+    /// `path`: the stored file.
+    fn filed(&self, header: &InstanceHeader, origin: &Origin, path: &Path);
+}
+
 /// The filing service (shared by all associations).
 pub struct Ingest {
     pub store: Arc<InstanceStore>,
     pub index: Index,
+    /// Told of every instance filed (new or replaced).
+    pub on_filed: Option<Arc<dyn FiledHook>>,
 }
 
 impl Ingest {
@@ -244,6 +253,9 @@ impl Ingest {
         }
         if outcome.reopened {
             tracing::info!(series = %header.series_uid, revision = outcome.revision, "late instance: series reopened as a new revision");
+        }
+        if let Some(hook) = &self.on_filed {
+            hook.filed(&header, origin, &final_path);
         }
         match previous {
             None => Ok(Filed::New(outcome)),

@@ -8,7 +8,9 @@
 //! encapsulated (RLE, JPEG, JPEG 2000) frame by frame in parallel. The peak memory then also holds the
 //! object (and, native, its decoded copy).
 
+use super::extras::HeaderExtras;
 use super::frames::{frame_geometries, has_functional_groups};
+use super::prepared::{FileId, NoneRead, PreparedSlice, ReadAhead};
 use super::stack::{build_stack, SliceHeader};
 use super::{Dropped, FieldMask, SeriesInfo, SliceRef, Volume, VolumeError, AIR_HU};
 use dicom_dictionary_std::tags;
@@ -38,9 +40,39 @@ impl Default for LoadOptions {
 
 /// Load the series stored under `dir` (files in any sub-folder; non-DICOM files are dropped with a reason).
 pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError> {
+    load_series_with(dir, opts, &NoneRead).map(|(v, _)| v)
+}
+
+/// [`load_series`] taking the slices `ahead` read while the series was still arriving, each only while
+/// its file is still the one it was read from ([`super::prepared::FileId`]: a replaced instance is
+/// read again). Returns the volume and how many of its slices came from `ahead`.
+pub fn load_series_with(
+    dir: &Path,
+    opts: &LoadOptions,
+    ahead: &dyn ReadAhead,
+) -> Result<(Volume, usize), VolumeError> {
     let files = list_files(dir)?;
-    let read: Vec<Result<Vec<(SliceHeader, HeaderExtras)>, Dropped>> =
-        files.par_iter().map(|p| read_header(p)).collect();
+    let prepared: Vec<Option<std::sync::Arc<PreparedSlice>>> = files
+        .par_iter()
+        .map(|p| {
+            ahead
+                .get(p)
+                .filter(|s| FileId::of(p).is_some_and(|id| id == s.id))
+        })
+        .collect();
+    let read: Vec<Result<Vec<(SliceHeader, HeaderExtras)>, Dropped>> = files
+        .par_iter()
+        .zip(prepared.par_iter())
+        .map(|(p, ready)| match ready {
+            Some(s) => Ok(vec![(s.header.clone(), s.extras.clone())]),
+            None => read_header(p),
+        })
+        .collect();
+    let ready_by_path: HashMap<&Path, &PreparedSlice> = files
+        .iter()
+        .zip(prepared.iter())
+        .filter_map(|(p, s)| s.as_deref().map(|s| (p.as_path(), s)))
+        .collect();
     let mut headers = Vec::with_capacity(read.len());
     let mut extras = Vec::with_capacity(read.len());
     let mut dropped = Vec::new();
@@ -105,6 +137,14 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
                 reason: "volume plane not contiguous".into(),
             })?;
             let h = &headers[n];
+            if let Some(ready) = ready_by_path
+                .get(h.path.as_path())
+                .filter(|r| h.frame.is_none() && r.fits(stack.rows, stack.columns))
+            {
+                dst.copy_from_slice(&ready.plane);
+                bits.copy_from_slice(&ready.bits);
+                return Ok(ready.any_out);
+            }
             match (h.frame, sources.get(h.path.as_path())) {
                 (Some(f), Some(src)) => decode_frame(
                     &h.path,
@@ -124,6 +164,16 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
     for r in results {
         any_out |= r?;
     }
+    let used = stack
+        .order
+        .iter()
+        .filter(|&&n| {
+            headers[n].frame.is_none()
+                && ready_by_path
+                    .get(headers[n].path.as_path())
+                    .is_some_and(|r| r.fits(stack.rows, stack.columns))
+        })
+        .count();
     // multi-frame objects (and native ones' decoded copy) are not needed past this point
     drop(sources);
     drop(objects);
@@ -151,14 +201,17 @@ pub fn load_series(dir: &Path, opts: &LoadOptions) -> Result<Volume, VolumeError
         dropped = dropped.len(),
         "volume loaded"
     );
-    Ok(Volume {
-        hu,
-        geometry: stack.geometry,
-        slices,
-        series: first.series.clone(),
-        out_of_field: any_out.then_some(field),
-        dropped,
-    })
+    Ok((
+        Volume {
+            hu,
+            geometry: stack.geometry,
+            slices,
+            series: first.series.clone(),
+            out_of_field: any_out.then_some(field),
+            dropped,
+        },
+        used,
+    ))
 }
 
 fn list_files(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
@@ -189,17 +242,6 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// What the decoder needs from the header, beyond the stack geometry.
-#[derive(Debug, Clone)]
-struct HeaderExtras {
-    sop_class_uid: String,
-    sop_instance_uid: String,
-    slope: f64,
-    intercept: f64,
-    padding: Option<(i32, i32)>,
-    series: SeriesInfo,
 }
 
 fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> String {
@@ -569,4 +611,38 @@ fn fill_hu(
         }
     }
     any
+}
+
+/// Read and decode one stored slice to HU. `Ok(None)`: not a single-frame image slice (a multi-frame
+/// object, or a file the loader would drop), left to the load itself.
+pub fn prepare_slice(path: &Path) -> Result<Option<PreparedSlice>, VolumeError> {
+    let Some(id) = FileId::of(path) else {
+        return Ok(None);
+    };
+    let Ok(mut headers) = read_header(path) else {
+        return Ok(None);
+    };
+    if headers.len() != 1 || headers[0].0.frame.is_some() || headers[0].0.frames != 1 {
+        return Ok(None);
+    }
+    let (header, extras) = headers.remove(0);
+    let (rows, columns) = (header.rows as usize, header.columns as usize);
+    if rows == 0 || columns == 0 {
+        return Ok(None);
+    }
+    let mut plane = vec![0i16; rows * columns];
+    let mut bits = vec![0u64; (rows * columns).div_ceil(64)];
+    let any_out = decode_slice(path, &extras, rows, columns, &mut plane, &mut bits)?;
+    // the file may have been replaced while it was read: keep the slice only if it did not change
+    if FileId::of(path) != Some(id) {
+        return Ok(None);
+    }
+    Ok(Some(PreparedSlice {
+        id,
+        header,
+        extras,
+        plane,
+        bits,
+        any_out,
+    }))
 }

@@ -7,14 +7,17 @@
 //! Segmenters only ever see a [`Volume`]; they never touch DICOM files.
 
 mod error;
+mod extras;
 pub mod frames;
 pub mod geometry;
 mod load;
+pub mod prepared;
 mod stack;
 
 pub use error::VolumeError;
 pub use geometry::{Geometry, Vec3};
-pub use load::{load_series, LoadOptions};
+pub use load::{load_series, load_series_with, prepare_slice, LoadOptions};
+pub use prepared::{FileId, PreparedSlice, ReadAhead};
 
 use ndarray::Array3;
 use std::path::PathBuf;

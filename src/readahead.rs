@@ -1,0 +1,290 @@
+//! Read-ahead of arriving series (issue 16, "start before the end"): each slice filed for a series whose
+//! facts match a routing rule with a pipeline this process runs is read and decoded to HU on one
+//! background thread while the rest of the series still arrives, so that at completion the job loads
+//! the volume from memory and only segmentation and result writing remain.
+//!
+//! What it owns: the per-series sets of [`PreparedSlice`]s, the memory budget
+//! (`workers.read_ahead_mb`), the decision which series are worth it, and the hand-over to the job
+//! ([`ReadAheadCache::take`]). What keeps it correct: the loader takes a prepared slice only while the
+//! stored file is still the one it was read from (`FileId`), so a slice replaced after it was read is
+//! read again from its file; a series that turns out not to match (too few slices, say) is dropped
+//! when nothing arrived for it for [`STALE_AFTER`]. The rule match ignores the slice-count conditions
+//! (unknown until completion). Rules come from the configuration at start: a reload changes routing at
+//! once and the read-ahead's choice at the next start (a series read ahead in vain only costs memory
+//! until it is dropped).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::routing::{Router, SeriesFacts};
+use crate::store::header::InstanceHeader;
+use crate::store::ingest::{FiledHook, Origin};
+use segnode_imaging::volume::{prepare_slice, PreparedSlice};
+
+/// A series with nothing new for this long is dropped from the read-ahead (it did not become a job
+/// here: no rule matched at completion, another process took the job, or it is still waiting).
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
+
+/// Slices waiting to be read; past it an offer is skipped (the job then reads that file itself).
+const QUEUE: usize = 512;
+
+/// The slices of one series read so far.
+#[derive(Default)]
+struct SeriesAhead {
+    slices: HashMap<PathBuf, Arc<PreparedSlice>>,
+    bytes: usize,
+    touched: Option<Instant>,
+}
+
+/// The read-ahead of one process (shared by its receiver and its in-process workers).
+pub struct ReadAheadCache {
+    budget_bytes: usize,
+    used: AtomicUsize,
+    router: Router,
+    /// Pipelines this process runs.
+    pipelines: Vec<String>,
+    series: Mutex<HashMap<String, SeriesAhead>>,
+    queue: Mutex<Option<SyncSender<(String, PathBuf)>>>,
+}
+
+impl ReadAheadCache {
+    /// A read-ahead of at most `budget_mb` decoded for series that `router` sends to one of
+    /// `pipelines`; its reader thread runs until the cache is dropped.
+    pub fn start(budget_mb: u64, router: Router, pipelines: Vec<String>) -> Arc<ReadAheadCache> {
+        let (tx, rx) = sync_channel::<(String, PathBuf)>(QUEUE);
+        let cache = Arc::new(ReadAheadCache {
+            budget_bytes: (budget_mb as usize).saturating_mul(1 << 20),
+            used: AtomicUsize::new(0),
+            router,
+            pipelines,
+            series: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Some(tx)),
+        });
+        let weak = Arc::downgrade(&cache);
+        let spawned = std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn(move || {
+                while let Ok((series, path)) = rx.recv() {
+                    let Some(cache) = weak.upgrade() else { return };
+                    cache.read(&series, &path);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "read-ahead thread not started: jobs read their files");
+            if let Ok(mut q) = cache.queue.lock() {
+                *q = None;
+            }
+        }
+        cache
+    }
+
+    /// Whether a series with these facts is routed to a pipeline of this process (slice counts aside).
+    pub fn wants(&self, facts: &SeriesFacts) -> bool {
+        self.router
+            .rules
+            .iter()
+            .filter(|r| r.matches_ignoring_count(facts))
+            .flat_map(|r| r.pipelines.iter())
+            .any(|p| p != crate::pipeline::registry::NOOP && self.pipelines.contains(p))
+    }
+
+    /// Queue one filed slice to be read (never blocks the filing).
+    pub fn offer(&self, series_uid: &str, facts: &SeriesFacts, path: &Path) {
+        if self.used.load(Ordering::Relaxed) >= self.budget_bytes || !self.wants(facts) {
+            return;
+        }
+        {
+            let Ok(mut map) = self.series.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let stale: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.touched.is_some_and(|t| now - t > STALE_AFTER))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                if let Some(s) = map.remove(&k) {
+                    self.used.fetch_sub(s.bytes, Ordering::Relaxed);
+                    tracing::debug!(series = %k, slices = s.slices.len(), "read-ahead dropped (stale)");
+                }
+            }
+            map.entry(series_uid.to_string()).or_default().touched = Some(now);
+        }
+        let Ok(q) = self.queue.lock() else { return };
+        if let Some(tx) = q.as_ref() {
+            match tx.try_send((series_uid.to_string(), path.to_path_buf())) {
+                Ok(()) | Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// Read one slice (on the reader thread) and keep it while its series is still wanted.
+    fn read(&self, series_uid: &str, path: &Path) {
+        if self.used.load(Ordering::Relaxed) >= self.budget_bytes {
+            return;
+        }
+        // a series taken by its job meanwhile (or dropped) is not read any more
+        let wanted = self
+            .series
+            .lock()
+            .map(|m| m.contains_key(series_uid))
+            .unwrap_or(false);
+        if !wanted {
+            return;
+        }
+        let prepared = match prepare_slice(path) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(file = %path.display(), error = %e, "read-ahead of a slice failed; the job reads it");
+                return;
+            }
+        };
+        let bytes = prepared.bytes();
+        if let Ok(mut map) = self.series.lock() {
+            if let Some(s) = map.get_mut(series_uid) {
+                if let Some(old) = s.slices.insert(path.to_path_buf(), Arc::new(prepared)) {
+                    s.bytes -= old.bytes();
+                    self.used.fetch_sub(old.bytes(), Ordering::Relaxed);
+                }
+                s.bytes += bytes;
+                self.used.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The slices read ahead for a series, handed to its job (and forgotten here).
+    pub fn take(&self, series_uid: &str) -> HashMap<PathBuf, Arc<PreparedSlice>> {
+        let taken = self
+            .series
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(series_uid));
+        match taken {
+            Some(s) => {
+                self.used.fetch_sub(s.bytes, Ordering::Relaxed);
+                s.slices
+            }
+            None => HashMap::new(),
+        }
+    }
+
+    /// Memory held now (bytes).
+    pub fn used_bytes(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ReadAheadCache {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+    }
+}
+
+/// Routing facts of a series from one of its instances (the slice count is not known yet).
+pub fn facts_of(header: &InstanceHeader, origin: &Origin) -> SeriesFacts {
+    SeriesFacts {
+        modality: header.modality.clone(),
+        body_part: header.body_part.clone(),
+        series_description: header.series_description.clone(),
+        protocol_name: header.protocol_name.clone(),
+        slice_thickness: header.slice_thickness,
+        orientation: header.iop,
+        calling_ae: Some(origin.calling_ae.clone()),
+        called_ae: Some(origin.called_ae.clone()),
+        slices: 0,
+    }
+}
+
+impl FiledHook for ReadAheadCache {
+    fn filed(&self, header: &InstanceHeader, origin: &Origin, path: &Path) {
+        // multi-frame objects are read whole by the job
+        if header.number_of_frames.is_some_and(|n| n > 1) {
+            return;
+        }
+        self.offer(&header.series_uid, &facts_of(header, origin), path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn cache(rules: &str, pipelines: &[&str], budget_mb: u64) -> Arc<ReadAheadCache> {
+        let s = Settings::load_from_str_for_tests(rules);
+        ReadAheadCache::start(
+            budget_mb,
+            s.router().expect("rules"),
+            pipelines.iter().map(|p| p.to_string()).collect(),
+        )
+    }
+
+    const CHEST: &str = "[[rules]]\nname = \"chest\"\npipelines = [\"lung\"]\n[rules.match]\n\
+        modality = [\"CT\"]\nmin_slices = 40\nmax_slices = 2000\n";
+
+    fn ct() -> SeriesFacts {
+        SeriesFacts {
+            modality: Some("CT".into()),
+            slices: 0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_series_still_arriving_is_wanted_whatever_its_count_so_far() {
+        let c = cache(CHEST, &["lung"], 64);
+        assert!(c.wants(&ct()), "one slice of a 40-slice rule's series");
+        let mr = SeriesFacts {
+            modality: Some("MR".into()),
+            ..ct()
+        };
+        assert!(!c.wants(&mr));
+        // a pipeline this process does not run: nothing to read ahead for
+        let other = cache(CHEST, &["cochlear"], 64);
+        assert!(!other.wants(&ct()));
+    }
+
+    #[test]
+    fn a_slice_is_read_held_within_budget_and_handed_over_once() {
+        let real =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/chest-ct-crop");
+        let slice = std::fs::read_dir(&real)
+            .expect("shared chest data")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_file())
+            .expect("a slice");
+        let off = cache(CHEST, &["lung"], 0);
+        off.offer("1.2", &ct(), &slice);
+        assert!(
+            off.series.lock().unwrap().is_empty(),
+            "budget 0 reads nothing"
+        );
+
+        let c = cache(CHEST, &["lung"], 64);
+        c.offer("1.2", &ct(), &slice);
+        let t0 = Instant::now();
+        while c.used_bytes() == 0 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            c.used_bytes() > 122 * 102 * 2,
+            "{} bytes held",
+            c.used_bytes()
+        );
+        let taken = c.take("1.2");
+        assert_eq!(taken.len(), 1);
+        assert!(taken.contains_key(&slice));
+        assert_eq!(c.used_bytes(), 0, "handed over, not held");
+        assert!(c.take("1.2").is_empty(), "handed over once");
+    }
+}
