@@ -175,7 +175,7 @@ def one_run(files, work, db_url, mode):
         complete_s = (series["completed_ms"] - released_ms) / 1000.0
         jobs = json.loads(subprocess.run([SEGNODE, "--config", config, "jobs", "list", "--json"], env=env,
                                          check=True, capture_output=True).stdout)
-        segment_ms = None
+        segment_ms = load_ms = ahead = None
         for j in jobs:
             res = j.get("result") or {}
             if isinstance(res, str):
@@ -184,7 +184,9 @@ def one_run(files, work, db_url, mode):
                 except ValueError:
                     res = {}
             segment_ms = res.get("segment_ms", segment_ms)
-        return complete_s, seg_s, rss, segment_ms
+            load_ms = res.get("load_ms", load_ms)
+            ahead = res.get("slices_read_ahead", ahead)
+        return complete_s, seg_s, rss, segment_ms, load_ms, ahead
     finally:
         node.send_signal(signal.SIGTERM)
         try:
@@ -227,20 +229,23 @@ def main():
                     r = one_run(phantoms[run], work, url, mode)
                     res.append(r)
                     print(f"{db:8} {mode:6} run {run}: COMPLETE {r[0]*1000:6.0f} ms  SEG in Orthanc "
-                          f"{r[1]:5.2f} s  segment {r[3]} ms  peak RSS {r[2]:.0f} MB", flush=True)
+                          f"{r[1]:5.2f} s  load {r[4]} ms ({r[5]} slices read ahead)  segment {r[3]} ms  "
+                          f"peak RSS {r[2]:.0f} MB", flush=True)
                     shutil.rmtree(work, ignore_errors=True)
                 med = lambda i: statistics.median(x[i] for x in res)  # noqa: E731
                 seg_ms = [x[3] for x in res if x[3] is not None]
-                rows.append((db, mode, med(0), med(1), statistics.median(seg_ms) if seg_ms else None, med(2)))
+                load_ms = [x[4] for x in res if x[4] is not None]
+                rows.append((db, mode, med(0), med(1), statistics.median(seg_ms) if seg_ms else None, med(2),
+                             statistics.median(load_ms) if load_ms else None))
     finally:
         if pg:
             pg.stop()
     print()
     print(f"| index | completion | release -> COMPLETE | release -> SEG in Orthanc (median of {a.runs}) "
-          "| segment ms | serve peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+          "| load ms | segment ms | serve peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]*1000:.0f} ms | {r[3]:.2f} s | {r[4]} | {r[5]:.0f} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]*1000:.0f} ms | {r[3]:.2f} s | {r[6]} | {r[4]} | {r[5]:.0f} |")
     if a.workdir is None:
         shutil.rmtree(base, ignore_errors=True)
 
