@@ -44,6 +44,10 @@ pub struct Metrics {
     delivery_failures: IntCounterVec,
     handshakes_dropped: IntCounterVec,
     certificate_days: prometheus::GaugeVec,
+    series_completed: IntCounterVec,
+    completion_delay: HistogramVec,
+    read_ahead_bytes: IntGauge,
+    read_ahead_slices: IntCounterVec,
     /// The database gauges, set from the state counts at each exposition (under the lock, so two
     /// scrapes do not interleave).
     shared: Mutex<Shared>,
@@ -131,6 +135,51 @@ impl Default for Metrics {
         .expect("valid metric name");
         r.register(Box::new(job_duration.clone()))
             .expect("registered once");
+        let series_completed = counter_vec(
+            &r,
+            "segnode_series_completed_total",
+            "Series revisions this process marked COMPLETE, by the evidence: at_release, settled, \
+             announced_count, quiet_period, forced.",
+            "basis",
+        );
+        let completion_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "segnode_completion_delay_seconds",
+                "From the last instance of a series to its completion.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+            &["basis"],
+        )
+        .expect("valid metric name");
+        r.register(Box::new(completion_delay.clone()))
+            .expect("registered once");
+        let read_ahead_bytes = IntGauge::new(
+            "segnode_read_ahead_bytes",
+            "Memory held by slices decoded while their series arrive (workers.read_ahead_mb).",
+        )
+        .expect("valid metric name");
+        r.register(Box::new(read_ahead_bytes.clone()))
+            .expect("registered once");
+        let read_ahead_slices = counter_vec(
+            &r,
+            "segnode_read_ahead_slices_total",
+            "Slices of jobs' volumes: taken from the read-ahead (used) or read from disk at the load (read).",
+            "source",
+        );
+        for basis in [
+            "at_release",
+            "settled",
+            "announced_count",
+            "quiet_period",
+            "forced",
+        ] {
+            series_completed.with_label_values(&[basis]);
+        }
+        for source in ["used", "read"] {
+            read_ahead_slices.with_label_values(&[source]);
+        }
         let shared_registry = Registry::new();
         let index_up = IntGauge::new("segnode_index_up", "Whether the index database answered.")
             .expect("valid metric name");
@@ -197,6 +246,10 @@ impl Default for Metrics {
             ),
             handshakes_dropped,
             certificate_days,
+            series_completed,
+            completion_delay,
+            read_ahead_bytes,
+            read_ahead_slices,
             registry: r,
             shared: Mutex::new(Shared {
                 registry: shared_registry,
@@ -261,6 +314,30 @@ impl Metrics {
         } else {
             self.jobs_failed.with_label_values(&[pipeline]).inc();
         }
+    }
+
+    /// A series revision completed on `basis`, `delay_s` after its last instance.
+    pub fn series_completed(&self, basis: &str, delay_s: f64) {
+        self.series_completed.with_label_values(&[basis]).inc();
+        self.completion_delay
+            .with_label_values(&[basis])
+            .observe(delay_s.max(0.0));
+    }
+
+    /// Memory the read-ahead holds now.
+    pub fn read_ahead_held(&self, bytes: usize) {
+        self.read_ahead_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A job's load: `used` slices from the read-ahead, `read` from disk.
+    pub fn read_ahead_load(&self, used: usize, read: usize) {
+        self.read_ahead_slices
+            .with_label_values(&["used"])
+            .inc_by(used as u64);
+        self.read_ahead_slices
+            .with_label_values(&["read"])
+            .inc_by(read as u64);
     }
 
     pub fn delivery(&self, destination: &str, sent: bool) {

@@ -116,6 +116,7 @@ impl ReadAheadCache {
             }
             map.entry(series_uid.to_string()).or_default().touched = Some(now);
         }
+        crate::metrics::metrics().read_ahead_held(self.used_bytes());
         let Ok(q) = self.queue.lock() else { return };
         if let Some(tx) = q.as_ref() {
             match tx.try_send((series_uid.to_string(), path.to_path_buf())) {
@@ -158,6 +159,7 @@ impl ReadAheadCache {
                 self.used.fetch_add(bytes, Ordering::Relaxed);
             }
         }
+        crate::metrics::metrics().read_ahead_held(self.used_bytes());
     }
 
     /// The slices read ahead for a series, handed to its job (and forgotten here).
@@ -170,6 +172,7 @@ impl ReadAheadCache {
         match taken {
             Some(s) => {
                 self.used.fetch_sub(s.bytes, Ordering::Relaxed);
+                crate::metrics::metrics().read_ahead_held(self.used_bytes());
                 s.slices
             }
             None => HashMap::new(),

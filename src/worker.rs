@@ -287,6 +287,8 @@ fn run_pipeline(
     let (volume, read_ahead) = load_series_with(dir, &LoadOptions::default(), ahead)
         .map_err(|e| fail(format!("loading the series: {e}")))?;
     let load_ms = t0.elapsed().as_millis() as u64;
+    crate::metrics::metrics()
+        .read_ahead_load(read_ahead, volume.slices.len().saturating_sub(read_ahead));
     let t1 = Instant::now();
     let seg = segmenter
         .segment(&volume)

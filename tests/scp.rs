@@ -93,6 +93,10 @@ fn monitoring_endpoint_health_and_metrics() {
         "segnode_associations_rejected_total{node=\"rx-monitored\",reason=\"refused\"} 1",
         "segnode_index_up{node=\"rx-monitored\"} 1",
         "segnode_series{state=\"COMPLETE\"} 1",
+        // one association, contiguous: complete at its release, without the settle wait
+        "segnode_series_completed_total{basis=\"at_release\",node=\"rx-monitored\"} 1",
+        "segnode_series_completed_total{basis=\"settled\",node=\"rx-monitored\"} 0",
+        "segnode_completion_delay_seconds_count{basis=\"at_release\",node=\"rx-monitored\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
     }

@@ -546,6 +546,10 @@ pub async fn force_complete(
             "the series changed meanwhile (a new instance): try again".into(),
         ));
     }
+    crate::metrics::metrics().series_completed(
+        "forced",
+        (segnode_db::now_ms() - series.last_received_ms) as f64 / 1000.0,
+    );
     Ok(Json(json!({ "series": uid, "state": "COMPLETE" })))
 }
 

@@ -85,6 +85,8 @@ impl Tracker {
                     .complete_series(&s, &done.reason, done.at_release)
                     .await?
                 {
+                    crate::metrics::metrics()
+                        .series_completed(done.basis, (now - s.last_received_ms) as f64 / 1000.0);
                     info!(
                         series = %s.series_uid,
                         revision = s.revision,
@@ -121,9 +123,10 @@ impl Tracker {
         let quiet_ms = now - s.last_received_ms;
         if let Some(expected) = s.expected_instances {
             if expected > 0 && s.instance_count == expected {
-                return Ok(Some(Completion::after_wait(format!(
-                    "all {expected} instances announced by ImagesInAcquisition received"
-                ))));
+                return Ok(Some(Completion::after_wait(
+                    "announced_count",
+                    format!("all {expected} instances announced by ImagesInAcquisition received"),
+                )));
             }
         }
         let settle_ms = (self.settings.settle_s * 1000.0) as i64;
@@ -188,6 +191,7 @@ impl Tracker {
                     return Ok(Some(Completion {
                         reason,
                         at_release: !settled,
+                        basis: if settled { "settled" } else { "at_release" },
                     }));
                 }
             } else if settled {
@@ -205,7 +209,7 @@ impl Tracker {
             if let Some(note) = &stack_note {
                 reason.push_str(&format!(" (release evidence not usable: {note})"));
             }
-            return Ok(Some(Completion::after_wait(reason)));
+            return Ok(Some(Completion::after_wait("quiet_period", reason)));
         }
         if let Some(note) = stack_note {
             let key = (s.series_uid.clone(), s.revision);
@@ -231,13 +235,16 @@ struct Completion {
     reason: String,
     /// Completed at the release itself, before `settle_s` passed.
     at_release: bool,
+    /// The evidence, as the `basis` label of `segnode_series_completed_total`.
+    basis: &'static str,
 }
 
 impl Completion {
-    fn after_wait(reason: String) -> Completion {
+    fn after_wait(basis: &'static str, reason: String) -> Completion {
         Completion {
             reason,
             at_release: false,
+            basis,
         }
     }
 }
