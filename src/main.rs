@@ -108,6 +108,17 @@ enum SeriesCommand {
         /// Series Instance UID.
         uid: String,
     },
+    /// Callers learnt to split a series over several associations (their series wait
+    /// `completion.settle_s` after the release), with the series that taught each.
+    Splitters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a learnt splitting caller: its series complete at release again.
+    ForgetSplitter {
+        /// Calling AE title.
+        calling_ae: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -383,6 +394,29 @@ async fn series_command(settings: Settings, cmd: SeriesCommand) -> anyhow::Resul
                         r.completion_reason.as_deref().unwrap_or("")
                     );
                 }
+            }
+        }
+        SeriesCommand::Splitters { json } => {
+            let rows = index.splitting_callers_learnt().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<16}  {:<20}  TAUGHT BY SERIES", "CALLING AE", "LEARNT");
+                for r in rows {
+                    println!(
+                        "{:<16}  {:<20}  {}",
+                        r.calling_ae,
+                        fmt_ms(Some(r.learnt_ms)),
+                        r.series_uid
+                    );
+                }
+            }
+        }
+        SeriesCommand::ForgetSplitter { calling_ae } => {
+            if index.forget_splitting_caller(&calling_ae).await? {
+                println!("{calling_ae}: forgotten; its series complete at release again");
+            } else {
+                anyhow::bail!("{calling_ae} is not a learnt splitting caller");
             }
         }
         SeriesCommand::Purge { uid } => {

@@ -312,6 +312,10 @@ fn caller_that_splits_series_is_learnt() {
         "{:#}",
         node.series_show(&uid1)
     );
+    let learnt = node.cli_list(&["series", "splitters", "--json"]);
+    assert_eq!(learnt.len(), 1, "{learnt:#?}");
+    assert_eq!(learnt[0]["calling_ae"], "STORESCU");
+    assert_eq!(learnt[0]["series_uid"], uid1.as_str());
 
     let (a, b) = second.split_at(30);
     assert!(storescu(node.port, a, &[]).status.success());
@@ -327,6 +331,16 @@ fn caller_that_splits_series_is_learnt() {
     let reason = s2["completion_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("s settled"), "{reason}");
     assert_stored_identical(&node, &uid2, &second);
+    // an administrator can make it complete at release again
+    assert!(node
+        .cli(&["series", "forget-splitter", "STORESCU"])
+        .status
+        .success());
+    assert!(node.cli_list(&["series", "splitters", "--json"]).is_empty());
+    assert!(!node
+        .cli(&["series", "forget-splitter", "STORESCU"])
+        .status
+        .success());
 }
 
 #[test]

@@ -35,6 +35,15 @@ pub struct SeriesRecord {
     pub completed_ms: Option<i64>,
 }
 
+/// A caller learnt to split series over associations (it gets the settle wait).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SplittingCaller {
+    pub calling_ae: String,
+    /// The series whose late instance taught it.
+    pub series_uid: String,
+    pub learnt_ms: i64,
+}
+
 /// Columns of [`SeriesRecord`], in `SELECT` order.
 macro_rules! series_columns {
     () => {
@@ -99,6 +108,34 @@ impl Index {
         rows.iter()
             .map(|r| r.try_get("calling_ae").map_err(IndexError::from))
             .collect()
+    }
+
+    /// The learnt splitting callers with what taught each (series, time in ms).
+    pub async fn splitting_callers_learnt(&self) -> Result<Vec<SplittingCaller>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT calling_ae, series_uid, learnt_ms FROM splitting_callers ORDER BY calling_ae",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SplittingCaller {
+                    calling_ae: r.try_get("calling_ae")?,
+                    series_uid: r.try_get("series_uid")?,
+                    learnt_ms: r.try_get("learnt_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget that a caller splits series (it completes at release again until it is learnt anew).
+    /// Returns whether it was known.
+    pub async fn forget_splitting_caller(&self, calling_ae: &str) -> Result<bool, IndexError> {
+        let r = sqlx::query("DELETE FROM splitting_callers WHERE calling_ae = $1")
+            .bind(calling_ae)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Mark a series revision COMPLETE unless something changed it meanwhile (a new instance, another
