@@ -4,9 +4,10 @@
 //! Pipeline (everything after step 1 works on a sparse list of metal voxels):
 //! 1. Metal level from the histogram (`threshold.rs`): metal is usually clipped at the device maximum;
 //!    the threshold sits in a narrow band below it and above dense bone.
-//! 2. Candidates and their 26-connected blobs (`blobs.rs`); when metal is clipped, a blob must hold at
-//!    least one clipped voxel (noise on bright bone and streaks reach the band below the maximum, not
-//!    the maximum itself).
+//! 2. Candidates and their 26-connected blobs (`blobs.rs`); a blob must reach the metal's core level: a
+//!    clipped voxel when metal clips (noise on bright bone and streaks reach the band below the
+//!    maximum, not the maximum itself), else half-way to the brightest metal (candidates reach lower,
+//!    so that contacts blurred by coarse voxels stay whole and linked).
 //! 3. Blobs linked into chains by proximity; each chain ordered by geodesic arc length (`chain.rs`).
 //! 4. A chain is an electrode array when it is long (≥ 3 mm along the arc), thin (no blob thicker than a
 //!    bloomed contact), holds at least [`CochlearParams::min_contacts`] contacts and lies in dense bone
@@ -24,6 +25,7 @@ mod blobs;
 mod blobwise;
 mod chain;
 mod contacts;
+mod pattern;
 mod profile;
 mod threshold;
 
@@ -161,30 +163,36 @@ impl Segmenter for CochlearSegmenter {
             return Ok(empty(volume, notes));
         };
         notes.push(format!(
-            "metal ≥ {} (device maximum {}, {} saturated voxels, dense bone ≈ {:.0})",
-            level.threshold, level.device_max, level.saturated, level.bone_ref
+            "metal ≥ {} where a blob reaches {} (device maximum {}, {} saturated voxels, dense bone ≈ {:.0})",
+            level.candidate, level.threshold, level.device_max, level.saturated, level.bone_ref
         ));
-        let Some(cands) = blobs::candidates(volume, level.threshold, self.params.max_candidates)
+        let Some(cands) = blobs::candidates(volume, level.candidate, self.params.max_candidates)
         else {
             notes.push("too many metal-level voxels: not a metal-in-bone image".into());
             return Ok(empty(volume, notes));
         };
         let mut blobs = blobs::blobs(volume, &cands);
-        if level.clipped {
-            // metal saturates: a blob without a single clipped voxel is noise or a streak on bone
-            let before = blobs.len();
-            blobs.retain(|b| {
-                b.voxels.iter().any(|&v| {
-                    let [k, j, i] = kji(v, shape);
-                    volume.hu[[k, j, i]] >= level.device_max
-                })
-            });
-            if blobs.len() < before {
-                notes.push(format!(
-                    "{} bright spot(s) without a clipped voxel ignored",
-                    before - blobs.len()
-                ));
-            }
+        // a blob is metal when it reaches the core level: the clipped maximum (noise on bright bone and
+        // streaks reach the band below it, not the maximum itself), or, unclipped, half-way to the
+        // brightest metal (candidates reach down to a quarter of the way: contacts and lead blurred by
+        // the partial volume of coarse voxels)
+        let core = if level.clipped {
+            level.device_max
+        } else {
+            level.threshold
+        };
+        let before = blobs.len();
+        blobs.retain(|b| {
+            b.voxels.iter().any(|&v| {
+                let [k, j, i] = kji(v, shape);
+                volume.hu[[k, j, i]] >= core
+            })
+        });
+        if blobs.len() < before {
+            notes.push(format!(
+                "{} bright spot(s) without a voxel at the metal's core level ignored",
+                before - blobs.len()
+            ));
         }
         let spacing = volume.geometry.spacing_kji();
         let voxel_mm = (spacing[0] * spacing[1] * spacing[2]).cbrt();
@@ -206,7 +214,7 @@ impl Segmenter for CochlearSegmenter {
         let metal = level.clipped.then_some(level.device_max as f64);
         for group in chain::link(blobs, self.params.link_mm) {
             let ch = chain::order(group, shape);
-            match self.judge(volume, ch, voxel_mm, metal, speck_mm3) {
+            match self.judge(volume, ch, voxel_mm, metal, core as f64, speck_mm3) {
                 Ok(a) => arrays.push(a),
                 Err(why) => {
                     rejected += 1;
@@ -257,6 +265,7 @@ impl CochlearSegmenter {
         ch: Chain,
         voxel_mm: f64,
         metal: Option<f64>,
+        core: f64,
         speck_mm3: f64,
     ) -> Result<Array, String> {
         let p = &self.params;
@@ -272,7 +281,8 @@ impl CochlearSegmenter {
             let x = kji(v, shape);
             (0..3).any(|a| x[a] == 0 || x[a] + 1 == shape[a])
         });
-        let mut found = contacts::locate(volume, &ch, metal, voxel_mm, touches_edge, &p.profile);
+        let mut found =
+            contacts::locate(volume, &ch, metal, core, voxel_mm, touches_edge, &p.profile);
         // a second opinion: the clipped-blob reading, taken only when the profile's pattern is not
         // consistent and the blob reading's is (its contacts regular at their pitch)
         if !found.consistent {

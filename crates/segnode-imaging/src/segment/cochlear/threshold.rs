@@ -18,14 +18,24 @@ pub struct MetalLevel {
     pub saturated: usize,
     /// 99.5th percentile of the voxels at or above [`BONE_HU`] and below the maximum.
     pub bone_ref: f64,
-    /// Voxels at or above this are metal candidates.
+    /// A blob of candidates is metal when it holds a voxel at or above this (the clipped maximum when
+    /// metal clips, else half-way between dense bone and the brightest metal).
     pub threshold: i16,
+    /// Voxels at or above this are metal candidates: the core threshold when metal clips, lower when
+    /// it does not (see [`UNCLIPPED_CANDIDATE_SHARE`]).
+    pub candidate: i16,
     /// Whether the metal looks clipped at the device maximum.
     pub clipped: bool,
 }
 
 /// Voxels at or above this are bone (or metal).
 pub const BONE_HU: i16 = 300;
+/// Unclipped metal: candidates from this share of the way from dense bone to the brightest voxel, a
+/// blob kept when it reaches the half-way core threshold. The brightest voxel is one contact centred on
+/// the grid; at 0.3–0.4 mm voxels the partial volume leaves other contacts and the lead between them
+/// well below half of it (the array then fell apart into specks), while bone, noise and streaks stay
+/// far below a quarter of the way to platinum.
+pub const UNCLIPPED_CANDIDATE_SHARE: f64 = 0.25;
 /// No metal below this, whatever the histogram says.
 const ABSOLUTE_FLOOR: f64 = 1500.0;
 
@@ -60,15 +70,18 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
     let d = device_max as f64;
     // clipped: a plateau of identical values at the top, well above bone
     let clipped = saturated >= 3 && d > bone_ref + 150.0;
-    let threshold = if clipped {
+    let (threshold, candidate) = if clipped {
         let delta = (0.1 * (d - bone_ref)).clamp(50.0, 300.0);
-        d - delta
+        (d - delta, d - delta)
     } else {
         let floor = (bone_ref + 400.0).max(2000.0);
         if d < floor + 100.0 {
             return None;
         }
-        floor.max(bone_ref + 0.5 * (d - bone_ref))
+        (
+            floor.max(bone_ref + 0.5 * (d - bone_ref)),
+            floor.max(bone_ref + UNCLIPPED_CANDIDATE_SHARE * (d - bone_ref)),
+        )
     };
     if threshold < ABSOLUTE_FLOOR {
         return None;
@@ -78,6 +91,7 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
         saturated,
         bone_ref,
         threshold: threshold.round() as i16,
+        candidate: candidate.round() as i16,
         clipped,
     })
 }
