@@ -36,6 +36,11 @@ pub const BONE_HU: i16 = 300;
 /// well below half of it (the array then fell apart into specks), while bone, noise and streaks stay
 /// far below a quarter of the way to platinum.
 pub const UNCLIPPED_CANDIDATE_SHARE: f64 = 0.25;
+/// A device that clips metal clips it within a few thousand of dense bone (12-bit CBCT: 3071 or 4095
+/// over bone of 1000–3000): a maximum farther above bone than this is an extended-range scale (the
+/// 16-bit ceiling, 32767), whose few saturated voxels are the brightest contact centres, not a clipped
+/// plateau that every contact reaches.
+pub const MAX_CLIP_SPAN: f64 = 10_000.0;
 /// No metal below this, whatever the histogram says.
 const ABSOLUTE_FLOOR: f64 = 1500.0;
 
@@ -68,8 +73,9 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
         v
     };
     let d = device_max as f64;
-    // clipped: a plateau of identical values at the top, well above bone
-    let clipped = saturated >= 3 && d > bone_ref + 150.0;
+    // clipped: a plateau of identical values at the top, well above bone but not as far above it as
+    // an extended-range scale reaches
+    let clipped = saturated >= 3 && d > bone_ref + 150.0 && d - bone_ref <= MAX_CLIP_SPAN;
     let (threshold, candidate) = if clipped {
         let delta = (0.1 * (d - bone_ref)).clamp(50.0, 300.0);
         (d - delta, d - delta)
