@@ -149,6 +149,7 @@ pub fn locate(
                 _ => straight,
             }
         };
+        tracing::debug!(?on, "contacts along the metal (blob, arc mm), in order");
         if let Some(run) = pattern::best_run(contacts.len(), &step, &all, &pp.pattern)
             .filter(|r| r.members.len() >= pp.pattern.min_run)
         {
@@ -183,12 +184,18 @@ pub fn locate(
                     run.pitch_mm
                 ));
             }
-            contacts = contacts
-                .into_iter()
-                .zip(keep)
-                .filter(|(_, k)| *k)
-                .map(|(c, _)| c)
-                .collect();
+            // the walk along the pieces may have jumped a turn and come back: steps that fit no
+            // pitch are repaired where moving a stretch of the order removes them
+            let kept: Vec<usize> = (0..contacts.len()).filter(|&m| keep[m]).collect();
+            let sub = |a: usize, b: usize| step(kept[a], kept[b]);
+            let order = pattern::untangle(kept.len(), &sub, run.pitch_mm, pp.pattern.tolerance);
+            if order.windows(2).any(|w| w[1] != w[0] + 1) {
+                notes.push(
+                    "the order of the contacts along the array repaired (a walk that jumped a turn)"
+                        .into(),
+                );
+            }
+            contacts = order.iter().map(|&o| contacts[kept[o]]).collect();
         }
     }
     let used = vec![true; nb];

@@ -185,6 +185,74 @@ pub fn best_run(
     }
 }
 
+/// How badly a step of `d` mm fails the pitch: 0 for one pitch, 1 for none, and half for two (a
+/// contact missed, or a walk that skipped contacts it comes back for).
+fn misfit(d: f64, p: f64, tol: f64) -> f64 {
+    match steps(d, p, tol) {
+        Some(1) => 0.0,
+        Some(_) => 0.5,
+        None => 1.0,
+    }
+}
+
+/// The order of the contacts repaired: a greedy walk along a spiral may jump to the next turn or to a
+/// later piece and come back for the rest, which leaves steps that fit no pitch or span two. Segments
+/// of the order are moved (either way round) to wherever the misfit (a step of no pitch 1, of two
+/// pitches ½) drops, until no move helps; an order whose every step is one pitch is left as it is.
+/// Returns the new order as indices.
+pub fn untangle(n: usize, dist: &dyn Fn(usize, usize) -> f64, pitch: f64, tol: f64) -> Vec<usize> {
+    let cost = |o: &[usize]| {
+        let bad: f64 = o
+            .windows(2)
+            .map(|w| misfit(dist(w[0], w[1]), pitch, tol))
+            .sum();
+        let len: f64 = o.windows(2).map(|w| dist(w[0], w[1])).sum();
+        (bad, len)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut now = cost(&order);
+    // a bounded number of moves: each removes at least half a misfit
+    for _ in 0..n {
+        if now.0 == 0.0 {
+            break;
+        }
+        let mut best: Option<(Vec<usize>, (f64, f64))> = None;
+        for i in 0..n {
+            for j in i..n {
+                let seg: Vec<usize> = order[i..=j].to_vec();
+                let rest: Vec<usize> = order[..i].iter().chain(&order[j + 1..]).copied().collect();
+                for k in 0..=rest.len() {
+                    for rev in [false, true] {
+                        let mut s = seg.clone();
+                        if rev {
+                            s.reverse();
+                        }
+                        let mut cand = rest[..k].to_vec();
+                        cand.extend(s);
+                        cand.extend_from_slice(&rest[k..]);
+                        let c = cost(&cand);
+                        let better = c.0 < now.0
+                            && best
+                                .as_ref()
+                                .is_none_or(|(_, b)| c.0 < b.0 || (c.0 == b.0 && c.1 < b.1));
+                        if better {
+                            best = Some((cand, c));
+                        }
+                    }
+                }
+            }
+        }
+        match best {
+            Some((o, c)) => {
+                order = o;
+                now = c;
+            }
+            None => break,
+        }
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +277,18 @@ mod tests {
         let r = on_a_line(&xs).unwrap();
         assert_eq!(r.members, (0..8).collect::<Vec<_>>());
         assert!((r.pitch_mm - 1.9).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_scrambled_order_is_put_back_along_the_array() {
+        // contacts 0..9 at 1 mm on a line, visited as 4 5 0 1 2 3 9 8 7 6
+        let xs: [f64; 10] = [4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0];
+        let d = |a: usize, b: usize| (xs[a] - xs[b]).abs();
+        let o = untangle(xs.len(), &d, 1.0, 0.3);
+        let pos: Vec<f64> = o.iter().map(|&i| xs[i]).collect();
+        let ascending: Vec<f64> = (0..10).map(|x| x as f64).collect();
+        let descending: Vec<f64> = ascending.iter().rev().copied().collect();
+        assert!(pos == ascending || pos == descending, "{pos:?}");
     }
 
     #[test]
