@@ -31,7 +31,7 @@ mod threshold;
 
 pub use contacts::ArrayContacts;
 pub use profile::ProfileParams;
-pub use threshold::{metal_level, MetalLevel};
+pub use threshold::{metal_level, MetalLevel, NoMetal};
 
 use super::codes::{self, CodedConcept};
 use super::{Measurement, Segment, SegmentDescription, SegmentError, Segmentation, Segmenter};
@@ -158,9 +158,12 @@ impl Segmenter for CochlearSegmenter {
             return Err(SegmentError::VolumeTooSmall(format!("{shape:?}")));
         }
         let mut notes = Vec::new();
-        let Some(level) = metal_level(&volume.hu) else {
-            notes.push("no voxel above the bone range: no metal".into());
-            return Ok(empty(volume, notes));
+        let level = match metal_level(&volume.hu, volume.geometry.voxel_volume_mm3()) {
+            Ok(level) => level,
+            Err(why) => {
+                notes.push(why.to_string());
+                return Ok(empty(volume, notes));
+            }
         };
         notes.push(format!(
             "metal ≥ {} where a blob reaches {} (device maximum {}, {} saturated voxels, dense bone ≈ {:.0})",

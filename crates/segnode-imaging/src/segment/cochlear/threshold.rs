@@ -44,15 +44,37 @@ pub const MAX_CLIP_SPAN: f64 = 10_000.0;
 /// No metal below this, whatever the histogram says.
 const ABSOLUTE_FLOOR: f64 = 1500.0;
 
-/// The metal level, or `None` when nothing in the volume can be metal.
-pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
+/// Why a volume has no metal level.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum NoMetal {
+    #[error("no voxel above the bone range: no metal")]
+    BelowBone,
+    /// The device clips dense bone as well: a plateau at the maximum far larger than an electrode.
+    #[error(
+        "the device clips dense bone too ({saturated} voxels at its maximum {device_max}): metal cannot \
+         be told from the otic capsule by its grey value"
+    )]
+    BoneClips { device_max: i16, saturated: usize },
+    #[error("no voxel clearly above dense bone (maximum {device_max}, dense bone ≈ {bone_ref:.0}): no metal")]
+    NoMargin { device_max: i16, bone_ref: f64 },
+}
+
+/// More voxels than this at the device maximum are more than any electrode array clips (mm³): a whole
+/// array with its bloom is < 30 mm³; the otic capsule is several hundred.
+pub const MAX_CLIPPED_METAL_MM3: f64 = 100.0;
+
+/// The metal level, or why nothing in the volume can be metal; `voxel_mm3` is the voxel volume.
+pub fn metal_level(hu: &Array3<i16>, voxel_mm3: f64) -> Result<MetalLevel, NoMetal> {
     let hist = histogram(hu);
     let off = 32768usize;
-    let top = hist.iter().rposition(|&c| c > 0)?;
+    let top = hist
+        .iter()
+        .rposition(|&c| c > 0)
+        .ok_or(NoMetal::BelowBone)?;
     let device_max = (top as i64 - off as i64) as i16;
     // nothing this dense can be metal (and below bone the bone statistics have no range to look at)
     if (device_max as f64) < ABSOLUTE_FLOOR {
-        return None;
+        return Err(NoMetal::BelowBone);
     }
     let saturated = hist[top] as usize;
     // bone statistics leave out the plateau at the maximum (clipped metal)
@@ -82,7 +104,16 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
     } else {
         let floor = (bone_ref + 400.0).max(2000.0);
         if d < floor + 100.0 {
-            return None;
+            if hist[top] as f64 * voxel_mm3 > MAX_CLIPPED_METAL_MM3 {
+                return Err(NoMetal::BoneClips {
+                    device_max,
+                    saturated: hist[top] as usize,
+                });
+            }
+            return Err(NoMetal::NoMargin {
+                device_max,
+                bone_ref,
+            });
         }
         (
             floor.max(bone_ref + 0.5 * (d - bone_ref)),
@@ -90,9 +121,9 @@ pub fn metal_level(hu: &Array3<i16>) -> Option<MetalLevel> {
         )
     };
     if threshold < ABSOLUTE_FLOOR {
-        return None;
+        return Err(NoMetal::BelowBone);
     }
-    Some(MetalLevel {
+    Ok(MetalLevel {
         device_max,
         saturated,
         bone_ref,
@@ -133,10 +164,10 @@ mod tests {
     fn a_volume_without_bone_has_no_metal_level() {
         // soft tissue only: the maximum is below the bone level (this used to slice past the maximum)
         let a = Array3::<i16>::from_elem((4, 8, 8), 40);
-        assert_eq!(metal_level(&a), None);
+        assert_eq!(metal_level(&a, 0.001), Err(NoMetal::BelowBone));
         let mut b = a.clone();
         b[[1, 2, 3]] = 299;
-        assert_eq!(metal_level(&b), None);
+        assert_eq!(metal_level(&b, 0.001), Err(NoMetal::BelowBone));
     }
 
     #[test]
@@ -150,7 +181,7 @@ mod tests {
         for i in 0..5 {
             a[[2, 3, i]] = 3071;
         }
-        let m = metal_level(&a).unwrap();
+        let m = metal_level(&a, 0.001).unwrap();
         assert!(m.clipped);
         assert_eq!(m.device_max, 3071);
         assert!(m.threshold > 2000 && m.threshold < 3071, "{m:?}");
@@ -160,6 +191,6 @@ mod tests {
     fn no_metal_in_plain_bone() {
         let mut a = Array3::<i16>::from_elem((4, 20, 20), 40);
         a[[1, 1, 1]] = 1400;
-        assert!(metal_level(&a).is_none());
+        assert!(metal_level(&a, 0.001).is_err());
     }
 }
