@@ -188,7 +188,8 @@ pub fn locate(
             // pitch are repaired where moving a stretch of the order removes them
             let kept: Vec<usize> = (0..contacts.len()).filter(|&m| keep[m]).collect();
             let sub = |a: usize, b: usize| step(kept[a], kept[b]);
-            let order = pattern::untangle(kept.len(), &sub, run.pitch_mm, pp.pattern.tolerance);
+            let pts: Vec<Vec3> = kept.iter().map(|&m| contacts[m]).collect();
+            let order = pattern::untangle(&pts, &sub, run.pitch_mm, pp.pattern.tolerance);
             if order.windows(2).any(|w| w[1] != w[0] + 1) {
                 notes.push(
                     "the order of the contacts along the array repaired (a walk that jumped a turn)"

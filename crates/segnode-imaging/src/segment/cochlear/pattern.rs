@@ -13,6 +13,8 @@
 //! between consecutive candidates is tried, the one that explains most candidates wins. Candidates left
 //! out are reported, never counted.
 
+use crate::volume::geometry::Vec3;
+
 /// Thresholds of the run selection.
 #[derive(Debug, Clone)]
 pub struct PatternParams {
@@ -195,17 +197,44 @@ fn misfit(d: f64, p: f64, tol: f64) -> f64 {
     }
 }
 
+/// Along an array the path turns gradually; a walk that hops to the next turn and back turns round.
+/// A turn sharper than this between consecutive steps (rad) is such a hop: a spiral turns by pitch /
+/// radius per step, < 2 rad for real pitches at the apical radius (≥ 1.2 mm).
+const REVERSAL_RAD: f64 = 2.1;
+
+fn reverses(a: Vec3, b: Vec3, c: Vec3) -> bool {
+    let u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    let v = [c[0] - b[0], c[1] - b[1], c[2] - b[2]];
+    let nu = (u[0] * u[0] + u[1] * u[1] + u[2] * u[2]).sqrt();
+    let nv = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    if nu < 1e-9 || nv < 1e-9 {
+        return false;
+    }
+    let cos = (u[0] * v[0] + u[1] * v[1] + u[2] * v[2]) / (nu * nv);
+    cos.clamp(-1.0, 1.0).acos() > REVERSAL_RAD
+}
+
 /// The order of the contacts repaired: a greedy walk along a spiral may jump to the next turn or to a
-/// later piece and come back for the rest, which leaves steps that fit no pitch or span two. Segments
+/// later piece and come back for the rest, which leaves steps that fit no pitch or span two, or that
+/// turn round (a reversal costs as much as a step of no pitch). Segments
 /// of the order are moved (either way round) to wherever the misfit (a step of no pitch 1, of two
 /// pitches ½) drops, until no move helps; an order whose every step is one pitch is left as it is.
 /// Returns the new order as indices.
-pub fn untangle(n: usize, dist: &dyn Fn(usize, usize) -> f64, pitch: f64, tol: f64) -> Vec<usize> {
+pub fn untangle(
+    points: &[Vec3],
+    dist: &dyn Fn(usize, usize) -> f64,
+    pitch: f64,
+    tol: f64,
+) -> Vec<usize> {
+    let n = points.len();
     let cost = |o: &[usize]| {
         let bad: f64 = o
             .windows(2)
             .map(|w| misfit(dist(w[0], w[1]), pitch, tol))
-            .sum();
+            .sum::<f64>()
+            + o.windows(3)
+                .filter(|w| reverses(points[w[0]], points[w[1]], points[w[2]]))
+                .count() as f64;
         let len: f64 = o.windows(2).map(|w| dist(w[0], w[1])).sum();
         (bad, len)
     };
@@ -283,8 +312,9 @@ mod tests {
     fn a_scrambled_order_is_put_back_along_the_array() {
         // contacts 0..9 at 1 mm on a line, visited as 4 5 0 1 2 3 9 8 7 6
         let xs: [f64; 10] = [4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0];
+        let pts: Vec<Vec3> = xs.iter().map(|&x| [x, 0.0, 0.0]).collect();
         let d = |a: usize, b: usize| (xs[a] - xs[b]).abs();
-        let o = untangle(xs.len(), &d, 1.0, 0.3);
+        let o = untangle(&pts, &d, 1.0, 0.3);
         let pos: Vec<f64> = o.iter().map(|&i| xs[i]).collect();
         let ascending: Vec<f64> = (0..10).map(|x| x as f64).collect();
         let descending: Vec<f64> = ascending.iter().rev().copied().collect();
