@@ -4,15 +4,18 @@
 //! Contacts are read from the metal profile along the path (`profile.rs`), not from blob counts: the
 //! peaks of the metal cross-section that stand out as contacts do (clear prominence and height), then,
 //! grown along the path one pitch at a time, the tall peaks of merged contacts that dip little. Each
-//! contact is the weighted centre of the metal around its peak. The array is one run at its pitch: peaks
-//! several pitches away from the run (a bend of the lead, metal nearby) are dropped and reported, except
-//! where the array meets the field's edge and the run may be the array re-entering the field. Gaps that
-//! do not fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then
-//! take the clipped-blob reading of `blobwise.rs` when that one is regular).
+//! contact is the weighted centre of the metal around its peak. The array is one run at one pitch
+//! (`pattern.rs`): peaks off its rhythm (the lead's clipped stretches past the basal contact, a bend of
+//! the lead, metal nearby) are dropped and reported; where the array meets the field's edge, a second
+//! run at the same pitch reaching the edge is kept (the array re-entering the field). Gaps that do not
+//! fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then take the
+//! clipped-blob reading of `blobwise.rs` when that one is regular).
 //!
 //! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
 //! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
-//! contact, but not where the curve is heading).
+//! contact, but not where the curve is heading); where that walk still jumped a turn and came back
+//! (steps of no pitch, of two, or turning round), stretches of the order are moved back into place
+//! (`pattern::untangle`).
 //!
 //! The modiolar axis is the normal of the best plane through the contacts. In that plane the tangent of a
 //! cochlear spiral turns by the same angle as the position around the modiolus, so the insertion angle is
