@@ -19,9 +19,12 @@ use segnode_imaging::volume::{load_series, LoadOptions};
 use std::process::Command;
 use std::time::Duration;
 
-/// Seeds of the CI subset (a few minutes on 2 cores): both ears in each, 0.15–0.2 mm voxels, sagittal,
-/// axial and oblique stacks, clipped at 32767 (unclipped metal), 3071 and 4095, 10–19 contacts.
-const CI_SEEDS: &str = "5,8,11";
+/// Seeds of the CI subset (a few minutes on 2 cores): both ears in 5, 8, 11 and 50, 0.15–0.3 mm voxels,
+/// sagittal, axial, coronal and oblique stacks, metal unclipped or at the 16-bit ceiling (5, 8, 11; 50
+/// was not found before the extended-range rule), clipped at 4095 with the lead over dense capsule
+/// bone (13: a lead peak used to be kept as a contact) and at 3071 (18, 51: clipped lead stretches
+/// used to be read as contacts), 10–22 contacts.
+const CI_SEEDS: &str = "5,8,11,13,18,50,51";
 
 #[test]
 fn second_generator_subset_contacts_angle_and_side() {

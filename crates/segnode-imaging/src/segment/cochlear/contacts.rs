@@ -4,15 +4,18 @@
 //! Contacts are read from the metal profile along the path (`profile.rs`), not from blob counts: the
 //! peaks of the metal cross-section that stand out as contacts do (clear prominence and height), then,
 //! grown along the path one pitch at a time, the tall peaks of merged contacts that dip little. Each
-//! contact is the weighted centre of the metal around its peak. The array is one run at its pitch: peaks
-//! several pitches away from the run (a bend of the lead, metal nearby) are dropped and reported, except
-//! where the array meets the field's edge and the run may be the array re-entering the field. Gaps that
-//! do not fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then
-//! take the clipped-blob reading of `blobwise.rs` when that one is regular).
+//! contact is the weighted centre of the metal around its peak. The array is one run at one pitch
+//! (`pattern.rs`): peaks off its rhythm (the lead's clipped stretches past the basal contact, a bend of
+//! the lead, metal nearby) are dropped and reported; where the array meets the field's edge, a second
+//! run at the same pitch reaching the edge is kept (the array re-entering the field). Gaps that do not
+//! fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then take the
+//! clipped-blob reading of `blobwise.rs` when that one is regular).
 //!
 //! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
 //! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
-//! contact, but not where the curve is heading).
+//! contact, but not where the curve is heading); where that walk still jumped a turn and came back
+//! (steps of no pitch, of two, or turning round), stretches of the order are moved back into place
+//! (`pattern::untangle`).
 //!
 //! The modiolar axis is the normal of the best plane through the contacts. In that plane the tangent of a
 //! cochlear spiral turns by the same angle as the position around the modiolus, so the insertion angle is
@@ -22,6 +25,7 @@
 
 use super::blobs::{dist, mean};
 use super::chain::Chain;
+use super::pattern;
 use super::profile::{contact_height, Peak, Profile, ProfileParams};
 use crate::volume::geometry::{cross, dot, Vec3};
 use crate::volume::Volume;
@@ -52,18 +56,20 @@ pub struct ArrayContacts {
 }
 
 /// Locate the contacts of a chain from its metal profile (`profile.rs`); `metal` is the device maximum
-/// when metal clips, `voxel_mm` the geometric mean voxel size.
+/// when metal clips, `core` the metal's core level (see `Profile::read`), `voxel_mm` the geometric mean
+/// voxel size.
 pub fn locate(
     volume: &Volume,
     chain: &Chain,
     metal: Option<f64>,
+    core: f64,
     voxel_mm: f64,
     touches_edge: bool,
     pp: &ProfileParams,
 ) -> ArrayContacts {
     let mut notes = Vec::new();
     let nb = chain.blobs.len();
-    let prof = Profile::read(volume, chain, metal, pp);
+    let prof = Profile::read(volume, chain, metal, core, pp);
     let voxel_mm3 = volume.geometry.voxel_volume_mm3();
     let peaks = prof.peaks(chain, voxel_mm3, voxel_mm, pp);
     let (height, cut) = contact_height(&peaks, pp);
@@ -93,8 +99,9 @@ pub fn locate(
         ));
     }
     let mut pieces: Vec<Piece> = Vec::new();
-    let mut heights: Vec<(Vec3, f64)> = Vec::new();
     let mut wires = 0usize;
+    // each contact's blob and arc coordinate, to measure steps along the metal
+    let mut along: Vec<(Vec3, usize, f64)> = Vec::new();
     for b in 0..nb {
         let mut mine: Vec<&Peak> = accepted.iter().filter(|x| x.blob == b).collect();
         mine.sort_by(|x, y| x.s.total_cmp(&y.s));
@@ -110,7 +117,7 @@ pub fn locate(
             }
             if let Some(c) = prof.centre(volume, b, pk.s, half.max(0.5 * voxel_mm)) {
                 cs.push(c);
-                heights.push((c, pk.height));
+                along.push((c, b, pk.s));
             }
         }
         if cs.is_empty() {
@@ -129,68 +136,70 @@ pub fn locate(
         ));
     }
     let (mut contacts, _) = order_pieces(pieces);
-    // the array is one run at its pitch: a gap of several pitches splits off peaks that are not part of
-    // its pattern (a bend of the lead, a stopper, metal nearby); the longest run is kept, the rest
-    // reported.
-    let gaps: Vec<f64> = contacts.windows(2).map(|w| dist(w[0], w[1])).collect();
-    let height_of = |c: &Vec3| {
-        heights
+    // the array is one run at its pitch (`pattern.rs`): peaks off its rhythm (clipped stretches of the
+    // lead past the basal contact, a bend of the lead, metal nearby) are not contacts; reported.
+    if contacts.len() >= 3 {
+        let all = vec![true; contacts.len()];
+        let on: Vec<Option<(usize, f64)>> = contacts
             .iter()
-            .find(|(q, _)| q == c)
-            .map(|(_, h)| *h)
-            .unwrap_or(0.0)
-    };
-    if gaps.len() >= 3 {
-        let mut g = gaps.clone();
-        g.sort_by(|a, b| a.total_cmp(b));
-        let p = g[g.len() / 2];
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        let mut start = 0;
-        for (n, &gap) in gaps.iter().enumerate() {
-            if gap > pp.isolated_gap * p {
-                runs.push((start, n + 1));
-                start = n + 1;
+            .map(|c| along.iter().find(|x| x.0 == *c).map(|x| (x.1, x.2)))
+            .collect();
+        // a step is at least as long as the metal between two contacts of one blob
+        let step = |a: usize, b: usize| {
+            let straight = dist(contacts[a], contacts[b]);
+            match (on[a], on[b]) {
+                (Some((ba, sa)), Some((bb, sb))) if ba == bb => straight.max((sa - sb).abs()),
+                _ => straight,
             }
-        }
-        runs.push((start, contacts.len()));
-        if runs.len() > 1 {
-            let best = runs
-                .iter()
-                .copied()
-                .max_by_key(|(a, b)| b - a)
-                .unwrap_or((0, contacts.len()));
-            let mean_h = |r: (usize, usize)| {
-                contacts[r.0..r.1].iter().map(height_of).sum::<f64>() / (r.1 - r.0).max(1) as f64
-            };
-            let main_h = mean_h(best);
-            // an array cut by the field may leave and re-enter it: a run as tall as the main one, or
-            // one with a contact at the field's edge (cut contacts hold less metal), is kept there; a
-            // lower run inside the field is lead wire
-            let keep: Vec<(usize, usize)> = runs
-                .iter()
-                .copied()
-                .filter(|&r| {
-                    r == best
-                        || (touches_edge
-                            && (mean_h(r) >= pp.lead_height_share * main_h
-                                || contacts[r.0..r.1]
-                                    .iter()
-                                    .any(|c| edge_distance_mm(volume, *c) <= pp.edge_mm)))
-                })
-                .collect();
-            let kept: Vec<Vec3> = keep
-                .iter()
-                .flat_map(|r| contacts[r.0..r.1].iter().copied())
-                .collect();
-            let dropped = contacts.len() - kept.len();
+        };
+        tracing::debug!(?on, "contacts along the metal (blob, arc mm), in order");
+        if let Some(run) = pattern::best_run(contacts.len(), &step, &all, &pp.pattern)
+            .filter(|r| r.members.len() >= pp.pattern.min_run)
+        {
+            let mut keep = vec![false; contacts.len()];
+            for &m in &run.members {
+                keep[m] = true;
+            }
+            // an array cut by the field may leave and re-enter it: a second run at the same pitch,
+            // with a contact at the field's edge, is the array again (a lone peak there is the lead
+            // leaving the field)
+            if touches_edge {
+                let open: Vec<bool> = keep.iter().map(|k| !k).collect();
+                if let Some(again) =
+                    pattern::run_at(contacts.len(), &step, &open, run.pitch_mm, &pp.pattern)
+                {
+                    let at_edge = again
+                        .members
+                        .iter()
+                        .any(|&m| edge_distance_mm(volume, contacts[m]) <= pp.edge_mm);
+                    if again.members.len() >= 2 && at_edge {
+                        for &m in &again.members {
+                            keep[m] = true;
+                        }
+                    }
+                }
+            }
+            let dropped = keep.iter().filter(|k| !**k).count();
             if dropped > 0 {
                 notes.push(format!(
-                    "{dropped} peak(s) more than {:.1} pitches ({p:.2} mm) away from the array's run of \
-                     contacts are not counted as contacts",
-                    pp.isolated_gap
+                    "{dropped} peak(s) off the array's rhythm (pitch {:.2} mm) taken as lead wire or \
+                     other metal, not contacts",
+                    run.pitch_mm
                 ));
             }
-            contacts = kept;
+            // the walk along the pieces may have jumped a turn and come back: steps that fit no
+            // pitch are repaired where moving a stretch of the order removes them
+            let kept: Vec<usize> = (0..contacts.len()).filter(|&m| keep[m]).collect();
+            let sub = |a: usize, b: usize| step(kept[a], kept[b]);
+            let pts: Vec<Vec3> = kept.iter().map(|&m| contacts[m]).collect();
+            let order = pattern::untangle(&pts, &sub, run.pitch_mm, pp.pattern.tolerance);
+            if order.windows(2).any(|w| w[1] != w[0] + 1) {
+                notes.push(
+                    "the order of the contacts along the array repaired (a walk that jumped a turn)"
+                        .into(),
+                );
+            }
+            contacts = order.iter().map(|&o| contacts[kept[o]]).collect();
         }
     }
     let used = vec![true; nb];

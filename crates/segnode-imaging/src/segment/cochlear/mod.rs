@@ -4,9 +4,10 @@
 //! Pipeline (everything after step 1 works on a sparse list of metal voxels):
 //! 1. Metal level from the histogram (`threshold.rs`): metal is usually clipped at the device maximum;
 //!    the threshold sits in a narrow band below it and above dense bone.
-//! 2. Candidates and their 26-connected blobs (`blobs.rs`); when metal is clipped, a blob must hold at
-//!    least one clipped voxel (noise on bright bone and streaks reach the band below the maximum, not
-//!    the maximum itself).
+//! 2. Candidates and their 26-connected blobs (`blobs.rs`); a blob must reach the metal's core level: a
+//!    clipped voxel when metal clips (noise on bright bone and streaks reach the band below the
+//!    maximum, not the maximum itself), else half-way to the brightest metal (candidates reach lower,
+//!    so that contacts blurred by coarse voxels stay whole and linked).
 //! 3. Blobs linked into chains by proximity; each chain ordered by geodesic arc length (`chain.rs`).
 //! 4. A chain is an electrode array when it is long (≥ 3 mm along the arc), thin (no blob thicker than a
 //!    bloomed contact), holds at least [`CochlearParams::min_contacts`] contacts and lies in dense bone
@@ -24,15 +25,17 @@ mod blobs;
 mod blobwise;
 mod chain;
 mod contacts;
+mod pattern;
 mod profile;
 mod threshold;
 
 pub use contacts::ArrayContacts;
 pub use profile::ProfileParams;
-pub use threshold::{metal_level, MetalLevel};
+pub use threshold::{metal_level, MetalLevel, NoMetal};
 
 use super::codes::{self, CodedConcept};
 use super::{Measurement, Segment, SegmentDescription, SegmentError, Segmentation, Segmenter};
+use crate::volume::geometry::Vec3;
 use crate::volume::Volume;
 use blobs::{kji, mean};
 use chain::Chain;
@@ -156,36 +159,48 @@ impl Segmenter for CochlearSegmenter {
             return Err(SegmentError::VolumeTooSmall(format!("{shape:?}")));
         }
         let mut notes = Vec::new();
-        let Some(level) = metal_level(&volume.hu) else {
-            notes.push("no voxel above the bone range: no metal".into());
-            return Ok(empty(volume, notes));
+        let level = match metal_level(&volume.hu, volume.geometry.voxel_volume_mm3()) {
+            Ok(level) => level,
+            Err(why) => {
+                notes.push(why.to_string());
+                return Ok(empty(volume, notes));
+            }
         };
         notes.push(format!(
-            "metal ≥ {} (device maximum {}, {} saturated voxels, dense bone ≈ {:.0})",
-            level.threshold, level.device_max, level.saturated, level.bone_ref
+            "metal ≥ {} where a blob reaches {} (device maximum {}, {} saturated voxels, dense bone ≈ {:.0})",
+            level.candidate, level.threshold, level.device_max, level.saturated, level.bone_ref
         ));
-        let Some(cands) = blobs::candidates(volume, level.threshold, self.params.max_candidates)
+        let Some(cands) = blobs::candidates(volume, level.candidate, self.params.max_candidates)
         else {
             notes.push("too many metal-level voxels: not a metal-in-bone image".into());
             return Ok(empty(volume, notes));
         };
-        let mut blobs = blobs::blobs(volume, &cands);
-        if level.clipped {
-            // metal saturates: a blob without a single clipped voxel is noise or a streak on bone
-            let before = blobs.len();
-            blobs.retain(|b| {
-                b.voxels.iter().any(|&v| {
-                    let [k, j, i] = kji(v, shape);
-                    volume.hu[[k, j, i]] >= level.device_max
-                })
-            });
-            if blobs.len() < before {
-                notes.push(format!(
-                    "{} bright spot(s) without a clipped voxel ignored",
-                    before - blobs.len()
-                ));
-            }
+        let blobs = blobs::blobs(volume, &cands);
+        // a blob is metal when it reaches the core level: the clipped maximum (noise on bright bone and
+        // streaks reach the band below it, not the maximum itself), or, unclipped, half-way to the
+        // brightest metal (candidates reach down to a quarter of the way: contacts and lead blurred by
+        // the partial volume of coarse voxels)
+        let core = if level.clipped {
+            level.device_max
+        } else {
+            level.threshold
+        };
+        let (blobs, weak): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|b| {
+            b.voxels.iter().any(|&v| {
+                let [k, j, i] = kji(v, shape);
+                volume.hu[[k, j, i]] >= core
+            })
+        });
+        if !weak.is_empty() {
+            notes.push(format!(
+                "{} bright spot(s) without a voxel at the metal's core level ignored (unless one sits \
+                 where an array's pitch puts a missed contact)",
+                weak.len()
+            ));
         }
+        // the weak spots' centres: a contact the partial volume kept below the core level
+        let weak: Vec<Vec3> = weak.iter().map(|b| mean(&b.points)).collect();
+        tracing::debug!(?weak, "weak spots");
         let spacing = volume.geometry.spacing_kji();
         let voxel_mm = (spacing[0] * spacing[1] * spacing[2]).cbrt();
         let mut arrays = Vec::new();
@@ -206,7 +221,7 @@ impl Segmenter for CochlearSegmenter {
         let metal = level.clipped.then_some(level.device_max as f64);
         for group in chain::link(blobs, self.params.link_mm) {
             let ch = chain::order(group, shape);
-            match self.judge(volume, ch, voxel_mm, metal, speck_mm3) {
+            match self.judge(volume, ch, voxel_mm, metal, core as f64, speck_mm3, &weak) {
                 Ok(a) => arrays.push(a),
                 Err(why) => {
                     rejected += 1;
@@ -257,7 +272,9 @@ impl CochlearSegmenter {
         ch: Chain,
         voxel_mm: f64,
         metal: Option<f64>,
+        core: f64,
         speck_mm3: f64,
+        weak: &[Vec3],
     ) -> Result<Array, String> {
         let p = &self.params;
         if ch.length_mm < p.min_length_mm {
@@ -272,7 +289,8 @@ impl CochlearSegmenter {
             let x = kji(v, shape);
             (0..3).any(|a| x[a] == 0 || x[a] + 1 == shape[a])
         });
-        let mut found = contacts::locate(volume, &ch, metal, voxel_mm, touches_edge, &p.profile);
+        let mut found =
+            contacts::locate(volume, &ch, metal, core, voxel_mm, touches_edge, &p.profile);
         // a second opinion: the clipped-blob reading, taken only when the profile's pattern is not
         // consistent and the blob reading's is (its contacts regular at their pitch)
         if !found.consistent {
@@ -293,6 +311,7 @@ impl CochlearSegmenter {
                 found.consistent = true;
             }
         }
+        fill_missed(&mut found, weak, &p.profile);
         if found.contacts.len() < p.min_contacts {
             return Err(format!("{} contacts", found.contacts.len()));
         }
@@ -456,6 +475,78 @@ fn assign_sides(arrays: &mut [Array], apart_mm: f64) -> Option<String> {
         a.side = if x > at { Side::Left } else { Side::Right };
     }
     None
+}
+
+/// Contacts the reading missed where the array's pitch says one is: a weak spot (metal below the core
+/// level) in the middle of two contacts two pitches apart, one pitch from both and not at an accepted
+/// contact, is taken as a contact; the order is then repaired (`pattern::untangle`: a missed contact
+/// may have sent the walk along the pieces astray) and the length and angle taken again. Nothing is
+/// added past the ends (beyond the basal contact the lead runs on, and its fragments are weak spots
+/// too).
+fn fill_missed(found: &mut ArrayContacts, weak: &[Vec3], pp: &ProfileParams) {
+    let Some(pitch) = found.pitch_mm else {
+        return;
+    };
+    let tol = pp.pattern.tolerance;
+    let fits = |d: f64, k: f64| (d / pitch - k).abs() <= k * tol;
+    let c = &found.contacts;
+    let mut add: Vec<Vec3> = Vec::new();
+    for w in weak {
+        if c.iter()
+            .chain(&add)
+            .any(|x| blobs::dist(*x, *w) < 0.5 * pitch)
+        {
+            continue;
+        }
+        let between = c.iter().enumerate().any(|(i, a)| {
+            c.iter().skip(i + 1).any(|b| {
+                let mid = [
+                    0.5 * (a[0] + b[0]),
+                    0.5 * (a[1] + b[1]),
+                    0.5 * (a[2] + b[2]),
+                ];
+                fits(blobs::dist(*a, *b), 2.0)
+                    && fits(blobs::dist(*a, *w), 1.0)
+                    && fits(blobs::dist(*w, *b), 1.0)
+                    && blobs::dist(mid, *w) <= tol * pitch
+            })
+        });
+        if between {
+            add.push(*w);
+        }
+    }
+    if add.is_empty() {
+        return;
+    }
+    found.notes.push(format!(
+        "{} contact(s) below the metal's core level taken where the pitch ({pitch:.2} mm) puts a \
+         missed one",
+        add.len()
+    ));
+    let mut all = found.contacts.clone();
+    all.extend(add);
+    let d = |a: usize, b: usize| blobs::dist(all[a], all[b]);
+    let order = pattern::untangle(&all, &d, pitch, tol);
+    found.contacts = order.iter().map(|&o| all[o]).collect();
+    found.length_mm = found
+        .contacts
+        .windows(2)
+        .map(|w| blobs::dist(w[0], w[1]))
+        .sum();
+    found.consistent = regular(&found.contacts, pp.irregular_gap);
+    match contacts::spiral_fit(&found.contacts) {
+        Some(fit) => {
+            if !fit.first_is_apical {
+                found.contacts.reverse();
+            }
+            found.insertion_angle_deg = fit.angle_deg;
+            found.order_from_spiral = true;
+        }
+        None => {
+            found.insertion_angle_deg = None;
+            found.order_from_spiral = false;
+        }
+    }
 }
 
 /// Whether consecutive contacts are spaced regularly: no gap beyond `factor` times the median pitch

@@ -27,6 +27,7 @@
 
 use super::blobs::kji;
 use super::chain::Chain;
+use super::pattern::PatternParams;
 use crate::volume::geometry::Vec3;
 use crate::volume::Volume;
 use std::collections::HashMap;
@@ -63,6 +64,11 @@ pub struct ProfileParams {
     /// and sits one pitch (± this share) from an accepted contact of the same run of metal.
     pub merged_dip: f64,
     pub pitch_tolerance: f64,
+    /// A peak's prominence is measured down to the lowest point within this arc distance on each side
+    /// (mm), not across the whole blob: the wire between two contacts is reached within half a contact
+    /// length plus the blur (< 0.5 mm), while a long stretch of lead wire that clips over dense bone is
+    /// a plateau whose noise peaks would otherwise take the prominence of the distant valleys.
+    pub prominence_window_mm: f64,
     /// The electrode boundary: this share of the way from the local background to the metal level.
     pub mask_level: f64,
     /// Length of path over which one background level holds (mm): bone, fluid and air change within a
@@ -76,15 +82,10 @@ pub struct ProfileParams {
     /// A gap between consecutive contacts longer than this times the median pitch: a contact is missing
     /// or the array is cut; shorter than `1 / this`: an extra contact.
     pub irregular_gap: f64,
-    /// An end contact farther than this many pitches from the next is not part of the array (one
-    /// missing contact doubles a gap; an isolated bright spot on the lead lies many pitches away).
-    pub isolated_gap: f64,
-    /// Where the array reaches the field's edge, a run split off by such a gap is kept when its peaks
-    /// are at least this share of the main run's height (the array re-entering the field); lead wire
-    /// peaks stand lower (≈ 0.8 of a contact's).
-    pub lead_height_share: f64,
-    /// ... or when one of its contacts lies this close to the field's edge (mm): a contact cut by the
-    /// edge holds less metal than a whole one.
+    /// The array's run of contacts at one pitch (`pattern.rs`).
+    pub pattern: PatternParams,
+    /// Where the array reaches the field's edge, a second run at the array's pitch is kept when one of
+    /// its contacts lies this close to the edge (mm): the array leaving and re-entering the field.
     pub edge_mm: f64,
 }
 
@@ -102,13 +103,13 @@ impl Default for ProfileParams {
             merged_height: 0.75,
             merged_dip: 0.03,
             pitch_tolerance: 0.3,
+            prominence_window_mm: 1.0,
             mask_level: 0.5,
             background_bin_mm: 1.0,
             background_quantile: 0.75,
             min_shell_voxels: 12,
             irregular_gap: 1.4,
-            isolated_gap: 2.5,
-            lead_height_share: 0.9,
+            pattern: PatternParams::default(),
             edge_mm: 1.0,
         }
     }
@@ -144,8 +145,16 @@ pub struct Peak {
 }
 
 impl Profile {
-    /// Read the neighbourhood of the chain's cores; `metal` is the device maximum when metal clips.
-    pub fn read(volume: &Volume, chain: &Chain, metal: Option<f64>, p: &ProfileParams) -> Profile {
+    /// Read the neighbourhood of the chain's cores; `metal` is the device maximum when metal clips,
+    /// `core` the level a voxel must reach to set the local metal level of unclipped metal (the chain
+    /// holds lead wire and blurred contact rims below it, which must not read as full metal).
+    pub fn read(
+        volume: &Volume,
+        chain: &Chain,
+        metal: Option<f64>,
+        core: f64,
+        p: &ProfileParams,
+    ) -> Profile {
         let shape = volume.shape();
         let sp = volume.geometry.spacing_kji();
         let r = [
@@ -159,7 +168,10 @@ impl Profile {
             for (n, &v) in blob.voxels.iter().enumerate() {
                 let s = chain.s[b][n];
                 let [k, j, i] = kji(v, shape);
-                core_vals.push(volume.hu[[k, j, i]] as f64);
+                let hu = volume.hu[[k, j, i]] as f64;
+                if hu >= core {
+                    core_vals.push(hu);
+                }
                 for dk in -r[0]..=r[0] {
                     let kk = k as i64 + dk;
                     if kk < 0 || kk >= shape[0] as i64 {
@@ -232,6 +244,9 @@ impl Profile {
         let mut peak: HashMap<(usize, i64), f64> = HashMap::new();
         for (b, blob) in chain.blobs.iter().enumerate() {
             for (n, &v) in blob.voxels.iter().enumerate() {
+                if value(v) < core {
+                    continue;
+                }
                 let key = (b, (chain.s[b][n] / p.background_bin_mm).floor() as i64);
                 let e = peak.entry(key).or_insert(f64::NEG_INFINITY);
                 *e = e.max(value(v));
@@ -342,12 +357,14 @@ impl Profile {
                 }
             }
             kept.sort_unstable();
+            let window = (p.prominence_window_mm / p.bin_mm).round() as usize;
             for &x in &kept {
-                // prominence: the lower of the two valleys down to the next taller peak or the end
+                // prominence: the lower of the two valleys down to the next taller peak, the end or
+                // the window's edge
                 let h = prof[x];
                 let mut left = h;
                 let mut y = x;
-                while y > 0 {
+                while y > 0 && x - y < window {
                     y -= 1;
                     if prof[y] > h {
                         break;
@@ -356,7 +373,7 @@ impl Profile {
                 }
                 let mut right = h;
                 let mut y = x;
-                while y + 1 < n {
+                while y + 1 < n && y - x < window {
                     y += 1;
                     if prof[y] > h {
                         break;
