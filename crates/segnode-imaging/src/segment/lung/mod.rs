@@ -32,6 +32,7 @@ mod airway;
 mod disease;
 pub mod hull;
 mod measure;
+mod rays;
 mod refine;
 mod sides;
 
