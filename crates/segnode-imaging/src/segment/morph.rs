@@ -77,10 +77,11 @@ pub fn downsample_mean(
                     let row = &plane[j * ni..(j + 1) * ni];
                     match words {
                         None => {
-                            for (i, &v) in row.iter().enumerate() {
-                                let c = crow + ci[i];
-                                sum[c] += v as i64;
-                                cnt[c] += 1;
+                            // a block's voxels of this row are consecutive
+                            for (cq, blk) in row.chunks(f[2]).enumerate() {
+                                let c = crow + cq;
+                                sum[c] += blk.iter().map(|&v| v as i32).sum::<i32>() as i64;
+                                cnt[c] += blk.len() as u32;
                             }
                         }
                         Some(w) => {
@@ -205,53 +206,113 @@ pub fn label6(mask: &Array3<bool>) -> (Array3<u32>, Vec<usize>) {
     (Array3::from_shape_vec(d, lab).expect("shape"), sizes)
 }
 
+/// Bounding box `[lo, hi)` per axis of the set voxels of a flat `[k, j, i]` mask (`None`: empty).
+fn bbox3(m: &[bool], d: [usize; 3]) -> Option<[[usize; 2]; 3]> {
+    let [_, nj, ni] = d;
+    let plane = nj * ni;
+    m.par_chunks(plane)
+        .enumerate()
+        .filter_map(|(k, mp)| {
+            let mut b: Option<[[usize; 2]; 3]> = None;
+            for (j, row) in mp.chunks(ni).enumerate() {
+                let Some(a) = row.iter().position(|&v| v) else {
+                    continue;
+                };
+                let e = row.iter().rposition(|&v| v).unwrap_or(a) + 1;
+                let x = b.get_or_insert([[k, k + 1], [j, j + 1], [a, e]]);
+                x[1][1] = j + 1;
+                x[2] = [x[2][0].min(a), x[2][1].max(e)];
+            }
+            b
+        })
+        .reduce_with(|a, b| {
+            let mut o = a;
+            for ax in 0..3 {
+                o[ax] = [a[ax][0].min(b[ax][0]), a[ax][1].max(b[ax][1])];
+            }
+            o
+        })
+}
+
+/// One 6-neighbourhood step over the box `bx` of `src` into `dst` (voxels outside the box are left as
+/// they are): dilation (`dilate`, never into `block`) or erosion (through in-grid neighbours only).
+fn step6(
+    src: &[bool],
+    dst: &mut [bool],
+    d: [usize; 3],
+    bx: [[usize; 2]; 3],
+    dilate: bool,
+    block: Option<&[bool]>,
+) {
+    let [nk, nj, ni] = d;
+    let plane = nj * ni;
+    dst.par_chunks_mut(plane)
+        .enumerate()
+        .filter(|(k, _)| (bx[0][0]..bx[0][1]).contains(k))
+        .for_each(|(k, dp)| {
+            for j in bx[1][0]..bx[1][1] {
+                for i in bx[2][0]..bx[2][1] {
+                    let p = (k * nj + j) * ni + i;
+                    let v = src[p];
+                    let out = if dilate {
+                        v || (!block.is_some_and(|b| b[p])
+                            && ((i > 0 && src[p - 1])
+                                || (i + 1 < ni && src[p + 1])
+                                || (j > 0 && src[p - ni])
+                                || (j + 1 < nj && src[p + ni])
+                                || (k > 0 && src[p - plane])
+                                || (k + 1 < nk && src[p + plane])))
+                    } else {
+                        v && (i == 0 || src[p - 1])
+                            && (i + 1 == ni || src[p + 1])
+                            && (j == 0 || src[p - ni])
+                            && (j + 1 == nj || src[p + ni])
+                            && (k == 0 || src[p - plane])
+                            && (k + 1 == nk || src[p + plane])
+                    };
+                    dp[j * ni + i] = out;
+                }
+            }
+        });
+}
+
+/// `r` 6-neighbourhood steps (dilation or erosion), each over the bounding box of the mask (grown by one
+/// voxel for a dilation): nothing outside it can change.
+fn repeat6(
+    mask: &Array3<bool>,
+    r: usize,
+    dilate: bool,
+    block: Option<&Array3<bool>>,
+) -> Array3<bool> {
+    let d = dims(mask);
+    let mut cur: Vec<bool> = mask.iter().copied().collect();
+    let Some(mut bx) = bbox3(&cur, d) else {
+        return mask.clone();
+    };
+    let blk = block.map(|b| b.as_slice().expect("standard layout"));
+    let mut next = cur.clone();
+    for _ in 0..r {
+        if dilate {
+            for a in 0..3 {
+                bx[a] = [bx[a][0].saturating_sub(1), (bx[a][1] + 1).min(d[a])];
+            }
+        }
+        // `next` equals `cur` outside the box: neither changed there in earlier steps
+        step6(&cur, &mut next, d, bx, dilate, blk);
+        std::mem::swap(&mut cur, &mut next);
+    }
+    Array3::from_shape_vec(d, cur).expect("shape")
+}
+
 /// One step of 6-neighbourhood dilation, repeated `r` times; voxels where `block` is true are never added.
 pub fn dilate6(mask: &Array3<bool>, r: usize, block: Option<&Array3<bool>>) -> Array3<bool> {
-    let mut cur = mask.clone();
-    let d = dims(mask);
-    for _ in 0..r {
-        let src = cur.as_slice().expect("standard layout");
-        let blk = block.map(|b| b.as_slice().expect("standard layout"));
-        let next: Vec<bool> = (0..src.len())
-            .into_par_iter()
-            .map(|p| {
-                if src[p] {
-                    return true;
-                }
-                if blk.is_some_and(|b| b[p]) {
-                    return false;
-                }
-                let mut any = false;
-                neighbours6(p, d, |q| any |= src[q]);
-                any
-            })
-            .collect();
-        cur = Array3::from_shape_vec(d, next).expect("shape");
-    }
-    cur
+    repeat6(mask, r, true, block)
 }
 
 /// 6-neighbourhood erosion repeated `r` times (voxels on the grid edge erode only through in-grid
 /// neighbours, so masks cut by the field of view are not eaten from the edge).
 pub fn erode6(mask: &Array3<bool>, r: usize) -> Array3<bool> {
-    let mut cur = mask.clone();
-    let d = dims(mask);
-    for _ in 0..r {
-        let src = cur.as_slice().expect("standard layout");
-        let next: Vec<bool> = (0..src.len())
-            .into_par_iter()
-            .map(|p| {
-                if !src[p] {
-                    return false;
-                }
-                let mut all = true;
-                neighbours6(p, d, |q| all &= src[q]);
-                all
-            })
-            .collect();
-        cur = Array3::from_shape_vec(d, next).expect("shape");
-    }
-    cur
+    repeat6(mask, r, false, None)
 }
 
 /// In-plane (per slice) closing with a disc of radius `r` voxels (approximated by alternating 4- and
@@ -303,33 +364,58 @@ pub fn close2d(mask: &Array3<bool>, r: usize) -> Array3<bool> {
 
 fn step2d(src: &[bool], nj: usize, ni: usize, diagonal: bool, dilate: bool) -> Vec<bool> {
     let mut out = vec![false; src.len()];
-    for j in 0..nj {
-        for i in 0..ni {
-            let p = j * ni + i;
-            let mut acc = src[p];
-            let mut visit = |dj: isize, di: isize| {
-                let (jj, ii) = (j as isize + dj, i as isize + di);
-                if jj < 0 || ii < 0 || jj >= nj as isize || ii >= ni as isize {
-                    return; // outside the grid: neutral
-                }
-                let v = src[jj as usize * ni + ii as usize];
-                if dilate {
-                    acc |= v;
-                } else {
-                    acc &= v;
-                }
-            };
-            visit(-1, 0);
-            visit(1, 0);
-            visit(0, -1);
-            visit(0, 1);
-            if diagonal {
-                visit(-1, -1);
-                visit(-1, 1);
-                visit(1, -1);
-                visit(1, 1);
+    // outside the grid: neutral
+    let edge = |j: usize, i: usize| -> bool {
+        let p = j * ni + i;
+        let mut acc = src[p];
+        let mut visit = |dj: isize, di: isize| {
+            let (jj, ii) = (j as isize + dj, i as isize + di);
+            if jj < 0 || ii < 0 || jj >= nj as isize || ii >= ni as isize {
+                return;
             }
-            out[p] = acc;
+            let v = src[jj as usize * ni + ii as usize];
+            if dilate {
+                acc |= v;
+            } else {
+                acc &= v;
+            }
+        };
+        visit(-1, 0);
+        visit(1, 0);
+        visit(0, -1);
+        visit(0, 1);
+        if diagonal {
+            visit(-1, -1);
+            visit(-1, 1);
+            visit(1, -1);
+            visit(1, 1);
+        }
+        acc
+    };
+    for j in 0..nj {
+        if j == 0 || j + 1 == nj || ni < 3 {
+            for i in 0..ni {
+                out[j * ni + i] = edge(j, i);
+            }
+            continue;
+        }
+        out[j * ni] = edge(j, 0);
+        out[j * ni + ni - 1] = edge(j, ni - 1);
+        // interior: all 8 neighbours exist
+        let (up, row, down) = (
+            &src[(j - 1) * ni..j * ni],
+            &src[j * ni..(j + 1) * ni],
+            &src[(j + 1) * ni..(j + 2) * ni],
+        );
+        let o = &mut out[j * ni..(j + 1) * ni];
+        for i in 1..ni - 1 {
+            let cross = [row[i], up[i], down[i], row[i - 1], row[i + 1]];
+            let diag = [up[i - 1], up[i + 1], down[i - 1], down[i + 1]];
+            o[i] = if dilate {
+                cross.iter().any(|&v| v) || (diagonal && diag.iter().any(|&v| v))
+            } else {
+                cross.iter().all(|&v| v) && (!diagonal || diag.iter().all(|&v| v))
+            };
         }
     }
     out

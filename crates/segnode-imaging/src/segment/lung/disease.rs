@@ -236,25 +236,120 @@ fn sides_s_now(sides: &Array3<u8>) -> &[u8] {
     sides.as_slice().expect("layout")
 }
 
-/// In-plane dilation of `m` by `r` 4-neighbour steps (slices in parallel).
+/// In-plane dilation of `m` by `r` 4-neighbour steps (slices in parallel): the pixels within city-block
+/// distance `r` of the mask, from a two-pass distance transform (cost independent of `r`).
 fn dilate2d(m: &mut [bool], d: [usize; 3], r: usize) {
     let [_, nj, ni] = d;
     let plane = nj * ni;
-    m.par_chunks_mut(plane).for_each(|mp| {
-        for _ in 0..r {
-            let src = mp.to_vec();
-            for (p, v) in mp.iter_mut().enumerate() {
-                if *v {
-                    continue;
+    if r == 0 {
+        return;
+    }
+    m.par_chunks_mut(plane).for_each_init(
+        || vec![0u32; plane],
+        |dist, mp| {
+            if !mp.iter().any(|&v| v) {
+                return;
+            }
+            let far = (nj + ni) as u32 + 1;
+            for j in 0..nj {
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    dist[p] = if mp[p] {
+                        0
+                    } else {
+                        let mut x = far;
+                        if i > 0 {
+                            x = x.min(dist[p - 1] + 1);
+                        }
+                        if j > 0 {
+                            x = x.min(dist[p - ni] + 1);
+                        }
+                        x
+                    };
                 }
-                let (j, i) = (p / ni, p % ni);
-                *v = (i > 0 && src[p - 1])
-                    || (i + 1 < ni && src[p + 1])
-                    || (j > 0 && src[p - ni])
-                    || (j + 1 < nj && src[p + ni]);
+            }
+            for j in (0..nj).rev() {
+                for i in (0..ni).rev() {
+                    let p = j * ni + i;
+                    let mut x = dist[p];
+                    if i + 1 < ni {
+                        x = x.min(dist[p + 1] + 1);
+                    }
+                    if j + 1 < nj {
+                        x = x.min(dist[p + ni] + 1);
+                    }
+                    dist[p] = x;
+                    mp[p] = x as usize <= r;
+                }
+            }
+        },
+    );
+}
+
+/// [`morph::close2d`] of `m` as on a grid larger by `pad` (j, i; before, after) of empty voxels: the
+/// closing of the work box is that of the whole grid.
+fn close2d_padded(m: &Array3<bool>, r: usize, pad: [[usize; 2]; 2]) -> Array3<bool> {
+    let [nk, nj, ni] = dims(m);
+    let (pj, pi) = (pad[0][0], pad[1][0]);
+    let big = [nk, nj + pj + pad[0][1], ni + pi + pad[1][1]];
+    if big == [nk, nj, ni] {
+        return morph::close2d(m, r);
+    }
+    let mut a = Array3::from_elem(big, false);
+    a.slice_mut(ndarray::s![.., pj..pj + nj, pi..pi + ni])
+        .assign(m);
+    morph::close2d(&a, r)
+        .slice(ndarray::s![.., pj..pj + nj, pi..pi + ni])
+        .as_standard_layout()
+        .into_owned()
+}
+
+/// Bounding box `[lo, hi)` per axis of the lung, solid and airway voxels of `lab` (`None`: none).
+fn class_box(lab: &[u8], d: [usize; 3]) -> Option<[[usize; 2]; 3]> {
+    let [_, nj, ni] = d;
+    let keep = |v: u8| v == RIGHT_CODE || v == LEFT_CODE || v == SOLID || v == AIRWAY;
+    lab.par_chunks(nj * ni)
+        .enumerate()
+        .filter_map(|(k, lp)| {
+            let mut b: Option<[[usize; 2]; 3]> = None;
+            for (j, row) in lp.chunks(ni).enumerate() {
+                let Some(a) = row.iter().position(|&v| keep(v)) else {
+                    continue;
+                };
+                let e = row.iter().rposition(|&v| keep(v)).unwrap_or(a) + 1;
+                let x = b.get_or_insert([[k, k + 1], [j, j + 1], [a, e]]);
+                x[1][1] = j + 1;
+                x[2] = [x[2][0].min(a), x[2][1].max(e)];
+            }
+            b
+        })
+        .reduce_with(|a, b| [0, 1, 2].map(|x| [a[x][0].min(b[x][0]), a[x][1].max(b[x][1])]))
+}
+
+/// The voxels of the box `bx` of a `[k, j, i]` array of shape `d`, row-major.
+fn crop<T: Copy>(a: &[T], d: [usize; 3], bx: [[usize; 2]; 3]) -> Vec<T> {
+    let mut out = Vec::with_capacity(bx.iter().map(|r| r[1] - r[0]).product());
+    for k in bx[0][0]..bx[0][1] {
+        for j in bx[1][0]..bx[1][1] {
+            let row = (k * d[1] + j) * d[2];
+            out.extend_from_slice(&a[row + bx[2][0]..row + bx[2][1]]);
+        }
+    }
+    out
+}
+
+/// Writes `src` (the box `bx`, row-major) back into the array `dst` of shape `d`.
+fn paste<T: Copy>(dst: &mut [T], d: [usize; 3], bx: [[usize; 2]; 3], src: &[T]) {
+    let w = bx[2][1] - bx[2][0];
+    let mut rows = src.chunks(w);
+    for k in bx[0][0]..bx[0][1] {
+        for j in bx[1][0]..bx[1][1] {
+            let row = (k * d[1] + j) * d[2];
+            if let Some(r) = rows.next() {
+                dst[row + bx[2][0]..row + bx[2][1]].copy_from_slice(r);
             }
         }
-    });
+    }
 }
 
 /// The body's midline along the x index axis `xa` (1 or 2): the median midpoint of the body's outer extent
@@ -324,7 +419,6 @@ impl LungSegmenter {
         }
         let sp = volume.geometry.spacing_kji();
         let csp = [0, 1, 2].map(|a| sp[a] * cv.f[a] as f64);
-        let cvox_ml = csp.iter().product::<f64>() / 1000.0;
         let air_hu = self.params.air_hu;
         let c = cv.c.as_slice().expect("layout");
         // in-plane 3×3 mean of the non-air voxels: noise in a necrotic mass must not look like fat, and
@@ -425,6 +519,114 @@ impl LungSegmenter {
             lab[q] = s;
         }
         sw.lap("disease: classes");
+        // the work box: every solid, lung and airway voxel and one more. Outside it every voxel is open or
+        // wall, so every ray ends where it does on the whole grid, and the in-plane dilations (city-block
+        // distances) are the same inside it; the notch closing alone looks farther (see `notch_pad`)
+        let Some(core) = class_box(&lab, d) else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        let bx: [[usize; 2]; 3] =
+            [0, 1, 2].map(|a| [core[a][0].saturating_sub(1), (core[a][1] + 1).min(d[a])]);
+        // the closing sees r + 1 voxels beyond its mask, as far as the grid goes
+        let r_notch = (p.notch_mm / csp[1].min(csp[2])).round() as usize;
+        let notch_pad = [1, 2].map(|a| {
+            [
+                bx[a][0].min(r_notch + 1),
+                (d[a] - bx[a][1]).min(r_notch + 1),
+            ]
+        });
+        let bd = bx.map(|r| r[1] - r[0]);
+        let x_axis = aligned_axis(volume, 0);
+        // the body midline in box coordinates (from the body outline on the whole grid)
+        let mid = x_axis
+            .filter(|&(xa, _)| xa != 0)
+            .map(|(xa, _)| body_midline(tl, cv.body_id, d, xa) - bx[xa][0] as f64);
+        let Ok(mut bsides) =
+            Array3::from_shape_vec(bd, crop(sides.as_slice().expect("layout"), d, bx))
+        else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        let bc = crop(c, d, bx);
+        let blab = crop(&lab, d, bx);
+        drop(lab);
+        sw.lap("disease: box");
+        let m = self.disease_in_box(
+            volume,
+            blab,
+            &bc,
+            &mut bsides,
+            mid,
+            notch_pad,
+            csp,
+            notes,
+            &mut sw,
+        );
+        paste(
+            sides.as_slice_mut().expect("layout"),
+            d,
+            bx,
+            bsides.as_slice().expect("layout"),
+        );
+        paste(
+            added.as_slice_mut().expect("layout"),
+            d,
+            bx,
+            m.lung.as_slice().expect("layout"),
+        );
+        paste(
+            effusion.as_slice_mut().expect("layout"),
+            d,
+            bx,
+            m.effusion.as_slice().expect("layout"),
+        );
+        let released = m
+            .released
+            .iter()
+            .map(|&q| {
+                let (k, j, i) = (q / (bd[1] * bd[2]), (q / bd[2]) % bd[1], q % bd[2]);
+                ((k + bx[0][0]) * d[1] + j + bx[1][0]) * d[2] + i + bx[2][0]
+            })
+            .collect();
+        DiseaseMasks {
+            lung: added,
+            effusion,
+            released,
+        }
+    }
+
+    /// The disease step from the rays on, on the work box: `lab` the voxel classes, `c` the coarse HU,
+    /// `sides` the side labels (changed in place), `mid` the body midline along the x index axis,
+    /// `notch_pad` the room (j, i; before, after) the whole grid has around the box for the notch closing.
+    #[allow(clippy::too_many_arguments)]
+    fn disease_in_box(
+        &self,
+        volume: &Volume,
+        lab: Vec<u8>,
+        c: &[i16],
+        sides: &mut Array3<u8>,
+        mid: Option<f64>,
+        notch_pad: [[usize; 2]; 2],
+        csp: [f64; 3],
+        notes: &mut Vec<String>,
+        sw: &mut super::Stopwatch,
+    ) -> DiseaseMasks {
+        let p = &self.params.disease;
+        let d = dims(sides);
+        let [nk, nj, ni] = d;
+        let plane = nj * ni;
+        let mut added = Array3::from_elem(d, false);
+        let mut effusion = Array3::<u8>::zeros(d);
+        let cvox_ml = csp.iter().product::<f64>() / 1000.0;
+        let air_hu = self.params.air_hu;
+        let sides_s = sides.as_slice().expect("layout");
         // rays: per line and side, lung-lung and lung-(lung|wall) counts
         let mut ll = [vec![0u8; c.len()], vec![0u8; c.len()]];
         let mut lw = [vec![0u8; c.len()], vec![0u8; c.len()]];
@@ -435,26 +637,41 @@ impl LungSegmenter {
         let y_axis = aligned_axis(volume, 1);
         let x_axis = aligned_axis(volume, 0);
         let mut back_ray: Option<(Vec<u8>, f64)> = None;
-        for line in LINES {
-            let step_mm = (0..3)
-                .map(|a| (line[a] as f64 * csp[a]).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let reach = (p.reach_mm / step_mm).ceil() as u16;
-            let long = (p.basal_reach_mm / step_mm).ceil() as u16;
-            let axis =
-                (0..3).find(|&a| line[a] != 0 && line.iter().filter(|&&v| v != 0).count() == 1);
-            let is_up = axis.is_some() && axis == z_axis.map(|z| z.0);
-            let is_back = !is_up && axis.is_some() && axis == y_axis.map(|y| y.0);
-            // only the kept rays need the long reach; the others stop at `reach`
-            let max_steps = if is_up || is_back { long } else { reach };
-            let neg = line.map(|v| -v);
-            let (h1, h2) = rayon::join(
-                || cast(&lab, d, line, max_steps, reach),
-                || cast(&lab, d, neg, max_steps, reach),
-            );
+        // three lines (six casts, one task each) at a time, then their counts in one pass
+        for lines in LINES.chunks(3) {
+            let plan: Vec<([isize; 3], u16, u16, bool, bool, f64)> = lines
+                .iter()
+                .map(|&line| {
+                    let step_mm = (0..3)
+                        .map(|a| (line[a] as f64 * csp[a]).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let reach = (p.reach_mm / step_mm).ceil() as u16;
+                    let long = (p.basal_reach_mm / step_mm).ceil() as u16;
+                    let axis = (0..3)
+                        .find(|&a| line[a] != 0 && line.iter().filter(|&&v| v != 0).count() == 1);
+                    let is_up = axis.is_some() && axis == z_axis.map(|z| z.0);
+                    let is_back = !is_up && axis.is_some() && axis == y_axis.map(|y| y.0);
+                    // only the kept rays need the long reach; the others stop at `reach`
+                    let max_steps = if is_up || is_back { long } else { reach };
+                    (line, max_steps, reach, is_up, is_back, step_mm)
+                })
+                .collect();
+            let mut hits: Vec<Vec<u8>> = plan
+                .par_iter()
+                .flat_map_iter(|&(line, max_steps, reach, ..)| {
+                    [
+                        (line, max_steps, reach),
+                        (line.map(|v| -v), max_steps, reach),
+                    ]
+                })
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|(dir, max_steps, reach)| cast(&lab, d, dir, max_steps, reach))
+                .collect();
             let [ll0, ll1] = &mut ll;
             let [lw0, lw1] = &mut lw;
+            let hs = &hits;
             ll0.par_chunks_mut(plane)
                 .zip(ll1.par_chunks_mut(plane))
                 .zip(lw0.par_chunks_mut(plane).zip(lw1.par_chunks_mut(plane)))
@@ -472,29 +689,36 @@ impl LungSegmenter {
                             AIRWAY => WALL,
                             _ => h,
                         };
-                        let (e1, e2) = (end(h1[q]), end(h2[q]));
-                        for (code, a, b) in [
-                            (RIGHT_CODE, &mut *a0, &mut *b0),
-                            (LEFT_CODE, &mut *a1, &mut *b1),
-                        ] {
-                            let l1 = e1 == code;
-                            let l2 = e2 == code;
-                            if l1 && l2 {
-                                a[r] += 1;
-                            }
-                            if (l1 && (l2 || e2 == WALL)) || (l2 && e1 == WALL) {
-                                b[r] += 1;
+                        for pair in hs.chunks(2) {
+                            let (e1, e2) = (end(pair[0][q]), end(pair[1][q]));
+                            for (code, a, b) in [
+                                (RIGHT_CODE, &mut *a0, &mut *b0),
+                                (LEFT_CODE, &mut *a1, &mut *b1),
+                            ] {
+                                let l1 = e1 == code;
+                                let l2 = e2 == code;
+                                if l1 && l2 {
+                                    a[r] += 1;
+                                }
+                                if (l1 && (l2 || e2 == WALL)) || (l2 && e1 == WALL) {
+                                    b[r] += 1;
+                                }
                             }
                         }
                     }
                 });
-            if is_up {
-                // towards superior: the direction whose patient z grows
-                let zs = z_axis.map_or(1.0, |z| z.1);
-                up_ray = Some((if zs > 0.0 { h1 } else { h2 }, step_mm));
-            } else if is_back {
-                let ys = y_axis.map_or(1.0, |y| y.1);
-                back_ray = Some((if ys > 0.0 { h1 } else { h2 }, step_mm));
+            // keep the vertical and the antero-posterior rays for the basal rule
+            for (n, &(_, _, _, is_up, is_back, step_mm)) in plan.iter().enumerate().rev() {
+                let h2 = hits.remove(2 * n + 1);
+                let h1 = hits.remove(2 * n);
+                if is_up {
+                    // towards superior: the direction whose patient z grows
+                    let zs = z_axis.map_or(1.0, |z| z.1);
+                    up_ray = Some((if zs > 0.0 { h1 } else { h2 }, step_mm));
+                } else if is_back {
+                    let ys = y_axis.map_or(1.0, |y| y.1);
+                    back_ray = Some((if ys > 0.0 { h1 } else { h2 }, step_mm));
+                }
             }
         }
         sw.lap("disease: rays");
@@ -607,7 +831,7 @@ impl LungSegmenter {
                 let Ok(m) = Array3::from_shape_vec(d, with_mass) else {
                     continue;
                 };
-                let closed = morph::close2d(&m, r_notch);
+                let closed = close2d_padded(&m, r_notch, notch_pad);
                 let mut near = enclosed[n].clone();
                 dilate2d(&mut near, d, r_notch);
                 let (ms, cs) = (
@@ -659,7 +883,13 @@ impl LungSegmenter {
                 released: Vec::new(),
             };
         }
-        let mid = body_midline(tl, cv.body_id, d, xa);
+        let Some(mid) = mid else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
         let nx = if xa == 2 { ni } else { nj };
         let mirror = |r: usize| -> Option<usize> {
             let (j, i) = (r / ni, r % ni);

@@ -4,10 +4,8 @@
 //!
 //! Written for speed (issue 16): one byte per voxel comes back — the class, with [`BEYOND`] set when the
 //! hit lies farther than a nearer reach — and the step counts live in one or two slice-sized buffers, not
-//! in a volume. Directions within the slice run slices in parallel; directions along k run the slices in
-//! order and the rows of a slice in parallel.
-
-use rayon::prelude::*;
+//! in a volume. One cast runs on one thread: the caller runs several casts side by side (coarse tasks, no
+//! barrier per slice, which a busy machine punishes).
 
 /// Voxel classes of the ray casting (side codes 1 and 2 are the lungs).
 pub(super) const OPEN: u8 = 0;
@@ -64,41 +62,36 @@ pub(super) fn cast(
         (jn >= 0 && jn < nj as isize && inn >= 0 && inn < ni as isize)
             .then(|| jn as usize * ni + inn as usize)
     };
+    let js = order(nj, dir[1]);
+    let mut steps = vec![0u16; plane];
     if dir[0] == 0 {
-        let js = order(nj, dir[1]);
-        hit.par_chunks_mut(plane)
-            .zip(lab.par_chunks(plane))
-            .for_each_init(
-                || vec![0u16; plane],
-                |steps, (hp, lp)| {
-                    for &j in &js {
-                        for &i in &is {
-                            let p = j * ni + i;
-                            if lp[p] != SOLID {
-                                continue;
-                            }
-                            let (h, s) = match inside(j, i) {
-                                None => (OPEN, 1),
-                                Some(q) => step(lp[q], hp[q], steps[q], max_steps, near),
-                            };
-                            hp[p] = h;
-                            steps[p] = s;
-                        }
+        for (hp, lp) in hit.chunks_mut(plane).zip(lab.chunks(plane)) {
+            for &j in &js {
+                for &i in &is {
+                    let p = j * ni + i;
+                    if lp[p] != SOLID {
+                        continue;
                     }
-                },
-            );
+                    let (h, s) = match inside(j, i) {
+                        None => (OPEN, 1),
+                        Some(q) => step(lp[q], hp[q], steps[q], max_steps, near),
+                    };
+                    hp[p] = h;
+                    steps[p] = s;
+                }
+            }
+        }
         return hit;
     }
     // along k: slices in order, every voxel looks into the slice done before it only
     let mut prev_steps = vec![0u16; plane];
-    let mut cur_steps = vec![0u16; plane];
     let ks = order(nk, dir[0]);
     for (n, &k) in ks.iter().enumerate() {
         let lp = &lab[k * plane..(k + 1) * plane];
         if n == 0 {
             // the step leaves the grid
             let hp = &mut hit[k * plane..(k + 1) * plane];
-            for (p, (h, s)) in hp.iter_mut().zip(cur_steps.iter_mut()).enumerate() {
+            for (p, (h, s)) in hp.iter_mut().zip(steps.iter_mut()).enumerate() {
                 if lp[p] == SOLID {
                     *h = OPEN;
                     *s = 1;
@@ -115,26 +108,22 @@ pub(super) fn cast(
                 (&mut lo[k * plane..(k + 1) * plane], &hi[..plane])
             };
             let nl = &lab[kn * plane..(kn + 1) * plane];
-            let ps = &prev_steps;
-            hp.par_chunks_mut(ni)
-                .zip(cur_steps.par_chunks_mut(ni))
-                .enumerate()
-                .with_min_len(16)
-                .for_each(|(j, (hr, sr))| {
-                    for i in 0..ni {
-                        if lp[j * ni + i] != SOLID {
-                            continue;
-                        }
-                        let (h, s) = match inside(j, i) {
-                            None => (OPEN, 1),
-                            Some(q) => step(nl[q], np[q], ps[q], max_steps, near),
-                        };
-                        hr[i] = h;
-                        sr[i] = s;
+            for j in 0..nj {
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    if lp[p] != SOLID {
+                        continue;
                     }
-                });
+                    let (h, s) = match inside(j, i) {
+                        None => (OPEN, 1),
+                        Some(q) => step(nl[q], np[q], prev_steps[q], max_steps, near),
+                    };
+                    hp[p] = h;
+                    steps[p] = s;
+                }
+            }
         }
-        std::mem::swap(&mut prev_steps, &mut cur_steps);
+        std::mem::swap(&mut prev_steps, &mut steps);
     }
     hit
 }
