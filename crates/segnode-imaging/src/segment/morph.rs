@@ -69,32 +69,45 @@ pub fn downsample_mean(
             let mut sum = vec![0i64; cd[1] * cd[2]];
             let mut cnt = vec![0u32; cd[1] * cd[2]];
             let mut exc = vec![0u32; cd[1] * cd[2]];
+            if excluded.is_none() {
+                // no exclusion: the rows of a block row added up first (vectorised), then split by block
+                let mut acc = vec![0i32; ni];
+                for cj in 0..cd[1] {
+                    acc.fill(0);
+                    let mut rows = 0;
+                    for k in ck * f[0]..((ck + 1) * f[0]).min(nk) {
+                        for j in cj * f[1]..((cj + 1) * f[1]).min(nj) {
+                            let row = &flat[k * plane_len + j * ni..k * plane_len + (j + 1) * ni];
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v as i32;
+                            }
+                            rows += 1;
+                        }
+                    }
+                    for (cq, blk) in acc.chunks(f[2]).enumerate() {
+                        let c = cj * cd[2] + cq;
+                        sum[c] = blk.iter().map(|&v| v as i64).sum::<i64>();
+                        cnt[c] = (blk.len() * rows) as u32;
+                    }
+                }
+            }
+            // with exclusion: voxel by voxel
             for k in ck * f[0]..((ck + 1) * f[0]).min(nk) {
+                let Some(w) = excluded.map(|e| e.slice_words(k)) else {
+                    break;
+                };
                 let plane = &flat[k * plane_len..(k + 1) * plane_len];
-                let words = excluded.map(|e| e.slice_words(k));
                 for j in 0..nj {
                     let crow = (j / f[1]) * cd[2];
                     let row = &plane[j * ni..(j + 1) * ni];
-                    match words {
-                        None => {
-                            // a block's voxels of this row are consecutive
-                            for (cq, blk) in row.chunks(f[2]).enumerate() {
-                                let c = crow + cq;
-                                sum[c] += blk.iter().map(|&v| v as i32).sum::<i32>() as i64;
-                                cnt[c] += blk.len() as u32;
-                            }
-                        }
-                        Some(w) => {
-                            for (i, &v) in row.iter().enumerate() {
-                                let c = crow + ci[i];
-                                let p = j * ni + i;
-                                if (w[p / 64] >> (p % 64)) & 1 == 1 {
-                                    exc[c] += 1;
-                                } else {
-                                    sum[c] += v as i64;
-                                    cnt[c] += 1;
-                                }
-                            }
+                    for (i, &v) in row.iter().enumerate() {
+                        let c = crow + ci[i];
+                        let p = j * ni + i;
+                        if (w[p / 64] >> (p % 64)) & 1 == 1 {
+                            exc[c] += 1;
+                        } else {
+                            sum[c] += v as i64;
+                            cnt[c] += 1;
                         }
                     }
                 }

@@ -36,10 +36,11 @@ mod rays;
 mod refine;
 mod sides;
 
-use super::morph::{self, dims, neighbours6};
+use super::morph::{self, dims};
 use super::{SegmentError, Segmentation, Segmenter};
 use crate::volume::Volume;
 use ndarray::{Array3, Zip};
+use rayon::prelude::*;
 
 pub use disease::DiseaseParams;
 
@@ -197,6 +198,18 @@ struct CompStats {
     other_contact: usize,
 }
 
+impl CompStats {
+    fn add(&mut self, o: &CompStats) {
+        self.size += o.size;
+        self.sum += o.sum;
+        self.core += o.core;
+        self.core_sum += o.core_sum;
+        self.parenchyma += o.parenchyma;
+        self.body_contact += o.body_contact;
+        self.other_contact += o.other_contact;
+    }
+}
+
 impl LungSegmenter {
     fn coarse_lungs(&self, volume: &Volume, notes: &mut Vec<String>) -> Option<Coarse> {
         let mut sw = Stopwatch::new();
@@ -231,41 +244,70 @@ impl LungSegmenter {
 
         sw.lap("tissue and air labels");
         // air components and their evidence
-        let mut stats = vec![CompStats::default(); asizes.len()];
-        {
+        let stats = {
             let cs = c.as_slice().expect("layout");
             let al = alab.as_slice().expect("layout");
             let tl = tlab.as_slice().expect("layout");
-            for pidx in 0..cs.len() {
-                let a = al[pidx];
-                if a == 0 {
-                    continue;
-                }
-                let s = &mut stats[a as usize - 1];
-                let v = cs[pidx];
-                s.size += 1;
-                s.sum += v as i64;
-                if (-950..=-600).contains(&v) {
-                    s.parenchyma += 1;
-                }
-                let mut all_air = true;
-                neighbours6(pidx, d, |q| {
-                    if al[q] != a {
-                        all_air = false;
+            let [nk, nj, ni] = d;
+            let plane = nj * ni;
+            // slices in parallel, each task with its own sums, merged at the end
+            (0..nk)
+                .into_par_iter()
+                .with_min_len(4)
+                .fold(
+                    || vec![CompStats::default(); asizes.len()],
+                    |mut stats, k| {
+                        for j in 0..nj {
+                            for i in 0..ni {
+                                let pidx = (k * nj + j) * ni + i;
+                                let a = al[pidx];
+                                if a == 0 {
+                                    continue;
+                                }
+                                let s = &mut stats[a as usize - 1];
+                                let v = cs[pidx];
+                                s.size += 1;
+                                s.sum += v as i64;
+                                if (-950..=-600).contains(&v) {
+                                    s.parenchyma += 1;
+                                }
+                                let mut all_air = true;
+                                let nbs = [
+                                    (i > 0).then(|| pidx - 1),
+                                    (i + 1 < ni).then(|| pidx + 1),
+                                    (j > 0).then(|| pidx - ni),
+                                    (j + 1 < nj).then(|| pidx + ni),
+                                    (k > 0).then(|| pidx - plane),
+                                    (k + 1 < nk).then(|| pidx + plane),
+                                ];
+                                for q in nbs.into_iter().flatten() {
+                                    if al[q] != a {
+                                        all_air = false;
+                                    }
+                                    let t = tl[q];
+                                    if t == body_id {
+                                        s.body_contact += 1;
+                                    } else if t != 0 {
+                                        s.other_contact += 1;
+                                    }
+                                }
+                                if all_air {
+                                    s.core += 1;
+                                    s.core_sum += v as i64;
+                                }
+                            }
+                        }
+                        stats
+                    },
+                )
+                .reduce_with(|mut x, y| {
+                    for (a, b) in x.iter_mut().zip(&y) {
+                        a.add(b);
                     }
-                    let t = tl[q];
-                    if t == body_id {
-                        s.body_contact += 1;
-                    } else if t != 0 {
-                        s.other_contact += 1;
-                    }
-                });
-                if all_air {
-                    s.core += 1;
-                    s.core_sum += v as i64;
-                }
-            }
-        }
+                    x
+                })
+                .unwrap_or_default()
+        };
         let mut lungish = vec![false; stats.len()];
         for (n, s) in stats.iter().enumerate() {
             let ml = s.size as f64 * cvox_ml;

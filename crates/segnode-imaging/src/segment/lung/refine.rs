@@ -5,7 +5,7 @@ use super::{
     Coarse, LungSegmenter, Stopwatch, EXCLUDED, LEFT_CODE, LEFT_EFFUSION, RIGHT_CODE,
     RIGHT_EFFUSION,
 };
-use crate::segment::morph::{self, dims, neighbours6};
+use crate::segment::morph::{self, dims};
 use crate::volume::Volume;
 use ndarray::{Array3, Zip};
 use rayon::prelude::*;
@@ -34,18 +34,27 @@ impl LungSegmenter {
         let p_air = p.air_hu;
         // sure region: coarse voxels whose 6 neighbours carry the same side
         let sides_s = co.sides.as_slice().expect("layout");
-        let sure: Vec<bool> = (0..sides_s.len())
-            .into_par_iter()
-            .map(|q| {
-                let s = sides_s[q];
-                if s == 0 {
-                    return false;
+        let sure: Vec<bool> = {
+            let [ck, cj, ci] = d;
+            let cplane = cj * ci;
+            let mut sure = vec![false; sides_s.len()];
+            sure.par_chunks_mut(cplane).enumerate().for_each(|(k, sp)| {
+                for j in 0..cj {
+                    for i in 0..ci {
+                        let q = (k * cj + j) * ci + i;
+                        let s = sides_s[q];
+                        sp[j * ci + i] = s != 0
+                            && (i == 0 || sides_s[q - 1] == s)
+                            && (i + 1 == ci || sides_s[q + 1] == s)
+                            && (j == 0 || sides_s[q - ci] == s)
+                            && (j + 1 == cj || sides_s[q + ci] == s)
+                            && (k == 0 || sides_s[q - cplane] == s)
+                            && (k + 1 == ck || sides_s[q + cplane] == s);
+                    }
                 }
-                let mut all = true;
-                neighbours6(q, d, |r| all &= sides_s[r] == s);
-                all
-            })
-            .collect();
+            });
+            sure
+        };
         let cand_s = cand.as_slice().expect("layout");
         let ex = co.exclude.as_slice().expect("layout");
         let dis = co.disease.as_slice().expect("layout");
