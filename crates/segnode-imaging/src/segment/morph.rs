@@ -219,32 +219,27 @@ pub fn label6(mask: &Array3<bool>) -> (Array3<u32>, Vec<usize>) {
     (Array3::from_shape_vec(d, lab).expect("shape"), sizes)
 }
 
-/// Bounding box `[lo, hi)` per axis of the set voxels of a flat `[k, j, i]` mask (`None`: empty).
-fn bbox3(m: &[bool], d: [usize; 3]) -> Option<[[usize; 2]; 3]> {
+/// Bounding box `[lo, hi)` per axis of the voxels (flat `[k, j, i]` index in a grid of shape `d`) where
+/// `hit` holds (`None`: nowhere); slices in parallel.
+pub fn bbox_where(d: [usize; 3], hit: impl Fn(usize) -> bool + Sync) -> Option<[[usize; 2]; 3]> {
     let [_, nj, ni] = d;
-    let plane = nj * ni;
-    m.par_chunks(plane)
-        .enumerate()
-        .filter_map(|(k, mp)| {
+    (0..d[0])
+        .into_par_iter()
+        .filter_map(|k| {
             let mut b: Option<[[usize; 2]; 3]> = None;
-            for (j, row) in mp.chunks(ni).enumerate() {
-                let Some(a) = row.iter().position(|&v| v) else {
+            for j in 0..nj {
+                let row = (k * nj + j) * ni;
+                let Some(a) = (0..ni).find(|&i| hit(row + i)) else {
                     continue;
                 };
-                let e = row.iter().rposition(|&v| v).unwrap_or(a) + 1;
+                let e = (0..ni).rev().find(|&i| hit(row + i)).unwrap_or(a) + 1;
                 let x = b.get_or_insert([[k, k + 1], [j, j + 1], [a, e]]);
                 x[1][1] = j + 1;
                 x[2] = [x[2][0].min(a), x[2][1].max(e)];
             }
             b
         })
-        .reduce_with(|a, b| {
-            let mut o = a;
-            for ax in 0..3 {
-                o[ax] = [a[ax][0].min(b[ax][0]), a[ax][1].max(b[ax][1])];
-            }
-            o
-        })
+        .reduce_with(|a, b| [0, 1, 2].map(|x| [a[x][0].min(b[x][0]), a[x][1].max(b[x][1])]))
 }
 
 /// One 6-neighbourhood step over the box `bx` of `src` into `dst` (voxels outside the box are left as
@@ -299,7 +294,7 @@ fn repeat6(
 ) -> Array3<bool> {
     let d = dims(mask);
     let mut cur: Vec<bool> = mask.iter().copied().collect();
-    let Some(mut bx) = bbox3(&cur, d) else {
+    let Some(mut bx) = bbox_where(d, |q| cur[q]) else {
         return mask.clone();
     };
     let blk = block.map(|b| b.as_slice().expect("standard layout"));

@@ -304,28 +304,6 @@ fn close2d_padded(m: &Array3<bool>, r: usize, pad: [[usize; 2]; 2]) -> Array3<bo
         .into_owned()
 }
 
-/// Bounding box `[lo, hi)` per axis of the lung, solid and airway voxels of `lab` (`None`: none).
-fn class_box(lab: &[u8], d: [usize; 3]) -> Option<[[usize; 2]; 3]> {
-    let [_, nj, ni] = d;
-    let keep = |v: u8| v == RIGHT_CODE || v == LEFT_CODE || v == SOLID || v == AIRWAY;
-    lab.par_chunks(nj * ni)
-        .enumerate()
-        .filter_map(|(k, lp)| {
-            let mut b: Option<[[usize; 2]; 3]> = None;
-            for (j, row) in lp.chunks(ni).enumerate() {
-                let Some(a) = row.iter().position(|&v| keep(v)) else {
-                    continue;
-                };
-                let e = row.iter().rposition(|&v| keep(v)).unwrap_or(a) + 1;
-                let x = b.get_or_insert([[k, k + 1], [j, j + 1], [a, e]]);
-                x[1][1] = j + 1;
-                x[2] = [x[2][0].min(a), x[2][1].max(e)];
-            }
-            b
-        })
-        .reduce_with(|a, b| [0, 1, 2].map(|x| [a[x][0].min(b[x][0]), a[x][1].max(b[x][1])]))
-}
-
 /// The voxels of the box `bx` of a `[k, j, i]` array of shape `d`, row-major.
 fn crop<T: Copy>(a: &[T], d: [usize; 3], bx: [[usize; 2]; 3]) -> Vec<T> {
     let mut out = Vec::with_capacity(bx.iter().map(|r| r[1] - r[0]).product());
@@ -406,8 +384,7 @@ impl LungSegmenter {
     ) -> DiseaseMasks {
         let p = &self.params.disease;
         let d = dims(sides);
-        let [nk, nj, ni] = d;
-        let plane = nj * ni;
+        let nk = d[0];
         let mut added = Array3::from_elem(d, false);
         let mut effusion = Array3::<u8>::zeros(d);
         if !p.enabled || nk < 3 {
@@ -421,9 +398,50 @@ impl LungSegmenter {
         let csp = [0, 1, 2].map(|a| sp[a] * cv.f[a] as f64);
         let air_hu = self.params.air_hu;
         let c = cv.c.as_slice().expect("layout");
+        let mut sw = super::Stopwatch::new();
+        // where the classes are worked out: the voxels that can be lung, solid or airway (lung already,
+        // or in the field and airway, an air pocket or body tissue below the wall's attenuation), grown
+        // by 2 — one for the fat-range voxels that join a lung, one for the smoothing's neighbours
+        let (oof_f, ex_f, pk_f) = (
+            cv.c_oof.as_slice().expect("layout"),
+            cv.exclude.as_slice().expect("layout"),
+            cv.pocket.as_slice().expect("layout"),
+        );
+        let tl_f = cv.tlab.as_slice().expect("layout");
+        let sides_f = sides.as_slice().expect("layout");
+        let Some(s0) = morph::bbox_where(d, |q| {
+            sides_f[q] != 0
+                || (!oof_f[q]
+                    && (ex_f[q]
+                        || if c[q] < air_hu {
+                            pk_f[q]
+                        } else {
+                            tl_f[q] == cv.body_id && c[q] < p.wall_hu
+                        }))
+        }) else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        let sb: [[usize; 2]; 3] =
+            [0, 1, 2].map(|a| [s0[a][0].saturating_sub(2), (s0[a][1] + 2).min(d[a])]);
+        let full_d = d;
+        let d = sb.map(|r| r[1] - r[0]);
+        let [_, nj, ni] = d;
+        let plane = nj * ni;
+        let c_v = crop(c, full_d, sb);
+        let c = &c_v[..];
+        let sides_v = crop(sides_f, full_d, sb);
+        let (oof_v, ex_v, tl_v, pk_v) = (
+            crop(oof_f, full_d, sb),
+            crop(ex_f, full_d, sb),
+            crop(tl_f, full_d, sb),
+            crop(pk_f, full_d, sb),
+        );
         // in-plane 3×3 mean of the non-air voxels: noise in a necrotic mass must not look like fat, and
         // tissue beside the lung must not average with the air into the fat range
-        let mut sw = super::Stopwatch::new();
         let mut smooth = vec![0i16; c.len()];
         smooth
             .par_chunks_mut(plane)
@@ -465,11 +483,8 @@ impl LungSegmenter {
             );
         sw.lap("disease: smooth");
         // voxel classes
-        let sides_s = sides.as_slice().expect("layout");
-        let oof = cv.c_oof.as_slice().expect("layout");
-        let ex = cv.exclude.as_slice().expect("layout");
-        let tl = cv.tlab.as_slice().expect("layout");
-        let pocket = cv.pocket.as_slice().expect("layout");
+        let sides_s = &sides_v[..];
+        let (oof, ex, tl, pocket) = (&oof_v[..], &ex_v[..], &tl_v[..], &pk_v[..]);
         let mut lab: Vec<u8> = (0..c.len())
             .into_par_iter()
             .map(|q| {
@@ -522,7 +537,10 @@ impl LungSegmenter {
         // the work box: every solid, lung and airway voxel and one more. Outside it every voxel is open or
         // wall, so every ray ends where it does on the whole grid, and the in-plane dilations (city-block
         // distances) are the same inside it; the notch closing alone looks farther (see `notch_pad`)
-        let Some(core) = class_box(&lab, d) else {
+        let Some(core) = morph::bbox_where(d, |q| {
+            let v = lab[q];
+            v == RIGHT_CODE || v == LEFT_CODE || v == SOLID || v == AIRWAY
+        }) else {
             return DiseaseMasks {
                 lung: added,
                 effusion,
@@ -531,12 +549,14 @@ impl LungSegmenter {
         };
         let bx: [[usize; 2]; 3] =
             [0, 1, 2].map(|a| [core[a][0].saturating_sub(1), (core[a][1] + 1).min(d[a])]);
+        // the same box on the whole grid
+        let bf: [[usize; 2]; 3] = [0, 1, 2].map(|a| [bx[a][0] + sb[a][0], bx[a][1] + sb[a][0]]);
         // the closing sees r + 1 voxels beyond its mask, as far as the grid goes
         let r_notch = (p.notch_mm / csp[1].min(csp[2])).round() as usize;
         let notch_pad = [1, 2].map(|a| {
             [
-                bx[a][0].min(r_notch + 1),
-                (d[a] - bx[a][1]).min(r_notch + 1),
+                bf[a][0].min(r_notch + 1),
+                (full_d[a] - bf[a][1]).min(r_notch + 1),
             ]
         });
         let bd = bx.map(|r| r[1] - r[0]);
@@ -544,10 +564,8 @@ impl LungSegmenter {
         // the body midline in box coordinates (from the body outline on the whole grid)
         let mid = x_axis
             .filter(|&(xa, _)| xa != 0)
-            .map(|(xa, _)| body_midline(tl, cv.body_id, d, xa) - bx[xa][0] as f64);
-        let Ok(mut bsides) =
-            Array3::from_shape_vec(bd, crop(sides.as_slice().expect("layout"), d, bx))
-        else {
+            .map(|(xa, _)| body_midline(tl_f, cv.body_id, full_d, xa) - bf[xa][0] as f64);
+        let Ok(mut bsides) = Array3::from_shape_vec(bd, crop(sides_s, d, bx)) else {
             return DiseaseMasks {
                 lung: added,
                 effusion,
@@ -571,20 +589,20 @@ impl LungSegmenter {
         );
         paste(
             sides.as_slice_mut().expect("layout"),
-            d,
-            bx,
+            full_d,
+            bf,
             bsides.as_slice().expect("layout"),
         );
         paste(
             added.as_slice_mut().expect("layout"),
-            d,
-            bx,
+            full_d,
+            bf,
             m.lung.as_slice().expect("layout"),
         );
         paste(
             effusion.as_slice_mut().expect("layout"),
-            d,
-            bx,
+            full_d,
+            bf,
             m.effusion.as_slice().expect("layout"),
         );
         let released = m
@@ -592,7 +610,7 @@ impl LungSegmenter {
             .iter()
             .map(|&q| {
                 let (k, j, i) = (q / (bd[1] * bd[2]), (q / bd[2]) % bd[1], q % bd[2]);
-                ((k + bx[0][0]) * d[1] + j + bx[1][0]) * d[2] + i + bx[2][0]
+                ((k + bf[0][0]) * full_d[1] + j + bf[1][0]) * full_d[2] + i + bf[2][0]
             })
             .collect();
         DiseaseMasks {

@@ -175,8 +175,9 @@ impl LungSegmenter {
                 points: Vec::new(),
             });
         }
-        let identity: [u8; CODES] = [0, 1, 2, 3, 4];
-        if remap != identity {
+        // only codes that occur need a new number (an unreported effusion is cleared)
+        let moved = (1..CODES).any(|c| acc[c].n > 0 && remap[c] as usize != c);
+        if moved {
             labels.par_mapv_inplace(|l| remap[(l as usize).min(CODES - 1)]);
         }
         notes.retain(|n| !n.starts_with("no lung found"));

@@ -250,10 +250,11 @@ impl LungSegmenter {
             let tl = tlab.as_slice().expect("layout");
             let [nk, nj, ni] = d;
             let plane = nj * ni;
-            // slices in parallel, each task with its own sums, merged at the end
+            // slices in parallel, each task with its own sums (one per component: few, large tasks),
+            // merged at the end
             (0..nk)
                 .into_par_iter()
-                .with_min_len(4)
+                .with_min_len(nk.div_ceil(2 * rayon::current_num_threads()).max(1))
                 .fold(
                     || vec![CompStats::default(); asizes.len()],
                     |mut stats, k| {

@@ -65,6 +65,11 @@ impl LungSegmenter {
         let oof = volume.out_of_field.as_ref();
         let mut labels = Array3::<u8>::zeros((nk, nj, ni));
         let plane_len = nj * ni;
+        // the coarse box of everything written below (candidate, airway, effusion): the rest stays 0
+        let Some(cb) = morph::bbox_where(d, |q| cand_s[q] != 0 || ex[q] || eff[q] != 0) else {
+            return labels;
+        };
+        let (fj0, fj1) = (cb[1][0] * f[1], (cb[1][1] * f[1]).min(nj));
         labels
             .as_slice_mut()
             .expect("layout")
@@ -72,12 +77,15 @@ impl LungSegmenter {
             .enumerate()
             .for_each(|(k, lp)| {
                 let ck = k / f[0];
+                if !(cb[0][0]..cb[0][1]).contains(&ck) {
+                    return;
+                }
                 let hp = &hu[k * plane_len..(k + 1) * plane_len];
                 let words = oof.map(|m| m.slice_words(k));
-                for j in 0..nj {
+                for j in fj0..fj1 {
                     let crow = (ck * d[1] + j / f[1]) * d[2];
                     // walk coarse voxels of this row; most are neither candidate nor excluded
-                    for cq in 0..d[2] {
+                    for cq in cb[2][0]..cb[2][1] {
                         let q = crow + cq;
                         let (ia, ib) = (cq * f[2], ((cq + 1) * f[2]).min(ni));
                         if ex[q] {
@@ -129,14 +137,17 @@ impl LungSegmenter {
             .enumerate()
             .for_each(|(k, lp)| {
                 let ck = k / f[0];
+                if !(cb[0][0]..cb[0][1]).contains(&ck) {
+                    return;
+                }
                 let side_at =
                     |pix: usize| cand_s[(ck * d[1] + pix / ni / f[1]) * d[2] + (pix % ni) / f[2]];
                 let mut seen = vec![false; plane_len];
                 let mut stack = Vec::new();
                 let mut region = Vec::new();
-                for j in 0..nj {
+                for j in fj0..fj1 {
                     let crow = (ck * d[1] + j / f[1]) * d[2];
-                    for cq in 0..d[2] {
+                    for cq in cb[2][0]..cb[2][1] {
                         let q = crow + cq;
                         if cand_s[q] == 0 || sure[q] || ex[q] {
                             continue;
