@@ -273,15 +273,7 @@ impl LungSegmenter {
                                     s.parenchyma += 1;
                                 }
                                 let mut all_air = true;
-                                let nbs = [
-                                    (i > 0).then(|| pidx - 1),
-                                    (i + 1 < ni).then(|| pidx + 1),
-                                    (j > 0).then(|| pidx - ni),
-                                    (j + 1 < nj).then(|| pidx + ni),
-                                    (k > 0).then(|| pidx - plane),
-                                    (k + 1 < nk).then(|| pidx + plane),
-                                ];
-                                for q in nbs.into_iter().flatten() {
+                                let mut visit = |q: usize| {
                                     if al[q] != a {
                                         all_air = false;
                                     }
@@ -291,6 +283,24 @@ impl LungSegmenter {
                                     } else if t != 0 {
                                         s.other_contact += 1;
                                     }
+                                };
+                                if i > 0 {
+                                    visit(pidx - 1);
+                                }
+                                if i + 1 < ni {
+                                    visit(pidx + 1);
+                                }
+                                if j > 0 {
+                                    visit(pidx - ni);
+                                }
+                                if j + 1 < nj {
+                                    visit(pidx + ni);
+                                }
+                                if k > 0 {
+                                    visit(pidx - plane);
+                                }
+                                if k + 1 < nk {
+                                    visit(pidx + plane);
                                 }
                                 if all_air {
                                     s.core += 1;
@@ -374,21 +384,36 @@ impl LungSegmenter {
             .max(1);
         let mut out = sides.clone();
         for code in [RIGHT_CODE, LEFT_CODE] {
-            let m = sides.map(|&s| s == code);
-            if !m.iter().any(|&v| v) {
+            let ss = sides.as_slice().expect("layout");
+            // the closing looks r + 1 voxels beyond the side in-plane: computed on that box alone
+            let Some(b) = morph::bbox_where(d, |q| ss[q] == code) else {
                 continue;
-            }
+            };
+            let grow = |a: usize| {
+                [
+                    b[a][0].saturating_sub(r_close + 1),
+                    (b[a][1] + r_close + 1).min(d[a]),
+                ]
+            };
+            let bx = [b[0], grow(1), grow(2)];
+            let bd = bx.map(|r| r[1] - r[0]);
+            let at = |k: usize, j: usize, i: usize| {
+                ((k + bx[0][0]) * d[1] + j + bx[1][0]) * d[2] + i + bx[2][0]
+            };
+            let m = Array3::from_shape_fn(bd, |(k, j, i)| ss[at(k, j, i)] == code);
             let closed = morph::close2d(&m, r_close);
-            Zip::from(&mut out)
-                .and(&closed)
-                .and(&exclude)
-                .and(&c_oof)
-                .and(&tlab)
-                .for_each(|o, &cl, &x, &oo, &t| {
-                    if cl && *o == 0 && !x && !oo && t == body_id {
-                        *o = code;
-                    }
-                });
+            let os = out.as_slice_mut().expect("layout");
+            let (xs, oos, ts) = (
+                exclude.as_slice().expect("layout"),
+                c_oof.as_slice().expect("layout"),
+                tlab.as_slice().expect("layout"),
+            );
+            for ((k, j, i), &cl) in closed.indexed_iter() {
+                let q = at(k, j, i);
+                if cl && os[q] == 0 && !xs[q] && !oos[q] && ts[q] == body_id {
+                    os[q] = code;
+                }
+            }
         }
         let max_hole = (p.max_hole_mm2 / (sp[1] * f[1] as f64 * sp[2] * f[2] as f64)) as usize;
         morph::fill_holes_2d(&mut out, &[RIGHT_CODE, LEFT_CODE], max_hole);
