@@ -7,7 +7,7 @@ use super::{
 };
 use crate::segment::morph::{self, dims};
 use crate::volume::Volume;
-use ndarray::{Array3, Zip};
+use ndarray::Array3;
 use rayon::prelude::*;
 
 impl LungSegmenter {
@@ -16,24 +16,67 @@ impl LungSegmenter {
         let p = &self.params;
         let f = co.f;
         let d = dims(&co.sides);
-        // candidate region: each side dilated by one coarse voxel (not into the airway or the other side)
-        let mut cand = co.sides.clone();
-        for code in [RIGHT_CODE, LEFT_CODE] {
-            let m = co.sides.map(|&s| s == code);
-            let block = Zip::from(&co.sides)
-                .and(&co.exclude)
-                .map_collect(|&s, &x| x || (s != 0 && s != code));
-            let dm = morph::dilate6(&m, 1, Some(&block));
-            Zip::from(&mut cand).and(&dm).for_each(|c, &v| {
-                if v && *c == 0 {
-                    *c = code;
-                }
-            });
+        // candidate region: each side dilated by one coarse voxel (not into the airway or the other side;
+        // where both sides touch a voxel, the right one), in one pass
+        let sides_s = co.sides.as_slice().expect("layout");
+        let ex = co.exclude.as_slice().expect("layout");
+        let mut cand = Array3::<u8>::zeros(d);
+        {
+            let [ck, cj, ci] = d;
+            let cplane = cj * ci;
+            cand.as_slice_mut()
+                .expect("layout")
+                .par_chunks_mut(cplane)
+                .enumerate()
+                .for_each(|(k, cp)| {
+                    for j in 0..cj {
+                        for i in 0..ci {
+                            let q = (k * cj + j) * ci + i;
+                            let s = sides_s[q];
+                            cp[j * ci + i] = if s != 0 {
+                                s
+                            } else if ex[q] {
+                                0
+                            } else {
+                                let (mut near_r, mut near_l) = (false, false);
+                                let mut see = |r: usize| match sides_s[r] {
+                                    RIGHT_CODE => near_r = true,
+                                    LEFT_CODE => near_l = true,
+                                    _ => {}
+                                };
+                                if i > 0 {
+                                    see(q - 1);
+                                }
+                                if i + 1 < ci {
+                                    see(q + 1);
+                                }
+                                if j > 0 {
+                                    see(q - ci);
+                                }
+                                if j + 1 < cj {
+                                    see(q + ci);
+                                }
+                                if k > 0 {
+                                    see(q - cplane);
+                                }
+                                if k + 1 < ck {
+                                    see(q + cplane);
+                                }
+                                if near_r {
+                                    RIGHT_CODE
+                                } else if near_l {
+                                    LEFT_CODE
+                                } else {
+                                    0
+                                }
+                            };
+                        }
+                    }
+                });
         }
         let mut sw = Stopwatch::new();
         let p_air = p.air_hu;
         // sure region: coarse voxels whose 6 neighbours carry the same side
-        let sides_s = co.sides.as_slice().expect("layout");
         let sure: Vec<bool> = {
             let [ck, cj, ci] = d;
             let cplane = cj * ci;
@@ -56,7 +99,6 @@ impl LungSegmenter {
             sure
         };
         let cand_s = cand.as_slice().expect("layout");
-        let ex = co.exclude.as_slice().expect("layout");
         let dis = co.disease.as_slice().expect("layout");
         let eff = co.effusion.as_slice().expect("layout");
         let [nk, nj, ni] = volume.shape();
