@@ -642,6 +642,63 @@ mod tests {
     }
 
     #[test]
+    fn boxed_dilation_and_erosion_match_the_definition() {
+        let mut x: u64 = 3;
+        let mut rnd = |pct: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 100 < pct
+        };
+        let d = [5usize, 9, 13];
+        let mut m = Array3::from_elem(d, false);
+        // a sparse mask away from the edges, and a blocked region
+        for k in 1..4 {
+            for j in 2..7 {
+                for i in 3..9 {
+                    m[[k, j, i]] = rnd(40);
+                }
+            }
+        }
+        let block = Array3::from_shape_fn(d, |_| rnd(20));
+        let dd = dims(&m);
+        let reference = |src: &Array3<bool>, dilate: bool, blk: Option<&Array3<bool>>| {
+            let s = src.as_slice().unwrap();
+            let v: Vec<bool> = (0..s.len())
+                .map(|p| {
+                    if dilate {
+                        if s[p] {
+                            return true;
+                        }
+                        if blk.is_some_and(|b| b.as_slice().unwrap()[p]) {
+                            return false;
+                        }
+                        let mut any = false;
+                        neighbours6(p, dd, |q| any |= s[q]);
+                        any
+                    } else {
+                        let mut all = s[p];
+                        neighbours6(p, dd, |q| all &= s[q]);
+                        all
+                    }
+                })
+                .collect();
+            Array3::from_shape_vec(dd, v).unwrap()
+        };
+        for r in 1..4 {
+            let (mut a, mut b, mut e) = (m.clone(), m.clone(), m.clone());
+            for _ in 0..r {
+                a = reference(&a, true, None);
+                b = reference(&b, true, Some(&block));
+                e = reference(&e, false, None);
+            }
+            assert_eq!(dilate6(&m, r, None), a, "r {r}");
+            assert_eq!(dilate6(&m, r, Some(&block)), b, "r {r} blocked");
+            assert_eq!(erode6(&m, r), e, "r {r} erosion");
+        }
+    }
+
+    #[test]
     fn erosion_does_not_eat_from_the_grid_edge() {
         let m = Array3::from_elem((3, 4, 4), true);
         assert!(erode6(&m, 1).iter().all(|&v| v));

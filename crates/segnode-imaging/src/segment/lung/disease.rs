@@ -161,42 +161,76 @@ pub(super) struct CoarseView<'a> {
     pub f: [usize; 3],
 }
 
-/// In-plane opening of `m` by `r` 4-neighbour steps: erode, then regrow inside `m` (slices in parallel).
+/// In-plane opening of `m` by `r` 4-neighbour steps: erode (outside the grid counts as empty), then regrow
+/// inside `m` (slices in parallel). The erosion keeps the pixels farther than `r` (city-block) from any
+/// pixel outside the mask, from a two-pass distance transform; the regrowth is a breadth-first search of
+/// depth `r` inside the mask: the same as `r` steps each, at a cost independent of `r`.
 fn open2d(m: &mut [bool], d: [usize; 3], r: usize) {
     let [_, nj, ni] = d;
     let plane = nj * ni;
-    m.par_chunks_mut(plane).for_each(|mp| {
-        if !mp.iter().any(|&v| v) {
-            return;
-        }
-        let orig = mp.to_vec();
-        let mut cur = orig.clone();
-        let step = |src: &[bool], grow: bool| -> Vec<bool> {
-            (0..plane)
-                .map(|p| {
+    m.par_chunks_mut(plane).for_each_init(
+        || (vec![0u32; plane], vec![false; plane]),
+        |(dist, reached), mp| {
+            if !mp.iter().any(|&v| v) {
+                return;
+            }
+            for j in 0..nj {
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    dist[p] = if !mp[p] {
+                        0
+                    } else {
+                        let left = if i > 0 { dist[p - 1] } else { 0 };
+                        let up = if j > 0 { dist[p - ni] } else { 0 };
+                        left.min(up) + 1
+                    };
+                }
+            }
+            for j in (0..nj).rev() {
+                for i in (0..ni).rev() {
+                    let p = j * ni + i;
+                    if dist[p] == 0 {
+                        continue;
+                    }
+                    let right = if i + 1 < ni { dist[p + 1] } else { 0 };
+                    let down = if j + 1 < nj { dist[p + ni] } else { 0 };
+                    dist[p] = dist[p].min(right.min(down) + 1);
+                }
+            }
+            let mut front: Vec<usize> = Vec::new();
+            for p in 0..plane {
+                reached[p] = dist[p] as usize > r;
+                if reached[p] {
+                    front.push(p);
+                }
+            }
+            for _ in 0..r {
+                let mut next = Vec::new();
+                for &p in &front {
                     let (j, i) = (p / ni, p % ni);
-                    let nb = [
+                    for q in [
                         (i > 0).then(|| p - 1),
                         (i + 1 < ni).then(|| p + 1),
                         (j > 0).then(|| p - ni),
                         (j + 1 < nj).then(|| p + ni),
-                    ];
-                    if grow {
-                        orig[p] && (src[p] || nb.iter().any(|q| q.is_some_and(|q| src[q])))
-                    } else {
-                        src[p] && nb.iter().all(|q| q.is_some_and(|q| src[q]))
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if mp[q] && !reached[q] {
+                            reached[q] = true;
+                            next.push(q);
+                        }
                     }
-                })
-                .collect()
-        };
-        for _ in 0..r {
-            cur = step(&cur, false);
-        }
-        for _ in 0..r {
-            cur = step(&cur, true);
-        }
-        mp.copy_from_slice(&cur);
-    });
+                }
+                if next.is_empty() {
+                    break;
+                }
+                front = next;
+            }
+            mp.copy_from_slice(reached);
+        },
+    );
 }
 
 /// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k.
@@ -1204,5 +1238,79 @@ fn finish_interface(
         lung,
         effusion,
         released,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `r` explicit 4-neighbour steps: the definition the distance-transform versions must match.
+    fn steps2d(m: &[bool], nj: usize, ni: usize, r: usize, erode_first: bool) -> Vec<bool> {
+        let orig = m.to_vec();
+        let step = |src: &[bool], grow: bool| -> Vec<bool> {
+            (0..nj * ni)
+                .map(|p| {
+                    let (j, i) = (p / ni, p % ni);
+                    let nb = [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ];
+                    if grow {
+                        (orig[p] || !erode_first)
+                            && (src[p] || nb.iter().any(|q| q.is_some_and(|q| src[q])))
+                    } else {
+                        src[p] && nb.iter().all(|q| q.is_some_and(|q| src[q]))
+                    }
+                })
+                .collect()
+        };
+        let mut cur = orig.clone();
+        if erode_first {
+            for _ in 0..r {
+                cur = step(&cur, false);
+            }
+        }
+        for _ in 0..r {
+            cur = step(&cur, true);
+        }
+        cur
+    }
+
+    #[test]
+    fn opening_and_dilation_match_repeated_steps() {
+        let (nj, ni) = (23, 31);
+        let mut x: u64 = 7;
+        for fill in [30u64, 60, 85] {
+            let m: Vec<bool> = (0..2 * nj * ni)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % 100 < fill
+                })
+                .collect();
+            for r in 0..5 {
+                let mut o = m.clone();
+                open2d(&mut o, [2, nj, ni], r);
+                let mut g = m.clone();
+                dilate2d(&mut g, [2, nj, ni], r);
+                for k in 0..2 {
+                    let s = &m[k * nj * ni..(k + 1) * nj * ni];
+                    assert_eq!(
+                        &o[k * nj * ni..(k + 1) * nj * ni],
+                        &steps2d(s, nj, ni, r, true)[..],
+                        "open r {r} fill {fill}"
+                    );
+                    assert_eq!(
+                        &g[k * nj * ni..(k + 1) * nj * ni],
+                        &steps2d(s, nj, ni, r, false)[..],
+                        "dilate r {r} fill {fill}"
+                    );
+                }
+            }
+        }
     }
 }
