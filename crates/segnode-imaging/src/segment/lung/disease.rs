@@ -233,36 +233,76 @@ fn open2d(m: &mut [bool], d: [usize; 3], r: usize) {
     );
 }
 
-/// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k.
+/// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k. The
+/// in-plane part is a breadth-first search of depth `r` per slice; along k, a voxel joins when a voxel of
+/// `m` lies within `rz` steps in its column with free voxels all the way (distances up and down the
+/// column in two passes): the same as the steps one by one.
 fn grow_within(m: &mut [bool], free: &[bool], d: [usize; 3], r: usize, rz: usize) {
     let [nk, nj, ni] = d;
     let plane = nj * ni;
     m.par_chunks_mut(plane)
         .zip(free.par_chunks(plane))
         .for_each(|(mp, fp)| {
+            let mut front: Vec<usize> = (0..plane).filter(|&p| mp[p]).collect();
             for _ in 0..r {
-                let src = mp.to_vec();
-                for (p, v) in mp.iter_mut().enumerate() {
-                    if *v || !fp[p] {
-                        continue;
-                    }
-                    let (j, i) = (p / ni, p % ni);
-                    *v = (i > 0 && src[p - 1])
-                        || (i + 1 < ni && src[p + 1])
-                        || (j > 0 && src[p - ni])
-                        || (j + 1 < nj && src[p + ni]);
+                if front.is_empty() {
+                    break;
                 }
+                let mut next = Vec::new();
+                for &p in &front {
+                    let (j, i) = (p / ni, p % ni);
+                    for q in [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if !mp[q] && fp[q] {
+                            mp[q] = true;
+                            next.push(q);
+                        }
+                    }
+                }
+                front = next;
             }
         });
-    for _ in 0..rz {
-        let src = m.to_vec();
-        m.par_iter_mut().enumerate().for_each(|(q, v)| {
-            if *v || !free[q] {
-                return;
+    if rz == 0 {
+        return;
+    }
+    // steps from the nearest voxel of `m` below (smaller k) through free voxels; 0 marks `m` itself
+    const FAR: u16 = u16::MAX;
+    let mut below = vec![FAR; m.len()];
+    for k in 0..nk {
+        for p in 0..plane {
+            let q = k * plane + p;
+            below[q] = if m[q] {
+                0
+            } else if free[q] && k > 0 && below[q - plane] != FAR {
+                below[q - plane] + 1
+            } else {
+                FAR
+            };
+        }
+    }
+    let mut above = vec![FAR; plane];
+    for k in (0..nk).rev() {
+        for p in 0..plane {
+            let q = k * plane + p;
+            let b = below[q];
+            above[p] = if b == 0 {
+                0
+            } else if free[q] && k + 1 < nk && above[p] != FAR {
+                above[p] + 1
+            } else {
+                FAR
+            };
+            if b != 0 && (b as usize <= rz || above[p] as usize <= rz) {
+                m[q] = true;
             }
-            let k = q / plane;
-            *v = (k > 0 && src[q - plane]) || (k + 1 < nk && src[q + plane]);
-        });
+        }
     }
 }
 
@@ -1277,6 +1317,55 @@ mod tests {
             cur = step(&cur, true);
         }
         cur
+    }
+
+    #[test]
+    fn geodesic_growth_matches_repeated_steps() {
+        let d = [7usize, 9, 11];
+        let n = d.iter().product::<usize>();
+        let plane = d[1] * d[2];
+        let mut x: u64 = 11;
+        let mut rnd = |pct: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 100 < pct
+        };
+        let m: Vec<bool> = (0..n).map(|_| rnd(4)).collect();
+        let free: Vec<bool> = (0..n).map(|_| rnd(70)).collect();
+        for (r, rz) in [(0, 0), (1, 0), (2, 1), (3, 3), (0, 2)] {
+            // the definition: r in-plane steps per slice, then rz steps along k, each from a copy
+            let mut want = m.clone();
+            for k in 0..d[0] {
+                for _ in 0..r {
+                    let src = want.clone();
+                    for p in 0..plane {
+                        let q = k * plane + p;
+                        if want[q] || !free[q] {
+                            continue;
+                        }
+                        let (j, i) = (p / d[2], p % d[2]);
+                        want[q] = (i > 0 && src[q - 1])
+                            || (i + 1 < d[2] && src[q + 1])
+                            || (j > 0 && src[q - d[2]])
+                            || (j + 1 < d[1] && src[q + d[2]]);
+                    }
+                }
+            }
+            for _ in 0..rz {
+                let src = want.clone();
+                for q in 0..n {
+                    if want[q] || !free[q] {
+                        continue;
+                    }
+                    let k = q / plane;
+                    want[q] = (k > 0 && src[q - plane]) || (k + 1 < d[0] && src[q + plane]);
+                }
+            }
+            let mut got = m.clone();
+            grow_within(&mut got, &free, d, r, rz);
+            assert_eq!(got, want, "r {r} rz {rz}");
+        }
     }
 
     #[test]
