@@ -417,9 +417,10 @@ fn body_midline(tl: &[u32], body_id: u32, d: [usize; 3], xa: usize) -> f64 {
     let mut spans = Vec::new();
     for k in 0..nk {
         for y in 0..ny {
-            let first = (0..nx).find(|&x| at(k, y, x));
-            let last = (0..nx).rev().find(|&x| at(k, y, x));
-            if let (Some(a), Some(b)) = (first, last) {
+            let Some(a) = (0..nx).find(|&x| at(k, y, x)) else {
+                continue; // no body on this line: no need to search it from the other end
+            };
+            if let Some(b) = (0..nx).rev().find(|&x| at(k, y, x)) {
                 spans.push((b - a, (a + b) as f64 / 2.0));
             }
         }
