@@ -289,17 +289,17 @@ fn grow_within(m: &mut [bool], free: &[bool], d: [usize; 3], r: usize, rz: usize
     }
     let mut above = vec![FAR; plane];
     for k in (0..nk).rev() {
-        for p in 0..plane {
+        for (p, up) in above.iter_mut().enumerate() {
             let q = k * plane + p;
             let b = below[q];
-            above[p] = if b == 0 {
+            *up = if b == 0 {
                 0
-            } else if free[q] && k + 1 < nk && above[p] != FAR {
-                above[p] + 1
+            } else if free[q] && k + 1 < nk && *up != FAR {
+                *up + 1
             } else {
                 FAR
             };
-            if b != 0 && (b as usize <= rz || above[p] as usize <= rz) {
+            if b != 0 && (b as usize <= rz || *up as usize <= rz) {
                 m[q] = true;
             }
         }
