@@ -69,31 +69,45 @@ pub fn downsample_mean(
             let mut sum = vec![0i64; cd[1] * cd[2]];
             let mut cnt = vec![0u32; cd[1] * cd[2]];
             let mut exc = vec![0u32; cd[1] * cd[2]];
+            if excluded.is_none() {
+                // no exclusion: the rows of a block row added up first (vectorised), then split by block
+                let mut acc = vec![0i32; ni];
+                for cj in 0..cd[1] {
+                    acc.fill(0);
+                    let mut rows = 0;
+                    for k in ck * f[0]..((ck + 1) * f[0]).min(nk) {
+                        for j in cj * f[1]..((cj + 1) * f[1]).min(nj) {
+                            let row = &flat[k * plane_len + j * ni..k * plane_len + (j + 1) * ni];
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v as i32;
+                            }
+                            rows += 1;
+                        }
+                    }
+                    for (cq, blk) in acc.chunks(f[2]).enumerate() {
+                        let c = cj * cd[2] + cq;
+                        sum[c] = blk.iter().map(|&v| v as i64).sum::<i64>();
+                        cnt[c] = (blk.len() * rows) as u32;
+                    }
+                }
+            }
+            // with exclusion: voxel by voxel
             for k in ck * f[0]..((ck + 1) * f[0]).min(nk) {
+                let Some(w) = excluded.map(|e| e.slice_words(k)) else {
+                    break;
+                };
                 let plane = &flat[k * plane_len..(k + 1) * plane_len];
-                let words = excluded.map(|e| e.slice_words(k));
                 for j in 0..nj {
                     let crow = (j / f[1]) * cd[2];
                     let row = &plane[j * ni..(j + 1) * ni];
-                    match words {
-                        None => {
-                            for (i, &v) in row.iter().enumerate() {
-                                let c = crow + ci[i];
-                                sum[c] += v as i64;
-                                cnt[c] += 1;
-                            }
-                        }
-                        Some(w) => {
-                            for (i, &v) in row.iter().enumerate() {
-                                let c = crow + ci[i];
-                                let p = j * ni + i;
-                                if (w[p / 64] >> (p % 64)) & 1 == 1 {
-                                    exc[c] += 1;
-                                } else {
-                                    sum[c] += v as i64;
-                                    cnt[c] += 1;
-                                }
-                            }
+                    for (i, &v) in row.iter().enumerate() {
+                        let c = crow + ci[i];
+                        let p = j * ni + i;
+                        if (w[p / 64] >> (p % 64)) & 1 == 1 {
+                            exc[c] += 1;
+                        } else {
+                            sum[c] += v as i64;
+                            cnt[c] += 1;
                         }
                     }
                 }
@@ -205,53 +219,108 @@ pub fn label6(mask: &Array3<bool>) -> (Array3<u32>, Vec<usize>) {
     (Array3::from_shape_vec(d, lab).expect("shape"), sizes)
 }
 
+/// Bounding box `[lo, hi)` per axis of the voxels (flat `[k, j, i]` index in a grid of shape `d`) where
+/// `hit` holds (`None`: nowhere); slices in parallel.
+pub fn bbox_where(d: [usize; 3], hit: impl Fn(usize) -> bool + Sync) -> Option<[[usize; 2]; 3]> {
+    let [_, nj, ni] = d;
+    (0..d[0])
+        .into_par_iter()
+        .filter_map(|k| {
+            let mut b: Option<[[usize; 2]; 3]> = None;
+            for j in 0..nj {
+                let row = (k * nj + j) * ni;
+                let Some(a) = (0..ni).find(|&i| hit(row + i)) else {
+                    continue;
+                };
+                let e = (0..ni).rev().find(|&i| hit(row + i)).unwrap_or(a) + 1;
+                let x = b.get_or_insert([[k, k + 1], [j, j + 1], [a, e]]);
+                x[1][1] = j + 1;
+                x[2] = [x[2][0].min(a), x[2][1].max(e)];
+            }
+            b
+        })
+        .reduce_with(|a, b| [0, 1, 2].map(|x| [a[x][0].min(b[x][0]), a[x][1].max(b[x][1])]))
+}
+
+/// One 6-neighbourhood step over the box `bx` of `src` into `dst` (voxels outside the box are left as
+/// they are): dilation (`dilate`, never into `block`) or erosion (through in-grid neighbours only).
+fn step6(
+    src: &[bool],
+    dst: &mut [bool],
+    d: [usize; 3],
+    bx: [[usize; 2]; 3],
+    dilate: bool,
+    block: Option<&[bool]>,
+) {
+    let [nk, nj, ni] = d;
+    let plane = nj * ni;
+    dst.par_chunks_mut(plane)
+        .enumerate()
+        .filter(|(k, _)| (bx[0][0]..bx[0][1]).contains(k))
+        .for_each(|(k, dp)| {
+            for j in bx[1][0]..bx[1][1] {
+                for i in bx[2][0]..bx[2][1] {
+                    let p = (k * nj + j) * ni + i;
+                    let v = src[p];
+                    let out = if dilate {
+                        v || (!block.is_some_and(|b| b[p])
+                            && ((i > 0 && src[p - 1])
+                                || (i + 1 < ni && src[p + 1])
+                                || (j > 0 && src[p - ni])
+                                || (j + 1 < nj && src[p + ni])
+                                || (k > 0 && src[p - plane])
+                                || (k + 1 < nk && src[p + plane])))
+                    } else {
+                        v && (i == 0 || src[p - 1])
+                            && (i + 1 == ni || src[p + 1])
+                            && (j == 0 || src[p - ni])
+                            && (j + 1 == nj || src[p + ni])
+                            && (k == 0 || src[p - plane])
+                            && (k + 1 == nk || src[p + plane])
+                    };
+                    dp[j * ni + i] = out;
+                }
+            }
+        });
+}
+
+/// `r` 6-neighbourhood steps (dilation or erosion), each over the bounding box of the mask (grown by one
+/// voxel for a dilation): nothing outside it can change.
+fn repeat6(
+    mask: &Array3<bool>,
+    r: usize,
+    dilate: bool,
+    block: Option<&Array3<bool>>,
+) -> Array3<bool> {
+    let d = dims(mask);
+    let mut cur: Vec<bool> = mask.iter().copied().collect();
+    let Some(mut bx) = bbox_where(d, |q| cur[q]) else {
+        return mask.clone();
+    };
+    let blk = block.map(|b| b.as_slice().expect("standard layout"));
+    let mut next = cur.clone();
+    for _ in 0..r {
+        if dilate {
+            for a in 0..3 {
+                bx[a] = [bx[a][0].saturating_sub(1), (bx[a][1] + 1).min(d[a])];
+            }
+        }
+        // `next` equals `cur` outside the box: neither changed there in earlier steps
+        step6(&cur, &mut next, d, bx, dilate, blk);
+        std::mem::swap(&mut cur, &mut next);
+    }
+    Array3::from_shape_vec(d, cur).expect("shape")
+}
+
 /// One step of 6-neighbourhood dilation, repeated `r` times; voxels where `block` is true are never added.
 pub fn dilate6(mask: &Array3<bool>, r: usize, block: Option<&Array3<bool>>) -> Array3<bool> {
-    let mut cur = mask.clone();
-    let d = dims(mask);
-    for _ in 0..r {
-        let src = cur.as_slice().expect("standard layout");
-        let blk = block.map(|b| b.as_slice().expect("standard layout"));
-        let next: Vec<bool> = (0..src.len())
-            .into_par_iter()
-            .map(|p| {
-                if src[p] {
-                    return true;
-                }
-                if blk.is_some_and(|b| b[p]) {
-                    return false;
-                }
-                let mut any = false;
-                neighbours6(p, d, |q| any |= src[q]);
-                any
-            })
-            .collect();
-        cur = Array3::from_shape_vec(d, next).expect("shape");
-    }
-    cur
+    repeat6(mask, r, true, block)
 }
 
 /// 6-neighbourhood erosion repeated `r` times (voxels on the grid edge erode only through in-grid
 /// neighbours, so masks cut by the field of view are not eaten from the edge).
 pub fn erode6(mask: &Array3<bool>, r: usize) -> Array3<bool> {
-    let mut cur = mask.clone();
-    let d = dims(mask);
-    for _ in 0..r {
-        let src = cur.as_slice().expect("standard layout");
-        let next: Vec<bool> = (0..src.len())
-            .into_par_iter()
-            .map(|p| {
-                if !src[p] {
-                    return false;
-                }
-                let mut all = true;
-                neighbours6(p, d, |q| all &= src[q]);
-                all
-            })
-            .collect();
-        cur = Array3::from_shape_vec(d, next).expect("shape");
-    }
-    cur
+    repeat6(mask, r, false, None)
 }
 
 /// In-plane (per slice) closing with a disc of radius `r` voxels (approximated by alternating 4- and
@@ -303,33 +372,58 @@ pub fn close2d(mask: &Array3<bool>, r: usize) -> Array3<bool> {
 
 fn step2d(src: &[bool], nj: usize, ni: usize, diagonal: bool, dilate: bool) -> Vec<bool> {
     let mut out = vec![false; src.len()];
-    for j in 0..nj {
-        for i in 0..ni {
-            let p = j * ni + i;
-            let mut acc = src[p];
-            let mut visit = |dj: isize, di: isize| {
-                let (jj, ii) = (j as isize + dj, i as isize + di);
-                if jj < 0 || ii < 0 || jj >= nj as isize || ii >= ni as isize {
-                    return; // outside the grid: neutral
-                }
-                let v = src[jj as usize * ni + ii as usize];
-                if dilate {
-                    acc |= v;
-                } else {
-                    acc &= v;
-                }
-            };
-            visit(-1, 0);
-            visit(1, 0);
-            visit(0, -1);
-            visit(0, 1);
-            if diagonal {
-                visit(-1, -1);
-                visit(-1, 1);
-                visit(1, -1);
-                visit(1, 1);
+    // outside the grid: neutral
+    let edge = |j: usize, i: usize| -> bool {
+        let p = j * ni + i;
+        let mut acc = src[p];
+        let mut visit = |dj: isize, di: isize| {
+            let (jj, ii) = (j as isize + dj, i as isize + di);
+            if jj < 0 || ii < 0 || jj >= nj as isize || ii >= ni as isize {
+                return;
             }
-            out[p] = acc;
+            let v = src[jj as usize * ni + ii as usize];
+            if dilate {
+                acc |= v;
+            } else {
+                acc &= v;
+            }
+        };
+        visit(-1, 0);
+        visit(1, 0);
+        visit(0, -1);
+        visit(0, 1);
+        if diagonal {
+            visit(-1, -1);
+            visit(-1, 1);
+            visit(1, -1);
+            visit(1, 1);
+        }
+        acc
+    };
+    for j in 0..nj {
+        if j == 0 || j + 1 == nj || ni < 3 {
+            for i in 0..ni {
+                out[j * ni + i] = edge(j, i);
+            }
+            continue;
+        }
+        out[j * ni] = edge(j, 0);
+        out[j * ni + ni - 1] = edge(j, ni - 1);
+        // interior: all 8 neighbours exist
+        let (up, row, down) = (
+            &src[(j - 1) * ni..j * ni],
+            &src[j * ni..(j + 1) * ni],
+            &src[(j + 1) * ni..(j + 2) * ni],
+        );
+        let o = &mut out[j * ni..(j + 1) * ni];
+        for i in 1..ni - 1 {
+            let cross = [row[i], up[i], down[i], row[i - 1], row[i + 1]];
+            let diag = [up[i - 1], up[i + 1], down[i - 1], down[i + 1]];
+            o[i] = if dilate {
+                cross.iter().any(|&v| v) || (diagonal && diag.iter().any(|&v| v))
+            } else {
+                cross.iter().all(|&v| v) && (!diagonal || diag.iter().all(|&v| v))
+            };
         }
     }
     out
@@ -545,6 +639,63 @@ mod tests {
         assert_eq!(erode6(&d, 1), m);
         let e = erode6(&m, 1);
         assert_eq!(e.iter().filter(|&&v| v).count(), 8);
+    }
+
+    #[test]
+    fn boxed_dilation_and_erosion_match_the_definition() {
+        let mut x: u64 = 3;
+        let mut rnd = |pct: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 100 < pct
+        };
+        let d = [5usize, 9, 13];
+        let mut m = Array3::from_elem(d, false);
+        // a sparse mask away from the edges, and a blocked region
+        for k in 1..4 {
+            for j in 2..7 {
+                for i in 3..9 {
+                    m[[k, j, i]] = rnd(40);
+                }
+            }
+        }
+        let block = Array3::from_shape_fn(d, |_| rnd(20));
+        let dd = dims(&m);
+        let reference = |src: &Array3<bool>, dilate: bool, blk: Option<&Array3<bool>>| {
+            let s = src.as_slice().unwrap();
+            let v: Vec<bool> = (0..s.len())
+                .map(|p| {
+                    if dilate {
+                        if s[p] {
+                            return true;
+                        }
+                        if blk.is_some_and(|b| b.as_slice().unwrap()[p]) {
+                            return false;
+                        }
+                        let mut any = false;
+                        neighbours6(p, dd, |q| any |= s[q]);
+                        any
+                    } else {
+                        let mut all = s[p];
+                        neighbours6(p, dd, |q| all &= s[q]);
+                        all
+                    }
+                })
+                .collect();
+            Array3::from_shape_vec(dd, v).unwrap()
+        };
+        for r in 1..4 {
+            let (mut a, mut b, mut e) = (m.clone(), m.clone(), m.clone());
+            for _ in 0..r {
+                a = reference(&a, true, None);
+                b = reference(&b, true, Some(&block));
+                e = reference(&e, false, None);
+            }
+            assert_eq!(dilate6(&m, r, None), a, "r {r}");
+            assert_eq!(dilate6(&m, r, Some(&block)), b, "r {r} blocked");
+            assert_eq!(erode6(&m, r), e, "r {r} erosion");
+        }
     }
 
     #[test]

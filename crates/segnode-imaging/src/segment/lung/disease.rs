@@ -34,6 +34,7 @@
 //! or a mass of fluid attenuation at the base counted as effusion.
 
 use super::hull::{self, HullParams};
+use super::rays::{cast, AIRWAY, BEYOND, CLASS, OPEN, SOLID, WALL};
 use super::{LungSegmenter, LEFT_CODE, RIGHT_CODE};
 use crate::segment::morph::{self, dims, neighbours6};
 use crate::volume::Volume;
@@ -124,13 +125,6 @@ impl Default for DiseaseParams {
     }
 }
 
-/// Voxel classes of the ray casting (side codes 1 and 2 are the lungs).
-const OPEN: u8 = 0;
-const WALL: u8 = 3;
-const SOLID: u8 = 4;
-/// The airway exclusion: never a candidate, but where the bronchus enters the lung it bounds the cavity.
-const AIRWAY: u8 = 5;
-
 /// The 9 lines, one direction each (the other is its negation), as `[dk, dj, di]`.
 const LINES: [[isize; 3]; 9] = [
     [1, 0, 0],
@@ -167,213 +161,148 @@ pub(super) struct CoarseView<'a> {
     pub f: [usize; 3],
 }
 
-/// First non-solid voxel along `dir` from every voxel: (its class, steps to it); `OPEN` beyond `max_steps`
-/// or the grid. Dynamic programming along the direction, parallel over slices or rows.
-fn cast(lab: &[u8], d: [usize; 3], dir: [isize; 3], max_steps: u16) -> (Vec<u8>, Vec<u16>) {
-    let [nk, nj, ni] = d;
-    let plane = nj * ni;
-    let mut hit = vec![OPEN; lab.len()];
-    let mut steps = vec![0u16; lab.len()];
-    let order = |n: usize, s: isize| -> Vec<usize> {
-        if s > 0 {
-            (0..n).rev().collect()
-        } else {
-            (0..n).collect()
-        }
-    };
-    let (js, is) = (order(nj, dir[1]), order(ni, dir[2]));
-    // one slice given the slice it looks into (`None`: the step leaves the grid along k)
-    let do_slice =
-        |k: usize, hp: &mut [u8], sp: &mut [u16], next: Option<(&[u8], &[u16])>, same: bool| {
-            for &j in &js {
-                let jn = j as isize + dir[1];
-                for &i in &is {
-                    let p = j * ni + i;
-                    if lab[k * plane + p] != SOLID {
-                        continue;
-                    }
-                    let inn = i as isize + dir[2];
-                    if jn < 0 || jn >= nj as isize || inn < 0 || inn >= ni as isize {
-                        hp[p] = OPEN;
-                        sp[p] = 1;
-                        continue;
-                    }
-                    let q = jn as usize * ni + inn as usize;
-                    let (ql, qh, qs) = if same {
-                        (lab[k * plane + q], hp[q], sp[q])
-                    } else {
-                        match next {
-                            None => {
-                                hp[p] = OPEN;
-                                sp[p] = 1;
-                                continue;
-                            }
-                            Some((nh, ns)) => {
-                                let kn = (k as isize + dir[0]) as usize;
-                                (lab[kn * plane + q], nh[q], ns[q])
-                            }
-                        }
-                    };
-                    if ql == SOLID {
-                        if qs >= max_steps {
-                            hp[p] = OPEN;
-                            sp[p] = max_steps;
-                        } else {
-                            hp[p] = qh;
-                            sp[p] = qs + 1;
-                        }
-                    } else {
-                        hp[p] = ql;
-                        sp[p] = 1;
-                    }
-                }
-            }
-        };
-    // along k: every voxel looks into the slice before it only, so the rows run in parallel
-    let do_rows = |k: usize, hp: &mut [u8], sp: &mut [u16], next: (&[u8], &[u16])| {
-        let kn = (k as isize + dir[0]) as usize;
-        hp.par_chunks_mut(ni)
-            .zip(sp.par_chunks_mut(ni))
-            .enumerate()
-            .for_each(|(j, (hr, sr))| {
-                let jn = j as isize + dir[1];
-                for i in 0..ni {
-                    let p = j * ni + i;
-                    if lab[k * plane + p] != SOLID {
-                        continue;
-                    }
-                    let inn = i as isize + dir[2];
-                    if jn < 0 || jn >= nj as isize || inn < 0 || inn >= ni as isize {
-                        hr[i] = OPEN;
-                        sr[i] = 1;
-                        continue;
-                    }
-                    let q = jn as usize * ni + inn as usize;
-                    let (ql, qh, qs) = (lab[kn * plane + q], next.0[q], next.1[q]);
-                    if ql == SOLID {
-                        if qs >= max_steps {
-                            hr[i] = OPEN;
-                            sr[i] = max_steps;
-                        } else {
-                            hr[i] = qh;
-                            sr[i] = qs + 1;
-                        }
-                    } else {
-                        hr[i] = ql;
-                        sr[i] = 1;
-                    }
-                }
-            });
-    };
-    if dir[0] == 0 {
-        hit.par_chunks_mut(plane)
-            .zip(steps.par_chunks_mut(plane))
-            .enumerate()
-            .for_each(|(k, (hp, sp))| do_slice(k, hp, sp, None, true));
-    } else {
-        for k in order(nk, dir[0]) {
-            let kn = k as isize + dir[0];
-            if kn < 0 || kn >= nk as isize {
-                do_slice(
-                    k,
-                    &mut hit[k * plane..(k + 1) * plane],
-                    &mut steps[k * plane..(k + 1) * plane],
-                    None,
-                    false,
-                );
-                continue;
-            }
-            let kn = kn as usize;
-            // split so the slice looked into is read while slice k is written
-            let (hlo, hhi) = hit.split_at_mut(k.max(kn) * plane);
-            let (slo, shi) = steps.split_at_mut(k.max(kn) * plane);
-            if kn < k {
-                let nh = &hlo[kn * plane..(kn + 1) * plane];
-                let ns = &slo[kn * plane..(kn + 1) * plane];
-                do_rows(k, &mut hhi[..plane], &mut shi[..plane], (nh, ns));
-            } else {
-                let nh = &hhi[..plane];
-                let ns = &shi[..plane];
-                do_rows(
-                    k,
-                    &mut hlo[k * plane..(k + 1) * plane],
-                    &mut slo[k * plane..(k + 1) * plane],
-                    (nh, ns),
-                );
-            }
-        }
-    }
-    (hit, steps)
-}
-
-/// In-plane opening of `m` by `r` 4-neighbour steps: erode, then regrow inside `m` (slices in parallel).
+/// In-plane opening of `m` by `r` 4-neighbour steps: erode (outside the grid counts as empty), then regrow
+/// inside `m` (slices in parallel). The erosion keeps the pixels farther than `r` (city-block) from any
+/// pixel outside the mask, from a two-pass distance transform; the regrowth is a breadth-first search of
+/// depth `r` inside the mask: the same as `r` steps each, at a cost independent of `r`.
 fn open2d(m: &mut [bool], d: [usize; 3], r: usize) {
     let [_, nj, ni] = d;
     let plane = nj * ni;
-    m.par_chunks_mut(plane).for_each(|mp| {
-        if !mp.iter().any(|&v| v) {
-            return;
-        }
-        let orig = mp.to_vec();
-        let mut cur = orig.clone();
-        let step = |src: &[bool], grow: bool| -> Vec<bool> {
-            (0..plane)
-                .map(|p| {
+    m.par_chunks_mut(plane).for_each_init(
+        || (vec![0u32; plane], vec![false; plane]),
+        |(dist, reached), mp| {
+            if !mp.iter().any(|&v| v) {
+                return;
+            }
+            for j in 0..nj {
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    dist[p] = if !mp[p] {
+                        0
+                    } else {
+                        let left = if i > 0 { dist[p - 1] } else { 0 };
+                        let up = if j > 0 { dist[p - ni] } else { 0 };
+                        left.min(up) + 1
+                    };
+                }
+            }
+            for j in (0..nj).rev() {
+                for i in (0..ni).rev() {
+                    let p = j * ni + i;
+                    if dist[p] == 0 {
+                        continue;
+                    }
+                    let right = if i + 1 < ni { dist[p + 1] } else { 0 };
+                    let down = if j + 1 < nj { dist[p + ni] } else { 0 };
+                    dist[p] = dist[p].min(right.min(down) + 1);
+                }
+            }
+            let mut front: Vec<usize> = Vec::new();
+            for p in 0..plane {
+                reached[p] = dist[p] as usize > r;
+                if reached[p] {
+                    front.push(p);
+                }
+            }
+            for _ in 0..r {
+                let mut next = Vec::new();
+                for &p in &front {
                     let (j, i) = (p / ni, p % ni);
-                    let nb = [
+                    for q in [
                         (i > 0).then(|| p - 1),
                         (i + 1 < ni).then(|| p + 1),
                         (j > 0).then(|| p - ni),
                         (j + 1 < nj).then(|| p + ni),
-                    ];
-                    if grow {
-                        orig[p] && (src[p] || nb.iter().any(|q| q.is_some_and(|q| src[q])))
-                    } else {
-                        src[p] && nb.iter().all(|q| q.is_some_and(|q| src[q]))
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if mp[q] && !reached[q] {
+                            reached[q] = true;
+                            next.push(q);
+                        }
                     }
-                })
-                .collect()
-        };
-        for _ in 0..r {
-            cur = step(&cur, false);
-        }
-        for _ in 0..r {
-            cur = step(&cur, true);
-        }
-        mp.copy_from_slice(&cur);
-    });
+                }
+                if next.is_empty() {
+                    break;
+                }
+                front = next;
+            }
+            mp.copy_from_slice(reached);
+        },
+    );
 }
 
-/// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k.
+/// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k. The
+/// in-plane part is a breadth-first search of depth `r` per slice; along k, a voxel joins when a voxel of
+/// `m` lies within `rz` steps in its column with free voxels all the way (distances up and down the
+/// column in two passes): the same as the steps one by one.
 fn grow_within(m: &mut [bool], free: &[bool], d: [usize; 3], r: usize, rz: usize) {
     let [nk, nj, ni] = d;
     let plane = nj * ni;
     m.par_chunks_mut(plane)
         .zip(free.par_chunks(plane))
         .for_each(|(mp, fp)| {
+            let mut front: Vec<usize> = (0..plane).filter(|&p| mp[p]).collect();
             for _ in 0..r {
-                let src = mp.to_vec();
-                for (p, v) in mp.iter_mut().enumerate() {
-                    if *v || !fp[p] {
-                        continue;
-                    }
-                    let (j, i) = (p / ni, p % ni);
-                    *v = (i > 0 && src[p - 1])
-                        || (i + 1 < ni && src[p + 1])
-                        || (j > 0 && src[p - ni])
-                        || (j + 1 < nj && src[p + ni]);
+                if front.is_empty() {
+                    break;
                 }
+                let mut next = Vec::new();
+                for &p in &front {
+                    let (j, i) = (p / ni, p % ni);
+                    for q in [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if !mp[q] && fp[q] {
+                            mp[q] = true;
+                            next.push(q);
+                        }
+                    }
+                }
+                front = next;
             }
         });
-    for _ in 0..rz {
-        let src = m.to_vec();
-        m.par_iter_mut().enumerate().for_each(|(q, v)| {
-            if *v || !free[q] {
-                return;
+    if rz == 0 {
+        return;
+    }
+    // steps from the nearest voxel of `m` below (smaller k) through free voxels; 0 marks `m` itself
+    const FAR: u16 = u16::MAX;
+    let mut below = vec![FAR; m.len()];
+    for k in 0..nk {
+        for p in 0..plane {
+            let q = k * plane + p;
+            below[q] = if m[q] {
+                0
+            } else if free[q] && k > 0 && below[q - plane] != FAR {
+                below[q - plane] + 1
+            } else {
+                FAR
+            };
+        }
+    }
+    let mut above = vec![FAR; plane];
+    for k in (0..nk).rev() {
+        for (p, up) in above.iter_mut().enumerate() {
+            let q = k * plane + p;
+            let b = below[q];
+            *up = if b == 0 {
+                0
+            } else if free[q] && k + 1 < nk && *up != FAR {
+                *up + 1
+            } else {
+                FAR
+            };
+            if b != 0 && (b as usize <= rz || *up as usize <= rz) {
+                m[q] = true;
             }
-            let k = q / plane;
-            *v = (k > 0 && src[q - plane]) || (k + 1 < nk && src[q + plane]);
-        });
+        }
     }
 }
 
@@ -381,25 +310,98 @@ fn sides_s_now(sides: &Array3<u8>) -> &[u8] {
     sides.as_slice().expect("layout")
 }
 
-/// In-plane dilation of `m` by `r` 4-neighbour steps (slices in parallel).
+/// In-plane dilation of `m` by `r` 4-neighbour steps (slices in parallel): the pixels within city-block
+/// distance `r` of the mask, from a two-pass distance transform (cost independent of `r`).
 fn dilate2d(m: &mut [bool], d: [usize; 3], r: usize) {
     let [_, nj, ni] = d;
     let plane = nj * ni;
-    m.par_chunks_mut(plane).for_each(|mp| {
-        for _ in 0..r {
-            let src = mp.to_vec();
-            for (p, v) in mp.iter_mut().enumerate() {
-                if *v {
-                    continue;
+    if r == 0 {
+        return;
+    }
+    m.par_chunks_mut(plane).for_each_init(
+        || vec![0u32; plane],
+        |dist, mp| {
+            if !mp.iter().any(|&v| v) {
+                return;
+            }
+            let far = (nj + ni) as u32 + 1;
+            for j in 0..nj {
+                for i in 0..ni {
+                    let p = j * ni + i;
+                    dist[p] = if mp[p] {
+                        0
+                    } else {
+                        let mut x = far;
+                        if i > 0 {
+                            x = x.min(dist[p - 1] + 1);
+                        }
+                        if j > 0 {
+                            x = x.min(dist[p - ni] + 1);
+                        }
+                        x
+                    };
                 }
-                let (j, i) = (p / ni, p % ni);
-                *v = (i > 0 && src[p - 1])
-                    || (i + 1 < ni && src[p + 1])
-                    || (j > 0 && src[p - ni])
-                    || (j + 1 < nj && src[p + ni]);
+            }
+            for j in (0..nj).rev() {
+                for i in (0..ni).rev() {
+                    let p = j * ni + i;
+                    let mut x = dist[p];
+                    if i + 1 < ni {
+                        x = x.min(dist[p + 1] + 1);
+                    }
+                    if j + 1 < nj {
+                        x = x.min(dist[p + ni] + 1);
+                    }
+                    dist[p] = x;
+                    mp[p] = x as usize <= r;
+                }
+            }
+        },
+    );
+}
+
+/// [`morph::close2d`] of `m` as on a grid larger by `pad` (j, i; before, after) of empty voxels: the
+/// closing of the work box is that of the whole grid.
+fn close2d_padded(m: &Array3<bool>, r: usize, pad: [[usize; 2]; 2]) -> Array3<bool> {
+    let [nk, nj, ni] = dims(m);
+    let (pj, pi) = (pad[0][0], pad[1][0]);
+    let big = [nk, nj + pj + pad[0][1], ni + pi + pad[1][1]];
+    if big == [nk, nj, ni] {
+        return morph::close2d(m, r);
+    }
+    let mut a = Array3::from_elem(big, false);
+    a.slice_mut(ndarray::s![.., pj..pj + nj, pi..pi + ni])
+        .assign(m);
+    morph::close2d(&a, r)
+        .slice(ndarray::s![.., pj..pj + nj, pi..pi + ni])
+        .as_standard_layout()
+        .into_owned()
+}
+
+/// The voxels of the box `bx` of a `[k, j, i]` array of shape `d`, row-major.
+fn crop<T: Copy>(a: &[T], d: [usize; 3], bx: [[usize; 2]; 3]) -> Vec<T> {
+    let mut out = Vec::with_capacity(bx.iter().map(|r| r[1] - r[0]).product());
+    for k in bx[0][0]..bx[0][1] {
+        for j in bx[1][0]..bx[1][1] {
+            let row = (k * d[1] + j) * d[2];
+            out.extend_from_slice(&a[row + bx[2][0]..row + bx[2][1]]);
+        }
+    }
+    out
+}
+
+/// Writes `src` (the box `bx`, row-major) back into the array `dst` of shape `d`.
+fn paste<T: Copy>(dst: &mut [T], d: [usize; 3], bx: [[usize; 2]; 3], src: &[T]) {
+    let w = bx[2][1] - bx[2][0];
+    let mut rows = src.chunks(w);
+    for k in bx[0][0]..bx[0][1] {
+        for j in bx[1][0]..bx[1][1] {
+            let row = (k * d[1] + j) * d[2];
+            if let Some(r) = rows.next() {
+                dst[row + bx[2][0]..row + bx[2][1]].copy_from_slice(r);
             }
         }
-    });
+    }
 }
 
 /// The body's midline along the x index axis `xa` (1 or 2): the median midpoint of the body's outer extent
@@ -415,9 +417,10 @@ fn body_midline(tl: &[u32], body_id: u32, d: [usize; 3], xa: usize) -> f64 {
     let mut spans = Vec::new();
     for k in 0..nk {
         for y in 0..ny {
-            let first = (0..nx).find(|&x| at(k, y, x));
-            let last = (0..nx).rev().find(|&x| at(k, y, x));
-            if let (Some(a), Some(b)) = (first, last) {
+            let Some(a) = (0..nx).find(|&x| at(k, y, x)) else {
+                continue; // no body on this line: no need to search it from the other end
+            };
+            if let Some(b) = (0..nx).rev().find(|&x| at(k, y, x)) {
                 spans.push((b - a, (a + b) as f64 / 2.0));
             }
         }
@@ -456,8 +459,7 @@ impl LungSegmenter {
     ) -> DiseaseMasks {
         let p = &self.params.disease;
         let d = dims(sides);
-        let [nk, nj, ni] = d;
-        let plane = nj * ni;
+        let nk = d[0];
         let mut added = Array3::from_elem(d, false);
         let mut effusion = Array3::<u8>::zeros(d);
         if !p.enabled || nk < 3 {
@@ -469,44 +471,95 @@ impl LungSegmenter {
         }
         let sp = volume.geometry.spacing_kji();
         let csp = [0, 1, 2].map(|a| sp[a] * cv.f[a] as f64);
-        let cvox_ml = csp.iter().product::<f64>() / 1000.0;
         let air_hu = self.params.air_hu;
         let c = cv.c.as_slice().expect("layout");
+        let mut sw = super::Stopwatch::new();
+        // where the classes are worked out: the voxels that can be lung, solid or airway (lung already,
+        // or in the field and airway, an air pocket or body tissue below the wall's attenuation), grown
+        // by 2 — one for the fat-range voxels that join a lung, one for the smoothing's neighbours
+        let (oof_f, ex_f, pk_f) = (
+            cv.c_oof.as_slice().expect("layout"),
+            cv.exclude.as_slice().expect("layout"),
+            cv.pocket.as_slice().expect("layout"),
+        );
+        let tl_f = cv.tlab.as_slice().expect("layout");
+        let sides_f = sides.as_slice().expect("layout");
+        let Some(s0) = morph::bbox_where(d, |q| {
+            sides_f[q] != 0
+                || (!oof_f[q]
+                    && (ex_f[q]
+                        || if c[q] < air_hu {
+                            pk_f[q]
+                        } else {
+                            tl_f[q] == cv.body_id && c[q] < p.wall_hu
+                        }))
+        }) else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        let sb: [[usize; 2]; 3] =
+            [0, 1, 2].map(|a| [s0[a][0].saturating_sub(2), (s0[a][1] + 2).min(d[a])]);
+        let full_d = d;
+        let d = sb.map(|r| r[1] - r[0]);
+        let [_, nj, ni] = d;
+        let plane = nj * ni;
+        let c_v = crop(c, full_d, sb);
+        let c = &c_v[..];
+        let sides_v = crop(sides_f, full_d, sb);
+        let (oof_v, ex_v, tl_v, pk_v) = (
+            crop(oof_f, full_d, sb),
+            crop(ex_f, full_d, sb),
+            crop(tl_f, full_d, sb),
+            crop(pk_f, full_d, sb),
+        );
         // in-plane 3×3 mean of the non-air voxels: noise in a necrotic mass must not look like fat, and
         // tissue beside the lung must not average with the air into the fat range
-        let mut sw = super::Stopwatch::new();
         let mut smooth = vec![0i16; c.len()];
         smooth
             .par_chunks_mut(plane)
-            .enumerate()
-            .for_each(|(k, out)| {
-                for j in 0..nj {
-                    for i in 0..ni {
-                        let (mut s, mut n) = (0i32, 0i32);
-                        for jj in j.saturating_sub(1)..(j + 2).min(nj) {
-                            for ii in i.saturating_sub(1)..(i + 2).min(ni) {
-                                let v = c[k * plane + jj * ni + ii];
+            .zip(c.par_chunks(plane))
+            .for_each_init(
+                || (vec![0i32; plane], vec![0u8; plane]),
+                |(hs, hn), (out, cp)| {
+                    // separable: sums and counts of the non-air voxels over 3 columns, then 3 rows
+                    for j in 0..nj {
+                        let row = &cp[j * ni..(j + 1) * ni];
+                        for i in 0..ni {
+                            let (mut s, mut n) = (0i32, 0u8);
+                            for &v in &row[i.saturating_sub(1)..(i + 2).min(ni)] {
                                 if v >= air_hu {
                                     s += v as i32;
                                     n += 1;
                                 }
                             }
+                            hs[j * ni + i] = s;
+                            hn[j * ni + i] = n;
                         }
-                        out[j * ni + i] = if n > 0 {
-                            (s / n) as i16
-                        } else {
-                            c[k * plane + j * ni + i]
-                        };
                     }
-                }
-            });
+                    for j in 0..nj {
+                        let (j0, j1) = (j.saturating_sub(1), (j + 2).min(nj));
+                        for i in 0..ni {
+                            let (mut s, mut n) = (0i32, 0i32);
+                            for jj in j0..j1 {
+                                s += hs[jj * ni + i];
+                                n += hn[jj * ni + i] as i32;
+                            }
+                            out[j * ni + i] = if n > 0 {
+                                (s / n) as i16
+                            } else {
+                                cp[j * ni + i]
+                            };
+                        }
+                    }
+                },
+            );
         sw.lap("disease: smooth");
         // voxel classes
-        let sides_s = sides.as_slice().expect("layout");
-        let oof = cv.c_oof.as_slice().expect("layout");
-        let ex = cv.exclude.as_slice().expect("layout");
-        let tl = cv.tlab.as_slice().expect("layout");
-        let pocket = cv.pocket.as_slice().expect("layout");
+        let sides_s = &sides_v[..];
+        let (oof, ex, tl, pocket) = (&oof_v[..], &ex_v[..], &tl_v[..], &pk_v[..]);
         let mut lab: Vec<u8> = (0..c.len())
             .into_par_iter()
             .map(|q| {
@@ -556,74 +609,208 @@ impl LungSegmenter {
             lab[q] = s;
         }
         sw.lap("disease: classes");
+        // the work box: every solid, lung and airway voxel and one more. Outside it every voxel is open or
+        // wall, so every ray ends where it does on the whole grid, and the in-plane dilations (city-block
+        // distances) are the same inside it; the notch closing alone looks farther (see `notch_pad`)
+        let Some(core) = morph::bbox_where(d, |q| {
+            let v = lab[q];
+            v == RIGHT_CODE || v == LEFT_CODE || v == SOLID || v == AIRWAY
+        }) else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        let bx: [[usize; 2]; 3] =
+            [0, 1, 2].map(|a| [core[a][0].saturating_sub(1), (core[a][1] + 1).min(d[a])]);
+        // the same box on the whole grid
+        let bf: [[usize; 2]; 3] = [0, 1, 2].map(|a| [bx[a][0] + sb[a][0], bx[a][1] + sb[a][0]]);
+        // the closing sees r + 1 voxels beyond its mask, as far as the grid goes
+        let r_notch = (p.notch_mm / csp[1].min(csp[2])).round() as usize;
+        let notch_pad = [1, 2].map(|a| {
+            [
+                bf[a][0].min(r_notch + 1),
+                (full_d[a] - bf[a][1]).min(r_notch + 1),
+            ]
+        });
+        let bd = bx.map(|r| r[1] - r[0]);
+        let x_axis = aligned_axis(volume, 0);
+        // the body midline in box coordinates (from the body outline on the whole grid)
+        let mid = x_axis
+            .filter(|&(xa, _)| xa != 0)
+            .map(|(xa, _)| body_midline(tl_f, cv.body_id, full_d, xa) - bf[xa][0] as f64);
+        let Ok(mut bsides) = Array3::from_shape_vec(bd, crop(sides_s, d, bx)) else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
+        let bc = crop(c, d, bx);
+        let blab = crop(&lab, d, bx);
+        drop(lab);
+        sw.lap("disease: box");
+        let m = self.disease_in_box(
+            volume,
+            blab,
+            &bc,
+            &mut bsides,
+            mid,
+            notch_pad,
+            csp,
+            notes,
+            &mut sw,
+        );
+        paste(
+            sides.as_slice_mut().expect("layout"),
+            full_d,
+            bf,
+            bsides.as_slice().expect("layout"),
+        );
+        paste(
+            added.as_slice_mut().expect("layout"),
+            full_d,
+            bf,
+            m.lung.as_slice().expect("layout"),
+        );
+        paste(
+            effusion.as_slice_mut().expect("layout"),
+            full_d,
+            bf,
+            m.effusion.as_slice().expect("layout"),
+        );
+        let released = m
+            .released
+            .iter()
+            .map(|&q| {
+                let (k, j, i) = (q / (bd[1] * bd[2]), (q / bd[2]) % bd[1], q % bd[2]);
+                ((k + bf[0][0]) * full_d[1] + j + bf[1][0]) * full_d[2] + i + bf[2][0]
+            })
+            .collect();
+        DiseaseMasks {
+            lung: added,
+            effusion,
+            released,
+        }
+    }
+
+    /// The disease step from the rays on, on the work box: `lab` the voxel classes, `c` the coarse HU,
+    /// `sides` the side labels (changed in place), `mid` the body midline along the x index axis,
+    /// `notch_pad` the room (j, i; before, after) the whole grid has around the box for the notch closing.
+    #[allow(clippy::too_many_arguments)]
+    fn disease_in_box(
+        &self,
+        volume: &Volume,
+        lab: Vec<u8>,
+        c: &[i16],
+        sides: &mut Array3<u8>,
+        mid: Option<f64>,
+        notch_pad: [[usize; 2]; 2],
+        csp: [f64; 3],
+        notes: &mut Vec<String>,
+        sw: &mut super::Stopwatch,
+    ) -> DiseaseMasks {
+        let p = &self.params.disease;
+        let d = dims(sides);
+        let [nk, nj, ni] = d;
+        let plane = nj * ni;
+        let mut added = Array3::from_elem(d, false);
+        let mut effusion = Array3::<u8>::zeros(d);
+        let cvox_ml = csp.iter().product::<f64>() / 1000.0;
+        let air_hu = self.params.air_hu;
+        let sides_s = sides.as_slice().expect("layout");
         // rays: per line and side, lung-lung and lung-(lung|wall) counts
         let mut ll = [vec![0u8; c.len()], vec![0u8; c.len()]];
         let mut lw = [vec![0u8; c.len()], vec![0u8; c.len()]];
-        let mut up_ray: Option<(Vec<u8>, Vec<u16>, f64)> = None;
+        // the vertical and the antero-posterior rays kept for the basal rule: classes within
+        // `basal_reach_mm` (the `BEYOND` flag marks those past `reach_mm`)
+        let mut up_ray: Option<(Vec<u8>, f64)> = None;
         let z_axis = aligned_axis(volume, 2);
         let y_axis = aligned_axis(volume, 1);
         let x_axis = aligned_axis(volume, 0);
-        let mut back_ray: Option<(Vec<u8>, Vec<u16>, f64)> = None;
-        for line in LINES {
-            let step_mm = (0..3)
-                .map(|a| (line[a] as f64 * csp[a]).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let reach = (p.reach_mm / step_mm).ceil() as u16;
-            let long = (p.basal_reach_mm / step_mm).ceil() as u16;
-            let neg = line.map(|v| -v);
-            let ((h1, s1), (h2, s2)) =
-                rayon::join(|| cast(&lab, d, line, long), || cast(&lab, d, neg, long));
-            for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
-                let (lln, lwn) = (&mut ll[n], &mut lw[n]);
-                lln.par_iter_mut()
-                    .zip(lwn.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(q, (a, b))| {
+        let mut back_ray: Option<(Vec<u8>, f64)> = None;
+        // three lines (six casts, one task each) at a time, then their counts in one pass
+        for lines in LINES.chunks(3) {
+            let plan: Vec<([isize; 3], u16, u16, bool, bool, f64)> = lines
+                .iter()
+                .map(|&line| {
+                    let step_mm = (0..3)
+                        .map(|a| (line[a] as f64 * csp[a]).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let reach = (p.reach_mm / step_mm).ceil() as u16;
+                    let long = (p.basal_reach_mm / step_mm).ceil() as u16;
+                    let axis = (0..3)
+                        .find(|&a| line[a] != 0 && line.iter().filter(|&&v| v != 0).count() == 1);
+                    let is_up = axis.is_some() && axis == z_axis.map(|z| z.0);
+                    let is_back = !is_up && axis.is_some() && axis == y_axis.map(|y| y.0);
+                    // only the kept rays need the long reach; the others stop at `reach`
+                    let max_steps = if is_up || is_back { long } else { reach };
+                    (line, max_steps, reach, is_up, is_back, step_mm)
+                })
+                .collect();
+            let mut hits: Vec<Vec<u8>> = plan
+                .par_iter()
+                .flat_map_iter(|&(line, max_steps, reach, ..)| {
+                    [
+                        (line, max_steps, reach),
+                        (line.map(|v| -v), max_steps, reach),
+                    ]
+                })
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|(dir, max_steps, reach)| cast(&lab, d, dir, max_steps, reach))
+                .collect();
+            let [ll0, ll1] = &mut ll;
+            let [lw0, lw1] = &mut lw;
+            let hs = &hits;
+            ll0.par_chunks_mut(plane)
+                .zip(ll1.par_chunks_mut(plane))
+                .zip(lw0.par_chunks_mut(plane).zip(lw1.par_chunks_mut(plane)))
+                .enumerate()
+                .for_each(|(k, ((a0, a1), (b0, b1)))| {
+                    let base = k * plane;
+                    for r in 0..plane {
+                        let q = base + r;
                         if lab[q] != SOLID {
-                            return;
+                            continue;
                         }
-                        let end = |h: u8, s: u16| {
-                            if s > reach {
-                                OPEN
-                            } else if h == AIRWAY {
-                                WALL
-                            } else {
-                                h
-                            }
+                        // past the reach: open; the airway bounds the cavity like its wall
+                        let end = |h: u8| match h {
+                            _ if h & BEYOND != 0 => OPEN,
+                            AIRWAY => WALL,
+                            _ => h,
                         };
-                        let (e1, e2) = (end(h1[q], s1[q]), end(h2[q], s2[q]));
-                        let l1 = e1 == code;
-                        let l2 = e2 == code;
-                        if l1 && l2 {
-                            *a += 1;
+                        for pair in hs.chunks(2) {
+                            let (e1, e2) = (end(pair[0][q]), end(pair[1][q]));
+                            for (code, a, b) in [
+                                (RIGHT_CODE, &mut *a0, &mut *b0),
+                                (LEFT_CODE, &mut *a1, &mut *b1),
+                            ] {
+                                let l1 = e1 == code;
+                                let l2 = e2 == code;
+                                if l1 && l2 {
+                                    a[r] += 1;
+                                }
+                                if (l1 && (l2 || e2 == WALL)) || (l2 && e1 == WALL) {
+                                    b[r] += 1;
+                                }
+                            }
                         }
-                        if (l1 && (l2 || e2 == WALL)) || (l2 && e1 == WALL) {
-                            *b += 1;
-                        }
-                    });
-            }
+                    }
+                });
             // keep the vertical and the antero-posterior rays for the basal rule
-            let axis =
-                (0..3).find(|&a| line[a] != 0 && line.iter().filter(|&&v| v != 0).count() == 1);
-            if let (Some(a), Some((za, zs))) = (axis, z_axis) {
-                if a == za {
+            for (n, &(_, _, _, is_up, is_back, step_mm)) in plan.iter().enumerate().rev() {
+                let h2 = hits.remove(2 * n + 1);
+                let h1 = hits.remove(2 * n);
+                if is_up {
                     // towards superior: the direction whose patient z grows
-                    up_ray = Some(if zs > 0.0 {
-                        (h1, s1, step_mm)
-                    } else {
-                        (h2, s2, step_mm)
-                    });
-                    continue;
-                }
-            }
-            if let (Some(a), Some((ya, ys))) = (axis, y_axis) {
-                if a == ya {
-                    back_ray = Some(if ys > 0.0 {
-                        (h1, s1, step_mm)
-                    } else {
-                        (h2, s2, step_mm)
-                    });
+                    let zs = z_axis.map_or(1.0, |z| z.1);
+                    up_ray = Some((if zs > 0.0 { h1 } else { h2 }, step_mm));
+                } else if is_back {
+                    let ys = y_axis.map_or(1.0, |y| y.1);
+                    back_ray = Some((if ys > 0.0 { h1 } else { h2 }, step_mm));
                 }
             }
         }
@@ -737,7 +924,7 @@ impl LungSegmenter {
                 let Ok(m) = Array3::from_shape_vec(d, with_mass) else {
                     continue;
                 };
-                let closed = morph::close2d(&m, r_notch);
+                let closed = close2d_padded(&m, r_notch, notch_pad);
                 let mut near = enclosed[n].clone();
                 dilate2d(&mut near, d, r_notch);
                 let (ms, cs) = (
@@ -773,7 +960,7 @@ impl LungSegmenter {
         }
         sw.lap("disease: write enclosed");
         // step 3: basal disease, needs an axial grid aligned with x and y
-        let (Some((fl, zs)), Some((xa, xs)), Some((up_h, up_s, up_mm)), Some((bk_h, _, _))) =
+        let (Some((fl, zs)), Some((xa, xs)), Some((up_h, _)), Some((bk_h, _))) =
             (floors, x_axis, up_ray, back_ray)
         else {
             return DiseaseMasks {
@@ -789,7 +976,13 @@ impl LungSegmenter {
                 released: Vec::new(),
             };
         }
-        let mid = body_midline(tl, cv.body_id, d, xa);
+        let Some(mid) = mid else {
+            return DiseaseMasks {
+                lung: added,
+                effusion,
+                released: Vec::new(),
+            };
+        };
         let nx = if xa == 2 { ni } else { nj };
         let mirror = |r: usize| -> Option<usize> {
             let (j, i) = (r / ni, r % ni);
@@ -803,7 +996,6 @@ impl LungSegmenter {
         };
         let zstep = csp[0];
         let gap = (p.basal_gap_mm / zstep).round() as i32;
-        let up_reach = (p.basal_reach_mm / up_mm).ceil() as u16;
         // the other lung, widened in-plane by the tolerance: where the mirror image of a voxel falls
         // in it, the voxel lies where the other side has pleural cavity (not mediastinum, aorta, spine)
         let r_mirror = (p.mirror_tolerance_mm / csp[1].min(csp[2])).round() as usize;
@@ -829,43 +1021,65 @@ impl LungSegmenter {
                 };
                 let shift = (shift_mm / zstep).round() as i32 * if zs > 0.0 { 1 } else { -1 };
                 let gap_dir = gap * if zs > 0.0 { 1 } else { -1 };
-                let bs = basal[n].as_slice_mut().expect("layout");
-                let gs = grow_ok[n].as_slice_mut().expect("layout");
-                for r in 0..plane {
-                    // this side of the midline only
-                    let x = if xa == 2 { r % ni } else { r / ni } as f64;
-                    let on_side = ((x - mid) * xs > 0.0) == (code == LEFT_CODE);
-                    if !on_side {
-                        continue;
-                    }
-                    let Some(mr) = mirror(r) else { continue };
-                    let fo = fl[other][mr];
-                    if fo < 0 {
-                        continue;
-                    }
-                    let floor = fo + shift;
-                    let own = fl[n][r];
-                    // the own lung reaches (nearly) as low as the borrowed floor: a healthy base
-                    let healthy = own >= 0 && below(own as usize, floor + gap_dir, zs);
-                    for k in 0..nk {
-                        let q = k * plane + r;
+                // per column: the mirror column, the borrowed floor and whether the own base is healthy
+                let cols: Vec<Option<(usize, i32, bool)>> = (0..plane)
+                    .map(|r| {
+                        // this side of the midline only
+                        let x = if xa == 2 { r % ni } else { r / ni } as f64;
+                        let on_side = ((x - mid) * xs > 0.0) == (code == LEFT_CODE);
+                        if !on_side {
+                            return None;
+                        }
+                        let mr = mirror(r)?;
+                        let fo = fl[other][mr];
+                        if fo < 0 {
+                            return None;
+                        }
+                        let floor = fo + shift;
+                        let own = fl[n][r];
+                        // the own lung reaches (nearly) as low as the borrowed floor: a healthy base
+                        let healthy = own >= 0 && below(own as usize, floor + gap_dir, zs);
+                        Some((mr, floor, healthy))
+                    })
+                    .collect();
+                let wide_other = &wide[other];
+                basal[n]
+                    .as_slice_mut()
+                    .expect("layout")
+                    .par_chunks_mut(plane)
+                    .zip(
+                        grow_ok[n]
+                            .as_slice_mut()
+                            .expect("layout")
+                            .par_chunks_mut(plane),
+                    )
+                    .enumerate()
+                    .for_each(|(k, (bs, gs))| {
                         // the mirror image, shifted by the difference of the domes
                         let ko = k as i32 - shift;
-                        let mirrored_ok =
-                            ko >= 0 && (ko as usize) < nk && wide[other][ko as usize * plane + mr];
-                        if lab[q] != SOLID || out[q] != 0 || below(k, floor, zs) || !mirrored_ok {
-                            continue;
+                        if ko < 0 || ko as usize >= nk {
+                            return;
                         }
-                        // dependent: the chest wall or spine (or this lung) behind it
-                        if bk_h[q] == WALL {
-                            gs[q] = true;
+                        let wo = &wide_other[ko as usize * plane..(ko as usize + 1) * plane];
+                        for (r, col) in cols.iter().enumerate() {
+                            let Some((mr, floor, healthy)) = *col else {
+                                continue;
+                            };
+                            let q = k * plane + r;
+                            if lab[q] != SOLID || out[q] != 0 || below(k, floor, zs) || !wo[mr] {
+                                continue;
+                            }
+                            // dependent: the chest wall or spine (or this lung) behind it
+                            let behind_wall = bk_h[q] & CLASS == WALL;
+                            if behind_wall {
+                                gs[r] = true;
+                            }
+                            let lung_above = up_h[q] & CLASS == code;
+                            if !healthy && lung_above && behind_wall {
+                                bs[r] = true;
+                            }
                         }
-                        let lung_above = up_h[q] == code && up_s[q] <= up_reach;
-                        if !healthy && lung_above && bk_h[q] == WALL {
-                            bs[q] = true;
-                        }
-                    }
-                }
+                    });
             }
         }
         sw.lap("disease: basal rule");
@@ -1072,29 +1286,121 @@ fn finish_interface(
 mod tests {
     use super::*;
 
+    /// `r` explicit 4-neighbour steps: the definition the distance-transform versions must match.
+    fn steps2d(m: &[bool], nj: usize, ni: usize, r: usize, erode_first: bool) -> Vec<bool> {
+        let orig = m.to_vec();
+        let step = |src: &[bool], grow: bool| -> Vec<bool> {
+            (0..nj * ni)
+                .map(|p| {
+                    let (j, i) = (p / ni, p % ni);
+                    let nb = [
+                        (i > 0).then(|| p - 1),
+                        (i + 1 < ni).then(|| p + 1),
+                        (j > 0).then(|| p - ni),
+                        (j + 1 < nj).then(|| p + ni),
+                    ];
+                    if grow {
+                        (orig[p] || !erode_first)
+                            && (src[p] || nb.iter().any(|q| q.is_some_and(|q| src[q])))
+                    } else {
+                        src[p] && nb.iter().all(|q| q.is_some_and(|q| src[q]))
+                    }
+                })
+                .collect()
+        };
+        let mut cur = orig.clone();
+        if erode_first {
+            for _ in 0..r {
+                cur = step(&cur, false);
+            }
+        }
+        for _ in 0..r {
+            cur = step(&cur, true);
+        }
+        cur
+    }
+
     #[test]
-    fn rays_stop_at_the_first_non_solid_voxel() {
-        // one row of 8 along each axis: lung(1) solid solid wall(3) solid solid solid lung(2)
-        let row = [1u8, SOLID, SOLID, WALL, SOLID, SOLID, SOLID, 2];
-        for axis in 0..3 {
-            let mut d = [1usize; 3];
-            d[axis] = 8;
-            let lab: Vec<u8> = row.to_vec();
-            let mut dir = [0isize; 3];
-            dir[axis] = 1;
-            let (h, s) = cast(&lab, d, dir, 100);
-            assert_eq!(h[1], WALL, "axis {axis}");
-            assert_eq!(s[1], 2);
-            assert_eq!(h[4], 2);
-            assert_eq!(s[4], 3);
-            dir[axis] = -1;
-            let (h, s) = cast(&lab, d, dir, 100);
-            assert_eq!(h[2], 1, "axis {axis}");
-            assert_eq!(s[2], 2);
-            assert_eq!(h[6], WALL);
-            // reach
-            let (h, _) = cast(&lab, d, dir, 1);
-            assert_eq!(h[6], OPEN);
+    fn geodesic_growth_matches_repeated_steps() {
+        let d = [7usize, 9, 11];
+        let n = d.iter().product::<usize>();
+        let plane = d[1] * d[2];
+        let mut x: u64 = 11;
+        let mut rnd = |pct: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 100 < pct
+        };
+        let m: Vec<bool> = (0..n).map(|_| rnd(4)).collect();
+        let free: Vec<bool> = (0..n).map(|_| rnd(70)).collect();
+        for (r, rz) in [(0, 0), (1, 0), (2, 1), (3, 3), (0, 2)] {
+            // the definition: r in-plane steps per slice, then rz steps along k, each from a copy
+            let mut want = m.clone();
+            for k in 0..d[0] {
+                for _ in 0..r {
+                    let src = want.clone();
+                    for p in 0..plane {
+                        let q = k * plane + p;
+                        if want[q] || !free[q] {
+                            continue;
+                        }
+                        let (j, i) = (p / d[2], p % d[2]);
+                        want[q] = (i > 0 && src[q - 1])
+                            || (i + 1 < d[2] && src[q + 1])
+                            || (j > 0 && src[q - d[2]])
+                            || (j + 1 < d[1] && src[q + d[2]]);
+                    }
+                }
+            }
+            for _ in 0..rz {
+                let src = want.clone();
+                for q in 0..n {
+                    if want[q] || !free[q] {
+                        continue;
+                    }
+                    let k = q / plane;
+                    want[q] = (k > 0 && src[q - plane]) || (k + 1 < d[0] && src[q + plane]);
+                }
+            }
+            let mut got = m.clone();
+            grow_within(&mut got, &free, d, r, rz);
+            assert_eq!(got, want, "r {r} rz {rz}");
+        }
+    }
+
+    #[test]
+    fn opening_and_dilation_match_repeated_steps() {
+        let (nj, ni) = (23, 31);
+        let mut x: u64 = 7;
+        for fill in [30u64, 60, 85] {
+            let m: Vec<bool> = (0..2 * nj * ni)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % 100 < fill
+                })
+                .collect();
+            for r in 0..5 {
+                let mut o = m.clone();
+                open2d(&mut o, [2, nj, ni], r);
+                let mut g = m.clone();
+                dilate2d(&mut g, [2, nj, ni], r);
+                for k in 0..2 {
+                    let s = &m[k * nj * ni..(k + 1) * nj * ni];
+                    assert_eq!(
+                        &o[k * nj * ni..(k + 1) * nj * ni],
+                        &steps2d(s, nj, ni, r, true)[..],
+                        "open r {r} fill {fill}"
+                    );
+                    assert_eq!(
+                        &g[k * nj * ni..(k + 1) * nj * ni],
+                        &steps2d(s, nj, ni, r, false)[..],
+                        "dilate r {r} fill {fill}"
+                    );
+                }
+            }
         }
     }
 }

@@ -79,19 +79,20 @@ pub fn fill_convex(
         1 => (2, 0),
         _ => (1, 0),
     };
-    if !mask.iter().any(|&v| v) {
+    // the mask's bounding box: every piece and its hull lie inside it (plane coordinates relative to it)
+    let Some(bb) = crate::segment::morph::bbox_where(d, |q| mask[q]) else {
         return 0;
-    }
-    let (nu, nv) = (d[ua], d[va]);
+    };
+    let (nu, nv) = (bb[ua][1] - bb[ua][0], bb[va][1] - bb[va][0]);
     let flat = |n: usize, v: usize, u: usize| {
         let mut idx = [0usize; 3];
         idx[axis] = n;
-        idx[va] = v;
-        idx[ua] = u;
+        idx[va] = v + bb[va][0];
+        idx[ua] = u + bb[ua][0];
         (idx[0] * d[1] + idx[1]) * d[2] + idx[2]
     };
     let mut added = 0;
-    for n in 0..d[axis] {
+    for n in bb[axis][0]..bb[axis][1] {
         let plane: Vec<bool> = (0..nv * nu)
             .map(|q| mask[flat(n, q / nu, q % nu)])
             .collect();

@@ -67,19 +67,25 @@ impl LungSegmenter {
             .zip(hu.par_chunks(plane_len))
             .map(|(lp, hp)| {
                 let mut a = [Acc::default(); CODES];
-                for (l, &h) in lp.iter_mut().zip(hp) {
-                    if (*l as usize) < CODES && *l != 0 {
-                        let e = &mut a[*l as usize];
-                        e.n += 1;
-                        e.sum += h as i64;
-                        e.laa += (h < laa_hu) as usize;
-                        if h < air_max {
-                            e.air_n += 1;
-                            e.air_sum += h as i64;
-                            e.air_laa += (h < laa_hu) as usize;
+                // most of a slice is background: skip runs of 64 zero labels at once
+                for (lc, hc) in lp.chunks_mut(64).zip(hp.chunks(64)) {
+                    if lc.iter().fold(0u8, |x, &l| x | l) == 0 {
+                        continue;
+                    }
+                    for (l, &h) in lc.iter_mut().zip(hc) {
+                        if (*l as usize) < CODES && *l != 0 {
+                            let e = &mut a[*l as usize];
+                            e.n += 1;
+                            e.sum += h as i64;
+                            e.laa += (h < laa_hu) as usize;
+                            if h < air_max {
+                                e.air_n += 1;
+                                e.air_sum += h as i64;
+                                e.air_laa += (h < laa_hu) as usize;
+                            }
+                        } else if *l != 0 {
+                            *l = 0; // EXCLUDED marker of the refinement
                         }
-                    } else if *l != 0 {
-                        *l = 0; // EXCLUDED marker of the refinement
                     }
                 }
                 a
@@ -169,8 +175,9 @@ impl LungSegmenter {
                 points: Vec::new(),
             });
         }
-        let identity: [u8; CODES] = [0, 1, 2, 3, 4];
-        if remap != identity {
+        // only codes that occur need a new number (an unreported effusion is cleared)
+        let moved = (1..CODES).any(|c| acc[c].n > 0 && remap[c] as usize != c);
+        if moved {
             labels.par_mapv_inplace(|l| remap[(l as usize).min(CODES - 1)]);
         }
         notes.retain(|n| !n.starts_with("no lung found"));

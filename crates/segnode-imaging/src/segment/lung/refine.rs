@@ -5,9 +5,9 @@ use super::{
     Coarse, LungSegmenter, Stopwatch, EXCLUDED, LEFT_CODE, LEFT_EFFUSION, RIGHT_CODE,
     RIGHT_EFFUSION,
 };
-use crate::segment::morph::{self, dims, neighbours6};
+use crate::segment::morph::{self, dims};
 use crate::volume::Volume;
-use ndarray::{Array3, Zip};
+use ndarray::Array3;
 use rayon::prelude::*;
 
 impl LungSegmenter {
@@ -16,38 +16,89 @@ impl LungSegmenter {
         let p = &self.params;
         let f = co.f;
         let d = dims(&co.sides);
-        // candidate region: each side dilated by one coarse voxel (not into the airway or the other side)
-        let mut cand = co.sides.clone();
-        for code in [RIGHT_CODE, LEFT_CODE] {
-            let m = co.sides.map(|&s| s == code);
-            let block = Zip::from(&co.sides)
-                .and(&co.exclude)
-                .map_collect(|&s, &x| x || (s != 0 && s != code));
-            let dm = morph::dilate6(&m, 1, Some(&block));
-            Zip::from(&mut cand).and(&dm).for_each(|c, &v| {
-                if v && *c == 0 {
-                    *c = code;
-                }
-            });
+        // candidate region: each side dilated by one coarse voxel (not into the airway or the other side;
+        // where both sides touch a voxel, the right one), in one pass
+        let sides_s = co.sides.as_slice().expect("layout");
+        let ex = co.exclude.as_slice().expect("layout");
+        let mut cand = Array3::<u8>::zeros(d);
+        {
+            let [ck, cj, ci] = d;
+            let cplane = cj * ci;
+            cand.as_slice_mut()
+                .expect("layout")
+                .par_chunks_mut(cplane)
+                .enumerate()
+                .for_each(|(k, cp)| {
+                    for j in 0..cj {
+                        for i in 0..ci {
+                            let q = (k * cj + j) * ci + i;
+                            let s = sides_s[q];
+                            cp[j * ci + i] = if s != 0 {
+                                s
+                            } else if ex[q] {
+                                0
+                            } else {
+                                let (mut near_r, mut near_l) = (false, false);
+                                let mut see = |r: usize| match sides_s[r] {
+                                    RIGHT_CODE => near_r = true,
+                                    LEFT_CODE => near_l = true,
+                                    _ => {}
+                                };
+                                if i > 0 {
+                                    see(q - 1);
+                                }
+                                if i + 1 < ci {
+                                    see(q + 1);
+                                }
+                                if j > 0 {
+                                    see(q - ci);
+                                }
+                                if j + 1 < cj {
+                                    see(q + ci);
+                                }
+                                if k > 0 {
+                                    see(q - cplane);
+                                }
+                                if k + 1 < ck {
+                                    see(q + cplane);
+                                }
+                                if near_r {
+                                    RIGHT_CODE
+                                } else if near_l {
+                                    LEFT_CODE
+                                } else {
+                                    0
+                                }
+                            };
+                        }
+                    }
+                });
         }
         let mut sw = Stopwatch::new();
         let p_air = p.air_hu;
         // sure region: coarse voxels whose 6 neighbours carry the same side
-        let sides_s = co.sides.as_slice().expect("layout");
-        let sure: Vec<bool> = (0..sides_s.len())
-            .into_par_iter()
-            .map(|q| {
-                let s = sides_s[q];
-                if s == 0 {
-                    return false;
+        let sure: Vec<bool> = {
+            let [ck, cj, ci] = d;
+            let cplane = cj * ci;
+            let mut sure = vec![false; sides_s.len()];
+            sure.par_chunks_mut(cplane).enumerate().for_each(|(k, sp)| {
+                for j in 0..cj {
+                    for i in 0..ci {
+                        let q = (k * cj + j) * ci + i;
+                        let s = sides_s[q];
+                        sp[j * ci + i] = s != 0
+                            && (i == 0 || sides_s[q - 1] == s)
+                            && (i + 1 == ci || sides_s[q + 1] == s)
+                            && (j == 0 || sides_s[q - ci] == s)
+                            && (j + 1 == cj || sides_s[q + ci] == s)
+                            && (k == 0 || sides_s[q - cplane] == s)
+                            && (k + 1 == ck || sides_s[q + cplane] == s);
+                    }
                 }
-                let mut all = true;
-                neighbours6(q, d, |r| all &= sides_s[r] == s);
-                all
-            })
-            .collect();
+            });
+            sure
+        };
         let cand_s = cand.as_slice().expect("layout");
-        let ex = co.exclude.as_slice().expect("layout");
         let dis = co.disease.as_slice().expect("layout");
         let eff = co.effusion.as_slice().expect("layout");
         let [nk, nj, ni] = volume.shape();
@@ -56,6 +107,11 @@ impl LungSegmenter {
         let oof = volume.out_of_field.as_ref();
         let mut labels = Array3::<u8>::zeros((nk, nj, ni));
         let plane_len = nj * ni;
+        // the coarse box of everything written below (candidate, airway, effusion): the rest stays 0
+        let Some(cb) = morph::bbox_where(d, |q| cand_s[q] != 0 || ex[q] || eff[q] != 0) else {
+            return labels;
+        };
+        let (fj0, fj1) = (cb[1][0] * f[1], (cb[1][1] * f[1]).min(nj));
         labels
             .as_slice_mut()
             .expect("layout")
@@ -63,12 +119,15 @@ impl LungSegmenter {
             .enumerate()
             .for_each(|(k, lp)| {
                 let ck = k / f[0];
+                if !(cb[0][0]..cb[0][1]).contains(&ck) {
+                    return;
+                }
                 let hp = &hu[k * plane_len..(k + 1) * plane_len];
                 let words = oof.map(|m| m.slice_words(k));
-                for j in 0..nj {
+                for j in fj0..fj1 {
                     let crow = (ck * d[1] + j / f[1]) * d[2];
                     // walk coarse voxels of this row; most are neither candidate nor excluded
-                    for cq in 0..d[2] {
+                    for cq in cb[2][0]..cb[2][1] {
                         let q = crow + cq;
                         let (ia, ib) = (cq * f[2], ((cq + 1) * f[2]).min(ni));
                         if ex[q] {
@@ -120,14 +179,17 @@ impl LungSegmenter {
             .enumerate()
             .for_each(|(k, lp)| {
                 let ck = k / f[0];
+                if !(cb[0][0]..cb[0][1]).contains(&ck) {
+                    return;
+                }
                 let side_at =
                     |pix: usize| cand_s[(ck * d[1] + pix / ni / f[1]) * d[2] + (pix % ni) / f[2]];
                 let mut seen = vec![false; plane_len];
                 let mut stack = Vec::new();
                 let mut region = Vec::new();
-                for j in 0..nj {
+                for j in fj0..fj1 {
                     let crow = (ck * d[1] + j / f[1]) * d[2];
-                    for cq in 0..d[2] {
+                    for cq in cb[2][0]..cb[2][1] {
                         let q = crow + cq;
                         if cand_s[q] == 0 || sure[q] || ex[q] {
                             continue;
