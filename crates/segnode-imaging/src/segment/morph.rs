@@ -17,13 +17,17 @@ pub fn dims<T>(a: &Array3<T>) -> [usize; 3] {
 
 /// The up-to-6 face neighbours of a flat index.
 #[inline]
-pub fn neighbours6(idx: usize, d: [usize; 3], mut f: impl FnMut(usize)) {
+pub fn neighbours6(idx: usize, d: [usize; 3], f: impl FnMut(usize)) {
+    let plane = d[1] * d[2];
+    let r = idx % plane;
+    neighbours6_at(idx, [idx / plane, r / d[2], r % d[2]], d, f);
+}
+
+/// [`neighbours6`] of a voxel whose `[k, j, i]` the caller already knows (no division per voxel).
+#[inline]
+pub fn neighbours6_at(idx: usize, [k, j, i]: [usize; 3], d: [usize; 3], mut f: impl FnMut(usize)) {
     let (nk, nj, ni) = (d[0], d[1], d[2]);
     let plane = nj * ni;
-    let k = idx / plane;
-    let r = idx % plane;
-    let j = r / ni;
-    let i = r % ni;
     if i > 0 {
         f(idx - 1);
     }

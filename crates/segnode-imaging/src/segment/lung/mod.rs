@@ -258,7 +258,6 @@ impl LungSegmenter {
             let al = alab.as_slice().expect("layout");
             let tl = tlab.as_slice().expect("layout");
             let [nk, nj, ni] = d;
-            let plane = nj * ni;
             // slices in parallel, each task with its own sums (one per component: few, large tasks),
             // merged at the end
             (0..nk)
@@ -293,24 +292,12 @@ impl LungSegmenter {
                                         s.other_contact += 1;
                                     }
                                 };
-                                if i > 0 {
-                                    visit(pidx - 1);
-                                }
-                                if i + 1 < ni {
-                                    visit(pidx + 1);
-                                }
-                                if j > 0 {
-                                    visit(pidx - ni);
-                                }
-                                if j + 1 < nj {
-                                    visit(pidx + ni);
-                                }
-                                if k > 0 {
-                                    visit(pidx - plane);
-                                }
-                                if k + 1 < nk {
-                                    visit(pidx + plane);
-                                }
+                                crate::segment::morph::neighbours6_at(
+                                    pidx,
+                                    [k, j, i],
+                                    [nk, nj, ni],
+                                    &mut visit,
+                                );
                                 if all_air {
                                     s.core += 1;
                                     s.core_sum += v as i64;

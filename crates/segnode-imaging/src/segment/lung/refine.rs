@@ -44,24 +44,12 @@ impl LungSegmenter {
                                     LEFT_CODE => near_l = true,
                                     _ => {}
                                 };
-                                if i > 0 {
-                                    see(q - 1);
-                                }
-                                if i + 1 < ci {
-                                    see(q + 1);
-                                }
-                                if j > 0 {
-                                    see(q - ci);
-                                }
-                                if j + 1 < cj {
-                                    see(q + ci);
-                                }
-                                if k > 0 {
-                                    see(q - cplane);
-                                }
-                                if k + 1 < ck {
-                                    see(q + cplane);
-                                }
+                                crate::segment::morph::neighbours6_at(
+                                    q,
+                                    [k, j, i],
+                                    [ck, cj, ci],
+                                    &mut see,
+                                );
                                 if near_r {
                                     RIGHT_CODE
                                 } else if near_l {
