@@ -22,7 +22,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEGNODE = os.path.join(ROOT, "target", "release", "segnode")
+SEGNODE = os.environ.get("SEGNODE_BIN", os.path.join(ROOT, "target", "release", "segnode"))
 
 
 def free_port():

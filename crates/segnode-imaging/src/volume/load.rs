@@ -280,6 +280,14 @@ fn read_header(path: &Path) -> Result<Vec<(SliceHeader, HeaderExtras)>, Dropped>
             path: path.to_path_buf(),
             reason: format!("not a readable DICOM file: {e}"),
         })?;
+    header_of(path, &obj)
+}
+
+/// [`read_header`] of an object already open.
+fn header_of(
+    path: &Path,
+    obj: &DefaultDicomObject,
+) -> Result<Vec<(SliceHeader, HeaderExtras)>, Dropped> {
     let image_type: Vec<String> = obj
         .element_opt(tags::IMAGE_TYPE)
         .ok()
@@ -619,7 +627,12 @@ pub fn prepare_slice(path: &Path) -> Result<Option<PreparedSlice>, VolumeError> 
     let Some(id) = FileId::of(path) else {
         return Ok(None);
     };
-    let Ok(mut headers) = read_header(path) else {
+    // one full read: the header from the object, the pixels from it in place (native 16-bit samples
+    // are not copied), so that reading ahead costs about one parse of the file
+    let Ok(obj) = dicom_object::open_file(path) else {
+        return Ok(None);
+    };
+    let Ok(mut headers) = header_of(path, &obj) else {
         return Ok(None);
     };
     if headers.len() != 1 || headers[0].0.frame.is_some() || headers[0].0.frames != 1 {
@@ -632,7 +645,12 @@ pub fn prepare_slice(path: &Path) -> Result<Option<PreparedSlice>, VolumeError> 
     }
     let mut plane = vec![0i16; rows * columns];
     let mut bits = vec![0u64; (rows * columns).div_ceil(64)];
-    let any_out = decode_slice(path, &extras, rows, columns, &mut plane, &mut bits)?;
+    let source = frame_source(path, &obj)?;
+    let any_out = decode_frame(
+        path, &source, 1, &extras, rows, columns, &mut plane, &mut bits,
+    )?;
+    drop(source);
+    drop(obj);
     // the file may have been replaced while it was read: keep the slice only if it did not change
     if FileId::of(path) != Some(id) {
         return Ok(None);
