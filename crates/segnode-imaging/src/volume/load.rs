@@ -505,8 +505,33 @@ fn decode_slice(
         reason,
     };
     let obj = dicom_object::open_file(path).map_err(|e| dec(e.to_string()))?;
-    let px = obj.decode_pixel_data().map_err(|e| dec(e.to_string()))?;
-    to_hu(path, &px, 0, ex, rows, columns, plane, bits)
+    decode_single(path, &obj, ex, rows, columns, plane, bits)
+}
+
+/// The pixels of a single-frame object to HU (see [`decode_slice`]): native 16-bit samples read in
+/// place, anything else (encapsulated, 8-bit) through dicom-pixeldata's decode of the whole object.
+fn decode_single(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    ex: &HeaderExtras,
+    rows: usize,
+    columns: usize,
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> Result<bool, VolumeError> {
+    match frame_source(path, obj)? {
+        words @ FrameSource::Words { .. } => {
+            decode_frame(path, &words, 1, ex, rows, columns, plane, bits)
+        }
+        FrameSource::Whole(px) => to_hu(path, &px, 0, ex, rows, columns, plane, bits),
+        FrameSource::PerFrame(_) => {
+            let px = obj.decode_pixel_data().map_err(|e| VolumeError::Decode {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            to_hu(path, &px, 0, ex, rows, columns, plane, bits)
+        }
+    }
 }
 
 /// Frame `frame` (0-based) of decoded pixel data to HU in `plane` (see [`decode_slice`]).
@@ -645,11 +670,7 @@ pub fn prepare_slice(path: &Path) -> Result<Option<PreparedSlice>, VolumeError> 
     }
     let mut plane = vec![0i16; rows * columns];
     let mut bits = vec![0u64; (rows * columns).div_ceil(64)];
-    let source = frame_source(path, &obj)?;
-    let any_out = decode_frame(
-        path, &source, 1, &extras, rows, columns, &mut plane, &mut bits,
-    )?;
-    drop(source);
+    let any_out = decode_single(path, &obj, &extras, rows, columns, &mut plane, &mut bits)?;
     drop(obj);
     // the file may have been replaced while it was read: keep the slice only if it did not change
     if FileId::of(path) != Some(id) {
