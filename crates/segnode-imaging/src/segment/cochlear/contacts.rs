@@ -192,7 +192,13 @@ pub fn locate(
             let kept: Vec<usize> = (0..contacts.len()).filter(|&m| keep[m]).collect();
             let sub = |a: usize, b: usize| step(kept[a], kept[b]);
             let pts: Vec<Vec3> = kept.iter().map(|&m| contacts[m]).collect();
-            let order = pattern::untangle(&pts, &sub, run.pitch_mm, pp.pattern.tolerance);
+            let order = pattern::untangle(
+                &pts,
+                &sub,
+                run.pitch_mm,
+                pp.pattern.tolerance,
+                plane_normal(&pts),
+            );
             if order.windows(2).any(|w| w[1] != w[0] + 1) {
                 notes.push(
                     "the order of the contacts along the array repaired (a walk that jumped a turn)"
@@ -551,6 +557,29 @@ pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
         first_is_apical: first > last,
         angle_deg: Some(angle.to_degrees()),
     })
+}
+
+/// The normal of the best plane through the points (the modiolar axis for the contacts of a spiral), or
+/// `None` when they lie about on a line (the second axis under 2 % of the first's variance: no plane).
+pub(super) fn plane_normal(points: &[Vec3]) -> Option<Vec3> {
+    if points.len() < 3 {
+        return None;
+    }
+    let c = mean(points);
+    let mut cov = [[0.0; 3]; 3];
+    for p in points {
+        let d = [p[0] - c[0], p[1] - c[1], p[2] - c[2]];
+        for a in 0..3 {
+            for b in 0..3 {
+                cov[a][b] += d[a] * d[b];
+            }
+        }
+    }
+    let (vals, vecs) = jacobi(cov);
+    if vals[2] <= 0.0 || vals[1] / vals[2] < 0.02 {
+        return None;
+    }
+    Some(vecs[0])
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix (cyclic Jacobi): values ascending, vectors as rows.

@@ -214,9 +214,51 @@ fn reverses(a: Vec3, b: Vec3, c: Vec3) -> bool {
     cos.clamp(-1.0, 1.0).acos() > REVERSAL_RAD
 }
 
+/// A spiral turns one way round its modiolus at every contact; a walk that hopped to another turn and
+/// runs back along it turns the other way. Turns (rad) smaller than this are not judged: the contact
+/// centres' error (≈ 0.05 mm each) turns a 0.75 mm step by up to ≈ 0.1 rad, while a real array turns by
+/// pitch / radius ≥ 0.15 rad per step (0.75 mm at the basal radius ≤ 5 mm).
+const WRONG_TURN_MIN_RAD: f64 = 0.12;
+
+/// What a turn against the spiral's sense costs, as a share of a step of no pitch: a hop that comes
+/// back along another turn leaves a stretch of them, one odd turn (a centre's error, the basal contact
+/// where the array enters the cochlea) must not outweigh a step that fits no pitch.
+const WRONG_TURN_COST: f64 = 0.5;
+
+/// Signed turn (rad) at `b` about the axis `n`.
+fn signed_turn(a: Vec3, b: Vec3, c: Vec3, n: Vec3) -> f64 {
+    let u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    let v = [c[0] - b[0], c[1] - b[1], c[2] - b[2]];
+    let x = [
+        u[1] * v[2] - u[2] * v[1],
+        u[2] * v[0] - u[0] * v[2],
+        u[0] * v[1] - u[1] * v[0],
+    ];
+    let sin = x[0] * n[0] + x[1] * n[1] + x[2] * n[2];
+    let cos = u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    sin.atan2(cos)
+}
+
+/// How many of the order's turns go against its dominant sense about the axis `n` (turns under
+/// `WRONG_TURN_MIN_RAD` not counted).
+fn wrong_turns(points: &[Vec3], o: &[usize], n: Vec3) -> usize {
+    let (mut pos, mut neg) = (0usize, 0usize);
+    for w in o.windows(3) {
+        let t = signed_turn(points[w[0]], points[w[1]], points[w[2]], n);
+        if t > WRONG_TURN_MIN_RAD {
+            pos += 1;
+        } else if t < -WRONG_TURN_MIN_RAD {
+            neg += 1;
+        }
+    }
+    pos.min(neg)
+}
+
 /// The order of the contacts repaired: a greedy walk along a spiral may jump to the next turn or to a
 /// later piece and come back for the rest, which leaves steps that fit no pitch or span two, or that
-/// turn round (a reversal costs as much as a step of no pitch). Segments
+/// turn round (a reversal costs as much as a step of no pitch), or that turn against the spiral's sense
+/// about the axis `axis` (the normal of the contacts' plane; a walk that hopped a turn and came back
+/// along it may keep the pitch at every step, but not the sense of turning). Segments
 /// of the order are moved (either way round) to wherever the misfit (a step of no pitch 1, of two
 /// pitches ½) drops, until no move helps; an order whose every step is one pitch is left as it is.
 /// Returns the new order as indices.
@@ -225,13 +267,15 @@ pub fn untangle(
     dist: &dyn Fn(usize, usize) -> f64,
     pitch: f64,
     tol: f64,
+    axis: Option<Vec3>,
 ) -> Vec<usize> {
     let n = points.len();
     let cost = |o: &[usize]| {
-        let bad: f64 = o
-            .windows(2)
-            .map(|w| misfit(dist(w[0], w[1]), pitch, tol))
-            .sum::<f64>()
+        let against = axis.map_or(0, |a| wrong_turns(points, o, a));
+        let bad: f64 = WRONG_TURN_COST * against as f64
+            + o.windows(2)
+                .map(|w| misfit(dist(w[0], w[1]), pitch, tol))
+                .sum::<f64>()
             + o.windows(3)
                 .filter(|w| reverses(points[w[0]], points[w[1]], points[w[2]]))
                 .count() as f64;
@@ -314,7 +358,7 @@ mod tests {
         let xs: [f64; 10] = [4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0];
         let pts: Vec<Vec3> = xs.iter().map(|&x| [x, 0.0, 0.0]).collect();
         let d = |a: usize, b: usize| (xs[a] - xs[b]).abs();
-        let o = untangle(&pts, &d, 1.0, 0.3);
+        let o = untangle(&pts, &d, 1.0, 0.3, None);
         let pos: Vec<f64> = o.iter().map(|&i| xs[i]).collect();
         let ascending: Vec<f64> = (0..10).map(|x| x as f64).collect();
         let descending: Vec<f64> = ascending.iter().rev().copied().collect();
