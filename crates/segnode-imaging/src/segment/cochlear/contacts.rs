@@ -14,8 +14,9 @@
 //! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
 //! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
 //! contact, but not where the curve is heading); where that walk still jumped a turn and came back
-//! (steps of no pitch, of two, or turning round), stretches of the order are moved back into place
-//! (`pattern::untangle`).
+//! (steps of no pitch, of two, turning round, or turning against the spiral's sense about the normal
+//! of the contacts' plane: a hop to another turn and back may keep the pitch at every step, never the
+//! sense of turning), stretches of the order are moved back into place (`pattern::untangle`).
 //!
 //! The modiolar axis is the normal of the best plane through the contacts. In that plane the tangent of a
 //! cochlear spiral turns by the same angle as the position around the modiolus, so the insertion angle is

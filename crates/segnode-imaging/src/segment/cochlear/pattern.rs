@@ -366,6 +366,33 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_that_hopped_a_turn_at_the_pitch_is_put_back_by_the_sense_of_turning() {
+        // 14 contacts 1.5 mm apart on a spiral (radius 3.5 mm at the base to 1.4 mm at the tip):
+        // the tip's third contact lies one pitch from the basal one, so a walk 0 1 2 13 12 … 3 keeps the
+        // pitch at every step, but runs back along the outer turn turning the other way
+        let n = 14;
+        let mut th: f64 = 0.0;
+        let mut pts: Vec<Vec3> = Vec::new();
+        for k in 0..n {
+            let r = 3.5 + (1.4 - 3.5) * k as f64 / (n - 1) as f64;
+            pts.push([r * th.cos(), r * th.sin(), 0.1 * th]);
+            th += 1.5 / r;
+        }
+        pts.reverse();
+        let visit: Vec<usize> = [0, 1, 2].into_iter().chain((3..n).rev()).collect();
+        let walked: Vec<Vec3> = visit.iter().map(|&v| pts[v]).collect();
+        let d = |a: usize, b: usize| {
+            let (p, q) = (walked[a], walked[b]);
+            ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
+        };
+        let o = untangle(&walked, &d, 1.5, 0.3, Some([0.0, 0.0, 1.0]));
+        let back: Vec<usize> = o.iter().map(|&i| visit[i]).collect();
+        let ascending: Vec<usize> = (0..n).collect();
+        let descending: Vec<usize> = (0..n).rev().collect();
+        assert!(back == ascending || back == descending, "{back:?}");
+    }
+
+    #[test]
     fn a_missed_contact_keeps_the_run_whole_and_a_stray_peak_is_skipped() {
         let xs = [0.0, 1.0, 2.0, 4.0, 4.45, 5.0, 6.0, 12.0];
         let r = on_a_line(&xs).unwrap();
