@@ -7,7 +7,8 @@
 //! contact is the weighted centre of the metal around its peak. The array is one run at one pitch
 //! (`pattern.rs`): peaks off its rhythm (the lead's clipped stretches past the basal contact, a bend of
 //! the lead, metal nearby) are dropped and reported; where the array meets the field's edge, a second
-//! run at the same pitch reaching the edge is kept (the array re-entering the field). Gaps that do not
+//! run at the same pitch reaching the edge is kept (the array re-entering the field) when it turns with
+//! the array's spiral (the lead leaving the cochlea runs about straight: not kept). Gaps that do not
 //! fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then take the
 //! clipped-blob reading of `blobwise.rs` when that one is regular).
 //!
@@ -173,7 +174,30 @@ pub fn locate(
                         .members
                         .iter()
                         .any(|&m| edge_distance_mm(volume, contacts[m]) <= pp.edge_mm);
-                    if again.members.len() >= 2 && at_edge {
+                    // the array goes on along the spiral, turning the same way; the lead leaves the
+                    // cochlea and runs about straight out of it (a run too short to turn is taken)
+                    let main: Vec<Vec3> = run.members.iter().map(|&m| contacts[m]).collect();
+                    let second: Vec<Vec3> = again.members.iter().map(|&m| contacts[m]).collect();
+                    let follows_spiral = match plane_normal(&main) {
+                        Some(n) => {
+                            let sense = main
+                                .windows(3)
+                                .map(|w| pattern::signed_turn(w[0], w[1], w[2], n))
+                                .sum::<f64>()
+                                .signum();
+                            pattern::median_turn(&second, n, sense)
+                                .is_none_or(|t| t >= pattern::WRONG_TURN_MIN_RAD)
+                        }
+                        None => true,
+                    };
+                    if !follows_spiral {
+                        notes.push(format!(
+                            "a second run of {} peak(s) at the pitch reaching the field's edge does not \
+                             turn with the array's spiral: taken as the lead leaving the cochlea",
+                            again.members.len()
+                        ));
+                    }
+                    if again.members.len() >= 2 && at_edge && follows_spiral {
                         for &m in &again.members {
                             keep[m] = true;
                         }

@@ -218,7 +218,7 @@ fn reverses(a: Vec3, b: Vec3, c: Vec3) -> bool {
 /// runs back along it turns the other way. Turns (rad) smaller than this are not judged: the contact
 /// centres' error (≈ 0.05 mm each) turns a 0.75 mm step by up to ≈ 0.1 rad, while a real array turns by
 /// pitch / radius ≥ 0.15 rad per step (0.75 mm at the basal radius ≤ 5 mm).
-const WRONG_TURN_MIN_RAD: f64 = 0.12;
+pub(super) const WRONG_TURN_MIN_RAD: f64 = 0.12;
 
 /// What a turn against the spiral's sense costs, as a share of a step of no pitch: a hop that comes
 /// back along another turn leaves a stretch of them, one odd turn (a centre's error, the basal contact
@@ -226,7 +226,7 @@ const WRONG_TURN_MIN_RAD: f64 = 0.12;
 const WRONG_TURN_COST: f64 = 0.5;
 
 /// Signed turn (rad) at `b` about the axis `n`.
-fn signed_turn(a: Vec3, b: Vec3, c: Vec3, n: Vec3) -> f64 {
+pub(super) fn signed_turn(a: Vec3, b: Vec3, c: Vec3, n: Vec3) -> f64 {
     let u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
     let v = [c[0] - b[0], c[1] - b[1], c[2] - b[2]];
     let x = [
@@ -399,4 +399,18 @@ mod tests {
         assert_eq!(r.members, vec![0, 1, 2, 3, 5, 6]);
         assert_eq!(r.double_steps, 1);
     }
+}
+
+/// The median turn (rad) of the ordered points about the axis `n`, signed so that the sense `sense`
+/// (+1 or -1) is positive; `None` with fewer than 4 points (fewer than two turns say nothing).
+pub(super) fn median_turn(points: &[Vec3], n: Vec3, sense: f64) -> Option<f64> {
+    if points.len() < 4 {
+        return None;
+    }
+    let mut t: Vec<f64> = points
+        .windows(3)
+        .map(|w| sense * signed_turn(w[0], w[1], w[2], n))
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    Some(t[t.len() / 2])
 }
