@@ -7,7 +7,8 @@
 //! as a contact does and its metal profile then shows peaks too, but they do not keep the array's rhythm:
 //! spaced a fraction of the pitch, or several pitches away from the run. So the array is the longest
 //! sequence of candidates in which each step is about one pitch (or two: one contact missed by the
-//! reading), a few off-rhythm candidates skipped between members. Steps are measured along the metal
+//! reading; not at the run's ends, where nothing past the gap confirms it), a few off-rhythm candidates
+//! skipped between members. Steps are measured along the metal
 //! where two candidates lie on one run of it (the lead may come back close to the array in space, not
 //! along the wire), else straight. The pitch is not assumed: every gap
 //! between consecutive candidates is tried, the one that explains most candidates wins. Candidates left
@@ -181,10 +182,39 @@ pub fn best_run(
     }
     let b = best?;
     let p = measured_pitch(dist, &b, pp.tolerance);
-    match run_at(n, dist, open, p, pp) {
-        Some(r) if r.score(pp) >= b.score(pp) => Some(r),
-        _ => Some(b),
+    let r = match run_at(n, dist, open, p, pp) {
+        Some(r) if r.score(pp) >= b.score(pp) => r,
+        _ => b,
+    };
+    Some(trim_lone_ends(r, dist, pp))
+}
+
+/// A missed contact leaves a gap of two pitches or a little less (the chord of a curve, the centres'
+/// error); a gap at the run's end longer than this many pitches is not a missed contact.
+const LONE_END_MIN_PITCHES: f64 = 2.2;
+
+/// A member at an end of the run reached only by a double step longer than `LONE_END_MIN_PITCHES` is a
+/// lone peak past a gap that no missed contact explains, with nothing beyond it to confirm the rhythm:
+/// the lead's peaks past the basal contact land there (a double step spans 1.4–2.6 pitches). When it is
+/// the run's only double step it is left out (reported with the other off-rhythm peaks); a run is never
+/// trimmed below `min_run`.
+fn trim_lone_ends(mut r: Run, dist: &dyn Fn(usize, usize) -> f64, pp: &PatternParams) -> Run {
+    let m = r.members.len();
+    if r.double_steps != 1 || m <= pp.min_run {
+        return r;
     }
+    let double = |a: usize, b: usize| {
+        let d = dist(a, b);
+        steps(d, r.pitch_mm, pp.tolerance) == Some(2) && d > LONE_END_MIN_PITCHES * r.pitch_mm
+    };
+    if double(r.members[m - 2], r.members[m - 1]) {
+        r.members.pop();
+        r.double_steps = 0;
+    } else if double(r.members[0], r.members[1]) {
+        r.members.remove(0);
+        r.double_steps = 0;
+    }
+    r
 }
 
 /// How badly a step of `d` mm fails the pitch: 0 for one pitch, 1 for none, and half for two (a
@@ -390,6 +420,15 @@ mod tests {
         let ascending: Vec<usize> = (0..n).collect();
         let descending: Vec<usize> = (0..n).rev().collect();
         assert!(back == ascending || back == descending, "{back:?}");
+    }
+
+    #[test]
+    fn a_lone_peak_two_pitches_past_the_end_is_left_out() {
+        // 8 contacts at 1.9 mm, then the lead's peak 4.8 mm past the basal one (2.5 pitches)
+        let mut xs: Vec<f64> = (0..8).map(|n| n as f64 * 1.9).collect();
+        xs.push(7.0 * 1.9 + 4.8);
+        let r = on_a_line(&xs).unwrap();
+        assert_eq!(r.members, (0..8).collect::<Vec<_>>());
     }
 
     #[test]
