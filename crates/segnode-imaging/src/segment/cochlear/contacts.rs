@@ -222,7 +222,7 @@ pub fn locate(
                 &sub,
                 run.pitch_mm,
                 pp.pattern.tolerance,
-                plane_normal(&pts),
+                spiral_axis(&pts),
             );
             if order.windows(2).any(|w| w[1] != w[0] + 1) {
                 notes.push(
@@ -582,6 +582,20 @@ pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
         first_is_apical: first > last,
         angle_deg: Some(angle.to_degrees()),
     })
+}
+
+/// The most contacts any array carries (Cochlear Nucleus 22), with a margin for one split peak.
+const MAX_ARRAY_CONTACTS: usize = 24;
+
+/// The axis about which the order repair judges the sense of turning: the contacts' plane normal, or
+/// `None` when there are more candidates than any array carries (lead peaks among them, whose path need
+/// not follow the spiral: the sense of turning then says nothing, and repairing by it would wind the
+/// lead into extra turns).
+pub(super) fn spiral_axis(points: &[Vec3]) -> Option<Vec3> {
+    if points.len() > MAX_ARRAY_CONTACTS {
+        return None;
+    }
+    plane_normal(points)
 }
 
 /// The normal of the best plane through the points (the modiolar axis for the contacts of a spiral), or
