@@ -7,15 +7,17 @@
 //! contact is the weighted centre of the metal around its peak. The array is one run at one pitch
 //! (`pattern.rs`): peaks off its rhythm (the lead's clipped stretches past the basal contact, a bend of
 //! the lead, metal nearby) are dropped and reported; where the array meets the field's edge, a second
-//! run at the same pitch reaching the edge is kept (the array re-entering the field). Gaps that do not
+//! run at the same pitch reaching the edge is kept (the array re-entering the field) when it turns with
+//! the array's spiral (the lead leaving the cochlea runs about straight: not kept). Gaps that do not
 //! fit the pitch make the pattern inconsistent: reported, never forced (the pipeline may then take the
 //! clipped-blob reading of `blobwise.rs` when that one is regular).
 //!
 //! Order: from the outermost end, each next contact is the piece nearest to the position predicted from
 //! the last step and turn (the next turn of a wide-pitch array near the apex is closer than the next
 //! contact, but not where the curve is heading); where that walk still jumped a turn and came back
-//! (steps of no pitch, of two, or turning round), stretches of the order are moved back into place
-//! (`pattern::untangle`).
+//! (steps of no pitch, of two, turning round, or turning against the spiral's sense about the normal
+//! of the contacts' plane: a hop to another turn and back may keep the pitch at every step, never the
+//! sense of turning), stretches of the order are moved back into place (`pattern::untangle`).
 //!
 //! The modiolar axis is the normal of the best plane through the contacts. In that plane the tangent of a
 //! cochlear spiral turns by the same angle as the position around the modiolus, so the insertion angle is
@@ -172,7 +174,30 @@ pub fn locate(
                         .members
                         .iter()
                         .any(|&m| edge_distance_mm(volume, contacts[m]) <= pp.edge_mm);
-                    if again.members.len() >= 2 && at_edge {
+                    // the array goes on along the spiral, turning the same way; the lead leaves the
+                    // cochlea and runs about straight out of it (a run too short to turn is taken)
+                    let main: Vec<Vec3> = run.members.iter().map(|&m| contacts[m]).collect();
+                    let second: Vec<Vec3> = again.members.iter().map(|&m| contacts[m]).collect();
+                    let follows_spiral = match plane_normal(&main) {
+                        Some(n) => {
+                            let sense = main
+                                .windows(3)
+                                .map(|w| pattern::signed_turn(w[0], w[1], w[2], n))
+                                .sum::<f64>()
+                                .signum();
+                            pattern::median_turn(&second, n, sense)
+                                .is_none_or(|t| t >= pattern::WRONG_TURN_MIN_RAD)
+                        }
+                        None => true,
+                    };
+                    if !follows_spiral {
+                        notes.push(format!(
+                            "a second run of {} peak(s) at the pitch reaching the field's edge does not \
+                             turn with the array's spiral: taken as the lead leaving the cochlea",
+                            again.members.len()
+                        ));
+                    }
+                    if again.members.len() >= 2 && at_edge && follows_spiral {
                         for &m in &again.members {
                             keep[m] = true;
                         }
@@ -192,7 +217,13 @@ pub fn locate(
             let kept: Vec<usize> = (0..contacts.len()).filter(|&m| keep[m]).collect();
             let sub = |a: usize, b: usize| step(kept[a], kept[b]);
             let pts: Vec<Vec3> = kept.iter().map(|&m| contacts[m]).collect();
-            let order = pattern::untangle(&pts, &sub, run.pitch_mm, pp.pattern.tolerance);
+            let order = pattern::untangle(
+                &pts,
+                &sub,
+                run.pitch_mm,
+                pp.pattern.tolerance,
+                spiral_axis(&pts),
+            );
             if order.windows(2).any(|w| w[1] != w[0] + 1) {
                 notes.push(
                     "the order of the contacts along the array repaired (a walk that jumped a turn)"
@@ -551,6 +582,43 @@ pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
         first_is_apical: first > last,
         angle_deg: Some(angle.to_degrees()),
     })
+}
+
+/// The most contacts any array carries (Cochlear Nucleus 22), with a margin for one split peak.
+const MAX_ARRAY_CONTACTS: usize = 24;
+
+/// The axis about which the order repair judges the sense of turning: the contacts' plane normal, or
+/// `None` when there are more candidates than any array carries (lead peaks among them, whose path need
+/// not follow the spiral: the sense of turning then says nothing, and repairing by it would wind the
+/// lead into extra turns).
+pub(super) fn spiral_axis(points: &[Vec3]) -> Option<Vec3> {
+    if points.len() > MAX_ARRAY_CONTACTS {
+        return None;
+    }
+    plane_normal(points)
+}
+
+/// The normal of the best plane through the points (the modiolar axis for the contacts of a spiral), or
+/// `None` when they lie about on a line (the second axis under 2 % of the first's variance: no plane).
+pub(super) fn plane_normal(points: &[Vec3]) -> Option<Vec3> {
+    if points.len() < 3 {
+        return None;
+    }
+    let c = mean(points);
+    let mut cov = [[0.0; 3]; 3];
+    for p in points {
+        let d = [p[0] - c[0], p[1] - c[1], p[2] - c[2]];
+        for a in 0..3 {
+            for b in 0..3 {
+                cov[a][b] += d[a] * d[b];
+            }
+        }
+    }
+    let (vals, vecs) = jacobi(cov);
+    if vals[2] <= 0.0 || vals[1] / vals[2] < 0.02 {
+        return None;
+    }
+    Some(vecs[0])
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix (cyclic Jacobi): values ascending, vectors as rows.

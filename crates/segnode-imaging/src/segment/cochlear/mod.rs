@@ -526,7 +526,7 @@ fn fill_missed(found: &mut ArrayContacts, weak: &[Vec3], pp: &ProfileParams) {
     let mut all = found.contacts.clone();
     all.extend(add);
     let d = |a: usize, b: usize| blobs::dist(all[a], all[b]);
-    let order = pattern::untangle(&all, &d, pitch, tol);
+    let order = pattern::untangle(&all, &d, pitch, tol, contacts::spiral_axis(&all));
     found.contacts = order.iter().map(|&o| all[o]).collect();
     found.length_mm = found
         .contacts

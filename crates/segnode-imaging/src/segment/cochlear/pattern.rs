@@ -7,7 +7,8 @@
 //! as a contact does and its metal profile then shows peaks too, but they do not keep the array's rhythm:
 //! spaced a fraction of the pitch, or several pitches away from the run. So the array is the longest
 //! sequence of candidates in which each step is about one pitch (or two: one contact missed by the
-//! reading), a few off-rhythm candidates skipped between members. Steps are measured along the metal
+//! reading; not at the run's ends, where nothing past the gap confirms it), a few off-rhythm candidates
+//! skipped between members. Steps are measured along the metal
 //! where two candidates lie on one run of it (the lead may come back close to the array in space, not
 //! along the wire), else straight. The pitch is not assumed: every gap
 //! between consecutive candidates is tried, the one that explains most candidates wins. Candidates left
@@ -181,10 +182,39 @@ pub fn best_run(
     }
     let b = best?;
     let p = measured_pitch(dist, &b, pp.tolerance);
-    match run_at(n, dist, open, p, pp) {
-        Some(r) if r.score(pp) >= b.score(pp) => Some(r),
-        _ => Some(b),
+    let r = match run_at(n, dist, open, p, pp) {
+        Some(r) if r.score(pp) >= b.score(pp) => r,
+        _ => b,
+    };
+    Some(trim_lone_ends(r, dist, pp))
+}
+
+/// A missed contact leaves a gap of two pitches or a little less (the chord of a curve, the centres'
+/// error); a gap at the run's end longer than this many pitches is not a missed contact.
+const LONE_END_MIN_PITCHES: f64 = 2.2;
+
+/// A member at an end of the run reached only by a double step longer than `LONE_END_MIN_PITCHES` is a
+/// lone peak past a gap that no missed contact explains, with nothing beyond it to confirm the rhythm:
+/// the lead's peaks past the basal contact land there (a double step spans 1.4–2.6 pitches). When it is
+/// the run's only double step it is left out (reported with the other off-rhythm peaks); a run is never
+/// trimmed below `min_run`.
+fn trim_lone_ends(mut r: Run, dist: &dyn Fn(usize, usize) -> f64, pp: &PatternParams) -> Run {
+    let m = r.members.len();
+    if r.double_steps != 1 || m <= pp.min_run {
+        return r;
     }
+    let double = |a: usize, b: usize| {
+        let d = dist(a, b);
+        steps(d, r.pitch_mm, pp.tolerance) == Some(2) && d > LONE_END_MIN_PITCHES * r.pitch_mm
+    };
+    if double(r.members[m - 2], r.members[m - 1]) {
+        r.members.pop();
+        r.double_steps = 0;
+    } else if double(r.members[0], r.members[1]) {
+        r.members.remove(0);
+        r.double_steps = 0;
+    }
+    r
 }
 
 /// How badly a step of `d` mm fails the pitch: 0 for one pitch, 1 for none, and half for two (a
@@ -214,9 +244,51 @@ fn reverses(a: Vec3, b: Vec3, c: Vec3) -> bool {
     cos.clamp(-1.0, 1.0).acos() > REVERSAL_RAD
 }
 
+/// A spiral turns one way round its modiolus at every contact; a walk that hopped to another turn and
+/// runs back along it turns the other way. Turns (rad) smaller than this are not judged: the contact
+/// centres' error (≈ 0.05 mm each) turns a 0.75 mm step by up to ≈ 0.1 rad, while a real array turns by
+/// pitch / radius ≥ 0.15 rad per step (0.75 mm at the basal radius ≤ 5 mm).
+pub(super) const WRONG_TURN_MIN_RAD: f64 = 0.12;
+
+/// What a turn against the spiral's sense costs, as a share of a step of no pitch: a hop that comes
+/// back along another turn leaves a stretch of them, one odd turn (a centre's error, the basal contact
+/// where the array enters the cochlea) must not outweigh a step that fits no pitch.
+const WRONG_TURN_COST: f64 = 0.5;
+
+/// Signed turn (rad) at `b` about the axis `n`.
+pub(super) fn signed_turn(a: Vec3, b: Vec3, c: Vec3, n: Vec3) -> f64 {
+    let u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+    let v = [c[0] - b[0], c[1] - b[1], c[2] - b[2]];
+    let x = [
+        u[1] * v[2] - u[2] * v[1],
+        u[2] * v[0] - u[0] * v[2],
+        u[0] * v[1] - u[1] * v[0],
+    ];
+    let sin = x[0] * n[0] + x[1] * n[1] + x[2] * n[2];
+    let cos = u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    sin.atan2(cos)
+}
+
+/// How many of the order's turns go against its dominant sense about the axis `n` (turns under
+/// `WRONG_TURN_MIN_RAD` not counted).
+fn wrong_turns(points: &[Vec3], o: &[usize], n: Vec3) -> usize {
+    let (mut pos, mut neg) = (0usize, 0usize);
+    for w in o.windows(3) {
+        let t = signed_turn(points[w[0]], points[w[1]], points[w[2]], n);
+        if t > WRONG_TURN_MIN_RAD {
+            pos += 1;
+        } else if t < -WRONG_TURN_MIN_RAD {
+            neg += 1;
+        }
+    }
+    pos.min(neg)
+}
+
 /// The order of the contacts repaired: a greedy walk along a spiral may jump to the next turn or to a
 /// later piece and come back for the rest, which leaves steps that fit no pitch or span two, or that
-/// turn round (a reversal costs as much as a step of no pitch). Segments
+/// turn round (a reversal costs as much as a step of no pitch), or that turn against the spiral's sense
+/// about the axis `axis` (the normal of the contacts' plane; a walk that hopped a turn and came back
+/// along it may keep the pitch at every step, but not the sense of turning). Segments
 /// of the order are moved (either way round) to wherever the misfit (a step of no pitch 1, of two
 /// pitches ½) drops, until no move helps; an order whose every step is one pitch is left as it is.
 /// Returns the new order as indices.
@@ -225,13 +297,15 @@ pub fn untangle(
     dist: &dyn Fn(usize, usize) -> f64,
     pitch: f64,
     tol: f64,
+    axis: Option<Vec3>,
 ) -> Vec<usize> {
     let n = points.len();
     let cost = |o: &[usize]| {
-        let bad: f64 = o
-            .windows(2)
-            .map(|w| misfit(dist(w[0], w[1]), pitch, tol))
-            .sum::<f64>()
+        let against = axis.map_or(0, |a| wrong_turns(points, o, a));
+        let bad: f64 = WRONG_TURN_COST * against as f64
+            + o.windows(2)
+                .map(|w| misfit(dist(w[0], w[1]), pitch, tol))
+                .sum::<f64>()
             + o.windows(3)
                 .filter(|w| reverses(points[w[0]], points[w[1]], points[w[2]]))
                 .count() as f64;
@@ -314,11 +388,47 @@ mod tests {
         let xs: [f64; 10] = [4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0];
         let pts: Vec<Vec3> = xs.iter().map(|&x| [x, 0.0, 0.0]).collect();
         let d = |a: usize, b: usize| (xs[a] - xs[b]).abs();
-        let o = untangle(&pts, &d, 1.0, 0.3);
+        let o = untangle(&pts, &d, 1.0, 0.3, None);
         let pos: Vec<f64> = o.iter().map(|&i| xs[i]).collect();
         let ascending: Vec<f64> = (0..10).map(|x| x as f64).collect();
         let descending: Vec<f64> = ascending.iter().rev().copied().collect();
         assert!(pos == ascending || pos == descending, "{pos:?}");
+    }
+
+    #[test]
+    fn a_walk_that_hopped_a_turn_at_the_pitch_is_put_back_by_the_sense_of_turning() {
+        // 14 contacts 1.5 mm apart on a spiral (radius 3.5 mm at the base to 1.4 mm at the tip):
+        // the tip's third contact lies one pitch from the basal one, so a walk 0 1 2 13 12 … 3 keeps the
+        // pitch at every step, but runs back along the outer turn turning the other way
+        let n = 14;
+        let mut th: f64 = 0.0;
+        let mut pts: Vec<Vec3> = Vec::new();
+        for k in 0..n {
+            let r = 3.5 + (1.4 - 3.5) * k as f64 / (n - 1) as f64;
+            pts.push([r * th.cos(), r * th.sin(), 0.1 * th]);
+            th += 1.5 / r;
+        }
+        pts.reverse();
+        let visit: Vec<usize> = [0, 1, 2].into_iter().chain((3..n).rev()).collect();
+        let walked: Vec<Vec3> = visit.iter().map(|&v| pts[v]).collect();
+        let d = |a: usize, b: usize| {
+            let (p, q) = (walked[a], walked[b]);
+            ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt()
+        };
+        let o = untangle(&walked, &d, 1.5, 0.3, Some([0.0, 0.0, 1.0]));
+        let back: Vec<usize> = o.iter().map(|&i| visit[i]).collect();
+        let ascending: Vec<usize> = (0..n).collect();
+        let descending: Vec<usize> = (0..n).rev().collect();
+        assert!(back == ascending || back == descending, "{back:?}");
+    }
+
+    #[test]
+    fn a_lone_peak_two_pitches_past_the_end_is_left_out() {
+        // 8 contacts at 1.9 mm, then the lead's peak 4.8 mm past the basal one (2.5 pitches)
+        let mut xs: Vec<f64> = (0..8).map(|n| n as f64 * 1.9).collect();
+        xs.push(7.0 * 1.9 + 4.8);
+        let r = on_a_line(&xs).unwrap();
+        assert_eq!(r.members, (0..8).collect::<Vec<_>>());
     }
 
     #[test]
@@ -328,4 +438,18 @@ mod tests {
         assert_eq!(r.members, vec![0, 1, 2, 3, 5, 6]);
         assert_eq!(r.double_steps, 1);
     }
+}
+
+/// The median turn (rad) of the ordered points about the axis `n`, signed so that the sense `sense`
+/// (+1 or -1) is positive; `None` with fewer than 4 points (fewer than two turns say nothing).
+pub(super) fn median_turn(points: &[Vec3], n: Vec3, sense: f64) -> Option<f64> {
+    if points.len() < 4 {
+        return None;
+    }
+    let mut t: Vec<f64> = points
+        .windows(3)
+        .map(|w| sense * signed_turn(w[0], w[1], w[2], n))
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    Some(t[t.len() / 2])
 }
