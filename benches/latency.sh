@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps >/dev/null
-cargo build --release --quiet --bin segnode --bin segnode-phantom
+cargo build --release --quiet -p segnode -p segnode-phantom
 exec .venv/bin/python benches/latency.py "$@"
