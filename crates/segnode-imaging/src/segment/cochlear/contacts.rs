@@ -524,20 +524,8 @@ pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
         return None;
     }
     let c = mean(contacts);
-    let mut cov = [[0.0; 3]; 3];
-    for p in contacts {
-        let d = [p[0] - c[0], p[1] - c[1], p[2] - c[2]];
-        for a in 0..3 {
-            for b in 0..3 {
-                cov[a][b] += d[a] * d[b];
-            }
-        }
-    }
-    let (vals, vecs) = jacobi(cov);
-    // vals ascending: the plane is spanned by the two largest axes
-    if vals[2] <= 0.0 || vals[1] / vals[2] < 0.02 {
-        return None;
-    }
+    // axes ascending: the plane is spanned by the two largest
+    let vecs = principal_axes(contacts)?;
     let (e1, e2) = (vecs[2], vecs[1]);
     let xy: Vec<[f64; 2]> = contacts
         .iter()
@@ -604,6 +592,12 @@ pub(super) fn plane_normal(points: &[Vec3]) -> Option<Vec3> {
     if points.len() < 3 {
         return None;
     }
+    principal_axes(points).map(|axes| axes[0])
+}
+
+/// The principal axes of the points, by ascending variance, or `None` when they lie about on a line
+/// (the second axis under 2 % of the first's variance: no plane).
+fn principal_axes(points: &[Vec3]) -> Option<[Vec3; 3]> {
     let c = mean(points);
     let mut cov = [[0.0; 3]; 3];
     for p in points {
@@ -618,7 +612,7 @@ pub(super) fn plane_normal(points: &[Vec3]) -> Option<Vec3> {
     if vals[2] <= 0.0 || vals[1] / vals[2] < 0.02 {
         return None;
     }
-    Some(vecs[0])
+    Some(vecs)
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix (cyclic Jacobi): values ascending, vectors as rows.
