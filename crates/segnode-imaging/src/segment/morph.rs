@@ -223,6 +223,11 @@ pub fn label6(mask: &Array3<bool>) -> (Array3<u32>, Vec<usize>) {
     (Array3::from_shape_vec(d, lab).expect("shape"), sizes)
 }
 
+/// A `[lo, hi)` box grown by `m` voxels on every side, within a grid of shape `d`.
+pub fn pad_box(b: [[usize; 2]; 3], m: usize, d: [usize; 3]) -> [[usize; 2]; 3] {
+    [0, 1, 2].map(|a| [b[a][0].saturating_sub(m), (b[a][1] + m).min(d[a])])
+}
+
 /// Bounding box `[lo, hi)` per axis of the voxels (flat `[k, j, i]` index in a grid of shape `d`) where
 /// `hit` holds (`None`: nowhere); slices in parallel.
 pub fn bbox_where(d: [usize; 3], hit: impl Fn(usize) -> bool + Sync) -> Option<[[usize; 2]; 3]> {
@@ -305,9 +310,7 @@ fn repeat6(
     let mut next = cur.clone();
     for _ in 0..r {
         if dilate {
-            for a in 0..3 {
-                bx[a] = [bx[a][0].saturating_sub(1), (bx[a][1] + 1).min(d[a])];
-            }
+            bx = pad_box(bx, 1, d);
         }
         // `next` equals `cur` outside the box: neither changed there in earlier steps
         step6(&cur, &mut next, d, bx, dilate, blk);

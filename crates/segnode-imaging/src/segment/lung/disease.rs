@@ -500,8 +500,7 @@ impl LungSegmenter {
                 released: Vec::new(),
             };
         };
-        let sb: [[usize; 2]; 3] =
-            [0, 1, 2].map(|a| [s0[a][0].saturating_sub(2), (s0[a][1] + 2).min(d[a])]);
+        let sb = morph::pad_box(s0, 2, d);
         let full_d = d;
         let d = sb.map(|r| r[1] - r[0]);
         let [_, nj, ni] = d;
@@ -622,8 +621,7 @@ impl LungSegmenter {
                 released: Vec::new(),
             };
         };
-        let bx: [[usize; 2]; 3] =
-            [0, 1, 2].map(|a| [core[a][0].saturating_sub(1), (core[a][1] + 1).min(d[a])]);
+        let bx = morph::pad_box(core, 1, d);
         // the same box on the whole grid
         let bf: [[usize; 2]; 3] = [0, 1, 2].map(|a| [bx[a][0] + sb[a][0], bx[a][1] + sb[a][0]]);
         // the closing sees r + 1 voxels beyond its mask, as far as the grid goes
