@@ -95,7 +95,7 @@ impl ReadAheadCache {
 
     /// Queue one filed slice to be read (never blocks the filing).
     pub fn offer(&self, series_uid: &str, facts: &SeriesFacts, path: &Path) {
-        if self.used.load(Ordering::Relaxed) >= self.budget_bytes || !self.wants(facts) {
+        if self.used.load(Ordering::Relaxed) >= self.budget_bytes {
             return;
         }
         {
@@ -103,18 +103,24 @@ impl ReadAheadCache {
                 return;
             };
             let now = Instant::now();
-            let stale: Vec<String> = map
-                .iter()
-                .filter(|(_, s)| s.touched.is_some_and(|t| now - t > STALE_AFTER))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in stale {
-                if let Some(s) = map.remove(&k) {
-                    self.used.fetch_sub(s.bytes, Ordering::Relaxed);
-                    tracing::debug!(series = %k, slices = s.slices.len(), "read-ahead dropped (stale)");
+            match map.get_mut(series_uid) {
+                // a series held here was wanted at its first slice
+                Some(s) => s.touched = Some(now),
+                None => {
+                    // the rules and the stale sweep run once per new series, not per slice
+                    if !self.wants(facts) {
+                        return;
+                    }
+                    self.drop_stale(&mut map, now);
+                    map.insert(
+                        series_uid.to_string(),
+                        SeriesAhead {
+                            touched: Some(now),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
-            map.entry(series_uid.to_string()).or_default().touched = Some(now);
         }
         crate::metrics::metrics().read_ahead_held(self.used_bytes());
         let Ok(q) = self.queue.lock() else { return };
@@ -124,6 +130,18 @@ impl ReadAheadCache {
                 Err(TrySendError::Disconnected(_)) => {}
             }
         }
+    }
+
+    /// Drop the series with nothing new for [`STALE_AFTER`].
+    fn drop_stale(&self, map: &mut HashMap<String, SeriesAhead>, now: Instant) {
+        map.retain(|uid, s| {
+            let stale = s.touched.is_some_and(|t| now - t > STALE_AFTER);
+            if stale {
+                self.used.fetch_sub(s.bytes, Ordering::Relaxed);
+                tracing::debug!(series = %uid, slices = s.slices.len(), "read-ahead dropped (stale)");
+            }
+            !stale
+        });
     }
 
     /// Read one slice (on the reader thread) and keep it while its series is still wanted.
