@@ -592,7 +592,7 @@ async fn late_instance_after_completion_at_release_learns_a_splitting_caller() {
         .await
         .unwrap();
     assert!(o.reopened);
-    assert!(index.splitting_callers().await.unwrap().is_empty());
+    assert!(index.splitting_callers_learnt().await.unwrap().is_empty());
     // completed at release: the same caller sending more of it is learnt
     index
         .record_instance(&record("8", "8.1", 0.0, "b1"))
@@ -611,7 +611,14 @@ async fn late_instance_after_completion_at_release_learns_a_splitting_caller() {
         .await
         .unwrap();
     assert_eq!(o.revision, 2);
-    assert_eq!(index.splitting_callers().await.unwrap(), vec!["STORESCU"]);
+    let learnt: Vec<String> = index
+        .splitting_callers_learnt()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.calling_ae)
+        .collect();
+    assert_eq!(learnt, vec!["STORESCU"]);
     let learnt = index
         .series_events("8")
         .await

@@ -76,7 +76,13 @@ impl Tracker {
         }
         let senders = Senders {
             open: self.index.open_associations().await?,
-            splitting: self.index.splitting_callers().await?,
+            splitting: self
+                .index
+                .splitting_callers_learnt()
+                .await?
+                .into_iter()
+                .map(|c| c.calling_ae)
+                .collect(),
         };
         for s in open {
             if let Some(done) = self.evidence(&s, now, &senders).await? {

@@ -100,16 +100,6 @@ impl Index {
         rows.iter().map(series_record).collect()
     }
 
-    /// Calling AE titles learnt to split a series over several associations (they get the settle wait).
-    pub async fn splitting_callers(&self) -> Result<Vec<String>, IndexError> {
-        let rows = sqlx::query("SELECT calling_ae FROM splitting_callers ORDER BY calling_ae")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get("calling_ae").map_err(IndexError::from))
-            .collect()
-    }
-
     /// The learnt splitting callers with what taught each (series, time in ms).
     pub async fn splitting_callers_learnt(&self) -> Result<Vec<SplittingCaller>, IndexError> {
         let rows = sqlx::query(
