@@ -23,6 +23,19 @@ pub fn neighbours6(idx: usize, d: [usize; 3], f: impl FnMut(usize)) {
     neighbours6_at(idx, [idx / plane, r / d[2], r % d[2]], d, f);
 }
 
+/// The 4 in-plane neighbours of pixel `p` of a `nj × ni` plane (`None` past an edge): left, right, up,
+/// down.
+#[inline]
+pub fn neighbours4(p: usize, [nj, ni]: [usize; 2]) -> [Option<usize>; 4] {
+    let (j, i) = (p / ni, p % ni);
+    [
+        (i > 0).then(|| p - 1),
+        (i + 1 < ni).then(|| p + 1),
+        (j > 0).then(|| p - ni),
+        (j + 1 < nj).then(|| p + ni),
+    ]
+}
+
 /// [`neighbours6`] of a voxel whose `[k, j, i]` the caller already knows (no division per voxel).
 #[inline]
 pub fn neighbours6_at(idx: usize, [k, j, i]: [usize; 3], d: [usize; 3], mut f: impl FnMut(usize)) {

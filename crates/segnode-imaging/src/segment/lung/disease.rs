@@ -204,33 +204,38 @@ fn open2d(m: &mut [bool], d: [usize; 3], r: usize) {
                     front.push(p);
                 }
             }
-            for _ in 0..r {
-                let mut next = Vec::new();
-                for &p in &front {
-                    let (j, i) = (p / ni, p % ni);
-                    for q in [
-                        (i > 0).then(|| p - 1),
-                        (i + 1 < ni).then(|| p + 1),
-                        (j > 0).then(|| p - ni),
-                        (j + 1 < nj).then(|| p + ni),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
-                        if mp[q] && !reached[q] {
-                            reached[q] = true;
-                            next.push(q);
-                        }
-                    }
-                }
-                if next.is_empty() {
-                    break;
-                }
-                front = next;
-            }
+            spread4(front, r, [nj, ni], |q| {
+                let take = mp[q] && !reached[q];
+                reached[q] |= take;
+                take
+            });
             mp.copy_from_slice(reached);
         },
     );
+}
+
+/// Breadth-first spread from `front` over at most `r` in-plane 4-neighbour steps of a `nj × ni` plane:
+/// `take(q)` says whether pixel `q` joins (and marks it), each joined pixel spreads on in the next step.
+fn spread4(
+    mut front: Vec<usize>,
+    r: usize,
+    plane: [usize; 2],
+    mut take: impl FnMut(usize) -> bool,
+) {
+    for _ in 0..r {
+        let mut next = Vec::new();
+        for &p in &front {
+            for q in morph::neighbours4(p, plane).into_iter().flatten() {
+                if take(q) {
+                    next.push(q);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        front = next;
+    }
 }
 
 /// Geodesic growth of `m` inside `free`: `r` in-plane 4-neighbour steps, then `rz` steps along k. The
@@ -243,31 +248,12 @@ fn grow_within(m: &mut [bool], free: &[bool], d: [usize; 3], r: usize, rz: usize
     m.par_chunks_mut(plane)
         .zip(free.par_chunks(plane))
         .for_each(|(mp, fp)| {
-            let mut front: Vec<usize> = (0..plane).filter(|&p| mp[p]).collect();
-            for _ in 0..r {
-                if front.is_empty() {
-                    break;
-                }
-                let mut next = Vec::new();
-                for &p in &front {
-                    let (j, i) = (p / ni, p % ni);
-                    for q in [
-                        (i > 0).then(|| p - 1),
-                        (i + 1 < ni).then(|| p + 1),
-                        (j > 0).then(|| p - ni),
-                        (j + 1 < nj).then(|| p + ni),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
-                        if !mp[q] && fp[q] {
-                            mp[q] = true;
-                            next.push(q);
-                        }
-                    }
-                }
-                front = next;
-            }
+            let front: Vec<usize> = (0..plane).filter(|&p| mp[p]).collect();
+            spread4(front, r, [nj, ni], |q| {
+                let take = !mp[q] && fp[q];
+                mp[q] |= take;
+                take
+            });
         });
     if rz == 0 {
         return;
@@ -1224,13 +1210,7 @@ fn finish_interface(
                 let (mut side, mut ok) = (0u8, true);
                 while let Some(p) = stack.pop() {
                     region.push(p);
-                    let (j, i) = (p / ni, p % ni);
-                    for nb in [
-                        (i > 0).then(|| p - 1),
-                        (i + 1 < ni).then(|| p + 1),
-                        (j > 0).then(|| p - ni),
-                        (j + 1 < nj).then(|| p + ni),
-                    ] {
+                    for nb in morph::neighbours4(p, [nj, ni]) {
                         let Some(r) = nb else {
                             ok = false;
                             continue;
@@ -1290,13 +1270,7 @@ mod tests {
         let step = |src: &[bool], grow: bool| -> Vec<bool> {
             (0..nj * ni)
                 .map(|p| {
-                    let (j, i) = (p / ni, p % ni);
-                    let nb = [
-                        (i > 0).then(|| p - 1),
-                        (i + 1 < ni).then(|| p + 1),
-                        (j > 0).then(|| p - ni),
-                        (j + 1 < nj).then(|| p + ni),
-                    ];
+                    let nb = morph::neighbours4(p, [nj, ni]);
                     if grow {
                         (orig[p] || !erode_first)
                             && (src[p] || nb.iter().any(|q| q.is_some_and(|q| src[q])))
