@@ -55,6 +55,15 @@ def proc_stats(pid):
     return hwm, cpu
 
 
+def stop(proc, sig=signal.SIGTERM, limit=30):
+    """Ask a process to stop with `sig`; kill it if it has not exited within `limit` seconds."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_receiver(name, work, port):
     """Start a receiver storing under `work`; returns (Popen, called AE)."""
     env = dict(os.environ)
@@ -146,11 +155,7 @@ def main():
                     dt = send(files, port, aec, parallel)
                     rss, cpu1 = proc_stats(proc.pid)
                 finally:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                    stop(proc)
                 shutil.rmtree(work, ignore_errors=True)
                 res.append((dt, rss, cpu1 - cpu0))
             dt = statistics.median(r[0] for r in res)

@@ -25,7 +25,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ingest import ROOT, SEGNODE, free_port, proc_stats, wait_port  # noqa: E402
+from ingest import ROOT, SEGNODE, free_port, proc_stats, stop, wait_port  # noqa: E402
 
 PHANTOM = os.path.join(ROOT, "target", "release", "segnode-phantom")
 PG_BIN = None
@@ -77,11 +77,7 @@ class Postgres:
         raise RuntimeError(f"createdb failed: {r.stderr.decode(errors='replace')}")
 
     def stop(self):
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, signal.SIGINT)
 
 
 class Orthanc:
@@ -108,11 +104,7 @@ class Orthanc:
             return json.load(r)["CountSeries"]
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
 
 
 def node_config(work, orthanc_port):
@@ -188,11 +180,7 @@ def one_run(files, work, db_url, mode):
             ahead = res.get("slices_read_ahead", ahead)
         return complete_s, seg_s, rss, segment_ms, load_ms, ahead
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop(node)
         orthanc.stop()
 
 

@@ -115,7 +115,7 @@ pub fn load_series_with(
     multi_paths.dedup();
     let objects = multi_paths
         .iter()
-        .map(|p| open_multiframe(p))
+        .map(|p| open_object(p))
         .collect::<Result<Vec<_>, _>>()?;
     let sources: HashMap<&Path, FrameSource<'_>> = multi_paths
         .iter()
@@ -400,7 +400,8 @@ enum FrameSource<'a> {
     Whole(DecodedPixelData<'a>),
 }
 
-fn open_multiframe(path: &Path) -> Result<DefaultDicomObject, VolumeError> {
+/// A whole DICOM file (pixel data included) read into memory.
+fn open_object(path: &Path) -> Result<DefaultDicomObject, VolumeError> {
     dicom_object::open_file(path).map_err(|e| VolumeError::Decode {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -500,11 +501,7 @@ fn decode_slice(
     plane: &mut [i16],
     bits: &mut [u64],
 ) -> Result<bool, VolumeError> {
-    let dec = |reason: String| VolumeError::Decode {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let obj = dicom_object::open_file(path).map_err(|e| dec(e.to_string()))?;
+    let obj = open_object(path)?;
     decode_single(path, &obj, ex, rows, columns, plane, bits)
 }
 
