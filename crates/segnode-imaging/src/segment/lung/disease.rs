@@ -22,7 +22,9 @@
 //!    other side (`basal_gap_mm`; the right hemidiaphragm lies higher by `right_dome_higher_mm`), solid
 //!    tissue above that floor, with this side's lung above it and the chest wall or spine behind it (the
 //!    dependent position), lies in the pleural cavity. Needs an axial, unrotated grid and one healthy
-//!    base: bilateral basal disease is not recognised.
+//!    base: bilateral basal disease is not recognised. Where the mirror image holds the heart (the medial
+//!    part of a right lower lobe), `medial` judges the voxel instead: in the lung's shadow in front,
+//!    behind and laterally, above the other side's dome.
 //! 4. **Lung or fluid.** A basal region of fluid attenuation (`fluid_hu`; no air inside, lying dependent,
 //!    bounded by the chest wall: the radiological signs of a free effusion) is pleural effusion: it stays
 //!    out of the lung and, from `min_effusion_ml`, is reported as its own segment. Solid basal regions
@@ -34,6 +36,7 @@
 //! or a mass of fluid attenuation at the base counted as effusion.
 
 use super::hull::{self, HullParams};
+use super::medial::{dome_top, take_medial, MedialParams, Scene, Walks};
 use super::rays::{cast, AIRWAY, BEYOND, CLASS, OPEN, SOLID, WALL};
 use super::{LungSegmenter, LEFT_CODE, RIGHT_CODE};
 use crate::segment::morph::{self, dims, neighbours6};
@@ -96,6 +99,8 @@ pub struct DiseaseParams {
     /// In-plane closing radius (mm) of the lung with its masses: fills the notch a mass leaves against
     /// the heart or a vessel of its own attenuation, where no ray meets the pleura (only next to a mass).
     pub notch_mm: f64,
+    /// Basal rule: the medial part of a diseased base, where the mirror test fails (see `medial`).
+    pub medial: MedialParams,
 }
 
 impl Default for DiseaseParams {
@@ -121,6 +126,7 @@ impl Default for DiseaseParams {
             min_effusion_ml: 10.0,
             hull: HullParams::default(),
             notch_mm: 9.0,
+            medial: MedialParams::default(),
         }
     }
 }
@@ -993,6 +999,8 @@ impl LungSegmenter {
             .collect();
         let mut basal = [Array3::from_elem(d, false), Array3::from_elem(d, false)];
         let mut grow_ok = [Array3::from_elem(d, false), Array3::from_elem(d, false)];
+        // basal candidates that fail only the mirror test: judged by the medial rule
+        let mut medial_cand = [vec![false; c.len()], vec![false; c.len()]];
         {
             let out = sides.as_slice().expect("layout");
             for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
@@ -1026,6 +1034,8 @@ impl LungSegmenter {
                         Some((mr, floor, healthy))
                     })
                     .collect();
+                // the highest point of the other side's diaphragm, shifted like the borrowed floor
+                let medial_floor = dome_top(&fl[other], ni).map(|f| f + shift);
                 let wide_other = &wide[other];
                 basal[n]
                     .as_slice_mut()
@@ -1037,8 +1047,9 @@ impl LungSegmenter {
                             .expect("layout")
                             .par_chunks_mut(plane),
                     )
+                    .zip(medial_cand[n].par_chunks_mut(plane))
                     .enumerate()
-                    .for_each(|(k, (bs, gs))| {
+                    .for_each(|(k, ((bs, gs), ms))| {
                         // the mirror image, shifted by the difference of the domes
                         let ko = k as i32 - shift;
                         if ko < 0 || ko as usize >= nk {
@@ -1050,20 +1061,71 @@ impl LungSegmenter {
                                 continue;
                             };
                             let q = k * plane + r;
-                            if lab[q] != SOLID || out[q] != 0 || below(k, floor, zs) || !wo[mr] {
+                            if lab[q] != SOLID || out[q] != 0 {
                                 continue;
                             }
                             // dependent: the chest wall or spine (or this lung) behind it
                             let behind_wall = bk_h[q] & CLASS == WALL;
+                            let lung_above = up_h[q] & CLASS == code;
+                            if !wo[mr] || below(k, floor, zs) {
+                                // the mirror image holds the heart, or lies under it (the borrowed
+                                // floor is the top of the heart): the medial rule judges the voxel,
+                                // above the other side's dome
+                                ms[r] = lung_above
+                                    && behind_wall
+                                    && medial_floor.is_some_and(|f| !below(k, f, zs));
+                                continue;
+                            }
                             if behind_wall {
                                 gs[r] = true;
                             }
-                            let lung_above = up_h[q] & CLASS == code;
                             if !healthy && lung_above && behind_wall {
                                 bs[r] = true;
                             }
                         }
                     });
+            }
+        }
+        // the medial part of a diseased base, against the mediastinum: in the lung's shadow in front,
+        // behind and laterally (see `medial`)
+        let ya = y_axis.filter(|&(a, _)| a != 0 && a != xa);
+        if let (true, Some((ya, ys))) = (p.medial.enabled, ya) {
+            let step = |axis: usize, sign: f64| -> [isize; 2] {
+                let s = if sign > 0.0 { 1 } else { -1 };
+                if axis == 1 {
+                    [s, 0]
+                } else {
+                    [0, s]
+                }
+            };
+            let vox = csp[1].min(csp[2]);
+            let out = sides.as_slice().expect("layout");
+            let scene = Scene {
+                lab: &lab,
+                c,
+                sides: out,
+                d,
+                mixed_hu: [air_hu, p.fat_hu[1]],
+            };
+            for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
+                if !medial_cand[n].iter().any(|&v| v) {
+                    continue;
+                }
+                // anterior: patient −y; lateral: −x for the right lung, +x for the left
+                let walks = Walks {
+                    anterior: step(ya, -ys),
+                    lateral: step(xa, if code == RIGHT_CODE { -xs } else { xs }),
+                    reach: (p.medial.reach_mm / vox).round() as usize,
+                    skip: (p.medial.partial_volume_mm / vox).round() as usize,
+                };
+                let added_n = take_medial(
+                    &scene,
+                    &medial_cand[n],
+                    basal[n].as_slice_mut().expect("layout"),
+                    code,
+                    &walks,
+                );
+                tracing::debug!(side = n, voxels = added_n, "medial basal rule");
             }
         }
         sw.lap("disease: basal rule");

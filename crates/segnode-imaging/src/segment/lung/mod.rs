@@ -41,6 +41,7 @@ mod airway;
 mod disease;
 pub mod hull;
 mod measure;
+mod medial;
 mod rays;
 mod refine;
 mod sides;
