@@ -1071,8 +1071,10 @@ impl LungSegmenter {
                                 // the mirror image holds the heart, or lies under it (the borrowed
                                 // floor is the top of the heart): the medial rule judges the voxel,
                                 // above the other side's dome
+                                // behind it the wall or this lung (an air bronchogram in the lobe)
+                                let behind = behind_wall || bk_h[q] & CLASS == code;
                                 ms[r] = lung_above
-                                    && behind_wall
+                                    && behind
                                     && medial_floor.is_some_and(|f| !below(k, f, zs));
                                 continue;
                             }

@@ -110,7 +110,9 @@ pub(super) fn take_medial(
     let plane = nj * ni;
     let posterior = walks.anterior.map(|v| -v);
     let basal_now: &[bool] = basal;
-    let is_lung = |r: usize, core_only: bool| basal_now[r] || (sides[r] == code && !core_only);
+    // this lung: its label, or its border of mixed voxels that the rays count as this lung
+    let own = |r: usize| sides[r] == code || lab[r] == code;
+    let is_lung = |r: usize, core_only: bool| basal_now[r] || (own(r) && !core_only);
     let meets = |q: usize, step: [isize; 2], core_only: bool| -> bool {
         let (k, j0, i0) = (q / plane, ((q % plane) / ni) as isize, (q % ni) as isize);
         let at = |n: usize| -> Option<usize> {
@@ -132,7 +134,7 @@ pub(super) fn take_medial(
                 continue;
             }
             let mixed = sides[r] == 0 && (mixed_hu[0]..mixed_hu[1]).contains(&c[r]);
-            let bronchogram = core_only && sides[r] == code;
+            let bronchogram = core_only && own(r);
             run += 1;
             if !(mixed || bronchogram) || run > walks.skip {
                 return false;
