@@ -4,8 +4,9 @@
 //!
 //! - Masses (juxtapleural 30–80 mm, right hilar 30–50 mm, left hilar against the heart 30–60 mm) and a
 //!   collapsed lower lobe, at 1.25–5 mm slices: ≥ 95 % of the lesion covered by the lung mask of its
-//!   side. Not met yet (a floor against regression, the 95 % target as an ignored test): a consolidated
-//!   lower lobe (~89 %).
+//!   side; a consolidated right lower lobe ≥ 95 % at 1.25 mm (94.9 % at 5 mm: the floor test holds
+//!   94.5 %). Not met yet (floors against regression): a consolidated medial basal segment alone (~60 %),
+//!   and a consolidated left lower lobe takes in part of the heart (Dice ~0.94).
 //! - Effusion (left, right): ≤ 5 % of the fluid inside any lung mask; when reported, the effusion segment
 //!   (SCT 60046008) has a volume close to the truth.
 //! - Lung Dice against the lung truth (lesions included) stays high, the SEG passes dciodvfy.
@@ -325,17 +326,15 @@ fn debug_standard() {
     }
 }
 
-/// Known gap (issue 19 closing note): a wholly consolidated right lower lobe is covered ~89 % (79 % before
-/// the body midline came from the outline); the part against the heart, where the heart and the lobe have
-/// the same attenuation, is judged by the mirrored left side, and there the left side holds the heart
-/// (its column floor is the top of the heart, its mirror image no lung). Floor against regressions here,
-/// the 95 % target in the ignored test below.
+/// A wholly consolidated right lower lobe: covered 89 % before the medial rule (the part against the
+/// heart, where the mirrored left side holds the heart), 95.2 % (1.25 mm) / 94.9 % (5 mm) with it; what
+/// is left is the medial part below the left dome's top and the mixed row along the fissure.
 #[test]
 fn consolidated_lobe() {
     for slice in [1.25, 5.0] {
         let tag = format!("consolidated RLL, {slice} mm slices");
         let o = run(spec(Variant::ConsolidatedLobe, slice), &tag);
-        assert!(o.cover >= 0.85, "{tag}: {:.1} %", 100.0 * o.cover);
+        assert!(o.cover >= 0.945, "{tag}: {:.1} %", 100.0 * o.cover);
         assert!(
             o.dice[0] >= 0.90 && o.dice[1] >= 0.95,
             "{tag}: Dice {:?}",
@@ -345,12 +344,62 @@ fn consolidated_lobe() {
 }
 
 #[test]
-#[ignore = "issue 19 target not met yet: consolidated lower lobe covered ~89 %"]
 fn consolidated_lobe_target() {
     check_cover(
         spec(Variant::ConsolidatedLobe, 1.25),
         "consolidated RLL, 1.25 mm slices",
     );
+}
+
+/// Beyond the one phantom: the left lower lobe (the heart lies on the left, so its mirror test passes and
+/// the medial rule is not used), another seed (vessels and nodules drawn anew), and a smaller
+/// consolidation — the medial basal segment alone, against the heart — at 2.5 and 5 mm slices.
+/// Floors against regression where the target is not met: the medial basal segment is covered ~60 %
+/// (aerated lung beside it, no basal core for the medial rule), and the left lower lobe's lung takes in
+/// ~180 mL of the heart beside it (Dice ~0.94; so before the medial rule too).
+#[test]
+fn consolidated_lobe_variants() {
+    let lll = with_disease(
+        Variant::ConsolidatedLobe,
+        2.5,
+        Disease::ConsolidatedLobe { side: 1, hu: 40.0 },
+    );
+    let mut seed7 = spec(Variant::ConsolidatedLobe, 2.5);
+    seed7.seed = 7;
+    // (spec, tag, least cover, least Dice of the diseased side)
+    let mut cases = vec![
+        (
+            lll,
+            "consolidated LLL, 2.5 mm slices".to_string(),
+            0.95,
+            0.93,
+        ),
+        (
+            seed7,
+            "consolidated RLL seed 7, 2.5 mm".to_string(),
+            0.95,
+            0.95,
+        ),
+    ];
+    for slice in [2.5, 5.0] {
+        cases.push((
+            with_disease(
+                Variant::ConsolidatedLobe,
+                slice,
+                Disease::ConsolidatedMedialBasal { side: 0, hu: 35.0 },
+            ),
+            format!("consolidated RLL S7, {slice} mm slices"),
+            0.55,
+            0.95,
+        ));
+    }
+    for (s, tag, cover, dice) in cases {
+        let side = s.anatomy.disease.map_or(0, |d| d.side()) as usize;
+        let o = run(s, &tag);
+        assert!(o.cover >= cover, "{tag}: {:.1} %", 100.0 * o.cover);
+        assert!(o.dice[side] >= dice, "{tag}: Dice {:?}", o.dice);
+        assert!(o.dice[1 - side] >= 0.99, "{tag}: Dice {:?}", o.dice);
+    }
 }
 
 #[test]

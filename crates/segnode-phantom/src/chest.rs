@@ -34,6 +34,9 @@ pub enum Disease {
     HilarMass { side: u8, diameter_mm: f64, hu: f64 },
     /// The whole lower lobe (behind the oblique fissure) consolidated, with air bronchograms.
     ConsolidatedLobe { side: u8, hu: f64 },
+    /// The medial basal segment of the lower lobe consolidated (no air bronchograms): the part of the
+    /// lower lobe within 65 mm of the midline and below 165 mm, against the heart and the mediastinum.
+    ConsolidatedMedialBasal { side: u8, hu: f64 },
     /// Lower-lobe collapse: a dense triangle against the spine and the posterior mediastinum.
     CollapsedLobe { side: u8, hu: f64 },
     /// Free pleural effusion: dependent (posterior in a supine patient) fluid crescent between the lung
@@ -48,6 +51,7 @@ impl Disease {
             Disease::JuxtapleuralMass { side, .. }
             | Disease::HilarMass { side, .. }
             | Disease::ConsolidatedLobe { side, .. }
+            | Disease::ConsolidatedMedialBasal { side, .. }
             | Disease::CollapsedLobe { side, .. }
             | Disease::Effusion { side, .. } => side,
         }
@@ -109,6 +113,9 @@ impl Disease {
                 .iter()
                 .any(|t| Tube::new(root, *t, 2.5, 1.2).sdf(p) < 0.0);
                 Some((if bronchogram { -900.0 } else { hu }, lesion))
+            }
+            Disease::ConsolidatedMedialBasal { hu, .. } => {
+                (lower_lobe && x.abs() < 65.0 && z < 165.0).then_some((hu, lesion))
             }
             Disease::CollapsedLobe { hu, .. } => {
                 // the lobe shrunk to a wedge against the spine and the posterior mediastinum

@@ -1110,7 +1110,9 @@ impl LungSegmenter {
                 mixed_hu: [air_hu, p.fat_hu[1]],
             };
             for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
-                if !medial_cand[n].iter().any(|&v| v) {
+                if (p.medial.right_lung_only && code != RIGHT_CODE)
+                    || !medial_cand[n].iter().any(|&v| v)
+                {
                     continue;
                 }
                 // anterior: patient −y; lateral: −x for the right lung, +x for the left

@@ -21,12 +21,14 @@
 //!    its aerated part (below −250 HU); effusion volume.
 //!
 //! Steps 1–3 and the per-side closing live here; 4 in `airway.rs`, 5 in `sides.rs`, the full-resolution
-//! part of 6 in `refine.rs`, 7 in `disease.rs`, 8 in `measure.rs`. Thresholds are in [`LungParams`]. Known limits: a scan
+//! part of 6 in `refine.rs`, 7 in `disease.rs` (with `rays.rs`, `hull.rs`, `medial.rs`), 8 in `measure.rs`. Thresholds are in [`LungParams`]. Known limits: a scan
 //! that starts below the carina keeps the main bronchi (no trachea seed); a pneumothorax joined to the
 //! lung is counted as lung; lungs joined over a wide contact that 15 mm of erosion does not separate are
 //! reported as one lung placed by the body midline. Disease (step 7, see `disease.rs`): a wholly
-//! consolidated lower lobe is covered only in part (~80 % on the phantom), a hilar mass against the heart
-//! ~80 %; bilateral basal disease, loculated or dense (haemothorax) effusions are not recognised.
+//! consolidated right lower lobe is covered ~95 % on the phantom (its medial part by `medial.rs`, not
+//! below the other side's dome top), a consolidated medial basal segment alone ~60 %; a consolidated left
+//! lower lobe takes in part of the heart beside it; bilateral basal disease, loculated or dense
+//! (haemothorax) effusions are not recognised.
 //!
 //! Speed (issue 16) without changing a voxel: work stays on the bounding box of what can change (the
 //! disease step on the box of its lung, solid and airway voxels; closings, dilations, the convex fill and
