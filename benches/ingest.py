@@ -7,7 +7,8 @@ Receivers: segnode (fsync before every success), DCMTK storescp stock, storescp 
 -pdu 131072), Orthanc (Debian package, temporary config, TCP_NODELAY=1), storescp --ignore (receives and
 discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
 
-usage: benches/ingest.py [--slices 300] [--runs 3] [--workdir DIR] [--only NAME,...]
+usage: benches/ingest.py [--slices 300] [--size 512] [--runs 3] [--workdir DIR] [--only NAME,...]
+(--size 64 --slices 1000: small objects, where the fixed cost per instance dominates)
 """
 import argparse
 import json
@@ -76,6 +77,8 @@ def start_receiver(name, work, port):
             "SEGNODE_STORAGE__MIN_FREE_MB": "0",
             "SEGNODE_DATABASE__URL": f"sqlite://{work}/index.db",
             "SEGNODE_LOG__LEVEL": "warn",
+            # no web console: the bench needs none, and a busy port 8080 must not stop the receiver
+            "SEGNODE_HTTP__PORT": "0",
         })
         cmd = [SEGNODE, "--config", os.path.join(ROOT, "config", "segnode.toml"), "serve"]
         aec = "SEGNODE"
@@ -128,15 +131,17 @@ def send(files, port, aec, parallel):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--only", default="segnode,storescp-stock,storescp-tuned,orthanc,storescp-ignore")
     a = ap.parse_args()
     base = a.workdir or tempfile.mkdtemp(prefix="segnode-bench-")
-    data = os.path.join(base, "series")
+    data = os.path.join(base, "series" if a.size == 512 else f"series-{a.size}")
     if not os.path.isdir(data):
         subprocess.run([sys.executable, os.path.join(ROOT, "tests", "py", "gen_ct_series.py"), data,
-                        "--slices", str(a.slices), "--seed", "7"], check=True, stdout=subprocess.DEVNULL)
+                        "--slices", str(a.slices), "--size", str(a.size), "--seed", "7"], check=True,
+                       stdout=subprocess.DEVNULL)
     files = sorted(os.path.join(data, f) for f in os.listdir(data))
     mb = sum(os.path.getsize(f) for f in files) / 1e6
     print(f"# {len(files)} instances, {mb:.0f} MB, {os.cpu_count()} cores, work dir {base}")

@@ -3,7 +3,7 @@
 //! and answers the C-STORE from the outcome — success only after this returned `Ok`.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::crashpoint::{self, Step};
@@ -148,65 +148,54 @@ impl Ingest {
         origin: &Origin,
     ) -> Result<Filed, IngestError> {
         let t0 = std::time::Instant::now();
-        // the data flush and the header parse overlap: both only read or flush the temporary file
+        // Two hops off the runtime, side by side: the header parse, and the fdatasync of the temporary
+        // file, whose task then waits for the verdict on the header and on the stored copy of this SOP
+        // instance (looked up meanwhile by the UID the command announced; the data set must carry the
+        // same one) and renames the file durably into place or drops it: no third hop for the rename.
         let temp = closed.path.clone();
-        let closed = Arc::new(closed);
-        let syncing = {
-            let c = closed.clone();
-            tokio::task::spawn_blocking(move || c.sync())
+        let (content_hash, dataset_bytes) = (closed.content_hash.clone(), closed.dataset_bytes);
+        let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel();
+        let publishing = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || sync_then_publish(&store, closed, verdict_rx))
         };
-        let parsing = tokio::task::spawn_blocking(move || header::read_header(&temp));
-        // the stored copy of this SOP instance (duplicate check), looked up meanwhile by the UID the
-        // command announced (the data set must carry the same one: checked below)
-        let (parsed, synced, previous) = tokio::join!(
-            parsing,
-            syncing,
+        let (parsed, previous) = tokio::join!(
+            tokio::task::spawn_blocking(move || header::read_header(&temp)),
             self.index.instance_hash(&announced.sop_instance)
         );
-        let closed = match Arc::try_unwrap(closed) {
-            Ok(c) => c,
-            Err(_) => return Err(IngestError::Internal("temporary file still shared".into())),
-        };
-        let checked: Result<InstanceHeader, IngestError> = (|| {
+        let verdict = (|| {
             let header = parsed.map_err(|e| IngestError::Internal(e.to_string()))??;
-            synced.map_err(|e| IngestError::Internal(e.to_string()))??;
-            Ok(header)
+            header.check(&announced.sop_class, &announced.sop_instance)?;
+            let final_path = self.store.path_for(
+                &header.study_uid,
+                &header.series_uid,
+                &header.sop_instance_uid,
+            )?;
+            let previous = previous?;
+            let duplicate = previous.as_ref().is_some_and(|(hash, old_rel)| {
+                *hash == content_hash && self.store.root().join(old_rel).is_file()
+            });
+            Ok::<_, IngestError>((header, final_path, previous, duplicate))
         })();
-        crashpoint::reached(Step::Synced);
-        let header = match checked {
-            Ok(h) => h,
-            Err(e) => {
-                closed.discard();
-                return Err(e);
-            }
-        };
-        if let Err(e) = header.check(&announced.sop_class, &announced.sop_instance) {
-            closed.discard();
-            return Err(e.into());
+        // the syncing task publishes on `Ok(Some(path))`, drops the file on anything else
+        let _ = verdict_tx.send(match &verdict {
+            Ok((_, path, _, false)) => Ok(Some(path.clone())),
+            Ok((_, _, _, true)) => Ok(None),
+            Err(_) => Err(()),
+        });
+        let published = publishing
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let (header, final_path, previous, duplicate) = verdict?;
+        published?;
+        if duplicate {
+            return Ok(Filed::Duplicate);
         }
-        let final_path = match self.store.path_for(
-            &header.study_uid,
-            &header.series_uid,
-            &header.sop_instance_uid,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                closed.discard();
-                return Err(e.into());
-            }
-        };
         let rel = final_path
             .strip_prefix(self.store.root())
             .unwrap_or(&final_path)
             .to_string_lossy()
             .into_owned();
-        let previous = previous?;
-        if let Some((hash, old_rel)) = &previous {
-            if *hash == closed.content_hash && self.store.root().join(old_rel).is_file() {
-                closed.discard();
-                return Ok(Filed::Duplicate);
-            }
-        }
         let record = InstanceRecord {
             header: header.clone(),
             transfer_syntax: announced.transfer_syntax.clone(),
@@ -215,20 +204,10 @@ impl Ingest {
             called_ae: origin.called_ae.clone(),
             peer: origin.peer.clone(),
             path: rel.clone(),
-            size_bytes: closed.dataset_bytes as i64,
-            content_hash: closed.content_hash.clone(),
+            size_bytes: dataset_bytes as i64,
+            content_hash,
         };
         let t1 = t0.elapsed();
-        // The durability order README documents: the file is in place and its directory entry durable
-        // before its index row is committed, and both before the success status. A crash in between
-        // leaves a file without a row, which `reconcile` indexes at the next start.
-        let store = self.store.clone();
-        let dest = final_path.clone();
-        match tokio::task::spawn_blocking(move || store.publish(closed, &dest)).await {
-            Ok(r) => r?,
-            Err(e) => return Err(IngestError::Internal(e.to_string())),
-        }
-        crashpoint::reached(Step::Published);
         let recorded = self.index.record_instance(&record).await;
         let t2 = t0.elapsed();
         let outcome = match recorded {
@@ -244,8 +223,8 @@ impl Ingest {
         };
         crashpoint::reached(Step::Indexed);
         tracing::trace!(
-            sync_and_header_us = t1.as_micros() as u64,
-            publish_then_index_us = (t2 - t1).as_micros() as u64,
+            header_sync_publish_us = t1.as_micros() as u64,
+            index_us = (t2 - t1).as_micros() as u64,
             "filing steps"
         );
         if outcome.new_series {
@@ -357,6 +336,32 @@ impl Ingest {
         }
         Ok(done)
     }
+}
+
+/// The fdatasync half of filing (runs off the runtime): make the temporary file's data durable, then
+/// wait for the verdict: `Ok(Some(path))` renames it durably into place there; a duplicate (`Ok(None)`)
+/// or a refusal (`Err`) removes it, as does a failed fdatasync. The durability order README documents:
+/// the file is in place and its directory entry durable before its index row is committed, and both
+/// before the success status; a crash in between leaves a file without a row, which `reconcile`
+/// indexes at the next start.
+fn sync_then_publish(
+    store: &InstanceStore,
+    closed: ClosedFile,
+    verdict: tokio::sync::oneshot::Receiver<Result<Option<PathBuf>, ()>>,
+) -> Result<(), IngestError> {
+    if let Err(e) = closed.sync() {
+        closed.discard();
+        return Err(e.into());
+    }
+    crashpoint::reached(Step::Synced);
+    match verdict.blocking_recv() {
+        Ok(Ok(Some(final_path))) => {
+            store.publish(closed, &final_path)?;
+            crashpoint::reached(Step::Published);
+        }
+        _ => closed.discard(),
+    }
+    Ok(())
 }
 
 /// What [`Ingest::reconcile`] changed.

@@ -10,7 +10,6 @@ use sqlx::Row;
 
 use crate::error::IndexError;
 use crate::events::insert_event;
-use crate::options::Backend;
 use crate::pool::Index;
 use crate::state::SeriesState;
 use crate::time::now_ms;
@@ -139,48 +138,61 @@ impl Index {
         let h: NewInstance<'a> = rec.into();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        // create the series row if it is new; on a shared database two receivers may race for it, and
-        // ON CONFLICT lets exactly one of them create it
-        let created = sqlx::query(
-            "INSERT INTO series (series_uid, study_uid, patient_id, patient_name, study_date, modality,
-                body_part, series_description, protocol_name, series_number, frame_of_reference_uid,
-                calling_ae, called_ae, revision, state, instance_count, first_received_ms,
-                last_received_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, 0, $15, $15)
-             ON CONFLICT (series_uid) DO NOTHING",
-        )
-        .bind(h.series_uid)
-        .bind(h.study_uid)
-        .bind(h.patient_id)
-        .bind(h.patient_name)
-        .bind(h.study_date)
-        .bind(h.modality)
-        .bind(h.body_part)
-        .bind(h.series_description)
-        .bind(h.protocol_name)
-        .bind(h.series_number)
-        .bind(h.frame_of_reference_uid)
-        .bind(h.calling_ae)
-        .bind(h.called_ae)
-        .bind(SeriesState::Receiving.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        // lock the row for the rest of the transaction (PostgreSQL; SQLite has one writer anyway), so
-        // that a completion or reopening by another process cannot interleave with this instance
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
+        // One statement for the usual case, a series already known: note the arrival (counted as a new
+        // SOP instance; a replaced one is recounted below) and read the series' state. The UPDATE also
+        // locks the row for the rest of the transaction (PostgreSQL; SQLite has one writer anyway), so
+        // that a completion or reopening by another process cannot interleave with this instance.
+        let touch = || {
+            sqlx::query(
+                "UPDATE series SET last_received_ms = $1,
+                    instance_count = instance_count + 1,
+                    expected_instances = COALESCE($3, expected_instances),
+                    modality = COALESCE(modality, $4), body_part = COALESCE(body_part, $5),
+                    series_description = COALESCE(series_description, $6)
+                 WHERE series_uid = $2
+                 RETURNING state, revision, completed_at_release, completed_ms, calling_ae",
+            )
+            .bind(now)
+            .bind(h.series_uid)
+            .bind(h.images_in_acquisition.filter(|n| *n > 0))
+            .bind(h.modality)
+            .bind(h.body_part)
+            .bind(h.series_description)
         };
-        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT state, revision, completed_at_release, completed_ms, calling_ae FROM series
-             WHERE series_uid = $1{lock}"
-        )))
-        .bind(h.series_uid)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let mut existing = touch().fetch_optional(&mut *tx).await?;
+        let mut created = false;
+        if existing.is_none() {
+            // a new series; on a shared database two receivers may race for it: ON CONFLICT lets
+            // exactly one create it, and both then note their instance on the row
+            created = sqlx::query(
+                "INSERT INTO series (series_uid, study_uid, patient_id, patient_name, study_date, modality,
+                    body_part, series_description, protocol_name, series_number, frame_of_reference_uid,
+                    calling_ae, called_ae, revision, state, instance_count, first_received_ms,
+                    last_received_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, 0, $15, $15)
+                 ON CONFLICT (series_uid) DO NOTHING",
+            )
+            .bind(h.series_uid)
+            .bind(h.study_uid)
+            .bind(h.patient_id)
+            .bind(h.patient_name)
+            .bind(h.study_date)
+            .bind(h.modality)
+            .bind(h.body_part)
+            .bind(h.series_description)
+            .bind(h.protocol_name)
+            .bind(h.series_number)
+            .bind(h.frame_of_reference_uid)
+            .bind(h.calling_ae)
+            .bind(h.called_ae)
+            .bind(SeriesState::Receiving.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            existing = touch().fetch_optional(&mut *tx).await?;
+        }
         let mut outcome = RecordOutcome {
             revision: 1,
             new_series: false,
@@ -251,8 +263,8 @@ impl Index {
                 }
             }
         }
-        // a new SOP Instance UID (the usual case) adds one to the series' count; a replaced one (same
-        // UID, new content) recounts the series it left and the one it joined
+        // a new SOP Instance UID (the usual case) added one to the series' count above; a replaced one
+        // (same UID, new content) recounts the series it left and the one it joined
         let inserted = bind_instance(
             sqlx::query(
                 "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid, transfer_syntax,
@@ -299,23 +311,6 @@ impl Index {
             recount.push(h.series_uid.to_string());
             recount.extend(previous.filter(|p| p != h.series_uid));
         }
-        sqlx::query(
-            "UPDATE series SET last_received_ms = $1,
-                instance_count = instance_count + $7,
-                expected_instances = COALESCE($3, expected_instances),
-                modality = COALESCE(modality, $4), body_part = COALESCE(body_part, $5),
-                series_description = COALESCE(series_description, $6)
-             WHERE series_uid = $2",
-        )
-        .bind(now)
-        .bind(h.series_uid)
-        .bind(h.images_in_acquisition.filter(|n| *n > 0))
-        .bind(h.modality)
-        .bind(h.body_part)
-        .bind(h.series_description)
-        .bind(i64::from(inserted))
-        .execute(&mut *tx)
-        .await?;
         for uid in &recount {
             recount_series(&mut tx, uid).await?;
         }

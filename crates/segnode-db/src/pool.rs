@@ -78,6 +78,10 @@ impl Index {
                 options.max_connections
             })
             .acquire_timeout(options.acquire_timeout)
+            // SQLite: the connection is a local file that cannot drop, so no ping before each use (a
+            // round trip to its worker thread, two per filed instance); PostgreSQL keeps the check
+            // that finds a connection the server closed before a query fails on it
+            .test_before_acquire(backend != Backend::Sqlite)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

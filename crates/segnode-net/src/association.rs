@@ -3,16 +3,15 @@
 //! answered only once the sink says how it was filed.
 //!
 //! Memory is bounded by one PDU: command fragments are collected (they are small), data fragments go
-//! straight to the instance's sink as they arrive. A data set that cannot be filed is still drained
+//! straight to the instance's sink as they arrive, from the buffer the socket was read into (no copy
+//! in between, [`PduStream::read_frame`]). A data set that cannot be filed is still drained
 //! from the association and answered with a failure status, so one bad instance never breaks the rest
 //! of a transfer. Anything that breaks the protocol (data without a command, a fragment for the wrong
 //! context, an undecodable command, a PDU over our limit, a timeout) aborts this association only.
 //!
 //! Generic over the byte stream, so the same code serves TCP connections and in-memory tests.
 
-use dicom_ul::pdu::{
-    AbortRQServiceProviderReason, AbortRQSource, PDataValueType, PresentationContextResultReason,
-};
+use dicom_ul::pdu::{AbortRQServiceProviderReason, AbortRQSource, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +28,7 @@ use crate::handler::{
 use crate::negotiation::{self, Offer};
 use crate::options::ScpOptions;
 use crate::slots::Slot;
-use crate::wire::{pdu_name, PduStream, WireError};
+use crate::wire::{pdu_name, Frame, PduStream, WireError};
 
 /// Largest command set accepted (command sets are a few hundred bytes).
 const MAX_COMMAND_SET: usize = 64 * 1024;
@@ -321,10 +320,10 @@ where
         }
     }
 
-    async fn receive(&mut self, limit: std::time::Duration) -> Result<Pdu, String> {
+    async fn receive(&mut self, limit: std::time::Duration) -> Result<Frame, String> {
         let wire = self.wire.as_mut().ok_or("association closed")?;
-        match wire.read_within(limit).await {
-            Ok(pdu) => Ok(pdu),
+        match wire.read_frame_within(limit).await {
+            Ok(frame) => Ok(frame),
             Err(e @ WireError::Timeout(_)) => Err(e.to_string()),
             Err(e) => Err(format!("receive failed: {e}")),
         }
@@ -360,45 +359,49 @@ where
                 Err(why) => return Ending::Aborted(why),
             };
             match pdu {
-                Pdu::PData { data } => {
-                    for pv in data {
-                        let step = match pv.value_type {
-                            PDataValueType::Command => {
-                                if pending.is_some() {
-                                    Err("command fragment while a data set was expected"
-                                        .to_string())
-                                } else if command_pc
-                                    .is_some_and(|pc| pc != pv.presentation_context_id)
-                                {
-                                    Err("command fragments on two presentation contexts"
-                                        .to_string())
+                Frame::PData(values) => {
+                    for pv in values {
+                        let step = if pv.command {
+                            if pending.is_some() {
+                                Err("command fragment while a data set was expected".to_string())
+                            } else if command_pc.is_some_and(|pc| pc != pv.presentation_context_id)
+                            {
+                                Err("command fragments on two presentation contexts".to_string())
+                            } else {
+                                command_pc = Some(pv.presentation_context_id);
+                                if let Some(w) = self.wire.as_ref() {
+                                    command.extend_from_slice(w.payload(&pv));
+                                }
+                                if command.len() > MAX_COMMAND_SET {
+                                    Err("command set larger than 64 KiB".to_string())
+                                } else if pv.last {
+                                    let bytes = std::mem::take(&mut command);
+                                    let pc =
+                                        command_pc.take().unwrap_or(pv.presentation_context_id);
+                                    self.on_command(pc, &bytes).await.map(|p| pending = p)
                                 } else {
-                                    command_pc = Some(pv.presentation_context_id);
-                                    command.extend_from_slice(&pv.data);
-                                    if command.len() > MAX_COMMAND_SET {
-                                        Err("command set larger than 64 KiB".to_string())
-                                    } else if pv.is_last {
-                                        let bytes = std::mem::take(&mut command);
-                                        let pc =
-                                            command_pc.take().unwrap_or(pv.presentation_context_id);
-                                        self.on_command(pc, &bytes).await.map(|p| pending = p)
-                                    } else {
-                                        Ok(())
-                                    }
+                                    Ok(())
                                 }
                             }
-                            PDataValueType::Data => match pending.as_mut() {
+                        } else {
+                            match pending.as_mut() {
                                 None => Err("data fragment without a command".to_string()),
                                 Some(p) if p.pc != pv.presentation_context_id => {
                                     Err("data fragment on another presentation context".to_string())
                                 }
                                 Some(p) => {
-                                    self.tally.bytes += pv.data.len() as i64;
-                                    self.handler.event(Event::Received(pv.data.len() as u64));
+                                    // the fragment goes from the socket's buffer to the sink as is
+                                    let data = self
+                                        .wire
+                                        .as_ref()
+                                        .map(|w| w.payload(&pv))
+                                        .unwrap_or_default();
+                                    self.tally.bytes += data.len() as i64;
+                                    self.handler.event(Event::Received(data.len() as u64));
                                     if let Ok(sink) = p.target.as_mut() {
-                                        sink.write(&pv.data);
+                                        sink.write(data);
                                     }
-                                    if pv.is_last {
+                                    if pv.last {
                                         match pending.take() {
                                             Some(p) => self.finish_store(p).await,
                                             None => Ok(()),
@@ -407,14 +410,14 @@ where
                                         Ok(())
                                     }
                                 }
-                            },
+                            }
                         };
                         if let Err(why) = step {
                             return Ending::Aborted(why);
                         }
                     }
                 }
-                Pdu::ReleaseRQ => {
+                Frame::Other(Pdu::ReleaseRQ) => {
                     if pending.is_some() || !command.is_empty() {
                         warn!("release requested in the middle of a message; the partial instance is dropped");
                     }
@@ -424,12 +427,12 @@ where
                     }
                     return Ending::Released;
                 }
-                Pdu::AbortRQ { source } => {
+                Frame::Other(Pdu::AbortRQ { source }) => {
                     debug!(?source, "peer aborted");
                     self.wire.take();
                     return Ending::PeerAborted;
                 }
-                other => {
+                Frame::Other(other) => {
                     return Ending::Aborted(format!("unexpected PDU {}", pdu_name(&other)));
                 }
             }
