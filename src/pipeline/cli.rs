@@ -28,6 +28,9 @@ pub struct SegmentArgs {
     /// With --model: fail once inference has run this long (s).
     #[arg(long, default_value_t = 600.0, requires = "model")]
     pub timeout_s: f64,
+    /// With --model: refuse the volume when its arrays would need more than this (MiB).
+    #[arg(long, default_value_t = 8192, requires = "model")]
+    pub max_memory_mb: u64,
     /// Folder holding the CT series (one file per slice; sub-folders are read too).
     #[arg(long)]
     pub input: PathBuf,
@@ -78,7 +81,7 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
                     manifest,
                     RunLimits {
                         timeout: std::time::Duration::from_secs_f64(args.timeout_s),
-                        max_memory_mb: u64::MAX,
+                        max_memory_mb: args.max_memory_mb,
                     },
                 )
                 .with_dump(args.dump_dir.clone()),
