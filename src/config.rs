@@ -190,6 +190,16 @@ pub struct PipelineSettings {
     /// `external:<name>` pipelines: a site's own model run as a command.
     #[serde(default)]
     pub external: std::collections::HashMap<String, crate::pipeline::external::ExternalSettings>,
+    /// `onnx:<name>` pipelines: a site's own ONNX model run in-process (its manifest, time and memory).
+    #[serde(default)]
+    pub onnx: std::collections::HashMap<String, crate::pipeline::onnx::OnnxSettings>,
+}
+
+impl PipelineSettings {
+    /// The registry of every pipeline name these settings can run.
+    pub fn registry(&self) -> Registry<'_> {
+        Registry::new(&self.external, &self.onnx)
+    }
 }
 
 /// A DICOM destination for results.
@@ -804,7 +814,7 @@ impl Settings {
                 "must be ≥ 0 (0 keeps results forever)",
             ));
         }
-        let registry = Registry::new(&self.pipelines.external);
+        let registry = self.pipelines.registry();
         for p in &self.workers.pipelines {
             registry
                 .parse(p)
@@ -870,6 +880,18 @@ impl Settings {
                 ));
             }
             positive_secs("pipelines.external.timeout_s", e.timeout_s)?;
+        }
+        for (name, o) in &self.pipelines.onnx {
+            positive_secs("pipelines.onnx.timeout_s", o.timeout_s)?;
+            if o.max_memory_mb == 0 {
+                return Err(invalid(
+                    "pipelines.onnx.max_memory_mb",
+                    "must be at least 1",
+                ));
+            }
+            // the manifest must fit its model: refused at start, not at the first job
+            o.check()
+                .map_err(|e| invalid("pipelines.onnx", format!("onnx:{name}: {e}")))?;
         }
         let mut names = std::collections::HashSet::new();
         for dest in &self.destinations {
@@ -985,11 +1007,7 @@ impl Settings {
     /// The routing rules compiled and checked against this configuration's pipelines and destinations.
     pub fn router(&self) -> Result<Router, RoutingError> {
         let destinations: Vec<&str> = self.destinations.iter().map(|d| d.name.as_str()).collect();
-        Router::compile(
-            &self.rules,
-            &Registry::new(&self.pipelines.external),
-            &destinations,
-        )
+        Router::compile(&self.rules, &self.pipelines.registry(), &destinations)
     }
 }
 

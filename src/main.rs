@@ -79,6 +79,20 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check a site's ONNX model against its manifest.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Read the manifest and its model file: tensors, opset, operators (and which tract lacks), and
+    /// whether they fit; exit 1 when they do not.
+    Check {
+        manifest: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -252,6 +266,18 @@ fn main() -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Show { json }) => {
             return config_show(cli.config.as_deref(), *json)
         }
+        Command::Models(ModelsCommand::Check { manifest, json }) => {
+            let (report, ok) = segnode::pipeline::models_cli::check(manifest);
+            if *json {
+                println!("{report}");
+            } else {
+                print!("{}", segnode::pipeline::models_cli::text(&report));
+            }
+            if !ok {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -291,7 +317,7 @@ fn main() -> anyhow::Result<()> {
             let (peer, opts) = scu_target(&settings, peer, destination, aet)?;
             runtime.block_on(send_command(&input, &peer, &opts))?
         }
-        Command::Segment(_) | Command::Config(_) => {}
+        Command::Segment(_) | Command::Config(_) | Command::Models(_) => {}
     }
     Ok(())
 }

@@ -15,14 +15,15 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Settings;
-use crate::pipeline::registry::{Registry, NOOP};
+use crate::pipeline::registry::{Pipeline, NOOP};
 use crate::readahead::ReadAheadCache;
 use crate::store::files::sync_dir;
 use segnode_db::jobs::{Job, Queue};
 use segnode_db::outbox::NewDelivery;
 use segnode_db::{Index, Topic};
 use segnode_imaging::result::{build_forms, ResultObject, ResultOptions, FORMS};
-use segnode_imaging::volume::{load_series_with, LoadOptions, PreparedSlice};
+use segnode_imaging::segment::Segmenter;
+use segnode_imaging::volume::{load_series, load_series_with, LoadOptions, PreparedSlice};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -259,15 +260,81 @@ impl Workers {
             .live
             .as_ref()
             .map_or_else(|| self.settings.clone(), |l| l.borrow().clone());
+        let companions = self.companion_dirs(&settings, job).await?;
         let job2 = job.clone();
         let ahead = self
             .read_ahead
             .as_ref()
             .map(|r| r.take(&job.series_uid))
             .unwrap_or_default();
-        tokio::task::spawn_blocking(move || run_pipeline(&settings, &job2, &dir, &ahead))
+        tokio::task::spawn_blocking(move || {
+            run_pipeline(&settings, &job2, &dir, &ahead, &companions)
+        })
+        .await
+        .map_err(|e| fail(format!("pipeline crashed: {e}")))?
+    }
+
+    /// For an `onnx:` model whose channels take other series of the study (`input.channels.series`):
+    /// the folder of the newest complete series of the study whose SeriesDescription holds each
+    /// fragment. A study whose other series has not arrived (or not completed) yet fails the attempt
+    /// with the reason, and the job is retried with the usual backoff.
+    async fn companion_dirs(
+        &self,
+        settings: &Settings,
+        job: &Job,
+    ) -> Result<Vec<(String, PathBuf)>, JobError> {
+        let Some(name) = job
+            .pipeline
+            .strip_prefix(crate::pipeline::registry::ONNX_PREFIX)
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(onnx) = settings.pipelines.onnx.get(name) else {
+            return Ok(Vec::new());
+        };
+        let manifest = segnode_onnx::Manifest::load(&onnx.manifest)
+            .map_err(|e| JobError::Failed(format!("{}: {e}", job.pipeline)))?;
+        let fragments = manifest.companion_series();
+        if fragments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let study = self
+            .index
+            .study_series_of(&job.series_uid)
             .await
-            .map_err(|e| fail(format!("pipeline crashed: {e}")))?
+            .map_err(|e| JobError::Failed(format!("index: {e}")))?;
+        let mut out = Vec::new();
+        for fragment in fragments {
+            let want = fragment.to_lowercase();
+            let found = study.iter().find(|s| {
+                s.series_uid != job.series_uid
+                    && s.state == segnode_db::SeriesState::Complete
+                    && s.series_description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(&want))
+            });
+            let Some(series) = found else {
+                return Err(JobError::Failed(format!(
+                    "{} takes the study's series described {fragment:?} as a channel; none of the \
+                     study's {} series is complete with that description yet",
+                    job.pipeline,
+                    study.len()
+                )));
+            };
+            let rel = self
+                .index
+                .series_dir(&series.series_uid)
+                .await
+                .map_err(|e| JobError::Failed(format!("index: {e}")))?
+                .ok_or_else(|| {
+                    JobError::Failed(format!(
+                        "series {} has no stored instances",
+                        series.series_uid
+                    ))
+                })?;
+            out.push((fragment.to_string(), self.store_root.join(rel)));
+        }
+        Ok(out)
     }
 }
 
@@ -277,12 +344,29 @@ fn run_pipeline(
     job: &Job,
     dir: &Path,
     ahead: &HashMap<PathBuf, Arc<PreparedSlice>>,
+    companions: &[(String, PathBuf)],
 ) -> Result<(serde_json::Value, Vec<NewDelivery>), JobError> {
     let fail = |m: String| JobError::Failed(m);
-    let segmenter = Registry::new(&settings.pipelines.external)
-        .segmenter(&job.pipeline, &work_root(settings))
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail(format!("{} has no segmenter", job.pipeline)))?;
+    let registry = settings.pipelines.registry();
+    let segmenter: Box<dyn Segmenter> = match registry.parse(&job.pipeline) {
+        Ok(Pipeline::Onnx(name)) if !companions.is_empty() => {
+            let mut loaded = Vec::with_capacity(companions.len());
+            for (fragment, dir) in companions {
+                let v = load_series(dir, &LoadOptions::default())
+                    .map_err(|e| fail(format!("loading the study's {fragment:?} series: {e}")))?;
+                loaded.push((fragment.clone(), v));
+            }
+            Box::new(
+                settings.pipelines.onnx[name]
+                    .segmenter(name)
+                    .with_companions(loaded),
+            )
+        }
+        _ => registry
+            .segmenter(&job.pipeline, &work_root(settings))
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("{} has no segmenter", job.pipeline)))?,
+    };
     let t0 = Instant::now();
     let (volume, read_ahead) = load_series_with(dir, &LoadOptions::default(), ahead)
         .map_err(|e| fail(format!("loading the series: {e}")))?;

@@ -5,8 +5,9 @@
 
 use anyhow::Context;
 use segnode_imaging::result::{build_forms, ResultOptions, FORMS};
-use segnode_imaging::segment::pipeline;
+use segnode_imaging::segment::{pipeline, Segmenter};
 use segnode_imaging::volume::{load_series, LoadOptions};
+use segnode_onnx::{OnnxSegmenter, RunLimits};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,6 +18,19 @@ pub struct SegmentArgs {
     /// Segmentation pipeline.
     #[arg(long, default_value = "lung")]
     pub pipeline: String,
+    /// Run a site's ONNX model instead: its manifest (the pipeline is then `onnx:<file stem>`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// With --model: write the model-grid input, the blended probabilities and the grid mapping here
+    /// (`input.f32`, `probabilities.f32`, `grid.json`), to compare with another runtime.
+    #[arg(long, requires = "model")]
+    pub dump_dir: Option<PathBuf>,
+    /// With --model: fail once inference has run this long (s).
+    #[arg(long, default_value_t = 600.0, requires = "model")]
+    pub timeout_s: f64,
+    /// With --model: refuse the volume when its arrays would need more than this (MiB).
+    #[arg(long, default_value_t = 8192, requires = "model")]
+    pub max_memory_mb: u64,
     /// Folder holding the CT series (one file per slice; sub-folders are read too).
     #[arg(long)]
     pub input: PathBuf,
@@ -55,7 +69,27 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
     if let Some(bad) = forms.iter().find(|f| !FORMS.contains(f)) {
         anyhow::bail!("unknown result form `{bad}` (known: {})", FORMS.join(", "));
     }
-    let segmenter = pipeline(&args.pipeline)?;
+    let segmenter: Box<dyn Segmenter> = match &args.model {
+        Some(manifest) => {
+            let stem = manifest
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            Box::new(
+                OnnxSegmenter::new(
+                    &format!("onnx:{stem}"),
+                    manifest,
+                    RunLimits {
+                        timeout: std::time::Duration::from_secs_f64(args.timeout_s),
+                        max_memory_mb: args.max_memory_mb,
+                    },
+                )
+                .with_dump(args.dump_dir.clone()),
+            )
+        }
+        None => pipeline(&args.pipeline)?,
+    };
+    let pipeline_name = segmenter.name();
     let t0 = Instant::now();
     let volume = load_series(
         &args.input,
@@ -125,7 +159,7 @@ pub fn run(args: &SegmentArgs) -> anyhow::Result<serde_json::Value> {
             series_number: args.series_number + offset,
             series_description: args
                 .series_description
-                .replace("{pipeline}", &args.pipeline)
+                .replace("{pipeline}", pipeline_name)
                 .replace("segmentation", word),
             window,
             ..ResultOptions::default()

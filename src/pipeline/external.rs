@@ -21,10 +21,9 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use segnode_imaging::segment::codes::{CodedConcept, ARTIFICIAL_INTELLIGENCE};
+use segnode_imaging::segment::codes::{intern, CodedConcept, ARTIFICIAL_INTELLIGENCE};
 use segnode_imaging::segment::{
     Segment, SegmentDescription, SegmentError, Segmentation, Segmenter,
 };
@@ -78,20 +77,6 @@ struct ModelOutput {
     #[serde(default)]
     algorithm: ModelAlgorithm,
     segments: Vec<ModelSegment>,
-}
-
-/// Coded concepts hold `&'static str`; codes coming from a model are interned once each (a site's model
-/// emits a handful of distinct codes, so this stays small for the life of the process).
-fn intern(s: &str) -> &'static str {
-    static POOL: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let pool = POOL.get_or_init(|| Mutex::new(HashSet::new()));
-    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(existing) = pool.get(s) {
-        return existing;
-    }
-    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
-    pool.insert(leaked);
-    leaked
 }
 
 fn concept(c: &ModelCode) -> CodedConcept {

@@ -100,6 +100,21 @@ impl Index {
         rows.iter().map(series_record).collect()
     }
 
+    /// The series of the study that `series_uid` belongs to (itself included), newest first: the other
+    /// inputs a multi-series model may take.
+    pub async fn study_series_of(&self, series_uid: &str) -> Result<Vec<SeriesRecord>, IndexError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            series_columns!(),
+            " FROM series WHERE study_uid = (SELECT study_uid FROM series WHERE series_uid = $1) \
+             ORDER BY first_received_ms DESC"
+        ))
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(series_record).collect()
+    }
+
     /// The learnt splitting callers with what taught each (series, time in ms).
     pub async fn splitting_callers_learnt(&self) -> Result<Vec<SplittingCaller>, IndexError> {
         let rows = sqlx::query(

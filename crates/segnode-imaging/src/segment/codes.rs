@@ -43,3 +43,18 @@ pub const MORPHOLOGICAL_OPERATIONS: CodedConcept =
 /// Algorithm family "Artificial Intelligence" (DCM 123110, CID 7162).
 pub const ARTIFICIAL_INTELLIGENCE: CodedConcept =
     CodedConcept::new("123110", "DCM", "Artificial Intelligence");
+
+/// Coded concepts hold `&'static str`; codes coming from a site's model (external or ONNX) are interned once each (a site's model
+/// emits a handful of distinct codes, so this stays small for the life of the process).
+pub fn intern(s: &str) -> &'static str {
+    static POOL: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(existing) = pool.get(s) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    pool.insert(leaked);
+    leaked
+}
