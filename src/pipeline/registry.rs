@@ -155,7 +155,10 @@ mod tests {
             let err = r.parse(bad).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!("unknown pipeline `{bad}` (known: lung, cochlear, noop, external:brain)")
+                format!(
+                    "unknown pipeline `{bad}` (known: lung, cochlear, noop, external:brain, or \
+                     onnx:<name> from [pipelines.onnx])"
+                )
             );
         }
         let none = HashMap::new();

@@ -39,6 +39,23 @@ struct Tap {
     w: f32,
 }
 
+impl Tap {
+    /// The two neighbours with their weights (a neighbour of weight 0 is left out).
+    fn pairs(self) -> impl Iterator<Item = (usize, f32)> {
+        [(self.lo, 1.0 - self.w), (self.hi, self.w)]
+            .into_iter()
+            .filter(|(_, w)| *w != 0.0)
+    }
+}
+
+/// The up to 8 neighbours of a trilinear sample along three axes, with their weights.
+fn corners(a: Tap, b: Tap, c: Tap) -> impl Iterator<Item = ([usize; 3], f32)> {
+    a.pairs().flat_map(move |(x, wx)| {
+        b.pairs()
+            .flat_map(move |(y, wy)| c.pairs().map(move |(z, wz)| ([x, y, z], wx * wy * wz)))
+    })
+}
+
 fn tap(x: f64, n: usize) -> Tap {
     let x = x.clamp(0.0, (n - 1) as f64);
     let lo = x.floor() as usize;
@@ -121,25 +138,12 @@ impl Grid {
                     for w in 0..mw {
                         let tw = taps[2][w];
                         let mut acc = 0.0f32;
-                        for (id, wd) in [(td.lo, 1.0 - td.w), (td.hi, td.w)] {
-                            if wd == 0.0 {
-                                continue;
-                            }
-                            for (ih, wh) in [(th.lo, 1.0 - th.w), (th.hi, th.w)] {
-                                if wh == 0.0 {
-                                    continue;
-                                }
-                                for (iw, ww) in [(tw.lo, 1.0 - tw.w), (tw.hi, tw.w)] {
-                                    if ww == 0.0 {
-                                        continue;
-                                    }
-                                    let mut s = [0usize; 3];
-                                    s[perm[0]] = id;
-                                    s[perm[1]] = ih;
-                                    s[perm[2]] = iw;
-                                    acc += wd * wh * ww * src[s];
-                                }
-                            }
+                        for ([id, ih, iw], wt) in corners(td, th, tw) {
+                            let mut s = [0usize; 3];
+                            s[perm[0]] = id;
+                            s[perm[1]] = ih;
+                            s[perm[2]] = iw;
+                            acc += wt * src[s];
                         }
                         plane[[h, w]] = acc;
                     }
@@ -188,29 +192,14 @@ impl Grid {
                     for i in 0..ni {
                         let ti = taps[2][i];
                         p.iter_mut().for_each(|v| *v = 0.0);
-                        for (ik, wk) in [(tk.lo, 1.0 - tk.w), (tk.hi, tk.w)] {
-                            if wk == 0.0 {
-                                continue;
-                            }
-                            for (ij, wj) in [(tj.lo, 1.0 - tj.w), (tj.hi, tj.w)] {
-                                if wj == 0.0 {
-                                    continue;
-                                }
-                                for (ii, wi) in [(ti.lo, 1.0 - ti.w), (ti.hi, ti.w)] {
-                                    if wi == 0.0 {
-                                        continue;
-                                    }
-                                    let src = [ik, ij, ii];
-                                    let mut m = [0usize; 4];
-                                    m[1 + inv[0]] = src[0];
-                                    m[1 + inv[1]] = src[1];
-                                    m[1 + inv[2]] = src[2];
-                                    let w = wk * wj * wi;
-                                    for (c, v) in p.iter_mut().enumerate() {
-                                        m[0] = c;
-                                        *v += w * probs[m];
-                                    }
-                                }
+                        for (src, w) in corners(tk, tj, ti) {
+                            let mut m = [0usize; 4];
+                            m[1 + inv[0]] = src[0];
+                            m[1 + inv[1]] = src[1];
+                            m[1 + inv[2]] = src[2];
+                            for (c, v) in p.iter_mut().enumerate() {
+                                m[0] = c;
+                                *v += w * probs[m];
                             }
                         }
                         plane[[j, i]] = decide(&p);
