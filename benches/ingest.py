@@ -4,7 +4,7 @@ to the same disk, with 1 and 4 parallel associations, several runs each (fresh r
 per run). Prints medians: instances/s, MB/s, receiver peak RSS and receiver CPU seconds.
 
 Receivers: segnode (fsync before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
--pdu 131072), Orthanc (Debian package, temporary config, TCP_NODELAY=1), storescp --ignore (receives and
+-pdu 131072), storescp-fork (tuned, one process per association: the peer for parallel associations), Orthanc (Debian package, temporary config, TCP_NODELAY=1), storescp --ignore (receives and
 discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
 
 usage: benches/ingest.py [--slices 300] [--size 512] [--runs 3] [--workdir DIR] [--only NAME,...]
@@ -46,13 +46,14 @@ def wait_port(port, proc, limit=30.0):
 
 
 def proc_stats(pid):
-    """(peak RSS MB, CPU seconds) of a running process."""
+    """(peak RSS MB, CPU seconds) of a running process; the CPU includes its reaped children (storescp
+    --fork serves each association in a child)."""
     with open(f"/proc/{pid}/status") as f:
         hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024.0
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
     return hwm, cpu
 
 
@@ -85,9 +86,11 @@ def start_receiver(name, work, port):
     elif name.startswith("storescp"):
         os.makedirs(os.path.join(work, "store"))
         cmd = ["storescp", "-aet", "STORESCP", "-od", os.path.join(work, "store")]
-        if name == "storescp-tuned":
+        if name in ("storescp-tuned", "storescp-fork"):
             env["TCP_NODELAY"] = "1"
             cmd += ["+B", "-pdu", "131072"]
+        if name == "storescp-fork":
+            cmd += ["--fork"]
         if name == "storescp-ignore":
             env["TCP_NODELAY"] = "1"
             cmd += ["--ignore", "-pdu", "131072"]
@@ -134,7 +137,7 @@ def main():
     ap.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--only", default="segnode,storescp-stock,storescp-tuned,orthanc,storescp-ignore")
+    ap.add_argument("--only", default="segnode,storescp-stock,storescp-tuned,storescp-fork,orthanc,storescp-ignore")
     a = ap.parse_args()
     base = a.workdir or tempfile.mkdtemp(prefix="segnode-bench-")
     data = os.path.join(base, "series" if a.size == 512 else f"series-{a.size}")
@@ -179,6 +182,11 @@ def main():
     for p in (1, 4):
         if p in ceiling and p in seg:
             print(f"segnode reaches {100 * seg[p] / ceiling[p]:.0f} % of the sender ceiling with {p} association(s)")
+    # the issue's ratios: one association against tuned storescp, four against storescp --fork
+    peers = {(r[0], r[1]): r[2] for r in rows}
+    for p, peer in ((1, "storescp-tuned"), (4, "storescp-tuned"), (4, "storescp-fork")):
+        if p in seg and (peer, p) in peers:
+            print(f"segnode / {peer} with {p} association(s): {seg[p] / peers[(peer, p)]:.2f}")
     if a.workdir is None:
         shutil.rmtree(base, ignore_errors=True)
 
