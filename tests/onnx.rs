@@ -196,12 +196,15 @@ fn mr_phantom_through_the_node_comes_back_as_seg_in_orthanc() {
     let orthanc = OrthancProc::start();
     let toml = format!(
         "[[destinations]]\nname = \"pacs\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {}\nresults = [\"seg\", \"rtstruct\", \"sr\"]\n\
-         [pipelines.onnx.tumour]\nmanifest = \"{}\"\ntimeout_s = 120\n\
-         [[rules]]\nname = \"brain-mr\"\npipelines = [\"onnx:tumour\"]\ndestinations = [\"pacs\"]\n[rules.match]\nmodality = [\"MR\"]\nmin_slices = 10\n",
+         [pipelines.onnx.tumour]\nmanifest = \"{m}\"\ntimeout_s = 120\n\
+         [pipelines.onnx.slow]\nmanifest = \"{m}\"\ntimeout_s = 0.001\n\
+         [[rules]]\nname = \"brain-mr\"\npipelines = [\"onnx:tumour\", \"onnx:slow\"]\ndestinations = [\"pacs\"]\n[rules.match]\nmodality = [\"MR\"]\nmin_slices = 10\n",
         orthanc.dicom_port,
-        manifest.display()
+        m = manifest.display()
     );
-    let node = NodeProc::start_with(&[], &toml);
+    // one attempt: the model past its time is dead at once (as an external model's job would be after
+    // its attempts)
+    let node = NodeProc::start_with(&[("SEGNODE_WORKERS__MAX_ATTEMPTS", "1")], &toml);
     let files = files_under(&mr);
     let out = storescu(node.port, &files, &[]);
     assert!(
@@ -218,8 +221,25 @@ fn mr_phantom_through_the_node_comes_back_as_seg_in_orthanc() {
             orthanc.series_of_modality(modality).into_iter().next()
         });
     }
-    let job = node.jobs()[0].clone();
-    assert_eq!(job["pipeline"], "onnx:tumour");
+    let jobs = wait_for("both jobs finished", Duration::from_secs(120), || {
+        let j = node.jobs();
+        (j.len() == 2
+            && j.iter()
+                .all(|x| x["state"] == "DONE" || x["state"] == "DEAD"))
+        .then_some(j)
+    });
+    let by = |p: &str| jobs.iter().find(|j| j["pipeline"] == p).cloned().unwrap();
+    let slow = by("onnx:slow");
+    assert_eq!(slow["state"], "DEAD", "{slow:#}");
+    assert!(
+        slow["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exceeded its timeout of 0.001 s"),
+        "{slow:#}"
+    );
+    let job = by("onnx:tumour");
+    assert_eq!(job["state"], "DONE");
     let result: Value = serde_json::from_str(job["result"].as_str().unwrap()).unwrap();
     let model = &result["details"]["model"];
     assert_eq!(model["name"], "TumourNet");
