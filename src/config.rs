@@ -881,7 +881,7 @@ impl Settings {
             }
             positive_secs("pipelines.external.timeout_s", e.timeout_s)?;
         }
-        for (name, o) in &self.pipelines.onnx {
+        for o in self.pipelines.onnx.values() {
             positive_secs("pipelines.onnx.timeout_s", o.timeout_s)?;
             if o.max_memory_mb == 0 {
                 return Err(invalid(
@@ -889,9 +889,6 @@ impl Settings {
                     "must be at least 1",
                 ));
             }
-            // the manifest must fit its model: refused at start, not at the first job
-            o.check()
-                .map_err(|e| invalid("pipelines.onnx", format!("onnx:{name}: {e}")))?;
         }
         let mut names = std::collections::HashSet::new();
         for dest in &self.destinations {
@@ -1002,6 +999,18 @@ impl Settings {
             }
         }
         certs
+    }
+
+    /// Every `[pipelines.onnx]` manifest read and fitted to its model, the models loaded (and kept warm
+    /// for the jobs): a manifest that does not fit refuses `serve`, `worker` and a reload, naming the
+    /// problem. Not part of [`Settings::validate`], which every command runs: `segnode status` (a health
+    /// check) or `series list` must not load models.
+    pub fn check_models(&self) -> Result<(), ConfigError> {
+        for (name, o) in &self.pipelines.onnx {
+            o.check()
+                .map_err(|e| invalid("pipelines.onnx", format!("onnx:{name}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The routing rules compiled and checked against this configuration's pipelines and destinations.

@@ -36,6 +36,8 @@ pub enum NodeError {
     Audit(#[from] crate::audit::AuditError),
     #[error("DICOM TLS: {0}")]
     Tls(#[from] segnode_net::tls::TlsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -116,6 +118,8 @@ fn read_ahead_for(settings: &Settings) -> Option<Arc<crate::readahead::ReadAhead
 
 /// Run the node until SIGINT / SIGTERM.
 pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), NodeError> {
+    // the ONNX models this node runs fit their manifests: refused at start, not at the first job
+    settings.check_models()?;
     crate::audit::open(
         &settings.audit.path,
         &settings.audit.syslog,
@@ -418,6 +422,7 @@ async fn dispatch_following(
 
 /// Run only the pipelines (a `segnode worker` process): same database and storage as the receivers.
 pub async fn work(settings: Settings) -> Result<(), NodeError> {
+    settings.check_models()?;
     let settings = Arc::new(settings);
     let index = Index::open_with(&settings.database.db_options()).await?;
     let (tx, rx) = watch::channel(false);

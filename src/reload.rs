@@ -52,8 +52,9 @@ impl Live {
 
     /// Read the configuration again and take over what can change while running.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        // `Settings::load` validates; the ONNX manifests are fitted to their models here, as at start
         let outcome = Settings::load(self.config_file.as_deref()).and_then(|new| {
-            new.validate()?;
+            new.check_models()?;
             Ok(new)
         });
         let new = match outcome {

@@ -2,7 +2,7 @@
 //! whether tract runs each) and whether the manifest fits it, as a site checks a model before it
 //! names it in `[pipelines.onnx]`. Exit status 1 when anything does not fit.
 
-use segnode_onnx::{inspect, load, Manifest};
+use segnode_onnx::{fit, inspect, Manifest};
 use serde_json::json;
 use std::path::Path;
 
@@ -21,18 +21,18 @@ pub fn check(manifest_path: &Path) -> (serde_json::Value, bool) {
         "manifest": manifest_path.display().to_string(),
         "model": { "name": manifest.model.name, "version": manifest.model.version },
     });
-    match inspect(&manifest.model_path()) {
-        Ok((info, _)) => {
-            report["file"] = json!(info);
-            report["unsupported_operators"] = json!(info.unsupported());
-        }
+    // the file is read (and hashed) once: what it holds is reported even when it does not fit
+    let (info, proto) = match inspect(&manifest.model_path()) {
+        Ok(read) => read,
         Err(e) => {
             report["ok"] = json!(false);
             report["error"] = json!(e.to_string());
             return (report, false);
         }
-    }
-    match load(&manifest) {
+    };
+    report["file"] = json!(info);
+    report["unsupported_operators"] = json!(info.unsupported());
+    match fit(&manifest, info, &proto) {
         Ok(m) => {
             report["ok"] = json!(true);
             report["runs_as"] = json!({ "input": m.input_shape, "classes": m.classes });

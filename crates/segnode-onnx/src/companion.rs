@@ -8,6 +8,8 @@ use rayon::prelude::*;
 
 use segnode_imaging::volume::Volume;
 
+use crate::grid::{corners, tap};
+
 /// How far outside the companion's last voxel centre a sample still takes the edge value (voxels):
 /// half a voxel, the extent the voxel itself covers.
 const EDGE: f64 = 0.5;
@@ -34,24 +36,11 @@ pub fn onto(target: &Volume, companion: &Volume) -> Array3<f32> {
                         plane[[j, i]] = low;
                         continue;
                     }
-                    let mut lo = [0usize; 3];
-                    let mut hi = [0usize; 3];
-                    let mut w = [0f64; 3];
-                    for a in 0..3 {
-                        let x = c[a].clamp(0.0, (n[a] - 1) as f64);
-                        lo[a] = x.floor() as usize;
-                        hi[a] = (lo[a] + 1).min(n[a] - 1);
-                        w[a] = x - lo[a] as f64;
+                    let mut acc = 0.0f32;
+                    for (at, w) in corners(tap(c[0], sk), tap(c[1], sj), tap(c[2], si)) {
+                        acc += w * src[at] as f32;
                     }
-                    let mut acc = 0.0;
-                    for (kk, wk) in [(lo[0], 1.0 - w[0]), (hi[0], w[0])] {
-                        for (jj, wj) in [(lo[1], 1.0 - w[1]), (hi[1], w[1])] {
-                            for (ii, wi) in [(lo[2], 1.0 - w[2]), (hi[2], w[2])] {
-                                acc += wk * wj * wi * src[[kk, jj, ii]] as f64;
-                            }
-                        }
-                    }
-                    plane[[j, i]] = acc as f32;
+                    plane[[j, i]] = acc;
                 }
             }
         });

@@ -33,7 +33,7 @@ pub struct Grid {
 
 /// One sample along one axis: the two neighbours and the weight of the second.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Tap {
+pub(crate) struct Tap {
     lo: usize,
     hi: usize,
     w: f32,
@@ -49,14 +49,15 @@ impl Tap {
 }
 
 /// The up to 8 neighbours of a trilinear sample along three axes, with their weights.
-fn corners(a: Tap, b: Tap, c: Tap) -> impl Iterator<Item = ([usize; 3], f32)> {
+pub(crate) fn corners(a: Tap, b: Tap, c: Tap) -> impl Iterator<Item = ([usize; 3], f32)> {
     a.pairs().flat_map(move |(x, wx)| {
         b.pairs()
             .flat_map(move |(y, wy)| c.pairs().map(move |(z, wz)| ([x, y, z], wx * wy * wz)))
     })
 }
 
-fn tap(x: f64, n: usize) -> Tap {
+/// The sample at continuous index `x` of an axis of `n` voxels (clamped to the axis).
+pub(crate) fn tap(x: f64, n: usize) -> Tap {
     let x = x.clamp(0.0, (n - 1) as f64);
     let lo = x.floor() as usize;
     let hi = (lo + 1).min(n - 1);

@@ -25,5 +25,5 @@ pub mod window;
 
 pub use error::OnnxError;
 pub use manifest::Manifest;
-pub use model::{inspect, load, ModelInfo};
+pub use model::{fit, inspect, load, ModelInfo};
 pub use segmenter::{OnnxSegmenter, RunLimits};

@@ -205,8 +205,17 @@ impl LoadedModel {
 
 /// Check `manifest` against its model file and build the plan.
 pub fn load(manifest: &Manifest) -> Result<LoadedModel, OnnxError> {
+    let (info, proto) = inspect(&manifest.model_path())?;
+    fit(manifest, info, &proto)
+}
+
+/// Check `manifest` against the model [`inspect`] read (`info`, `proto`) and build the plan.
+pub fn fit(
+    manifest: &Manifest,
+    info: ModelInfo,
+    proto: &pb::ModelProto,
+) -> Result<LoadedModel, OnnxError> {
     let path = manifest.model_path();
-    let (info, proto) = inspect(&path)?;
     let unsupported = info.unsupported();
     if !unsupported.is_empty() {
         return Err(model_err(
@@ -288,7 +297,7 @@ pub fn load(manifest: &Manifest) -> Result<LoadedModel, OnnxError> {
     let onnx = tract_onnx::onnx();
     let dir = path.parent().and_then(|d| d.to_str());
     let parsed = onnx
-        .parse(&proto, dir)
+        .parse(proto, dir)
         .map_err(|e| model_err(&path, format!("{e:#}")))?;
     let mut model = parsed.model;
     if let Some(out_name) = &manifest.model.output_name {
