@@ -327,36 +327,25 @@ fn debug_standard() {
 }
 
 /// A wholly consolidated right lower lobe: covered 89 % before the medial rule (the part against the
-/// heart, where the mirrored left side holds the heart), 95.2 % (1.25 mm) / 94.9 % (5 mm) with it; what
+/// heart, where the mirrored left side holds the heart), 95.3 % (1.25 mm) / 95.1 % (5 mm) with it; what
 /// is left is the medial part below the left dome's top and the mixed row along the fissure.
 #[test]
 fn consolidated_lobe() {
     for slice in [1.25, 5.0] {
-        let tag = format!("consolidated RLL, {slice} mm slices");
-        let o = run(spec(Variant::ConsolidatedLobe, slice), &tag);
-        assert!(o.cover >= 0.945, "{tag}: {:.1} %", 100.0 * o.cover);
-        assert!(
-            o.dice[0] >= 0.90 && o.dice[1] >= 0.95,
-            "{tag}: Dice {:?}",
-            o.dice
+        check_cover(
+            spec(Variant::ConsolidatedLobe, slice),
+            &format!("consolidated RLL, {slice} mm slices"),
         );
     }
-}
-
-#[test]
-fn consolidated_lobe_target() {
-    check_cover(
-        spec(Variant::ConsolidatedLobe, 1.25),
-        "consolidated RLL, 1.25 mm slices",
-    );
 }
 
 /// Beyond the one phantom: the left lower lobe (the heart lies on the left, so its mirror test passes and
 /// the medial rule is not used), another seed (vessels and nodules drawn anew), and a smaller
 /// consolidation — the medial basal segment alone, against the heart — at 2.5 and 5 mm slices.
-/// Floors against regression where the target is not met: the medial basal segment is covered ~60 %
-/// (aerated lung beside it, no basal core for the medial rule), and the left lower lobe's lung takes in
-/// ~180 mL of the heart beside it (Dice ~0.94; so before the medial rule too).
+/// Floors against regression where the target is not met: the medial basal segment is covered ~82 %
+/// (60 % before the medial rule took a core behind as well as beside; what is left is its part below the
+/// other side's dome top and the wedge against the heart, of the heart's density), and the left lower
+/// lobe's lung takes in ~180 mL of the heart beside it (Dice ~0.94; so before the medial rule too).
 #[test]
 fn consolidated_lobe_variants() {
     let lll = with_disease(
@@ -389,7 +378,7 @@ fn consolidated_lobe_variants() {
                 Disease::ConsolidatedMedialBasal { side: 0, hu: 35.0 },
             ),
             format!("consolidated RLL S7, {slice} mm slices"),
-            0.55,
+            0.80,
             0.95,
         ));
     }

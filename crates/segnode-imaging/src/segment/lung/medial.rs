@@ -5,11 +5,14 @@
 //!
 //! Decided from where the region lies, in the axial plane: a solid voxel whose mirror image holds the
 //! heart, with this lung above it and the chest wall or spine behind it (the basal rule's other
-//! conditions), joins the lung when, walking in-plane through solid tissue, it meets the **basal core**
-//! (the consolidated lobe already taken in by the mirror test) **laterally**, and this lung — aerated, or
-//! the core — **in front** (the aerated lung over the consolidation) and **behind**. Such a voxel lies in
-//! the shadow of the lung in three directions; only the medial side is open, and that side is the
-//! mediastinal pleura. The heart fails: in front of it is the anterior chest wall or more mediastinum, not
+//! conditions), joins the lung when, walking in-plane through solid tissue, it meets this lung — aerated,
+//! or the **basal core** (the consolidated lobe already taken in by the mirror test) — **in front** (the
+//! aerated lung over the consolidation), **behind** and **laterally**, and the core itself laterally or
+//! behind: a whole consolidated lobe leaves its core lateral to the medial part; a consolidated medial
+//! basal segment leaves aerated lobe lateral to it and its own posterior part (taken by the mirror test,
+//! whose mirror image lies beside the spine, not in the heart) behind it. Such a voxel lies in the shadow
+//! of the lung in three directions; only the medial side is open, and that side is the mediastinal
+//! pleura. The heart fails: in front of it is the anterior chest wall or more mediastinum, not
 //! lung; the posterior mediastinum and the spine fail too: in front of them lies the heart. A healthy base
 //! has no basal core, so nothing is added to it.
 //!
@@ -19,10 +22,12 @@
 //! shifted by the difference of the domes like the borrowed floor.
 //!
 //! Known limits: the thin strip between the lobe and the spine (behind it lies the wall, not lung) stays
-//! out; so does the medial part below the other side's dome top (~2 % of the phantom's lobe); a
-//! consolidated segment beside aerated lung (no basal core laterally, e.g. the medial basal segment
-//! alone) is not judged; the right lung only (see [`MedialParams::right_lung_only`]); an axial grid
-//! aligned with the patient axes is needed (as for the basal rule).
+//! out; so does the medial part below the other side's dome top (~2 % of the phantom's lobe, ~12 % of a
+//! consolidated medial basal segment), and where consolidation meets the heart at the same density the
+//! boundary is a guess (the walks stop in the heart short of the pericardial fat: ~2 mL of heart taken,
+//! ~6 % of that segment left out on the phantom); the right lung only (see
+//! [`MedialParams::right_lung_only`]); an axial grid aligned with the patient axes is needed (as for the
+//! basal rule).
 
 use super::rays::SOLID;
 use rayon::prelude::*;
@@ -99,8 +104,9 @@ pub(super) fn dome_top(floors: &[i32], ni: usize) -> Option<i32> {
     floors.get(r).copied().filter(|&f| f >= 0)
 }
 
-/// Adds to `basal` (the basal core of lung `code`) the candidates `cand` that meet the core laterally and
-/// this lung in front and behind (module docs). Returns the number of voxels added.
+/// Adds to `basal` (the basal core of lung `code`) the candidates `cand` that meet this lung in front,
+/// behind and laterally, and the core laterally or behind (module docs). Returns the number of voxels
+/// added.
 pub(super) fn take_medial(
     scene: &Scene,
     cand: &[bool],
@@ -156,9 +162,9 @@ pub(super) fn take_medial(
         .filter(|&q| {
             cand[q]
                 && !basal_now[q]
-                && meets(q, walks.lateral, true)
                 && meets(q, walks.anterior, false)
-                && meets(q, posterior, false)
+                && ((meets(q, walks.lateral, true) && meets(q, posterior, false))
+                    || (meets(q, posterior, true) && meets(q, walks.lateral, false)))
         })
         .collect();
     for &q in &found {
