@@ -804,6 +804,20 @@ impl LungSegmenter {
                 }
             }
         }
+        // behind the first wall: a ray towards posterior that passes through wall and solid alike, so
+        // the basal rule can tell the posterior chest wall or spine (beyond it the body ends) from
+        // contrast blood or fat inside the chest (the heart's chambers, pericardial fat: beyond them
+        // this lung goes on, behind the heart)
+        let past_wall: Option<Vec<u8>> = y_axis.map(|(ya, ys)| {
+            let through: Vec<u8> = lab
+                .par_iter()
+                .map(|&v| if v == WALL { SOLID } else { v })
+                .collect();
+            let mut dir = [0isize; 3];
+            dir[ya] = if ys > 0.0 { 1 } else { -1 };
+            let n = d[ya].min(u16::MAX as usize) as u16;
+            cast(&through, d, dir, n, n)
+        });
         sw.lap("disease: rays");
         // floors: the lowest aerated voxel of each column, per side (None without an axial grid)
         let floors = z_axis.filter(|&(a, _)| a == 0).map(|(_, zs)| {
@@ -1064,8 +1078,13 @@ impl LungSegmenter {
                             if lab[q] != SOLID || out[q] != 0 {
                                 continue;
                             }
-                            // dependent: the chest wall or spine (or this lung) behind it
-                            let behind_wall = bk_h[q] & CLASS == WALL;
+                            // dependent: the chest wall or spine (or this lung) behind it; a wall
+                            // with lung beyond it is inside the chest (the heart), not its wall
+                            let lung_past_wall = past_wall.as_ref().is_some_and(|h| {
+                                let c = h[q] & CLASS;
+                                c == RIGHT_CODE || c == LEFT_CODE
+                            });
+                            let behind_wall = bk_h[q] & CLASS == WALL && !lung_past_wall;
                             let lung_above = up_h[q] & CLASS == code;
                             if !wo[mr] || below(k, floor, zs) {
                                 // the mirror image holds the heart, or lies under it (the borrowed
