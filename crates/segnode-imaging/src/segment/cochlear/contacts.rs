@@ -52,7 +52,7 @@ pub struct ArrayContacts {
     pub used_blobs: Vec<bool>,
     /// Whether the contacts' spacing is regular (no gap that says a contact is missing or extra).
     pub consistent: bool,
-    /// Contacts taken where a step of two pitches along the metal holds a merged one (`fill_merged`):
+    /// Contacts taken where a step of two pitches puts a missed one (`fill_merged`, `fill_from_peaks`):
     /// the reading was repaired, so a regular clipped-blob reading with more contacts is preferred.
     pub merged_filled: usize,
     /// Linear voxel indices of the electrode at its physical extent (partial-volume boundary).
@@ -155,12 +155,16 @@ pub fn locate(
     let lead_span = (contacts.len() > MAX_ARRAY_CONTACTS)
         .then(|| lead::array_span(&heights, pp.pattern.min_run, &pp.lead))
         .flatten();
+    // the cut tail (from the boundary outward) and the height for a peak of it to rejoin the array
+    let mut cut: Vec<(Vec3, f64)> = Vec::new();
+    let mut rejoin_h = f64::INFINITY;
     if let Some((lo, hi)) = lead_span {
         notes.push(format!(
             "{} peak(s) at one end standing clearly lower than the array's (less metal per mm) taken \
              as the lead wire past the basal contact",
             contacts.len() - (hi - lo)
         ));
+        (cut, rejoin_h) = lead::cut_tail(&contacts, &heights, (lo, hi), &pp.lead);
         contacts = contacts[lo..hi].to_vec();
     }
     // the array is one run at its pitch (`pattern.rs`): peaks off its rhythm (clipped stretches of the
@@ -256,14 +260,36 @@ pub fn locate(
                 );
             }
             contacts = order.iter().map(|&o| contacts[kept[o]]).collect();
-            merged = fill_merged(volume, &prof, &mut contacts, &along, run.pitch_mm, pp);
-            if merged > 0 {
+            let back = lead::rejoin(
+                &mut contacts,
+                &cut,
+                run.pitch_mm,
+                pp.pattern.tolerance,
+                rejoin_h,
+            );
+            if back > 0 {
                 notes.push(format!(
-                    "{merged} contact(s) merged with a neighbour taken where a step of two pitches \
+                    "{back} of the lower peaks next to the array keep its pitch and nearly a contact's \
+                     height: taken as contacts"
+                ));
+            }
+            let lower = fill_from_peaks(volume, &prof, &mut contacts, &peaks, run.pitch_mm, pp);
+            if lower > 0 {
+                notes.push(format!(
+                    "{lower} lower peak(s) of the metal profile taken as contacts where a step of two \
+                     pitches ({:.2} mm) puts a missed one",
+                    run.pitch_mm
+                ));
+            }
+            let m = fill_merged(volume, &prof, &mut contacts, &along, run.pitch_mm, pp);
+            if m > 0 {
+                notes.push(format!(
+                    "{m} contact(s) merged with a neighbour taken where a step of two pitches \
                      ({:.2} mm) along one run of metal carries a contact's metal in its middle",
                     run.pitch_mm
                 ));
             }
+            merged = lower + m;
         }
     }
     let used = vec![true; nb];
@@ -306,6 +332,61 @@ pub fn locate(
         background: prof.background,
         metal_level: prof.metal,
     }
+}
+
+/// Contacts the peak classes left out (a contact that reads low: partial volume, a streak across it)
+/// where the rhythm says one is missing: between consecutive contacts a straight step of two pitches
+/// apart (± the tolerance of one), a peak of the profile whose metal centre lies one pitch from both
+/// and within the tolerance of their midpoint, and not at a contact, is taken. Returns how many.
+fn fill_from_peaks(
+    volume: &Volume,
+    prof: &Profile,
+    contacts: &mut Vec<Vec3>,
+    peaks: &[Peak],
+    pitch: f64,
+    pp: &ProfileParams,
+) -> usize {
+    let tol = pp.pattern.tolerance;
+    let half = pp.merged_window * pitch;
+    let fits = |d: f64| (d / pitch - 1.0).abs() <= tol;
+    let mut centres: Option<Vec<Vec3>> = None;
+    let mut out = Vec::with_capacity(contacts.len());
+    for (i, &c) in contacts.iter().enumerate() {
+        out.push(c);
+        let Some(&next) = contacts.get(i + 1) else {
+            continue;
+        };
+        if (dist(c, next) / pitch - 2.0).abs() > tol {
+            continue;
+        }
+        // the peaks' metal centres, taken once and only when a double step asks for them
+        let cs = centres.get_or_insert_with(|| {
+            peaks
+                .iter()
+                .filter_map(|pk| prof.centre(volume, pk.blob, pk.s, half))
+                .collect()
+        });
+        let mid = [
+            0.5 * (c[0] + next[0]),
+            0.5 * (c[1] + next[1]),
+            0.5 * (c[2] + next[2]),
+        ];
+        let best = cs
+            .iter()
+            .filter(|x| {
+                dist(**x, mid) <= tol * pitch
+                    && fits(dist(**x, c))
+                    && fits(dist(**x, next))
+                    && contacts.iter().all(|y| dist(*y, **x) >= 0.5 * pitch)
+            })
+            .min_by(|a, b| dist(**a, mid).total_cmp(&dist(**b, mid)));
+        if let Some(x) = best {
+            out.push(*x);
+        }
+    }
+    let added = out.len() - contacts.len();
+    *contacts = out;
+    added
 }
 
 /// Contacts merged with a neighbour (a tight pitch blurred by coarse voxels: the profile shows one

@@ -15,6 +15,9 @@
 //! test is made only when the candidates outnumber any array's contacts (`contacts.rs`): at 0.3–0.4 mm
 //! voxels the contacts over fluid and over bone may differ by as much.
 
+use super::blobs::dist;
+use crate::volume::geometry::Vec3;
+
 /// Thresholds of the lead-tail test.
 #[derive(Debug, Clone)]
 pub struct LeadParams {
@@ -25,6 +28,11 @@ pub struct LeadParams {
     /// A tail holds at least this many peaks: one or two low peaks at an end are a contact cut by the
     /// field or partly out of the clipped range, not a stretch of lead.
     pub min_tail: usize,
+    /// A peak of the tail next to the array rejoins it when it keeps the array's pitch and stands at
+    /// least this share of the way from the tail's mean height up to the array's: the split falls
+    /// near, not exactly at, the basal contact (whose peak may read lower: partial volume, the
+    /// background changing towards the round window), while the lead's peaks sit at the tail's level.
+    pub rejoin_share: f64,
 }
 
 impl Default for LeadParams {
@@ -32,6 +40,7 @@ impl Default for LeadParams {
         LeadParams {
             min_ratio: 1.45,
             min_tail: 3,
+            rejoin_share: 0.3,
         }
     }
 }
@@ -75,6 +84,60 @@ pub fn array_span(heights: &[f64], min_keep: usize, p: &LeadParams) -> Option<(u
     (head >= p.min_ratio * mean(&tail).max(1e-9)).then_some((lo, hi))
 }
 
+/// The tail cut off by [`array_span`], from the boundary outward with each peak's height, and the
+/// height a peak of it needs to rejoin the array ([`LeadParams::rejoin_share`]).
+pub fn cut_tail(
+    points: &[Vec3],
+    heights: &[f64],
+    (lo, hi): (usize, usize),
+    p: &LeadParams,
+) -> (Vec<(Vec3, f64)>, f64) {
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    let tail: Vec<f64> = heights[..lo].iter().chain(&heights[hi..]).copied().collect();
+    let (head, low) = (mean(&heights[lo..hi]), mean(&tail));
+    let cut: Vec<(Vec3, f64)> = if lo > 0 {
+        (0..lo).rev().map(|i| (points[i], heights[i])).collect()
+    } else {
+        (hi..points.len()).map(|i| (points[i], heights[i])).collect()
+    };
+    (cut, low + p.rejoin_share * (head - low))
+}
+
+/// Peaks of the cut tail next to the array's nearer end that keep its pitch (a straight step within
+/// `tol` of one pitch) and reach `min_height` rejoin it, one after the other from that end; returns
+/// how many.
+pub fn rejoin(
+    contacts: &mut Vec<Vec3>,
+    cut: &[(Vec3, f64)],
+    pitch: f64,
+    tol: f64,
+    min_height: f64,
+) -> usize {
+    let (Some(&first), Some(&last), Some(&(c0, _))) = (contacts.first(), contacts.last(), cut.first())
+    else {
+        return 0;
+    };
+    let at_last = dist(last, c0) <= dist(first, c0);
+    let mut end = if at_last { last } else { first };
+    let mut added = Vec::new();
+    for &(c, h) in cut {
+        if h < min_height || (dist(end, c) / pitch - 1.0).abs() > tol {
+            break;
+        }
+        added.push(c);
+        end = c;
+    }
+    let n = added.len();
+    if at_last {
+        contacts.extend(added);
+    } else {
+        for c in added {
+            contacts.insert(0, c);
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +149,19 @@ mod tests {
         assert_eq!(array_span(&h, 4, &p), Some((0, 6)));
         h.reverse();
         assert_eq!(array_span(&h, 4, &p), Some((4, 10)));
+    }
+
+    #[test]
+    fn contacts_cut_with_the_lead_rejoin_at_the_pitch() {
+        let p = LeadParams::default();
+        // contacts 1 mm apart along x, the last two read a little low, then lead peaks
+        let pts: Vec<Vec3> = (0..12).map(|i| [i as f64, 0.0, 0.0]).collect();
+        let h = [0.5, 0.48, 0.5, 0.47, 0.5, 0.49, 0.33, 0.32, 0.2, 0.18, 0.2, 0.21];
+        let span = array_span(&h, 4, &p).unwrap();
+        let (cut, min_h) = cut_tail(&pts, &h, span, &p);
+        let mut array: Vec<Vec3> = pts[span.0..span.1].to_vec();
+        rejoin(&mut array, &cut, 1.0, 0.3, min_h);
+        assert_eq!(array.len(), 8, "{span:?} {min_h}");
     }
 
     #[test]
