@@ -11,7 +11,7 @@
 
 use super::blobs::{dist, mean};
 use super::chain::Chain;
-use super::contacts::{order_pieces, spiral_fit, Piece};
+use super::contacts::{order_pieces, spiral_order, Piece};
 use crate::volume::geometry::Vec3;
 
 /// Contacts of the clipped-blob reading, ordered apical tip first when the spiral tells.
@@ -212,20 +212,7 @@ pub fn locate(chain: &Chain, voxel_mm: f64, min_blob_mm3: f64) -> BlobReading {
             wires.len()
         ));
     }
-    let (order_from_spiral, angle) = match spiral_fit(&contacts) {
-        Some(fit) => {
-            if fit.first_is_apical {
-                // already tip first
-            } else {
-                contacts.reverse();
-            }
-            (true, fit.angle_deg)
-        }
-        None => (false, None),
-    };
-    if !order_from_spiral {
-        notes.push("array too straight or too short to tell tip from base by the spiral".into());
-    }
+    let (order_from_spiral, angle) = spiral_order(&mut contacts, &mut notes);
     BlobReading {
         contacts,
         pitch_mm: pitch,

@@ -22,11 +22,13 @@
 //! The modiolar axis is the normal of the best plane through the contacts. In that plane the tangent of a
 //! cochlear spiral turns by the same angle as the position around the modiolus, so the insertion angle is
 //! the array's total turning (no centre to fit, which a shrinking spiral biases); the apical end is the
-//! one that turns faster per mm. Both are reported only when the array turns by more than 60° and its
-//! ends differ clearly in curvature (otherwise the array length in mm stands alone).
+//! one that turns faster per mm. The angle is reported when the array turns by more than 60° (else the
+//! array length in mm stands alone), the order from the spiral only when its ends also differ clearly
+//! in curvature (the total turning does not depend on which end is the tip).
 
 use super::blobs::{dist, mean};
 use super::chain::Chain;
+use super::lead;
 use super::pattern;
 use super::profile::{contact_height, Peak, Profile, ProfileParams};
 use crate::volume::geometry::{cross, dot, Vec3};
@@ -50,6 +52,9 @@ pub struct ArrayContacts {
     pub used_blobs: Vec<bool>,
     /// Whether the contacts' spacing is regular (no gap that says a contact is missing or extra).
     pub consistent: bool,
+    /// Contacts taken where a step of two pitches puts a missed one (`fill_merged`, `fill_from_peaks`):
+    /// the reading was repaired, so a regular clipped-blob reading with more contacts is preferred.
+    pub merged_filled: usize,
     /// Linear voxel indices of the electrode at its physical extent (partial-volume boundary).
     pub mask: Vec<usize>,
     /// Local background and metal level of the boundary.
@@ -102,8 +107,8 @@ pub fn locate(
     }
     let mut pieces: Vec<Piece> = Vec::new();
     let mut wires = 0usize;
-    // each contact's blob and arc coordinate, to measure steps along the metal
-    let mut along: Vec<(Vec3, usize, f64)> = Vec::new();
+    // each contact's blob, arc coordinate (to measure steps along the metal) and peak height
+    let mut along: Vec<(Vec3, usize, f64, f64)> = Vec::new();
     for b in 0..nb {
         let mut mine: Vec<&Peak> = accepted.iter().filter(|x| x.blob == b).collect();
         mine.sort_by(|x, y| x.s.total_cmp(&y.s));
@@ -119,7 +124,7 @@ pub fn locate(
             }
             if let Some(c) = prof.centre(volume, b, pk.s, half.max(0.5 * voxel_mm)) {
                 cs.push(c);
-                along.push((c, b, pk.s));
+                along.push((c, b, pk.s, pk.height));
             }
         }
         if cs.is_empty() {
@@ -138,6 +143,30 @@ pub fn locate(
         ));
     }
     let (mut contacts, _) = order_pieces(pieces);
+    let mut merged = 0usize;
+    // the lead past the basal contact: a stretch of lower peaks at one end of the order (`lead.rs`),
+    // judged only when there are more peaks than any array carries (with fewer, the contacts' heights
+    // may differ more between the stretches of one array, over fluid and over bone, at coarse voxels,
+    // than a contact's from the lead's; the run at one pitch then tells them)
+    let heights: Vec<f64> = contacts
+        .iter()
+        .map(|c| along.iter().find(|x| x.0 == *c).map_or(0.0, |x| x.3))
+        .collect();
+    let lead_span = (contacts.len() > MAX_ARRAY_CONTACTS)
+        .then(|| lead::array_span(&heights, pp.pattern.min_run, &pp.lead))
+        .flatten();
+    // the cut tail (from the boundary outward) and the height for a peak of it to rejoin the array
+    let mut cut: Vec<(Vec3, f64)> = Vec::new();
+    let mut rejoin_h = f64::INFINITY;
+    if let Some((lo, hi)) = lead_span {
+        notes.push(format!(
+            "{} peak(s) at one end standing clearly lower than the array's (less metal per mm) taken \
+             as the lead wire past the basal contact",
+            contacts.len() - (hi - lo)
+        ));
+        (cut, rejoin_h) = lead::cut_tail(&contacts, &heights, (lo, hi), &pp.lead);
+        contacts = contacts[lo..hi].to_vec();
+    }
     // the array is one run at its pitch (`pattern.rs`): peaks off its rhythm (clipped stretches of the
     // lead past the basal contact, a bend of the lead, metal nearby) are not contacts; reported.
     if contacts.len() >= 3 {
@@ -231,6 +260,36 @@ pub fn locate(
                 );
             }
             contacts = order.iter().map(|&o| contacts[kept[o]]).collect();
+            let back = lead::rejoin(
+                &mut contacts,
+                &cut,
+                run.pitch_mm,
+                pp.pattern.tolerance,
+                rejoin_h,
+            );
+            if back > 0 {
+                notes.push(format!(
+                    "{back} of the lower peaks next to the array keep its pitch and nearly a contact's \
+                     height: taken as contacts"
+                ));
+            }
+            let lower = fill_from_peaks(volume, &prof, &mut contacts, &peaks, run.pitch_mm, pp);
+            if lower > 0 {
+                notes.push(format!(
+                    "{lower} lower peak(s) of the metal profile taken as contacts where a step of two \
+                     pitches ({:.2} mm) puts a missed one",
+                    run.pitch_mm
+                ));
+            }
+            let m = fill_merged(volume, &prof, &mut contacts, &along, run.pitch_mm, pp);
+            if m > 0 {
+                notes.push(format!(
+                    "{m} contact(s) merged with a neighbour taken where a step of two pitches \
+                     ({:.2} mm) along one run of metal carries a contact's metal in its middle",
+                    run.pitch_mm
+                ));
+            }
+            merged = lower + m;
         }
     }
     let used = vec![true; nb];
@@ -257,18 +316,7 @@ pub fn locate(
         }
     }
     gaps.clear();
-    let (order_from_spiral, angle) = match spiral_fit(&contacts) {
-        Some(fit) => {
-            if !fit.first_is_apical {
-                contacts.reverse();
-            }
-            (true, fit.angle_deg)
-        }
-        None => (false, None),
-    };
-    if !order_from_spiral {
-        notes.push("array too straight or too short to tell tip from base by the spiral".into());
-    }
+    let (order_from_spiral, angle) = spiral_order(&mut contacts, &mut notes);
     let mask = prof.mask(&used, pp);
     ArrayContacts {
         used_blobs: used,
@@ -278,11 +326,116 @@ pub fn locate(
         insertion_angle_deg: angle,
         order_from_spiral,
         consistent,
+        merged_filled: merged,
         notes,
         mask,
         background: prof.background,
         metal_level: prof.metal,
     }
+}
+
+/// Contacts the peak classes left out (a contact that reads low: partial volume, a streak across it)
+/// where the rhythm says one is missing: between consecutive contacts a straight step of two pitches
+/// apart (± the tolerance of one), a peak of the profile whose metal centre lies one pitch from both
+/// and within the tolerance of their midpoint, and not at a contact, is taken. Returns how many.
+fn fill_from_peaks(
+    volume: &Volume,
+    prof: &Profile,
+    contacts: &mut Vec<Vec3>,
+    peaks: &[Peak],
+    pitch: f64,
+    pp: &ProfileParams,
+) -> usize {
+    let tol = pp.pattern.tolerance;
+    let half = pp.merged_window * pitch;
+    let fits = |d: f64| (d / pitch - 1.0).abs() <= tol;
+    let mut centres: Option<Vec<Vec3>> = None;
+    let mut out = Vec::with_capacity(contacts.len());
+    for (i, &c) in contacts.iter().enumerate() {
+        out.push(c);
+        let Some(&next) = contacts.get(i + 1) else {
+            continue;
+        };
+        if (dist(c, next) / pitch - 2.0).abs() > tol {
+            continue;
+        }
+        // the peaks' metal centres, taken once and only when a double step asks for them
+        let cs = centres.get_or_insert_with(|| {
+            peaks
+                .iter()
+                .filter_map(|pk| prof.centre(volume, pk.blob, pk.s, half))
+                .collect()
+        });
+        let mid = [
+            0.5 * (c[0] + next[0]),
+            0.5 * (c[1] + next[1]),
+            0.5 * (c[2] + next[2]),
+        ];
+        let best = cs
+            .iter()
+            .filter(|x| {
+                dist(**x, mid) <= tol * pitch
+                    && fits(dist(**x, c))
+                    && fits(dist(**x, next))
+                    && contacts.iter().all(|y| dist(*y, **x) >= 0.5 * pitch)
+            })
+            .min_by(|a, b| dist(**a, mid).total_cmp(&dist(**b, mid)));
+        if let Some(x) = best {
+            out.push(*x);
+        }
+    }
+    let added = out.len() - contacts.len();
+    *contacts = out;
+    added
+}
+
+/// Contacts merged with a neighbour (a tight pitch blurred by coarse voxels: the profile shows one
+/// peak where two contacts are): a straight step of two pitches (± the tolerance of one) between
+/// consecutive contacts on one run of metal whose middle carries about as much metal per mm as the contacts themselves
+/// ([`ProfileParams::merged_metal_share`]; the lead between two contacts carries a fraction of it) holds
+/// the missed contact, taken at the weighted centre of the metal there. Returns how many were added.
+fn fill_merged(
+    volume: &Volume,
+    prof: &Profile,
+    contacts: &mut Vec<Vec3>,
+    along: &[(Vec3, usize, f64, f64)],
+    pitch: f64,
+    pp: &ProfileParams,
+) -> usize {
+    let voxel_mm3 = volume.geometry.voxel_volume_mm3();
+    let find = |c: Vec3| along.iter().find(|x| x.0 == c).map(|x| (x.1, x.2));
+    let half = pp.merged_window * pitch;
+    let mut out = Vec::with_capacity(contacts.len());
+    for (i, &c) in contacts.iter().enumerate() {
+        out.push(c);
+        let Some(&next) = contacts.get(i + 1) else {
+            continue;
+        };
+        let (Some((ba, sa)), Some((bb, sb))) = (find(c), find(next)) else {
+            continue;
+        };
+        // straight, and held to the tolerance of a single step: the arc along the voxels runs
+        // longer than the metal (grid metrication) and a step of 1.4–1.6 pitches is two contacts
+        // whose centres drifted apart, not a missed one
+        let d = dist(c, next);
+        if ba != bb || (d / pitch - 2.0).abs() > pp.pattern.tolerance {
+            continue;
+        }
+        let mid = 0.5 * (sa + sb);
+        let here = prof.metal_at(ba, mid, half, voxel_mm3);
+        let ends = prof
+            .metal_at(ba, sa, half, voxel_mm3)
+            .min(prof.metal_at(ba, sb, half, voxel_mm3));
+        if here < pp.merged_metal_share * ends {
+            continue;
+        }
+        if let Some(x) = prof.centre(volume, ba, mid, half) {
+            out.push(x);
+        }
+    }
+    let added = out.len() - contacts.len();
+    *contacts = out;
+    added
 }
 
 /// Distance (mm) from a patient position to the nearest face of the volume's grid.
@@ -511,13 +664,17 @@ fn rotate_like(h0: Vec3, h1: Vec3) -> Vec3 {
 }
 
 pub(super) struct SpiralFit {
-    pub(super) first_is_apical: bool,
+    /// Whether the first contact is the apical one; `None` when the two ends turn alike (the order is
+    /// then not told by the spiral).
+    pub(super) first_is_apical: Option<bool>,
     pub(super) angle_deg: Option<f64>,
 }
 
 /// Turning of the array in its best plane (at least 4 contacts): the tangent of a cochlear spiral turns
 /// by the same angle as the position around the modiolus, so the insertion angle is the total turning,
-/// with no need to locate the modiolar axis; the apical end is the one that turns faster per mm.
+/// with no need to locate the modiolar axis (nor to know which end is which: the total turning is the
+/// same either way); the apical end is the one that turns faster per mm, told only when the ends
+/// differ clearly. `None` for fewer than 4 contacts or an array turning by less than 60°.
 pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
     let n = contacts.len();
     if n < 4 {
@@ -563,13 +720,39 @@ pub(super) fn spiral_fit(contacts: &[Vec3]) -> Option<SpiralFit> {
     let rate = |t: &[f64], l: &[f64]| t.iter().sum::<f64>().abs() / l.iter().sum::<f64>().max(1e-6);
     let first = rate(&turn[..k], &seg_len[..k + 1]);
     let last = rate(&turn[turn.len() - k..], &seg_len[seg_len.len() - k - 1..]);
-    if angle < 60f64.to_radians() || (first - last).abs() < 0.15 * first.max(last) {
+    if angle < 60f64.to_radians() {
         return None;
     }
     Some(SpiralFit {
-        first_is_apical: first > last,
+        first_is_apical: ((first - last).abs() >= 0.15 * first.max(last)).then_some(first > last),
         angle_deg: Some(angle.to_degrees()),
     })
+}
+
+/// Put the contacts tip first by the spiral where its ends tell which is apical; returns whether they
+/// did and the insertion angle, with a note where the spiral did not tell.
+pub(super) fn spiral_order(contacts: &mut [Vec3], notes: &mut Vec<String>) -> (bool, Option<f64>) {
+    match spiral_fit(contacts) {
+        Some(fit) => {
+            if fit.first_is_apical == Some(false) {
+                contacts.reverse();
+            }
+            if fit.first_is_apical.is_none() {
+                notes.push(
+                    "the array's two ends turn alike: the insertion angle is its total turning, but \
+                     tip and base are not told by the spiral (order as found)"
+                        .into(),
+                );
+            }
+            (fit.first_is_apical.is_some(), fit.angle_deg)
+        }
+        None => {
+            notes.push(
+                "array too straight or too short to tell tip from base by the spiral".into(),
+            );
+            (false, None)
+        }
+    }
 }
 
 /// The most contacts any array carries (Cochlear Nucleus 22), with a margin for one split peak.
@@ -682,7 +865,7 @@ mod tests {
             })
             .collect();
         let f = spiral_fit(&pts).unwrap();
-        assert!(!f.first_is_apical);
+        assert_eq!(f.first_is_apical, Some(false));
         let a = f.angle_deg.unwrap();
         assert!((a - 450.0).abs() < 40.0, "{a}");
     }

@@ -25,11 +25,13 @@ mod blobs;
 mod blobwise;
 mod chain;
 mod contacts;
+mod lead;
 mod pattern;
 mod profile;
 mod threshold;
 
 pub use contacts::ArrayContacts;
+pub use lead::LeadParams;
 pub use profile::ProfileParams;
 pub use threshold::{metal_level, MetalLevel, NoMetal};
 
@@ -292,13 +294,24 @@ impl CochlearSegmenter {
         let mut found =
             contacts::locate(volume, &ch, metal, core, voxel_mm, touches_edge, &p.profile);
         // a second opinion: the clipped-blob reading, taken only when the profile's pattern is not
-        // consistent and the blob reading's is (its contacts regular at their pitch)
-        if !found.consistent {
+        // consistent and the blob reading's is (its contacts regular at their pitch), or when the
+        // profile's needed merged contacts filled in and the regular blob reading finds more (the
+        // repair may stop short of a contact at an end)
+        if !found.consistent || found.merged_filled > 0 {
             let b = blobwise::locate(&ch, voxel_mm, speck_mm3);
-            if b.contacts.len() >= p.min_contacts && regular(&b.contacts, p.blob_regular_gap) {
+            let more = found.consistent && b.contacts.len() > found.contacts.len();
+            if b.contacts.len() >= p.min_contacts
+                && regular(&b.contacts, p.blob_regular_gap)
+                && (!found.consistent || more)
+            {
+                let why = if found.consistent {
+                    "needed merged contacts filled in"
+                } else {
+                    "are not a regular pattern"
+                };
                 found.notes.push(format!(
-                    "the metal profile's {} contacts are not a regular pattern; the clipped-blob reading's \
-                     {} are, and are reported",
+                    "the metal profile's {} contacts {why}; the clipped-blob reading's {} are regular, \
+                     and are reported",
                     found.contacts.len(),
                     b.contacts.len()
                 ));
@@ -534,17 +547,13 @@ fn fill_missed(found: &mut ArrayContacts, weak: &[Vec3], pp: &ProfileParams) {
         .map(|w| blobs::dist(w[0], w[1]))
         .sum();
     found.consistent = regular(&found.contacts, pp.irregular_gap);
-    match contacts::spiral_fit(&found.contacts) {
-        Some(fit) => {
-            if !fit.first_is_apical {
-                found.contacts.reverse();
-            }
-            found.insertion_angle_deg = fit.angle_deg;
-            found.order_from_spiral = true;
-        }
-        None => {
-            found.insertion_angle_deg = None;
-            found.order_from_spiral = false;
+    let mut said = Vec::new();
+    let (order_from_spiral, angle) = contacts::spiral_order(&mut found.contacts, &mut said);
+    found.order_from_spiral = order_from_spiral;
+    found.insertion_angle_deg = angle;
+    for n in said {
+        if !found.notes.contains(&n) {
+            found.notes.push(n);
         }
     }
 }

@@ -27,6 +27,7 @@
 
 use super::blobs::kji;
 use super::chain::Chain;
+use super::lead::LeadParams;
 use super::pattern::PatternParams;
 use crate::volume::geometry::Vec3;
 use crate::volume::Volume;
@@ -84,6 +85,16 @@ pub struct ProfileParams {
     pub irregular_gap: f64,
     /// The array's run of contacts at one pitch (`pattern.rs`).
     pub pattern: PatternParams,
+    /// The lead wire past the basal contact, told by its lower peaks (`lead.rs`).
+    pub lead: LeadParams,
+    /// A step of two pitches along one run of metal holds a contact merged with a neighbour when the
+    /// metal per mm in its middle is at least this share of that at its two ends: merged contacts
+    /// carry about the same (the profile's dip between them is shallow), the lead between two
+    /// contacts a third or less.
+    pub merged_metal_share: f64,
+    /// Half-width of the window (share of the pitch) over which that metal is measured: about a
+    /// contact's half-length at a tight pitch, less than half the pitch so that windows do not meet.
+    pub merged_window: f64,
     /// Where the array reaches the field's edge, a second run at the array's pitch is kept when one of
     /// its contacts lies this close to the edge (mm): the array leaving and re-entering the field.
     pub edge_mm: f64,
@@ -110,6 +121,9 @@ impl Default for ProfileParams {
             min_shell_voxels: 12,
             irregular_gap: 1.4,
             pattern: PatternParams::default(),
+            lead: LeadParams::default(),
+            merged_metal_share: 0.75,
+            merged_window: 0.25,
             edge_mm: 1.0,
         }
     }
@@ -389,6 +403,17 @@ impl Profile {
             }
         }
         all
+    }
+
+    /// Mean metal cross-section (mm²) of blob `b` within `half` of arc `s`.
+    pub fn metal_at(&self, b: usize, s: f64, half: f64, voxel_mm3: f64) -> f64 {
+        let sum: f64 = self
+            .near
+            .iter()
+            .filter(|(_, n)| n.blob == b && (n.s - s).abs() <= half)
+            .map(|(_, n)| n.w)
+            .sum();
+        sum * voxel_mm3 / (2.0 * half).max(1e-9)
     }
 
     /// Weighted centre (patient mm) of blob `b`'s neighbourhood voxels within `half` of arc `s`.
