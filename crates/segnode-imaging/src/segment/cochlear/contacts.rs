@@ -747,9 +747,8 @@ pub(super) fn spiral_order(contacts: &mut [Vec3], notes: &mut Vec<String>) -> (b
             (fit.first_is_apical.is_some(), fit.angle_deg)
         }
         None => {
-            notes.push(
-                "array too straight or too short to tell tip from base by the spiral".into(),
-            );
+            notes
+                .push("array too straight or too short to tell tip from base by the spiral".into());
             (false, None)
         }
     }

@@ -93,12 +93,18 @@ pub fn cut_tail(
     p: &LeadParams,
 ) -> (Vec<(Vec3, f64)>, f64) {
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
-    let tail: Vec<f64> = heights[..lo].iter().chain(&heights[hi..]).copied().collect();
+    let tail: Vec<f64> = heights[..lo]
+        .iter()
+        .chain(&heights[hi..])
+        .copied()
+        .collect();
     let (head, low) = (mean(&heights[lo..hi]), mean(&tail));
     let cut: Vec<(Vec3, f64)> = if lo > 0 {
         (0..lo).rev().map(|i| (points[i], heights[i])).collect()
     } else {
-        (hi..points.len()).map(|i| (points[i], heights[i])).collect()
+        (hi..points.len())
+            .map(|i| (points[i], heights[i]))
+            .collect()
     };
     (cut, low + p.rejoin_share * (head - low))
 }
@@ -113,7 +119,8 @@ pub fn rejoin(
     tol: f64,
     min_height: f64,
 ) -> usize {
-    let (Some(&first), Some(&last), Some(&(c0, _))) = (contacts.first(), contacts.last(), cut.first())
+    let (Some(&first), Some(&last), Some(&(c0, _))) =
+        (contacts.first(), contacts.last(), cut.first())
     else {
         return 0;
     };
@@ -156,7 +163,9 @@ mod tests {
         let p = LeadParams::default();
         // contacts 1 mm apart along x, the last two read a little low, then lead peaks
         let pts: Vec<Vec3> = (0..12).map(|i| [i as f64, 0.0, 0.0]).collect();
-        let h = [0.5, 0.48, 0.5, 0.47, 0.5, 0.49, 0.33, 0.32, 0.2, 0.18, 0.2, 0.21];
+        let h = [
+            0.5, 0.48, 0.5, 0.47, 0.5, 0.49, 0.33, 0.32, 0.2, 0.18, 0.2, 0.21,
+        ];
         let span = array_span(&h, 4, &p).unwrap();
         let (cut, min_h) = cut_tail(&pts, &h, span, &p);
         let mut array: Vec<Vec3> = pts[span.0..span.1].to_vec();

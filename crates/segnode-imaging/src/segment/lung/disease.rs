@@ -21,7 +21,10 @@
 //!    comes from the other side: where this side's lung ends well above the mirrored lowest lung of the
 //!    other side (`basal_gap_mm`; the right hemidiaphragm lies higher by `right_dome_higher_mm`), solid
 //!    tissue above that floor, with this side's lung above it and the chest wall or spine behind it (the
-//!    dependent position), lies in the pleural cavity. Needs an axial, unrotated grid and one healthy
+//!    dependent position), lies in the pleural cavity. A wall with this lung beyond it (a ray cast on
+//!    through wall and solid) is inside the chest — contrast blood in the heart's chambers, pericardial
+//!    fat — not its back: without that test the second chest generator's healthy heart joined the left
+//!    lung (83 mL with contrast, 160 mL without). Needs an axial, unrotated grid and one healthy
 //!    base: bilateral basal disease is not recognised. Where the mirror image holds the heart (the medial
 //!    part of a right lower lobe), `medial` judges the voxel instead: in the lung's shadow in front,
 //!    behind and laterally, above the other side's dome.
@@ -31,7 +34,11 @@
 //!    (consolidation, collapse: soft-tissue attenuation, air bronchograms left as lung by the air step)
 //!    are lung. Density only separates fluid from solid here; lung versus not-lung was decided by place.
 //!
-//! Known limits: a mass on the apex or base with no aerated lung beyond it, disease on both bases, a loculated
+//! Known limits: the line test alone does not tell the left ventricle's myocardium (solid between lung and
+//! contrast blood) from a mass against the mediastinum: on the real contrast chest crop it passes in
+//! speckles, which the in-plane opening and the smallest mass remove — and the same speckle breaks up a
+//! small juxtapleural mass lying on a rib band (a 30 mm mass of the second generator, 0 % covered). A
+//! mass on the apex or base with no aerated lung beyond it, disease on both bases, a loculated
 //! (non-dependent) effusion, an effusion denser than `fluid_hu` (haemothorax) counted as lung, an empyema
 //! or a mass of fluid attenuation at the base counted as effusion.
 
