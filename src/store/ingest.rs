@@ -154,6 +154,7 @@ impl Ingest {
                     "a copy of this instance is still waiting in the ingest journal".into(),
                 ));
             }
+            filing.checkpoint_filed()?;
         }
         // Two hops off the runtime, side by side: the header parse, and the fdatasync of the temporary
         // file, whose task then waits for the verdict on the header and on the stored copy of this SOP

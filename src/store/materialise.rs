@@ -6,8 +6,8 @@
 //! 2. every file of the batch written to a temporary file, then all of them fdatasync'd (in parallel);
 //! 3. renamed into place, and each directory of the batch fsync'd once;
 //! 4. one index transaction for the batch's rows;
-//! 5. the journal's checkpoint advanced past the batch (its segments become reusable), and the batch's
-//!    instances leave the in-flight set.
+//! 5. the batch's instances leave the in-flight set, and the journal's checkpoint is advanced past
+//!    it (lazily: every quarter segment or half second), making its segments reusable.
 //!
 //! A crash anywhere in between leaves the batch's records past the checkpoint: the next start replays
 //! them ([`recover`]) before it takes associations. Replaying is idempotent — a record whose content
@@ -145,6 +145,8 @@ pub struct Filing {
     drained: tokio::sync::Notify,
     queue: Mutex<Option<mpsc::Sender<Entry>>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Everything before this LSN is filed (the checkpoint may lag behind it).
+    filed: std::sync::atomic::AtomicU64,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +216,15 @@ pub fn recover(
         );
     }
     let journal = opened.resume()?;
+    // a batch never holds more than a quarter of the ring: appends keep room while it is filed
+    let ring = journal.params().segment_bytes * u64::from(journal.params().segments);
+    let m = Materialiser {
+        limits: BatchLimits {
+            bytes: m.limits.bytes.min((ring / 4) as usize),
+            ..m.limits
+        },
+        ..m
+    };
     let (tx, rx) = mpsc::channel();
     let filing = Arc::new(Filing {
         journal,
@@ -221,6 +232,7 @@ pub fn recover(
         drained: tokio::sync::Notify::new(),
         queue: Mutex::new(Some(tx)),
         worker: Mutex::new(None),
+        filed: std::sync::atomic::AtomicU64::new(0),
     });
     let worker = {
         let f = filing.clone();
@@ -296,6 +308,16 @@ impl Filing {
             .await
     }
 
+    /// Make the checkpoint cover everything filed so far (before the direct path files a SOP instance
+    /// the journal held: a replay at the next start must not put the journal's older copy back).
+    pub fn checkpoint_filed(&self) -> Result<(), JournalError> {
+        let filed = self.filed.load(std::sync::atomic::Ordering::Acquire);
+        if filed == 0 {
+            return Ok(());
+        }
+        self.journal.checkpoint(filed)
+    }
+
     /// Wait (at most `limit`) until nothing waits in the journal (a stopping node).
     pub async fn drained_all(&self, limit: Duration) -> bool {
         self.drained_when(limit, |g| g.associations.is_empty())
@@ -336,7 +358,24 @@ impl Filing {
 
     /// The materialiser thread: batches in LSN order until the queue closes.
     fn run(&self, m: Materialiser, rx: mpsc::Receiver<Entry>) {
-        while let Ok(first) = rx.recv() {
+        // The checkpoint is written lazily — every quarter segment filed, or once the materialiser
+        // has been idle or busy for CHECKPOINT_EVERY — not after every batch: replay is idempotent, so
+        // a lagging checkpoint only costs replay at start, and one flush per batch less here.
+        let mut cp = LazyCheckpoint {
+            every_bytes: self.journal.params().segment_bytes / 4,
+            filed: None,
+            written: None,
+            at: Instant::now(),
+        };
+        loop {
+            let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                Ok(e) => e,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    cp.write(&self.journal, true);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut bytes = first.file.len();
             let mut batch = vec![first];
             if let Some(n) = crashpoint::hold() {
@@ -371,11 +410,12 @@ impl Filing {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
-            if let Err(e) = self.journal.checkpoint(end) {
-                tracing::error!(error = %e, "journal checkpoint not written: its segments are not reused until one is");
-            }
+            cp.filed = Some(end);
+            self.filed.store(end, std::sync::atomic::Ordering::Release);
+            cp.write(&self.journal, false);
             self.release(&batch);
         }
+        cp.write(&self.journal, true);
     }
 
     /// The batch is indexed (or will never be): out of the in-flight set, waiters woken.
@@ -403,6 +443,41 @@ impl Filing {
         }
         drop(locked);
         self.drained.notify_waiters();
+    }
+}
+
+/// How long the checkpoint may lag behind what is filed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The materialiser's checkpoint, written when enough was filed since the last one, or enough time
+/// passed, or `now`.
+struct LazyCheckpoint {
+    every_bytes: u64,
+    /// Everything before this LSN is filed.
+    filed: Option<u64>,
+    /// The last checkpoint written.
+    written: Option<u64>,
+    at: Instant,
+}
+
+impl LazyCheckpoint {
+    fn write(&mut self, journal: &Journal, now: bool) {
+        let Some(filed) = self.filed else { return };
+        let since = filed.saturating_sub(self.written.unwrap_or(0));
+        if self.written == Some(filed)
+            || !(now || since >= self.every_bytes || self.at.elapsed() >= CHECKPOINT_EVERY)
+        {
+            return;
+        }
+        match journal.checkpoint(filed) {
+            Ok(()) => {
+                self.written = Some(filed);
+                self.at = Instant::now();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal checkpoint not written: its segments are not reused until one is");
+            }
+        }
     }
 }
 
