@@ -129,6 +129,10 @@ impl ScpHandler for StoreScp {
     async fn ready(&self) -> Result<(), String> {
         // nothing can be filed while the index is unreachable (a database server restarting): say so
         // at once, so the sender retries later
+        if self.ingest.journal.as_ref().is_some_and(|j| j.stalled()) {
+            // acknowledged instances wait to be filed (the index was away): not before they are
+            return Err("journaled instances not filed yet".into());
+        }
         if !self.index.unavailable() && self.index.ping(INDEX_CHECK).await {
             Ok(())
         } else {

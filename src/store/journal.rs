@@ -77,6 +77,8 @@ pub enum JournalError {
     TooLarge(u64),
     #[error("journal stopped after a failed flush ({0}); restart the node to recover it")]
     Failed(String),
+    #[error("journaled instances cannot be filed at the moment (index or store failing): refused until they are")]
+    Stalled,
     #[error("invalid journal geometry: {0}")]
     Geometry(String),
 }

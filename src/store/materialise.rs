@@ -147,6 +147,8 @@ pub struct Filing {
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Everything before this LSN is filed (the checkpoint may lag behind it).
     filed: std::sync::atomic::AtomicU64,
+    /// Filing a batch failed and is being retried: new instances are refused meanwhile.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,6 +235,7 @@ pub fn recover(
         queue: Mutex::new(Some(tx)),
         worker: Mutex::new(None),
         filed: std::sync::atomic::AtomicU64::new(0),
+        stalled: std::sync::atomic::AtomicBool::new(false),
     });
     let worker = {
         let f = filing.clone();
@@ -254,6 +257,9 @@ impl Filing {
         header: InstanceHeader,
         file: Vec<u8>,
     ) -> Result<Journaled, JournalError> {
+        if self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(JournalError::Stalled);
+        }
         let file = Arc::new(file);
         let in_flight = guard(&self.inflight)
             .sops
@@ -339,6 +345,11 @@ impl Filing {
         }
     }
 
+    /// Whether filing is failing (and retried): the node refuses instances and associations meanwhile.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether instances of series `uid` are acknowledged but not yet indexed.
     pub fn series_in_flight(&self, uid: &str) -> bool {
         guard(&self.inflight).series.contains_key(uid)
@@ -406,10 +417,20 @@ impl Filing {
             }
             let mut pause = Duration::from_millis(100);
             while let Err(e) = m.materialise(&batch, false) {
+                // new instances are refused until this batch is filed (the database is part of
+                // "durably stored": while it is away the receiver says so, as the direct path does)
+                self.stalled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                if let MaterialiseError::Index(ie) = &e {
+                    let _rt = m.runtime.enter();
+                    m.index.note_error(ie);
+                }
                 tracing::warn!(error = %e, records = batch.len(), "materialising journaled instances failed; retrying");
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
+            self.stalled
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             cp.filed = Some(end);
             self.filed.store(end, std::sync::atomic::Ordering::Release);
             cp.write(&self.journal, false);
