@@ -324,12 +324,6 @@ impl Filing {
         self.journal.checkpoint(filed)
     }
 
-    /// Wait (at most `limit`) until nothing waits in the journal (a stopping node).
-    pub async fn drained_all(&self, limit: Duration) -> bool {
-        self.drained_when(limit, |g| g.associations.is_empty())
-            .await
-    }
-
     async fn drained_when(&self, limit: Duration, done: impl Fn(&InFlight) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
