@@ -3,12 +3,17 @@
 to the same disk, with 1 and 4 parallel associations, several runs each (fresh receiver and empty storage
 per run). Prints medians: instances/s, MB/s, receiver peak RSS and receiver CPU seconds.
 
-Receivers: segnode (fsync before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
+Receivers: segnode (the ingest journal: one shared flush before every success, files and index rows
+right after), segnode-direct (storage.journal = false: file fdatasync + rename + directory fsync + index row
+before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
 -pdu 131072), storescp-fork (tuned, one process per association: the peer for parallel associations), Orthanc (Debian package, temporary config, TCP_NODELAY=1), storescp --ignore (receives and
 discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
 
-usage: benches/ingest.py [--slices 300] [--size 512] [--runs 3] [--workdir DIR] [--only NAME,...]
-(--size 64 --slices 1000: small objects, where the fixed cost per instance dominates)
+usage: benches/ingest.py [--slices 300] [--size 512] [--runs 3] [--workdir DIR] [--only NAME,...] [--thirds]
+(--size 64 --slices 1000: small objects, where the fixed cost per instance dominates;
+ --thirds --size 64 --slices 3000: each segnode receiver also gets the series as three consecutive
+ associations of a third each, and the rate of the last third against the first is printed: the cost
+ of an instance must not grow with the series)
 """
 import argparse
 import json
@@ -66,12 +71,14 @@ def stop(proc, sig=signal.SIGTERM, limit=30):
         proc.kill()
 
 
-def start_receiver(name, work, port):
+def start_receiver(name, work, port, extra_env=None):
     """Start a receiver storing under `work`; returns (Popen, called AE)."""
     env = dict(os.environ)
+    env.update(extra_env or {})
     out = open(os.path.join(work, "receiver.log"), "w")
-    if name == "segnode":
+    if name in ("segnode", "segnode-direct"):
         env.update({
+            "SEGNODE_STORAGE__JOURNAL": "true" if name == "segnode" else "false",
             "SEGNODE_DICOM__PORT": str(port),
             "SEGNODE_DICOM__ACCEPT_ANY": "true",
             "SEGNODE_STORAGE__DIR": os.path.join(work, "store"),
@@ -137,7 +144,9 @@ def main():
     ap.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--only", default="segnode,storescp-stock,storescp-tuned,storescp-fork,orthanc,storescp-ignore")
+    ap.add_argument("--thirds", action="store_true",
+                    help="segnode receivers: also time a series sent as three consecutive thirds")
+    ap.add_argument("--only", default="segnode,segnode-direct,storescp-stock,storescp-tuned,storescp-fork,orthanc,storescp-ignore")
     a = ap.parse_args()
     base = a.workdir or tempfile.mkdtemp(prefix="segnode-bench-")
     data = os.path.join(base, "series" if a.size == 512 else f"series-{a.size}")
@@ -177,6 +186,26 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.0f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.2f} |")
+    if a.thirds:
+        for name in [n for n in a.only.split(",") if n.startswith("segnode")]:
+            ratios = []
+            for run in range(a.runs):
+                work = os.path.join(base, f"{name}-thirds-{run}")
+                shutil.rmtree(work, ignore_errors=True)
+                os.makedirs(work)
+                port = free_port()
+                # one series in three associations: kept open (no completion at a release in between)
+                proc, aec = start_receiver(name, work, port, {"SEGNODE_COMPLETION__FAST_RELEASE": "false",
+                                                              "SEGNODE_COMPLETION__SETTLE_S": "600"})
+                try:
+                    n = len(files) // 3
+                    times = [send(files[i * n:(i + 1) * n], port, aec, 1) for i in range(3)]
+                finally:
+                    stop(proc)
+                shutil.rmtree(work, ignore_errors=True)
+                ratios.append(times[0] / times[2])
+                print(f"{name:16} thirds: {' '.join(f'{n / t:.0f}' for t in times)} inst/s", flush=True)
+            print(f"{name} rate of the last third / the first: {statistics.median(ratios):.2f}")
     ceiling = {p: r[2] for r in rows if r[0] == "storescp-ignore" for p in [r[1]]}
     seg = {r[1]: r[2] for r in rows if r[0] == "segnode"}
     for p in (1, 4):
@@ -184,9 +213,11 @@ def main():
             print(f"segnode reaches {100 * seg[p] / ceiling[p]:.0f} % of the sender ceiling with {p} association(s)")
     # the issue's ratios: one association against tuned storescp, four against storescp --fork
     peers = {(r[0], r[1]): r[2] for r in rows}
-    for p, peer in ((1, "storescp-tuned"), (4, "storescp-tuned"), (4, "storescp-fork")):
-        if p in seg and (peer, p) in peers:
-            print(f"segnode / {peer} with {p} association(s): {seg[p] / peers[(peer, p)]:.2f}")
+    for who in ("segnode", "segnode-direct"):
+        mine = {r[1]: r[2] for r in rows if r[0] == who}
+        for p, peer in ((1, "storescp-tuned"), (4, "storescp-tuned"), (4, "storescp-fork")):
+            if p in mine and (peer, p) in peers:
+                print(f"{who} / {peer} with {p} association(s): {mine[p] / peers[(peer, p)]:.2f}")
     if a.workdir is None:
         shutil.rmtree(base, ignore_errors=True)
 

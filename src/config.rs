@@ -315,6 +315,30 @@ pub struct StorageSettings {
     pub purge_below_percent: f64,
     /// Seconds between two retention passes.
     pub purge_interval_s: f64,
+    /// File instances through the ingest journal (one shared flush before the success; files and
+    /// index rows right after, in batches) instead of file + index before the success.
+    pub journal: bool,
+    /// MB per journal segment; instances up to a quarter of it go through the journal.
+    pub journal_segment_mb: u64,
+    /// Segments in the journal's ring (1–64).
+    pub journal_segments: u32,
+}
+
+impl StorageSettings {
+    /// The journal's geometry.
+    pub fn journal_params(&self) -> crate::store::journal::JournalParams {
+        crate::store::journal::JournalParams {
+            segment_bytes: self.journal_segment_mb << 20,
+            segments: self.journal_segments,
+            full_wait: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// Largest instance received in memory for the journal (a quarter of a segment: a record must fit
+    /// one, and a few of them per segment keep the padding small).
+    pub fn journal_max_bytes(&self) -> usize {
+        ((self.journal_segment_mb << 20) / 4) as usize
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -808,6 +832,12 @@ impl Settings {
             ));
         }
         positive_secs("storage.purge_interval_s", st.purge_interval_s)?;
+        if !(1..=4096).contains(&st.journal_segment_mb) {
+            return Err(invalid("storage.journal_segment_mb", "must be 1 to 4096"));
+        }
+        if !(1..=64).contains(&st.journal_segments) {
+            return Err(invalid("storage.journal_segments", "must be 1 to 64"));
+        }
         if !(self.dispatch.keep_sent_h.is_finite() && self.dispatch.keep_sent_h >= 0.0) {
             return Err(invalid(
                 "dispatch.keep_sent_h",

@@ -19,6 +19,7 @@ use crate::source::access::AccessPolicy;
 use crate::source::scp::StoreScp;
 use crate::store::files::{InstanceStore, StoreError};
 use crate::store::ingest::{Ingest, IngestError};
+use crate::store::materialise::{self, journal_dir, BatchLimits, MaterialiseError, Materialiser};
 use crate::worker::Workers;
 use segnode_db::{Index, IndexError, Topic};
 
@@ -30,6 +31,8 @@ pub enum NodeError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error("ingest journal: {0}")]
+    Journal(#[from] MaterialiseError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
     #[error(transparent)]
@@ -79,12 +82,36 @@ impl Node {
             );
         }
         let read_ahead = read_ahead_for(&settings);
+        let on_filed = read_ahead
+            .clone()
+            .map(|r| r as Arc<dyn crate::store::ingest::FiledHook>);
+        // the journal first: what it acknowledged before a crash is filed before anything else
+        let journal = if settings.storage.journal {
+            let m = Materialiser {
+                store: store.clone(),
+                index: index.clone(),
+                hook: on_filed.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                limits: BatchLimits::default(),
+            };
+            let dir = journal_dir(&store);
+            let params = settings.storage.journal_params();
+            let (filing, read_back) =
+                tokio::task::spawn_blocking(move || materialise::recover(&dir, params, m))
+                    .await
+                    .map_err(|e| IngestError::Internal(e.to_string()))??;
+            if read_back > 0 {
+                info!(records = read_back, "ingest journal read back");
+            }
+            Some(filing)
+        } else {
+            None
+        };
         let ingest = Arc::new(Ingest {
             store: store.clone(),
             index: index.clone(),
-            on_filed: read_ahead
-                .clone()
-                .map(|r| r as Arc<dyn crate::store::ingest::FiledHook>),
+            on_filed,
+            journal,
         });
         ingest.reconcile().await?;
         Ok(Node {
@@ -186,7 +213,8 @@ pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(
         node.index.clone(),
         node.settings.completion.clone(),
         node.tracker_wake.clone(),
-    );
+    )
+    .with_in_flight(node.ingest.journal.clone());
     background.spawn(tracker.run(rx.clone()));
     background.spawn(routing_loop(node.clone(), live.subscribe(), rx.clone()));
     if node.settings.workers.enabled {
@@ -238,6 +266,7 @@ pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(
         ingest: node.ingest.clone(),
         policy: node.policy.clone(),
         tracker_wake: node.tracker_wake.clone(),
+        journal_max_bytes: node.settings.storage.journal_max_bytes(),
     });
     let options = Arc::new(scp_options(&node.settings));
     let gate = segnode_net::listener::Gate::new(&options);
@@ -278,6 +307,10 @@ pub async fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(
         while background.join_next().await.is_some() {}
     })
     .await;
+    if let Some(journal) = &node.ingest.journal {
+        // what the journal holds is filed now rather than at the next start
+        journal.stop(std::time::Duration::from_secs(30)).await;
+    }
     node.index.close().await;
     info!("segnode stopped");
     Ok(())

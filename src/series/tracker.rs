@@ -14,6 +14,10 @@
 //! instance count), so a late instance or a second tracker on another receiver can never complete a
 //! series twice. On a shared database every receiver's tracker sees every receiver's instances and
 //! associations: a series whose instances arrive at two receivers completes once both have ended.
+//!
+//! With the ingest journal, acknowledged instances reach the index a batch later: a series with
+//! instances of this process still in the journal is not evaluated until they are indexed
+//! ([`Tracker::with_in_flight`]), and an association's end is recorded only once its instances are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +38,8 @@ pub struct Tracker {
     wake: Arc<Notify>,
     /// Last "waiting" reason logged per (series, revision), to log each once.
     waiting: HashMap<(String, i64), String>,
+    /// This process's ingest journal: series with instances in it are not evaluated yet.
+    in_flight: Option<Arc<crate::store::materialise::Filing>>,
 }
 
 impl Tracker {
@@ -45,7 +51,17 @@ impl Tracker {
             settings,
             wake,
             waiting: HashMap::new(),
+            in_flight: None,
         }
+    }
+
+    /// Account for the instances acknowledged but still in this process's ingest journal.
+    pub fn with_in_flight(
+        mut self,
+        journal: Option<Arc<crate::store::materialise::Filing>>,
+    ) -> Tracker {
+        self.in_flight = journal;
+        self
     }
 
     /// Run until `shutdown` turns true.
@@ -85,6 +101,13 @@ impl Tracker {
                 .collect(),
         };
         for s in open {
+            if self
+                .in_flight
+                .as_ref()
+                .is_some_and(|j| j.series_in_flight(&s.series_uid))
+            {
+                continue; // its newest instances are not in the index yet
+            }
             if let Some(done) = self.evidence(&s, now, &senders).await? {
                 if self
                     .index

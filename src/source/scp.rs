@@ -3,7 +3,8 @@
 //! The DICOM layer (crate `segnode-net`) runs the associations; this module decides what they mean to
 //! the node: who may call (the [`AccessPolicy`]), whether the node can take associations at all (the
 //! index answers), the association journal in the index, where an announced instance goes (a temporary
-//! file in the store, filed by [`Ingest`] once complete: success only once it is durable and indexed),
+//! file in the store, filed by [`Ingest`] once complete: success only once it is durable and indexed —
+//! or, with the ingest journal, received in memory and durable in the journal, indexed right after),
 //! which DIMSE status each filing error earns, the process metrics and the audit trail (associations
 //! accepted, rejected and ended, TLS handshakes that failed).
 
@@ -20,7 +21,7 @@ use segnode_net::handler::{
 
 use super::access::ConnectionAccess;
 use crate::metrics::{metrics, Rejection};
-use crate::store::files::{IncomingFile, IncomingMeta, InstanceStore, StoreError};
+use crate::store::files::{IncomingFile, IncomingMeta, InstanceStore, MemoryFile, StoreError};
 use crate::store::header::HeaderError;
 use crate::store::ingest::{Announced, Ingest, IngestError, Origin};
 use crate::store::uid;
@@ -29,6 +30,10 @@ use segnode_db::{AssociationState, Index};
 
 /// How long the index may take to answer before a new association is turned away.
 const INDEX_CHECK: Duration = Duration::from_secs(5);
+
+/// How long the end of an association waits for its journaled instances to be indexed before it is
+/// recorded anyway (the tracker still skips series with instances in flight).
+const DRAIN_WAIT: Duration = Duration::from_secs(60);
 
 /// The node's C-STORE SCP: shared by every association.
 pub struct StoreScp {
@@ -40,11 +45,26 @@ pub struct StoreScp {
     pub policy: super::access::SharedPolicy,
     /// Wakes the completion tracker (an association ended).
     pub tracker_wake: Arc<Notify>,
+    /// Instances up to this many bytes are received in memory and filed through the ingest journal
+    /// (when there is one); larger ones stream to a temporary file and are filed directly.
+    pub journal_max_bytes: usize,
 }
 
-/// One instance arriving: its temporary file, and what the filing needs once it is complete.
+/// Where an arriving instance's bytes go.
+enum Body {
+    /// In memory, for the journal.
+    Memory(MemoryFile),
+    /// A temporary file, for the direct path.
+    File(IncomingFile),
+    /// Spilling to a file failed: the rest is drained and the instance refused.
+    Failed(StoreError),
+    /// Transient, while moving from memory to a file.
+    Moving,
+}
+
+/// One instance arriving: its bytes, and what the filing needs once it is complete.
 pub struct IncomingInstance {
-    file: IncomingFile,
+    body: Body,
     ingest: Arc<Ingest>,
     announced: Announced,
     origin: Origin,
@@ -52,20 +72,48 @@ pub struct IncomingInstance {
 
 impl InstanceSink for IncomingInstance {
     fn write(&mut self, fragment: &[u8]) {
-        self.file.write(fragment);
+        if let Body::Memory(m) = &mut self.body {
+            if m.write(fragment) {
+                return;
+            }
+            // larger than the journal takes: on to a temporary file
+            if let Body::Memory(m) = std::mem::replace(&mut self.body, Body::Moving) {
+                self.body = match m.spill(&self.ingest.store) {
+                    Ok(f) => Body::File(f),
+                    Err(e) => Body::Failed(e),
+                };
+            }
+        }
+        if let Body::File(f) = &mut self.body {
+            f.write(fragment);
+        }
     }
 
     async fn finish(self) -> StoreStatus {
         let started = Instant::now();
-        let closed = match self.file.close() {
-            Ok(c) => c,
-            Err(e) => return store_refusal(&e),
+        let filed = match self.body {
+            Body::Memory(m) => {
+                self.ingest
+                    .file_memory(m.close(), &self.announced, &self.origin)
+                    .await
+            }
+            Body::File(f) => match f.close() {
+                Ok(closed) => {
+                    self.ingest
+                        .file(closed, &self.announced, &self.origin)
+                        .await
+                }
+                Err(e) => return store_refusal(&e),
+            },
+            Body::Failed(e) => return store_refusal(&e),
+            Body::Moving => {
+                return StoreStatus::failure(
+                    status::OUT_OF_RESOURCES,
+                    "internal: instance lost its buffer",
+                )
+            }
         };
-        match self
-            .ingest
-            .file(closed, &self.announced, &self.origin)
-            .await
-        {
+        match filed {
             Ok(filed) => {
                 debug!(sop = %self.announced.sop_instance, ms = started.elapsed().as_secs_f64() * 1e3, ?filed, "filed");
                 StoreStatus::success()
@@ -81,6 +129,10 @@ impl ScpHandler for StoreScp {
     async fn ready(&self) -> Result<(), String> {
         // nothing can be filed while the index is unreachable (a database server restarting): say so
         // at once, so the sender retries later
+        if self.ingest.journal.as_ref().is_some_and(|j| j.stalled()) {
+            // acknowledged instances wait to be filed (the index was away): not before they are
+            return Err("journaled instances not filed yet".into());
+        }
         if !self.index.unavailable() && self.index.ping(INDEX_CHECK).await {
             Ok(())
         } else {
@@ -143,6 +195,13 @@ impl ScpHandler for StoreScp {
             AssociationState::Aborted
         };
         let outcome = ending.to_string();
+        // its instances still in the journal are indexed first: completion on release evidence must
+        // see every instance the association stored
+        if let Some(journal) = &self.ingest.journal {
+            if !journal.drained_association(&a.id, DRAIN_WAIT).await {
+                warn!(association = %a.id, "instances of the association still wait in the journal; its end is recorded anyway");
+            }
+        }
         // which studies and series the association filed into (bounded: the trail must not wait long)
         let filed = if tally.stored > 0 {
             tokio::time::timeout(INDEX_CHECK, self.index.association_series(&a.id))
@@ -210,17 +269,23 @@ impl ScpHandler for StoreScp {
                 ),
             ));
         }
-        let file = self
-            .store
-            .begin(&IncomingMeta {
-                sop_class_uid: announced.sop_class.clone(),
-                sop_instance_uid: announced.sop_instance.clone(),
-                transfer_syntax: announced.transfer_syntax.clone(),
-                source_ae: a.calling_ae.clone(),
-            })
-            .map_err(|e| store_refusal(&e))?;
+        let meta = IncomingMeta {
+            sop_class_uid: announced.sop_class.clone(),
+            sop_instance_uid: announced.sop_instance.clone(),
+            transfer_syntax: announced.transfer_syntax.clone(),
+            source_ae: a.calling_ae.clone(),
+        };
+        let body = if self.ingest.journal.is_some() {
+            Body::Memory(
+                self.store
+                    .begin_memory(&meta, self.journal_max_bytes)
+                    .map_err(|e| store_refusal(&e))?,
+            )
+        } else {
+            Body::File(self.store.begin(&meta).map_err(|e| store_refusal(&e))?)
+        };
         Ok(IncomingInstance {
-            file,
+            body,
             ingest: self.ingest.clone(),
             announced: Announced {
                 sop_class: announced.sop_class.clone(),
@@ -298,7 +363,7 @@ fn ingest_refusal(e: &IngestError) -> StoreStatus {
     match e {
         IngestError::Header(h) => header_refusal(h),
         IngestError::Store(s) => store_refusal(s),
-        IngestError::Index(_) | IngestError::Internal(_) => {
+        IngestError::Index(_) | IngestError::Internal(_) | IngestError::Journal(_) => {
             StoreStatus::failure(status::OUT_OF_RESOURCES, e.to_string())
         }
     }

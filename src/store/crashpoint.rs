@@ -19,10 +19,31 @@ pub enum Step {
     Published,
     /// The index row is committed; the C-STORE response not sent yet.
     Indexed,
+    /// Journal: the record is durable (its group commit returned); the C-STORE response not sent yet,
+    /// nothing materialised.
+    Journaled,
+    /// Journal: the first file of a batch of several is renamed into place, the others not.
+    MidBatch,
+    /// Journal: a batch's files are synced, in place and their directories fsync'd; no index row yet.
+    Placed,
+    /// Journal: a batch's index rows are committed; the checkpoint not advanced yet.
+    BatchIndexed,
+    /// Journal read back at start: a replayed batch's files are in place, before its index rows.
+    Replaying,
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [Step::Synced, Step::Renamed, Step::Published, Step::Indexed];
+    pub const ALL: [Step; 9] = [
+        Step::Synced,
+        Step::Renamed,
+        Step::Published,
+        Step::Indexed,
+        Step::Journaled,
+        Step::MidBatch,
+        Step::Placed,
+        Step::BatchIndexed,
+        Step::Replaying,
+    ];
 
     /// The value of `SEGNODE_TEST_CRASH_AT` that names this step.
     pub fn name(self) -> &'static str {
@@ -31,6 +52,11 @@ impl Step {
             Step::Renamed => "renamed",
             Step::Published => "published",
             Step::Indexed => "indexed",
+            Step::Journaled => "journaled",
+            Step::MidBatch => "mid-batch",
+            Step::Placed => "placed",
+            Step::BatchIndexed => "batch-indexed",
+            Step::Replaying => "replaying",
         }
     }
 }
@@ -49,4 +75,16 @@ pub fn reached(step: Step) {
         eprintln!("SEGNODE_TEST_CRASH_AT={}: aborting", step.name());
         std::process::abort();
     }
+}
+
+/// `SEGNODE_TEST_MATERIALISE_HOLD=<n>` (read once): the journal's materialiser gathers `n` records (or
+/// waits 5 s) before each batch, so that the tests can crash it in the middle of a batch of several.
+pub fn hold() -> Option<usize> {
+    static HOLD: OnceLock<Option<usize>> = OnceLock::new();
+    *HOLD.get_or_init(|| {
+        std::env::var("SEGNODE_TEST_MATERIALISE_HOLD")
+            .ok()?
+            .parse()
+            .ok()
+    })
 }

@@ -58,6 +58,8 @@ pub struct IncomingMeta {
 pub struct InstanceStore {
     root: PathBuf,
     incoming: PathBuf,
+    /// This receiver's folder name (its sanitised node name) under `.incoming` and `.journal`.
+    folder: String,
     reserve_mb: u64,
 }
 
@@ -82,7 +84,7 @@ impl InstanceStore {
         } else {
             folder
         };
-        let incoming = root.join(".incoming").join(folder);
+        let incoming = root.join(".incoming").join(&folder);
         fs::create_dir_all(&incoming).map_err(io_err("create", &incoming))?;
         for entry in fs::read_dir(&incoming)
             .map_err(io_err("read", &incoming))?
@@ -102,12 +104,18 @@ impl InstanceStore {
         Ok(InstanceStore {
             root: root.to_path_buf(),
             incoming,
+            folder,
             reserve_mb,
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This receiver's folder name under `.incoming` (and `.journal`).
+    pub fn folder(&self) -> &str {
+        &self.folder
     }
 
     /// The final path of an instance. Only validated UIDs are accepted.
@@ -149,6 +157,59 @@ impl InstanceStore {
             unflushed: 0,
             failed: None,
         })
+    }
+
+    /// Start receiving an instance into memory (the journal's filing path): the Part 10 preamble and
+    /// file meta group now, the data set as it arrives. Past `limit_bytes` the caller spills it into a
+    /// temporary file ([`MemoryFile::spill`]) and files it the direct way.
+    pub fn begin_memory(
+        &self,
+        meta: &IncomingMeta,
+        limit_bytes: usize,
+    ) -> Result<MemoryFile, StoreError> {
+        self.check_space()?;
+        let mut bytes = file_meta_bytes(meta)?;
+        // most instances fit (a 512² CT slice is ~0.5 MB): no regrowth while it arrives
+        bytes.reserve(limit_bytes.min(1 << 20));
+        Ok(MemoryFile {
+            meta_len: bytes.len(),
+            bytes,
+            hasher: Xxh3::new(),
+            limit_bytes,
+            meta: meta.clone(),
+        })
+    }
+
+    /// Write `bytes` to a new temporary file (not yet durable: the caller syncs a batch of them, then
+    /// [`InstanceStore::place`]s each). Used by the journal's materialiser.
+    pub fn stage(&self, bytes: &[u8]) -> Result<Staged, StoreError> {
+        let name = format!(
+            "{:016x}{:016x}.part",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let path = self.incoming.join(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        if let Err(e) = file.write_all(bytes) {
+            let _ = fs::remove_file(&path);
+            return Err(io_err("write", &path)(e));
+        }
+        start_writeback(&file);
+        Ok(Staged { file, path })
+    }
+
+    /// Rename a staged (and synced) file into place, creating its directory durably when missing; the
+    /// caller fsyncs the directory once for all the files of its batch.
+    pub fn place(&self, staged: Staged, final_path: &Path) -> Result<(), StoreError> {
+        let Staged { file, path } = staged;
+        drop(file);
+        let dir = final_path.parent().unwrap_or(&self.root);
+        self.ensure_dir(dir)?;
+        fs::rename(&path, final_path).map_err(io_err("rename into", final_path))
     }
 
     fn check_space(&self) -> Result<(), StoreError> {
@@ -200,6 +261,71 @@ impl InstanceStore {
             Err(e) => return Err(io_err("create", dir)(e)),
         }
         sync_dir(dir.parent().unwrap_or(&self.root))
+    }
+}
+
+/// A file staged by [`InstanceStore::stage`]: written, not yet synced nor in place.
+pub struct Staged {
+    file: File,
+    pub path: PathBuf,
+}
+
+impl Staged {
+    /// Flush the file's data to disk (fdatasync).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(io_err("fsync", &self.path))
+    }
+
+    /// Remove it (a batch that failed before its renames).
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// An instance being received into memory for the journal: the whole Part 10 file (preamble, file meta,
+/// data set), hashed as it arrives like [`IncomingFile`].
+pub struct MemoryFile {
+    bytes: Vec<u8>,
+    meta_len: usize,
+    hasher: Xxh3,
+    limit_bytes: usize,
+    meta: IncomingMeta,
+}
+
+/// A completely received in-memory instance.
+pub struct ClosedMemory {
+    /// The Part 10 file as it will be stored.
+    pub bytes: Vec<u8>,
+    /// xxh3-128 of the data set bytes (not the meta group), hex.
+    pub content_hash: String,
+    pub dataset_bytes: u64,
+}
+
+impl MemoryFile {
+    /// Append one P-DATA fragment of the data set; `false` when it would pass the limit (nothing
+    /// appended: spill, then write the fragment to the file).
+    pub fn write(&mut self, data: &[u8]) -> bool {
+        if self.bytes.len() + data.len() > self.limit_bytes {
+            return false;
+        }
+        self.hasher.update(data);
+        self.bytes.extend_from_slice(data);
+        true
+    }
+
+    /// Move what was received so far into a temporary file, to go on the direct way.
+    pub fn spill(self, store: &InstanceStore) -> Result<IncomingFile, StoreError> {
+        let mut file = store.begin(&self.meta)?;
+        file.write(&self.bytes[self.meta_len..]);
+        Ok(file)
+    }
+
+    pub fn close(self) -> ClosedMemory {
+        ClosedMemory {
+            dataset_bytes: (self.bytes.len() - self.meta_len) as u64,
+            content_hash: format!("{:032x}", self.hasher.digest128()),
+            bytes: self.bytes,
+        }
     }
 }
 

@@ -77,6 +77,27 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, HeaderError> {
     Ok(header)
 }
 
+/// [`read_header`] for a Part 10 file held in memory (preamble included): an instance received for the
+/// journal, or a journal record replayed at start.
+pub fn read_header_bytes(bytes: &[u8]) -> Result<InstanceHeader, HeaderError> {
+    super::lengths::check_bytes(bytes).map_err(HeaderError::Unparsable)?;
+    let body = bytes
+        .get(128..)
+        .ok_or_else(|| HeaderError::Unparsable("shorter than the Part 10 preamble".into()))?;
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(body)
+        .map_err(|e| HeaderError::Unparsable(e.to_string()))?;
+    let mut header = from_object(&obj);
+    header.transfer_syntax = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    Ok(header)
+}
+
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     let v = obj.get(tag)?.to_str().ok()?;
     let t = v.trim_matches(|c: char| c == '\0' || c.is_whitespace());

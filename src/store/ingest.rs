@@ -7,73 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::crashpoint::{self, Step};
-use super::files::{stored_content_hash, ClosedFile, InstanceStore, StoreError};
-use super::header::{self, HeaderError, InstanceHeader};
-use segnode_db::instances::{IndexedFile, NewInstance, RecordOutcome};
+use super::files::{stored_content_hash, ClosedFile, ClosedMemory, InstanceStore, StoreError};
+use super::header::{self, HeaderError};
+use super::journal::JournalError;
+use super::materialise::{Filing, Journaled, RecordMeta};
+pub use super::record::{FiledHook, InstanceRecord, Origin};
+use segnode_db::instances::{IndexedFile, RecordOutcome};
 use segnode_db::{Index, IndexError};
-
-/// Everything recorded about a stored instance: its header and how it arrived.
-#[derive(Debug, Clone)]
-pub struct InstanceRecord {
-    pub header: InstanceHeader,
-    pub transfer_syntax: String,
-    pub association_id: String,
-    pub calling_ae: String,
-    pub called_ae: String,
-    pub peer: String,
-    /// Relative to the storage directory.
-    pub path: String,
-    pub size_bytes: i64,
-    pub content_hash: String,
-}
-
-impl<'a> From<&'a InstanceRecord> for NewInstance<'a> {
-    fn from(r: &'a InstanceRecord) -> NewInstance<'a> {
-        let h = &r.header;
-        NewInstance {
-            sop_class_uid: &h.sop_class_uid,
-            sop_instance_uid: &h.sop_instance_uid,
-            study_uid: &h.study_uid,
-            series_uid: &h.series_uid,
-            patient_id: h.patient_id.as_deref(),
-            patient_name: h.patient_name.as_deref(),
-            study_date: h.study_date.as_deref(),
-            modality: h.modality.as_deref(),
-            body_part: h.body_part.as_deref(),
-            series_description: h.series_description.as_deref(),
-            protocol_name: h.protocol_name.as_deref(),
-            series_number: h.series_number,
-            instance_number: h.instance_number,
-            acquisition_number: h.acquisition_number,
-            images_in_acquisition: h.images_in_acquisition,
-            number_of_frames: h.number_of_frames,
-            frame_of_reference_uid: h.frame_of_reference_uid.as_deref(),
-            rows: h.rows,
-            columns: h.columns,
-            ipp: h.ipp,
-            iop: h.iop,
-            pixel_spacing: h.pixel_spacing,
-            slice_thickness: h.slice_thickness,
-            transfer_syntax: &r.transfer_syntax,
-            association_id: &r.association_id,
-            calling_ae: &r.calling_ae,
-            called_ae: &r.called_ae,
-            peer: &r.peer,
-            path: &r.path,
-            size_bytes: r.size_bytes,
-            content_hash: &r.content_hash,
-        }
-    }
-}
-
-/// Who sent the instance.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub association_id: String,
-    pub calling_ae: String,
-    pub called_ae: String,
-    pub peer: String,
-}
 
 /// What the command set announced.
 #[derive(Debug, Clone)]
@@ -92,6 +32,8 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("index: {0}")]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -105,13 +47,9 @@ pub enum Filed {
     Duplicate,
     /// Same SOP Instance UID, different content: the newer replaced the older.
     Replaced(RecordOutcome),
-}
-
-/// Told of each instance once it is durably filed and indexed (after the success is decided, before
-/// it is sent): e.g. the read-ahead of arriving series (`crate::readahead`). Must not block.
-pub trait FiledHook: Send + Sync {
-    /// `path`: the stored file.
-    fn filed(&self, header: &InstanceHeader, origin: &Origin, path: &Path);
+    /// Durable in the journal; filed and indexed after the response (new, replacement or duplicate
+    /// is decided then).
+    Journaled,
 }
 
 /// The filing service (shared by all associations).
@@ -120,7 +58,12 @@ pub struct Ingest {
     pub index: Index,
     /// Told of every instance filed (new or replaced).
     pub on_filed: Option<Arc<dyn FiledHook>>,
+    /// The ingest journal (`storage.journal`): instances received in memory are filed through it.
+    pub journal: Option<Arc<Filing>>,
 }
+
+/// How long the direct path waits for an in-flight journaled copy of the same SOP instance.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Ingest {
     /// File a completely received instance. Blocking work (header parse, fsync) runs off the runtime.
@@ -141,6 +84,58 @@ impl Ingest {
         filed
     }
 
+    /// File an instance received in memory through the journal: header parsed and checked, then one
+    /// durable journal record (its flush shared with concurrent associations); success may be sent on
+    /// `Ok`. Without a journal it is written out and filed the direct way.
+    pub async fn file_memory(
+        &self,
+        closed: ClosedMemory,
+        announced: &Announced,
+        origin: &Origin,
+    ) -> Result<Filed, IngestError> {
+        if self.index.unavailable() {
+            return Err(IngestError::Index(IndexError::pool_timed_out()));
+        }
+        let Some(filing) = self.journal.clone() else {
+            return Err(IngestError::Internal("no ingest journal".into()));
+        };
+        let store = self.store.clone();
+        let (announced, origin) = (announced.clone(), origin.clone());
+        let journaled = tokio::task::spawn_blocking(move || {
+            let header = header::read_header_bytes(&closed.bytes)?;
+            header.check(&announced.sop_class, &announced.sop_instance)?;
+            let final_path = store.path_for(
+                &header.study_uid,
+                &header.series_uid,
+                &header.sop_instance_uid,
+            )?;
+            let rel_path = final_path
+                .strip_prefix(store.root())
+                .unwrap_or(&final_path)
+                .to_string_lossy()
+                .into_owned();
+            let meta = RecordMeta {
+                association_id: origin.association_id,
+                calling_ae: origin.calling_ae,
+                called_ae: origin.called_ae,
+                peer: origin.peer,
+                transfer_syntax: announced.transfer_syntax,
+                sop_uid: header.sop_instance_uid.clone(),
+                series_uid: header.series_uid.clone(),
+                rel_path,
+                content_hash: closed.content_hash,
+                dataset_bytes: closed.dataset_bytes,
+            };
+            Ok::<_, IngestError>(filing.file(meta, header, closed.bytes)?)
+        })
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))??;
+        Ok(match journaled {
+            Journaled::Written => Filed::Journaled,
+            Journaled::Duplicate => Filed::Duplicate,
+        })
+    }
+
     async fn file_now(
         &self,
         closed: ClosedFile,
@@ -148,6 +143,19 @@ impl Ingest {
         origin: &Origin,
     ) -> Result<Filed, IngestError> {
         let t0 = std::time::Instant::now();
+        if let Some(filing) = &self.journal {
+            // a copy of the same SOP instance still in the journal is filed first (the look-up below
+            // must see it, and the materialiser must not put an older copy over this one)
+            if !filing
+                .drained_sop(&announced.sop_instance, IN_FLIGHT_WAIT)
+                .await
+            {
+                return Err(IngestError::Internal(
+                    "a copy of this instance is still waiting in the ingest journal".into(),
+                ));
+            }
+            filing.checkpoint_filed()?;
+        }
         // Two hops off the runtime, side by side: the header parse, and the fdatasync of the temporary
         // file, whose task then waits for the verdict on the header and on the stored copy of this SOP
         // instance (looked up meanwhile by the UID the command announced; the data set must carry the

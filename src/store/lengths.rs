@@ -11,7 +11,7 @@
 
 use dicom_core::dictionary::{DataDictionary, VirtualVr};
 use dicom_core::{Tag, VR};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 /// Deepest nesting of sequences accepted.
@@ -21,14 +21,14 @@ const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
-struct Walk {
-    r: BufReader<std::fs::File>,
+struct Walk<R> {
+    r: R,
     pos: u64,
     len: u64,
     explicit: bool,
 }
 
-impl Walk {
+impl<R: Read + Seek> Walk<R> {
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], String> {
         let mut b = [0u8; N];
         self.r
@@ -179,12 +179,26 @@ fn is_sequence(tag: Tag) -> bool {
 pub fn check(path: &Path) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut w = Walk {
+    walk(Walk {
         r: BufReader::with_capacity(64 * 1024, file),
         pos: 0,
         len,
         explicit: true,
-    };
+    })
+}
+
+/// [`check`] for a Part 10 file held in memory (an instance received for the journal).
+pub fn check_bytes(bytes: &[u8]) -> Result<(), String> {
+    walk(Walk {
+        r: std::io::Cursor::new(bytes),
+        pos: 0,
+        len: bytes.len() as u64,
+        explicit: true,
+    })
+}
+
+fn walk<R: Read + Seek>(mut w: Walk<R>) -> Result<(), String> {
+    let len = w.len;
     if len < 144 {
         return Ok(()); // the parser says what is wrong with it
     }

@@ -121,6 +121,15 @@ impl NodeProc {
 
     /// (Re)start the process with the same directory and port.
     pub fn spawn(&mut self) {
+        self.spawn_process();
+        if self.role != "serve" {
+            return;
+        }
+        self.wait_listening();
+    }
+
+    /// Start the process without waiting for it to listen (a start expected to abort).
+    pub fn spawn_process(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -137,9 +146,9 @@ impl NodeProc {
             .spawn()
             .expect("start segnode");
         self.child = Some(child);
-        if self.role != "serve" {
-            return;
-        }
+    }
+
+    fn wait_listening(&mut self) {
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(status) = self
@@ -333,12 +342,20 @@ impl NodeProc {
             .collect()
     }
 
-    /// Instance files in the store (not the temporary area).
+    /// Instance files in the store (not the temporary area nor the ingest journal).
     pub fn stored_files(&self) -> Vec<PathBuf> {
         files_under(&self.store_dir())
             .into_iter()
-            .filter(|p| !p.components().any(|c| c.as_os_str() == ".incoming"))
+            .filter(|p| {
+                !p.components()
+                    .any(|c| c.as_os_str() == ".incoming" || c.as_os_str() == ".journal")
+            })
             .collect()
+    }
+
+    /// Temporary files left in the store's `.incoming` area (partial files).
+    pub fn incoming_files(&self) -> Vec<PathBuf> {
+        files_under(&self.store_dir().join(".incoming"))
     }
 }
 

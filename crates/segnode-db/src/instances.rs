@@ -136,8 +136,65 @@ impl Index {
         rec: impl Into<NewInstance<'a>>,
     ) -> Result<RecordOutcome, IndexError> {
         let h: NewInstance<'a> = rec.into();
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        let outcome = record_in(&mut tx, &h, now_ms()).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Record a batch of stored instances in one transaction (the journal's materialiser: one commit
+    /// per batch instead of one per instance), in order; the outcomes in the same order. All or none.
+    pub async fn record_instances(
+        &self,
+        recs: &[NewInstance<'_>],
+    ) -> Result<Vec<RecordOutcome>, IndexError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(recs.len());
+        for h in recs {
+            out.push(record_in(&mut tx, h, now_ms()).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The content hash and path of every stored instance among `sop_uids` (one query; the journal's
+    /// materialiser resolves a batch's duplicates with it).
+    pub async fn instance_hashes(
+        &self,
+        sop_uids: &[&str],
+    ) -> Result<std::collections::HashMap<String, (String, String)>, IndexError> {
+        let mut out = std::collections::HashMap::new();
+        // bounded statements: SQLite's limit on bound parameters is far above this
+        for chunk in sop_uids.chunks(200) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT sop_uid, content_hash, path FROM instances WHERE sop_uid IN ({})",
+                marks.join(", ")
+            );
+            // only numbered placeholders are formatted into it
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for u in chunk {
+                q = q.bind(*u);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.insert(
+                    r.try_get("sop_uid")?,
+                    (r.try_get("content_hash")?, r.try_get("path")?),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One instance inside the caller's transaction (see [`Index::record_instance`]).
+async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    h: &NewInstance<'_>,
+    now: i64,
+) -> Result<RecordOutcome, IndexError> {
+    let h = *h;
+    {
         // One statement for the usual case, a series already known: note the arrival (counted as a new
         // SOP instance; a replaced one is recounted below) and read the series' state. The UPDATE also
         // locks the row for the rest of the transaction (PostgreSQL; SQLite has one writer anyway), so
@@ -159,7 +216,7 @@ impl Index {
             .bind(h.body_part)
             .bind(h.series_description)
         };
-        let mut existing = touch().fetch_optional(&mut *tx).await?;
+        let mut existing = touch().fetch_optional(&mut **tx).await?;
         let mut created = false;
         if existing.is_none() {
             // a new series; on a shared database two receivers may race for it: ON CONFLICT lets
@@ -187,11 +244,11 @@ impl Index {
             .bind(h.called_ae)
             .bind(SeriesState::Receiving.as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected()
                 == 1;
-            existing = touch().fetch_optional(&mut *tx).await?;
+            existing = touch().fetch_optional(&mut **tx).await?;
         }
         let mut outcome = RecordOutcome {
             revision: 1,
@@ -202,7 +259,7 @@ impl Index {
             None => {
                 outcome.new_series = true;
                 insert_event(
-                    &mut tx,
+                    tx,
                     h.series_uid,
                     1,
                     now,
@@ -229,10 +286,10 @@ impl Index {
                     .bind(outcome.revision)
                     .bind(SeriesState::Receiving.as_str())
                     .bind(h.series_uid)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                     insert_event(
-                        &mut tx,
+                        tx,
                         h.series_uid,
                         outcome.revision,
                         now,
@@ -252,7 +309,7 @@ impl Index {
                         && first_caller.as_deref() == Some(h.calling_ae)
                     {
                         learn_splitting_caller(
-                            &mut tx,
+                            tx,
                             h.series_uid,
                             outcome.revision,
                             h.calling_ae,
@@ -279,7 +336,7 @@ impl Index {
             outcome.revision,
             now,
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -288,7 +345,7 @@ impl Index {
             let previous: Option<String> =
                 sqlx::query("SELECT series_uid FROM instances WHERE sop_uid = $1")
                     .bind(h.sop_instance_uid)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?
                     .map(|r| r.try_get("series_uid"))
                     .transpose()?;
@@ -306,18 +363,19 @@ impl Index {
                 outcome.revision,
                 now,
             )
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             recount.push(h.series_uid.to_string());
             recount.extend(previous.filter(|p| p != h.series_uid));
         }
         for uid in &recount {
-            recount_series(&mut tx, uid).await?;
+            recount_series(tx, uid).await?;
         }
-        tx.commit().await?;
         Ok(outcome)
     }
+}
 
+impl Index {
     /// Take an instance row back out (its file could not be published).
     pub async fn forget_instance(&self, sop_uid: &str, series_uid: &str) -> Result<(), IndexError> {
         let mut tx = self.pool.begin().await?;
