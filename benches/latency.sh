@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps >/dev/null
-cargo build --release --quiet -p segnode -p segnode-phantom
+cargo build --release --quiet --workspace --bins
 exec .venv/bin/python benches/latency.py "$@"
