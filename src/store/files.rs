@@ -136,17 +136,7 @@ impl InstanceStore {
     /// Start receiving an instance: a temporary file with preamble, `DICM` and the file meta group.
     pub fn begin(&self, meta: &IncomingMeta) -> Result<IncomingFile, StoreError> {
         self.check_space()?;
-        let name = format!(
-            "{:016x}{:016x}.part",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
-        let path = self.incoming.join(name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err("create", &path))?;
+        let (mut file, path) = self.create_part()?;
         let header = file_meta_bytes(meta)?;
         file.write_all(&header).map_err(io_err("write", &path))?;
         Ok(IncomingFile {
@@ -183,17 +173,7 @@ impl InstanceStore {
     /// Write `bytes` to a new temporary file (not yet durable: the caller syncs a batch of them, then
     /// [`InstanceStore::place`]s each). Used by the journal's materialiser.
     pub fn stage(&self, bytes: &[u8]) -> Result<Staged, StoreError> {
-        let name = format!(
-            "{:016x}{:016x}.part",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        );
-        let path = self.incoming.join(name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err("create", &path))?;
+        let (mut file, path) = self.create_part()?;
         if let Err(e) = file.write_all(bytes) {
             let _ = fs::remove_file(&path);
             return Err(io_err("write", &path)(e));
@@ -210,6 +190,22 @@ impl InstanceStore {
         let dir = final_path.parent().unwrap_or(&self.root);
         self.ensure_dir(dir)?;
         fs::rename(&path, final_path).map_err(io_err("rename into", final_path))
+    }
+
+    /// A new temporary file with a random name in this node's incoming directory.
+    fn create_part(&self) -> Result<(File, PathBuf), StoreError> {
+        let name = format!(
+            "{:016x}{:016x}.part",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+        let path = self.incoming.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        Ok((file, path))
     }
 
     fn check_space(&self) -> Result<(), StoreError> {

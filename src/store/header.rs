@@ -68,13 +68,7 @@ pub fn read_header(path: &Path) -> Result<InstanceHeader, HeaderError> {
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| HeaderError::Unparsable(e.to_string()))?;
-    let mut header = from_object(&obj);
-    header.transfer_syntax = obj
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    Ok(header)
+    Ok(from_file_object(&obj))
 }
 
 /// [`read_header`] for a Part 10 file held in memory (preamble included): an instance received for the
@@ -89,13 +83,18 @@ pub fn read_header_bytes(bytes: &[u8]) -> Result<InstanceHeader, HeaderError> {
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(body)
         .map_err(|e| HeaderError::Unparsable(e.to_string()))?;
-    let mut header = from_object(&obj);
+    Ok(from_file_object(&obj))
+}
+
+/// The header of a Part 10 object read up to its pixel data, with the file meta's transfer syntax.
+fn from_file_object(obj: &dicom_object::FileDicomObject<InMemDicomObject>) -> InstanceHeader {
+    let mut header = from_object(obj);
     header.transfer_syntax = obj
         .meta()
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_string();
-    Ok(header)
+    header
 }
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
