@@ -133,6 +133,14 @@ impl InstanceStore {
             .join(format!("{sop}.dcm")))
     }
 
+    /// `path` relative to the storage directory, as the index records it.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// Start receiving an instance: a temporary file with preamble, `DICM` and the file meta group.
     pub fn begin(&self, meta: &IncomingMeta) -> Result<IncomingFile, StoreError> {
         self.check_space()?;

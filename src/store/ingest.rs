@@ -86,7 +86,8 @@ impl Ingest {
 
     /// File an instance received in memory through the journal: header parsed and checked, then one
     /// durable journal record (its flush shared with concurrent associations); success may be sent on
-    /// `Ok`. Without a journal it is written out and filed the direct way.
+    /// `Ok`. Only called with a journal (the receiver streams to a file otherwise); without one it is an
+    /// internal error.
     pub async fn file_memory(
         &self,
         closed: ClosedMemory,
@@ -109,11 +110,7 @@ impl Ingest {
                 &header.series_uid,
                 &header.sop_instance_uid,
             )?;
-            let rel_path = final_path
-                .strip_prefix(store.root())
-                .unwrap_or(&final_path)
-                .to_string_lossy()
-                .into_owned();
+            let rel_path = store.relative(&final_path);
             let meta = RecordMeta {
                 association_id: origin.association_id,
                 calling_ae: origin.calling_ae,
@@ -199,11 +196,7 @@ impl Ingest {
         if duplicate {
             return Ok(Filed::Duplicate);
         }
-        let rel = final_path
-            .strip_prefix(self.store.root())
-            .unwrap_or(&final_path)
-            .to_string_lossy()
-            .into_owned();
+        let rel = self.store.relative(&final_path);
         let record = InstanceRecord {
             header: header.clone(),
             transfer_syntax: announced.transfer_syntax.clone(),

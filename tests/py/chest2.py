@@ -174,7 +174,7 @@ class Chest:
             return cav & ~inner & (Y > -10.0), d.get("hu", 12.0)
         raise ValueError(kind)
 
-    def slab(self, z, X, Y, rng):
+    def slab(self, z, X, Y):
         c = self.case
         blood = float(c.get("blood_hu", 280.0)) if c["contrast"] else 42.0
         hu = np.full(X.shape, -1000.0)
@@ -252,7 +252,7 @@ def generate(case):
     for k, z in enumerate(zs):
         acc = np.zeros(X.shape)
         for sub in (-s / 3.0, 0.0, s / 3.0):
-            hu, cls = chest.slab(z + sub, X, Y, rng)
+            hu, cls = chest.slab(z + sub, X, Y)
             acc += hu
             if sub == 0.0:
                 truth[k] = cls

@@ -811,20 +811,6 @@ impl LungSegmenter {
                 }
             }
         }
-        // behind the first wall: a ray towards posterior that passes through wall and solid alike, so
-        // the basal rule can tell the posterior chest wall or spine (beyond it the body ends) from
-        // contrast blood or fat inside the chest (the heart's chambers, pericardial fat: beyond them
-        // this lung goes on, behind the heart)
-        let past_wall: Option<Vec<u8>> = y_axis.map(|(ya, ys)| {
-            let through: Vec<u8> = lab
-                .par_iter()
-                .map(|&v| if v == WALL { SOLID } else { v })
-                .collect();
-            let mut dir = [0isize; 3];
-            dir[ya] = if ys > 0.0 { 1 } else { -1 };
-            let n = d[ya].min(u16::MAX as usize) as u16;
-            cast(&through, d, dir, n, n)
-        });
         sw.lap("disease: rays");
         // floors: the lowest aerated voxel of each column, per side (None without an axial grid)
         let floors = z_axis.filter(|&(a, _)| a == 0).map(|(_, zs)| {
@@ -994,6 +980,20 @@ impl LungSegmenter {
                 released: Vec::new(),
             };
         };
+        // behind the first wall: a ray towards posterior that passes through wall and solid alike, so
+        // the basal rule can tell the posterior chest wall or spine (beyond it the body ends) from
+        // contrast blood or fat inside the chest (the heart's chambers, pericardial fat: beyond them
+        // this lung goes on, behind the heart)
+        let past_wall: Option<Vec<u8>> = y_axis.map(|(ya, ys)| {
+            let through: Vec<u8> = lab
+                .par_iter()
+                .map(|&v| if v == WALL { SOLID } else { v })
+                .collect();
+            let mut dir = [0isize; 3];
+            dir[ya] = if ys > 0.0 { 1 } else { -1 };
+            let n = d[ya].min(u16::MAX as usize) as u16;
+            cast(&through, d, dir, n, n)
+        });
         let nx = if xa == 2 { ni } else { nj };
         let mirror = |r: usize| -> Option<usize> {
             let (j, i) = (r / ni, r % ni);
