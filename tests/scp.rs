@@ -647,7 +647,12 @@ fn late_instance_opens_a_new_revision_and_duplicates_are_idempotent() {
         &["--start", "20", "--series-uid", &uid, "--study-uid", &study],
     );
     assert!(storescu(node.port, &late, &[]).status.success());
-    let s = node.wait_complete(1, Duration::from_secs(30));
+    // with the ingest journal the success comes before the index row (filed a batch later): wait for
+    // the revision the late instance opens to complete, not for the series as it was
+    let s = support::wait_for("revision 2 complete", Duration::from_secs(30), || {
+        let s = node.series();
+        (s.len() == 1 && s[0]["state"] == "COMPLETE" && s[0]["revision"] != 1).then_some(s)
+    });
     assert_eq!(s[0]["revision"], 2);
     assert_eq!(s[0]["instance_count"], 21);
     assert_eq!(events(&node, &uid, "revision"), 1);
