@@ -4,7 +4,8 @@ to the same disk, with 1 and 4 parallel associations, several runs each (fresh r
 per run). Prints medians: instances/s, MB/s, receiver peak RSS and receiver CPU seconds.
 
 Receivers: segnode (the ingest journal: one shared flush before every success, files and index rows
-right after), segnode-direct (storage.journal = false: file fdatasync + rename + directory fsync + index row
+right after; SQLite index), segnode-pg (the same with a PostgreSQL index, a throw-away server with fsync
+on), segnode-direct (storage.journal = false: file fdatasync + rename + directory fsync + index row
 before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
 -pdu 131072), storescp-fork (tuned, one process per association: the peer for parallel associations), Orthanc (Debian package, temporary config, TCP_NODELAY=1), storescp --ignore (receives and
 discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
@@ -71,19 +72,32 @@ def stop(proc, sig=signal.SIGTERM, limit=30):
         proc.kill()
 
 
+_PG = []
+
+
+def postgres(work):
+    """The bench's PostgreSQL server (started on first use, in the bench's base folder; fsync on), for the
+    `segnode-pg` receiver: segnode with the journal, indexing into PostgreSQL instead of SQLite."""
+    if not _PG:
+        from latency import Postgres  # latency.py imports this module: import it late
+        _PG.append(Postgres(os.path.dirname(work)))
+    return _PG[0]
+
+
 def start_receiver(name, work, port, extra_env=None):
     """Start a receiver storing under `work`; returns (Popen, called AE)."""
     env = dict(os.environ)
     env.update(extra_env or {})
     out = open(os.path.join(work, "receiver.log"), "w")
-    if name in ("segnode", "segnode-direct"):
+    if name in ("segnode", "segnode-direct", "segnode-pg"):
         env.update({
-            "SEGNODE_STORAGE__JOURNAL": "true" if name == "segnode" else "false",
+            "SEGNODE_STORAGE__JOURNAL": "false" if name == "segnode-direct" else "true",
             "SEGNODE_DICOM__PORT": str(port),
             "SEGNODE_DICOM__ACCEPT_ANY": "true",
             "SEGNODE_STORAGE__DIR": os.path.join(work, "store"),
             "SEGNODE_STORAGE__MIN_FREE_MB": "0",
-            "SEGNODE_DATABASE__URL": f"sqlite://{work}/index.db",
+            "SEGNODE_DATABASE__URL": (postgres(work).database() if name == "segnode-pg"
+                                      else f"sqlite://{work}/index.db"),
             "SEGNODE_LOG__LEVEL": "warn",
             # no web console: the bench needs none, and a busy port 8080 must not stop the receiver
             "SEGNODE_HTTP__PORT": "0",
@@ -213,11 +227,13 @@ def main():
             print(f"segnode reaches {100 * seg[p] / ceiling[p]:.0f} % of the sender ceiling with {p} association(s)")
     # the issue's ratios: one association against tuned storescp, four against storescp --fork
     peers = {(r[0], r[1]): r[2] for r in rows}
-    for who in ("segnode", "segnode-direct"):
+    for who in ("segnode", "segnode-direct", "segnode-pg"):
         mine = {r[1]: r[2] for r in rows if r[0] == who}
         for p, peer in ((1, "storescp-tuned"), (4, "storescp-tuned"), (4, "storescp-fork")):
             if p in mine and (peer, p) in peers:
                 print(f"{who} / {peer} with {p} association(s): {mine[p] / peers[(peer, p)]:.2f}")
+    if _PG:
+        _PG[0].stop()
     if a.workdir is None:
         shutil.rmtree(base, ignore_errors=True)
 
