@@ -16,14 +16,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::routing::{Router, SeriesFacts};
 use crate::store::header::InstanceHeader;
 use crate::store::ingest::{FiledHook, Origin};
-use segnode_imaging::volume::{prepare_slice, PreparedSlice};
+use segnode_imaging::volume::{prepare_slice, prepare_slice_bytes, FileId, PreparedSlice};
 
 /// A series with nothing new for this long is dropped from the read-ahead (it did not become a job
 /// here: no rule matched at completion, another process took the job, or it is still waiting).
@@ -31,6 +31,19 @@ pub const STALE_AFTER: Duration = Duration::from_secs(600);
 
 /// Slices waiting to be read; past it an offer is skipped (the job then reads that file itself).
 const QUEUE: usize = 512;
+
+/// File bytes held by waiting offers at most (the journal's in-memory copies); past it an offer goes
+/// without them and its file is read instead. Bounds the queue's memory to this whatever the
+/// instance size (512 waiting 4 MB instances would otherwise hold 2 GB).
+const QUEUE_CONTENT_BYTES: usize = 64 << 20;
+
+/// One filed slice waiting for the reader.
+struct Offer {
+    series: String,
+    path: PathBuf,
+    /// The stored file's bytes and its identity when they were written (decoded without a read).
+    content: Option<(FileId, Arc<Vec<u8>>)>,
+}
 
 /// The slices of one series read so far.
 #[derive(Default)]
@@ -48,14 +61,16 @@ pub struct ReadAheadCache {
     /// Pipelines this process runs.
     pipelines: Vec<String>,
     series: Mutex<HashMap<String, SeriesAhead>>,
-    queue: Mutex<Option<SyncSender<(String, PathBuf)>>>,
+    queue: Mutex<Option<SyncSender<Offer>>>,
+    /// Bytes of file content held by waiting offers.
+    queued_content: AtomicUsize,
 }
 
 impl ReadAheadCache {
     /// A read-ahead of at most `budget_mb` decoded for series that `router` sends to one of
     /// `pipelines`; its reader thread runs until the cache is dropped.
     pub fn start(budget_mb: u64, router: Router, pipelines: Vec<String>) -> Arc<ReadAheadCache> {
-        let (tx, rx) = sync_channel::<(String, PathBuf)>(QUEUE);
+        let (tx, rx) = sync_channel::<Offer>(QUEUE);
         let cache = Arc::new(ReadAheadCache {
             budget_bytes: (budget_mb as usize).saturating_mul(1 << 20),
             used: AtomicUsize::new(0),
@@ -63,15 +78,21 @@ impl ReadAheadCache {
             pipelines,
             series: Mutex::new(HashMap::new()),
             queue: Mutex::new(Some(tx)),
+            queued_content: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&cache);
         let spawned = std::thread::Builder::new()
             .name("read-ahead".into())
             .spawn(move || {
                 lower_priority();
-                while let Ok((series, path)) = rx.recv() {
+                while let Ok(offer) = rx.recv() {
                     let Some(cache) = weak.upgrade() else { return };
-                    cache.read(&series, &path);
+                    if let Some((_, bytes)) = &offer.content {
+                        cache
+                            .queued_content
+                            .fetch_sub(bytes.len(), Ordering::Relaxed);
+                    }
+                    cache.read(&offer);
                 }
             });
         if let Err(e) = spawned {
@@ -93,8 +114,15 @@ impl ReadAheadCache {
             .any(|p| p != crate::pipeline::registry::NOOP && self.pipelines.contains(p))
     }
 
-    /// Queue one filed slice to be read (never blocks the filing).
-    pub fn offer(&self, series_uid: &str, facts: &SeriesFacts, path: &Path) {
+    /// Queue one filed slice to be read (never blocks the filing); `content`: the file's bytes, when
+    /// the filer holds them and the file at `path` holds exactly them now.
+    pub fn offer(
+        &self,
+        series_uid: &str,
+        facts: &SeriesFacts,
+        path: &Path,
+        content: Option<&Arc<Vec<u8>>>,
+    ) {
         if self.used.load(Ordering::Relaxed) >= self.budget_bytes {
             return;
         }
@@ -125,9 +153,23 @@ impl ReadAheadCache {
         crate::metrics::metrics().read_ahead_held(self.used_bytes());
         let Ok(q) = self.queue.lock() else { return };
         if let Some(tx) = q.as_ref() {
-            match tx.try_send((series_uid.to_string(), path.to_path_buf())) {
-                Ok(()) | Err(TrySendError::Full(_)) => {}
-                Err(TrySendError::Disconnected(_)) => {}
+            // the bytes travel while the queue's share of memory allows, with the identity of the file
+            // they are (taken now, while the file is certainly still them)
+            let content = content
+                .filter(|b| {
+                    self.queued_content.load(Ordering::Relaxed) + b.len() <= QUEUE_CONTENT_BYTES
+                })
+                .and_then(|b| FileId::of(path).map(|id| (id, Arc::clone(b))));
+            let held = content.as_ref().map_or(0, |(_, b)| b.len());
+            self.queued_content.fetch_add(held, Ordering::Relaxed);
+            let offer = Offer {
+                series: series_uid.to_string(),
+                path: path.to_path_buf(),
+                content,
+            };
+            if tx.try_send(offer).is_err() {
+                // full (the job reads that file itself) or the reader gone
+                self.queued_content.fetch_sub(held, Ordering::Relaxed);
             }
         }
     }
@@ -145,7 +187,8 @@ impl ReadAheadCache {
     }
 
     /// Read one slice (on the reader thread) and keep it while its series is still wanted.
-    fn read(&self, series_uid: &str, path: &Path) {
+    fn read(&self, offer: &Offer) {
+        let (series_uid, path) = (offer.series.as_str(), offer.path.as_path());
         if self.used.load(Ordering::Relaxed) >= self.budget_bytes {
             return;
         }
@@ -158,7 +201,11 @@ impl ReadAheadCache {
         if !wanted {
             return;
         }
-        let prepared = match prepare_slice(path) {
+        let prepared = match &offer.content {
+            Some((id, bytes)) => prepare_slice_bytes(path, *id, bytes),
+            None => prepare_slice(path),
+        };
+        let prepared = match prepared {
             Ok(Some(p)) => p,
             Ok(None) => return,
             Err(e) => {
@@ -244,12 +291,18 @@ pub fn facts_of(header: &InstanceHeader, origin: &Origin) -> SeriesFacts {
 }
 
 impl FiledHook for ReadAheadCache {
-    fn filed(&self, header: &InstanceHeader, origin: &Origin, path: &Path) {
+    fn filed(
+        &self,
+        header: &InstanceHeader,
+        origin: &Origin,
+        path: &Path,
+        content: Option<&Arc<Vec<u8>>>,
+    ) {
         // multi-frame objects are read whole by the job
         if header.number_of_frames.is_some_and(|n| n > 1) {
             return;
         }
-        self.offer(&header.series_uid, &facts_of(header, origin), path);
+        self.offer(&header.series_uid, &facts_of(header, origin), path, content);
     }
 }
 
@@ -303,14 +356,14 @@ mod tests {
             .find(|p| p.is_file())
             .expect("a slice");
         let off = cache(CHEST, &["lung"], 0);
-        off.offer("1.2", &ct(), &slice);
+        off.offer("1.2", &ct(), &slice, None);
         assert!(
             off.series.lock().unwrap().is_empty(),
             "budget 0 reads nothing"
         );
 
         let c = cache(CHEST, &["lung"], 64);
-        c.offer("1.2", &ct(), &slice);
+        c.offer("1.2", &ct(), &slice, None);
         let t0 = Instant::now();
         while c.used_bytes() == 0 && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
@@ -325,5 +378,25 @@ mod tests {
         assert!(taken.contains_key(&slice));
         assert_eq!(c.used_bytes(), 0, "handed over, not held");
         assert!(c.take("1.2").is_empty(), "handed over once");
+
+        // the journal's in-memory copy: decoded without a read, the same slice
+        let bytes = Arc::new(std::fs::read(&slice).expect("slice bytes"));
+        c.offer("1.3", &ct(), &slice, Some(&bytes));
+        let t0 = Instant::now();
+        while c.used_bytes() == 0 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let from_memory = c.take("1.3");
+        assert_eq!(from_memory.len(), 1);
+        assert_eq!(
+            from_memory[&slice].bytes(),
+            taken[&slice].bytes(),
+            "the same decoded size from memory as from the file"
+        );
+        assert_eq!(
+            c.queued_content.load(Ordering::Relaxed),
+            0,
+            "queue's bytes released"
+        );
     }
 }

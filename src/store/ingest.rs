@@ -235,7 +235,7 @@ impl Ingest {
             tracing::info!(series = %header.series_uid, revision = outcome.revision, "late instance: series reopened as a new revision");
         }
         if let Some(hook) = &self.on_filed {
-            hook.filed(&header, origin, &final_path);
+            hook.filed(&header, origin, &final_path, None);
         }
         match previous {
             None => Ok(Filed::New(outcome)),

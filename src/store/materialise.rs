@@ -646,7 +646,12 @@ impl Materialiser {
                 }
             }
             if let Some(hook) = &self.hook {
-                hook.filed(h, &p.entry.meta.origin(), &p.final_path);
+                hook.filed(
+                    h,
+                    &p.entry.meta.origin(),
+                    &p.final_path,
+                    Some(&p.entry.file),
+                );
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! (`ingest`) and the journal's materialiser (`materialise`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::header::InstanceHeader;
 use segnode_db::instances::NewInstance;
@@ -72,6 +73,14 @@ pub struct Origin {
 /// Told of each instance once it is durably filed and indexed (after the success is decided, before
 /// it is sent): e.g. the read-ahead of arriving series (`crate::readahead`). Must not block.
 pub trait FiledHook: Send + Sync {
-    /// `path`: the stored file.
-    fn filed(&self, header: &InstanceHeader, origin: &Origin, path: &Path);
+    /// `path`: the stored file; `content`: its bytes when the filer still holds them in memory (the
+    /// journal's materialiser, called on its one thread right after placing the file, so the file at
+    /// `path` holds exactly these bytes at the call).
+    fn filed(
+        &self,
+        header: &InstanceHeader,
+        origin: &Origin,
+        path: &Path,
+        content: Option<&Arc<Vec<u8>>>,
+    );
 }

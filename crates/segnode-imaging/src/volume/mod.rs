@@ -16,7 +16,7 @@ mod stack;
 
 pub use error::VolumeError;
 pub use geometry::{Geometry, Vec3};
-pub use load::{load_series, load_series_with, prepare_slice, LoadOptions};
+pub use load::{load_series, load_series_with, prepare_slice, prepare_slice_bytes, LoadOptions};
 pub use prepared::{FileId, PreparedSlice, ReadAhead};
 
 use ndarray::Array3;
