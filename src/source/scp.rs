@@ -65,6 +65,8 @@ enum Body {
 /// One instance arriving: its bytes, and what the filing needs once it is complete.
 pub struct IncomingInstance {
     body: Body,
+    /// When its command arrived: receiving the data set took from here to `finish`.
+    opened: Instant,
     ingest: Arc<Ingest>,
     announced: Announced,
     origin: Origin,
@@ -115,7 +117,13 @@ impl InstanceSink for IncomingInstance {
         };
         match filed {
             Ok(filed) => {
-                debug!(sop = %self.announced.sop_instance, ms = started.elapsed().as_secs_f64() * 1e3, ?filed, "filed");
+                debug!(
+                    sop = %self.announced.sop_instance,
+                    receive_ms = (started - self.opened).as_secs_f64() * 1e3,
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    ?filed,
+                    "filed"
+                );
                 StoreStatus::success()
             }
             Err(e) => ingest_refusal(&e),
@@ -286,6 +294,7 @@ impl ScpHandler for StoreScp {
         };
         Ok(IncomingInstance {
             body,
+            opened: Instant::now(),
             ingest: self.ingest.clone(),
             announced: Announced {
                 sop_class: announced.sop_class.clone(),
