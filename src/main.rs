@@ -319,8 +319,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Segment(_) | Command::Config(_) | Command::Models(_) => {}
     }
+    // the command is done (its answer printed, its index closed): leftover blocking work (a database
+    // worker thread still finishing) must not hold the process open
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
     Ok(())
 }
+
+/// How long a finished command waits for the async runtime's remaining blocking tasks.
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `segnode config show`: the merged layers with each key's origin, printed even when they do not
 /// validate (then the error follows and the exit status is 1), so an administrator can see why.

@@ -38,6 +38,8 @@ pub struct NodeProc {
     /// Subcommand the process runs (`serve`, or `worker` for a worker-only process).
     pub role: String,
     child: Option<Child>,
+    /// Started once already: a restart keeps its ports (tests reconnect to them).
+    started: bool,
 }
 
 pub fn segnode_bin() -> PathBuf {
@@ -100,6 +102,7 @@ impl NodeProc {
             config,
             role: "serve".into(),
             child: None,
+            started: false,
         }
     }
 
@@ -116,6 +119,7 @@ impl NodeProc {
             config: self.config.clone(),
             role: role.into(),
             child: None,
+            started: false,
         }
     }
 
@@ -148,15 +152,49 @@ impl NodeProc {
         self.child = Some(child);
     }
 
+    /// Wait until the DICOM port and the console's port (when it has one) accept connections. A
+    /// first start that fails because a port picked free was taken meanwhile by another test's
+    /// process (the log says "cannot listen") starts again on new ports, at most twice.
     fn wait_listening(&mut self) {
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let mut retries = if self.started { 0 } else { 2 };
+        self.started = true;
+        let mut log_from = 0;
+        let mut start = Instant::now();
+        loop {
+            let http = self
+                .env
+                .iter()
+                .find(|(k, _)| k == "SEGNODE_HTTP__PORT")
+                .and_then(|(_, v)| v.parse::<u16>().ok())
+                .filter(|p| *p != 0);
+            let up = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if up(self.port) && http.is_none_or(up) {
+                return;
+            }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("segnode exited at start ({status}):\n{}", self.log());
+                let log = self.log();
+                let this_start = log.get(log_from..).unwrap_or("");
+                if retries > 0 && this_start.contains("cannot listen") {
+                    retries -= 1;
+                    log_from = log.len();
+                    self.child = None;
+                    self.port = free_port();
+                    for (k, v) in self.env.iter_mut() {
+                        if k == "SEGNODE_DICOM__PORT" {
+                            *v = self.port.to_string();
+                        } else if k == "SEGNODE_HTTP__PORT" && v != "0" {
+                            *v = free_port().to_string();
+                        }
+                    }
+                    self.spawn_process();
+                    start = Instant::now();
+                    continue;
+                }
+                panic!("segnode exited at start ({status}):\n{log}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),

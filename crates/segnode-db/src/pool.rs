@@ -22,6 +22,9 @@ use crate::notify::{self, Topic, Wakeups};
 use crate::options::{Backend, DbOptions};
 use crate::schema;
 
+/// How long [`Index::close`] waits for connections in use.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Handle to the index database (cheap to clone: every clone shares the pool).
 #[derive(Clone)]
 pub struct Index {
@@ -162,10 +165,22 @@ impl Index {
         schema::applied_versions(&self.pool).await
     }
 
+    /// Close the pool: wait up to [`CLOSE_WAIT`] for connections in use to come back, then stop
+    /// waiting (SQLite and PostgreSQL transactions are atomic: an exiting process loses nothing by not
+    /// waiting longer). Unbounded, a CLI command that had printed its answer was once seen to hang
+    /// here for more than 30 s while `serve` wrote to the same SQLite file.
     pub async fn close(&self) {
         if let Some(l) = self.listener.lock().ok().and_then(|mut l| l.take()) {
             l.abort();
         }
-        self.pool.close().await;
+        if tokio::time::timeout(CLOSE_WAIT, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                waited_s = CLOSE_WAIT.as_secs(),
+                "index connections still busy at close; not waiting longer"
+            );
+        }
     }
 }
