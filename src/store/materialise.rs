@@ -619,7 +619,14 @@ impl Materialiser {
         let rows: Vec<NewInstance<'_>> = plan.iter().map(|p| (&p.record).into()).collect();
         let outcomes = self.runtime.block_on(self.index.record_instances(&rows))?;
         crashpoint::reached(Step::BatchIndexed);
-        for (p, outcome) in plan.iter().zip(outcomes) {
+        // the bytes go to the hook only for the last record of a path in this batch: an earlier one
+        // was replaced on disk by a later one, and the hook pairs the bytes with the file there now
+        let last_of_path: HashMap<&Path, usize> = plan
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.final_path.as_path(), i))
+            .collect();
+        for (i, (p, outcome)) in plan.iter().zip(outcomes).enumerate() {
             let h = &p.record.header;
             if outcome.new_series {
                 tracing::info!(series = %h.series_uid, modality = ?h.modality, "new series");
@@ -650,7 +657,7 @@ impl Materialiser {
                     h,
                     &p.entry.meta.origin(),
                     &p.final_path,
-                    Some(&p.entry.file),
+                    (last_of_path.get(p.final_path.as_path()) == Some(&i)).then_some(&p.entry.file),
                 );
             }
         }
