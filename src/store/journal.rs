@@ -543,6 +543,12 @@ impl Journal {
         if total > seg || len > u64::from(u32::MAX) {
             return Err(JournalError::TooLarge(len));
         }
+        // the body's checksum before taking the lock (concurrent associations append one at a time:
+        // the lock covers only the header's part, the combine and the write)
+        let mut body_crc = crc32fast::Hasher::new();
+        for p in parts {
+            body_crc.update(p);
+        }
         let deadline = Instant::now() + self.params.full_wait;
         let mut st = lock(&self.state);
         loop {
@@ -583,9 +589,7 @@ impl Journal {
         let mut hasher = crc32fast::Hasher::new();
         let mut header = self.header(KIND_INSTANCE, len as u32, start, &[]);
         hasher.update(&header[..24]);
-        for p in parts {
-            hasher.update(p);
-        }
+        hasher.combine(&body_crc);
         header[24..28].copy_from_slice(&hasher.finalize().to_le_bytes());
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(&header);
