@@ -3,7 +3,9 @@
 --pipeline cochlear` in its own process, its SEG read back onto the source grid and compared with the
 phantom's truth (metal at physical size).
 
-Per array: contacts exact (none missed, none extra, each truth contact matched one-to-one within 0.3 mm),
+Per array: contacts exact (none missed, none extra, each truth contact matched one-to-one within 0.3 mm);
+a count that is not exact is either flagged (segnode reported it as not resolved: `contact_count_resolved`
+false) or wrong (reported as if resolved);
 the largest contact error, the insertion-angle error, electrode Dice, side (right or `unknown`, never
 wrong). Prints a table per band (pitch, voxel size, scala position, orientation) and the failing cases;
 `--json` writes every row. Exit status 1 when an acceptance figure is missed and `--check` is given.
@@ -114,7 +116,8 @@ def one(seed, segnode, cache):
             d = 0.0
         rows.append(dict(seed=seed, case=case, side=t["side"], found_side=a["side"] if a else None,
                          wrong_side=bool(wrong_side), truth_contacts=len(t["contacts"]), found_contacts=len(found),
-                         exact=bool(exact), max_err=float(min(worst, 1e9)), angle_truth=t["insertion_angle_deg"], angle=ang,
+                         exact=bool(exact), resolved=bool(a.get("contact_count_resolved", True)) if a else True,
+                         max_err=float(min(worst, 1e9)), angle_truth=t["insertion_angle_deg"], angle=ang,
                          angle_err=ang_err, dice=d, notes=j.get("notes", [])))
     return rows
 
@@ -139,7 +142,11 @@ def summary(rows):
     ang = [r["angle_err"] for r in rows if r["angle_err"] is not None]
     ang_ok = sum(1 for r in rows if r["angle_err"] is not None and r["angle_err"] <= 30)
     ds = [r["dice"] for r in rows]
-    return (f"{n:3d} | {100 * ex / n:5.1f} % | {max(errs) if errs else float('nan'):.3f} | "
+    # not exact but flagged: the count was reported as not resolved (honest); wrong: not exact, unflagged
+    flagged = sum(1 for r in rows if not r["exact"] and not r.get("resolved", True))
+    wrong = n - ex - flagged
+    return (f"{n:3d} | {100 * ex / n:5.1f} % | {flagged:2d} / {wrong:2d} | "
+            f"{max(errs) if errs else float('nan'):.3f} | "
             f"{100 * ang_ok / n:5.1f} % ({np.median(ang) if ang else float('nan'):.0f}° med) | "
             f"{np.mean(ds):.3f} (min {min(ds):.3f}) | {sum(r['wrong_side'] for r in rows)}")
 
@@ -168,7 +175,8 @@ def main():
                       f"dice {r['dice']:.3f}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, default=float, indent=1))
-    print("\nsecond generator (tests/py/cbct2.py): arrays | contacts exact | max error mm (exact ones) | "
+    print("\nsecond generator (tests/py/cbct2.py): arrays | contacts exact | not exact: flagged unresolved / wrong unflagged | "
+          "max error mm (exact ones) | "
           "angle within 30° | Dice mean (min) | wrong side")
     print(f"all | {summary(rows)}")
     for key in ["pitch", "voxel", "position", "orientation", "grey", "clip"]:
@@ -184,7 +192,7 @@ def main():
         c = r["case"]
         print(f"  seed {r['seed']} {r['side']} ({c['contacts']}x{c['pitch_mm']:.2f} mm, {c['position']}, "
               f"{c['orientation']}, {c['pixel_mm']}/{c['slice_mm']:.2f} mm, clip {c['device_max']:.0f}): contacts "
-              f"{r['found_contacts']}/{r['truth_contacts']}, err {r['max_err']:.2f}, angle {r['angle_truth']:.0f}/"
+              f"{r['found_contacts']}/{r['truth_contacts']}{'' if r['resolved'] else ' (flagged unresolved)'}, err {r['max_err']:.2f}, angle {r['angle_truth']:.0f}/"
               f"{r['angle']}, dice {r['dice']:.3f}, side {r['found_side']}; {r['notes'][-2:]}")
     n = len(rows)
     ok = (n > 0 and sum(r["exact"] for r in rows) >= 0.95 * n

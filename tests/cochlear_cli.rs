@@ -44,6 +44,8 @@ fn seg_round_trip(variant: CbctVariant) -> serde_json::Value {
             placed.contacts.len()
         );
         assert_eq!(a["order"], "apical tip first");
+        // the first generator's arrays are resolved on its grids: the count is not flagged
+        assert_eq!(a["contact_count_resolved"], true, "{a}");
         // the tip contact is the phantom's apical one
         let tip: Vec<f64> = a["contacts_mm"][0]
             .as_array()

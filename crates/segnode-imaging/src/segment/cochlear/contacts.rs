@@ -439,7 +439,8 @@ fn fill_merged(
 }
 
 /// Distance (mm) from a patient position to the nearest face of the volume's grid.
-fn edge_distance_mm(volume: &Volume, c: Vec3) -> f64 {
+/// Distance of a point from the nearest face of the field of view (mm).
+pub(super) fn edge_distance_mm(volume: &Volume, c: Vec3) -> f64 {
     let idx = volume.geometry.patient_to_index(c);
     let shape = volume.shape();
     let sp = volume.geometry.spacing_kji();

@@ -28,11 +28,13 @@ mod contacts;
 mod lead;
 mod pattern;
 mod profile;
+mod resolution;
 mod threshold;
 
 pub use contacts::ArrayContacts;
 pub use lead::LeadParams;
 pub use profile::ProfileParams;
+pub use resolution::ResolutionParams;
 pub use threshold::{metal_level, MetalLevel, NoMetal};
 
 use super::codes::{self, CodedConcept};
@@ -73,6 +75,8 @@ pub struct CochlearParams {
     /// within this factor of its pitch: stricter than the profile's own test, because a lead wire read
     /// as contacts is what the blob reading gets wrong.
     pub blob_regular_gap: f64,
+    /// When a contact count is resolved (`resolution.rs`): else it is reported as seen and flagged.
+    pub resolution: ResolutionParams,
 }
 
 impl Default for CochlearParams {
@@ -89,6 +93,7 @@ impl Default for CochlearParams {
             profile: ProfileParams::default(),
             ears_apart_mm: 40.0,
             blob_regular_gap: 1.25,
+            resolution: ResolutionParams::default(),
         }
     }
 }
@@ -136,6 +141,8 @@ struct Array {
     side: Side,
     bone_fraction: f64,
     touches_edge: bool,
+    /// Why the contact count is not resolved (`resolution.rs`), when it is not.
+    unresolved: Option<String>,
 }
 
 impl Segmenter for CochlearSegmenter {
@@ -332,12 +339,25 @@ impl CochlearSegmenter {
         if bone < p.min_bone_fraction {
             return Err(format!("not in bone ({bone:.2})"));
         }
+        let spacing = volume.geometry.spacing_kji();
+        let coarsest_mm = spacing[0].max(spacing[1]).max(spacing[2]);
+        let unresolved = resolution::unresolved(
+            &found,
+            coarsest_mm,
+            found
+                .contacts
+                .iter()
+                .map(|c| contacts::edge_distance_mm(volume, *c))
+                .fold(f64::INFINITY, f64::min),
+            &p.resolution,
+        );
         Ok(Array {
             chain: ch,
             found,
             side: Side::Unknown,
             bone_fraction: bone,
             touches_edge,
+            unresolved,
         })
     }
 
@@ -374,6 +394,13 @@ impl CochlearSegmenter {
             for m in &f.notes {
                 notes.push(format!("{side}: {m}"));
             }
+            if let Some(why) = &a.unresolved {
+                notes.push(format!(
+                    "{side}: contact count not resolved: {why}; the {} contacts are reported as seen \
+                     and may be too few or too many",
+                    f.contacts.len()
+                ));
+            }
             let mut measurements = vec![
                 Measurement {
                     name: "contacts",
@@ -408,6 +435,8 @@ impl CochlearSegmenter {
                 "array_length_mm": round(f.length_mm),
                 "pitch_mm": f.pitch_mm.map(round),
                 "pattern_consistent": f.consistent,
+                "contact_count_resolved": a.unresolved.is_none(),
+                "contact_count_unresolved_reason": a.unresolved,
                 "electrode_boundary": { "background": round(f.background), "metal": round(f.metal_level) },
                 "bone_fraction": round(a.bone_fraction),
                 "metal_volume_mm3": round(a.chain.volume_mm3),
