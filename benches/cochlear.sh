@@ -7,7 +7,7 @@
 #   benches/cochlear.sh --runs 5      segnode runs (median reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --workspace --bins
+cargo build --release --quiet --workspace --all-targets
 target="${CARGO_TARGET_DIR:-target}"
 py="${SEGNODE_TEST_PYTHON:-.venv/bin/python}"
 exec "$py" benches/cochlear_bench.py --segnode "$target/release/segnode" --phantom "$target/release/segnode-phantom" --python "$py" "$@"

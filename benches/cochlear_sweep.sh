@@ -8,7 +8,7 @@
 #   benches/cochlear_sweep.sh --seeds 0-21    fewer
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --workspace --bins
+cargo build --release --quiet --workspace --all-targets
 target="${CARGO_TARGET_DIR:-target}"
 py="${SEGNODE_TEST_PYTHON:-.venv/bin/python}"
 "$py" benches/cochlear_sweep.py --segnode "$target/release/segnode" --cache benches/out/cbct2 --seeds 0-59 "$@" || true

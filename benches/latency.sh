@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps >/dev/null
-cargo build --release --quiet --workspace --bins
+cargo build --release --quiet --workspace --all-targets
 exec .venv/bin/python benches/latency.py "$@"

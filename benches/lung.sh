@@ -5,7 +5,7 @@
 #   benches/lung.sh --quick    256x256 smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --workspace --bins
+cargo build --release --quiet --workspace --all-targets
 target="${CARGO_TARGET_DIR:-target}"
 py="${SEGNODE_TEST_PYTHON:-.venv/bin/python}"
 exec "$py" benches/lung_bench.py --segnode "$target/release/segnode" --phantom "$target/release/segnode-phantom" --python "$py" "$@"

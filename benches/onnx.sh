@@ -4,7 +4,7 @@
 #   benches/onnx.sh [--spacing 2.0] [--base 16] [--patch 128] [--slices 200] [--runs 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --workspace --bins
+cargo build --release --quiet --workspace --all-targets
 target="${CARGO_TARGET_DIR:-target}"
 py="${SEGNODE_TEST_PYTHON:-.venv/bin/python}"
 exec "$py" benches/onnx_bench.py --segnode "$target/release/segnode" --phantom "$target/release/segnode-phantom" --python "$py" "$@"
