@@ -28,28 +28,29 @@ use std::time::Duration;
 /// more contacts.
 const CI_SEEDS: &str = "5,8,10,11,13,18,50,51";
 
-#[test]
-fn second_generator_subset_contacts_angle_and_side() {
+/// Run `benches/cochlear_sweep.py` on `seeds` as a user would (the phantoms written as DICOM, `segnode
+/// segment` per case): its rows, and its printed table.
+fn sweep(seeds: &str, limit: Duration) -> (Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("rows.json");
     let out = support::run_with_timeout(
         Command::new(support::python())
             .arg(support::repo_root().join("benches/cochlear_sweep.py"))
-            .args([
-                "--segnode",
-                env!("CARGO_BIN_EXE_segnode"),
-                "--seeds",
-                CI_SEEDS,
-            ])
+            .args(["--segnode", env!("CARGO_BIN_EXE_segnode"), "--seeds", seeds])
             .args(["--jobs", "1", "--json"])
             .arg(&json),
-        Duration::from_secs(900),
+        limit,
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "sweep failed");
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (rows, text)
+}
+
+#[test]
+fn second_generator_subset_contacts_angle_and_side() {
+    let (rows, _) = sweep(CI_SEEDS, Duration::from_secs(900));
     assert!(rows.len() >= 5, "{} arrays", rows.len());
     for r in &rows {
         let what = format!(
@@ -85,26 +86,7 @@ const UNRESOLVED_SEEDS: &str = "26,58";
 
 #[test]
 fn second_generator_counts_the_grid_does_not_resolve_are_flagged() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("rows.json");
-    let out = support::run_with_timeout(
-        Command::new(support::python())
-            .arg(support::repo_root().join("benches/cochlear_sweep.py"))
-            .args([
-                "--segnode",
-                env!("CARGO_BIN_EXE_segnode"),
-                "--seeds",
-                UNRESOLVED_SEEDS,
-            ])
-            .args(["--jobs", "1", "--json"])
-            .arg(&json),
-        Duration::from_secs(600),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "sweep failed");
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (rows, text) = sweep(UNRESOLVED_SEEDS, Duration::from_secs(600));
     assert_eq!(rows.len(), 3, "{text}");
     for r in &rows {
         let what = format!(
