@@ -438,8 +438,7 @@ fn fill_merged(
     added
 }
 
-/// Distance (mm) from a patient position to the nearest face of the volume's grid.
-/// Distance of a point from the nearest face of the field of view (mm).
+/// Distance (mm) from a patient position to the nearest face of the volume's grid (the field of view).
 pub(super) fn edge_distance_mm(volume: &Volume, c: Vec3) -> f64 {
     let idx = volume.geometry.patient_to_index(c);
     let shape = volume.shape();

@@ -39,7 +39,8 @@
 //! speckles (one 20 mL region of which the opening leaves 0.3 mL), which the in-plane opening and the
 //! smallest mass remove. The same speckle cuts a small juxtapleural mass lying on a rib band into pieces,
 //! so the smallest mass counts what the opening leaves of one enclosed region, all pieces together (a
-//! 30 mm mass of the second generator: 1.6 + 1.3 mL of a 5.2 mL region, 0 % covered before). A mass on the apex or base with no aerated lung beyond it, disease on both bases, a loculated
+//! 30 mm mass of the second generator: 1.6 + 1.3 mL of a 5.2 mL region, 0 % covered before). A mass
+//! on the apex or base with no aerated lung beyond it, disease on both bases, a loculated
 //! (non-dependent) effusion, an effusion denser than `fluid_hu` (haemothorax) counted as lung, an empyema
 //! or a mass of fluid attenuation at the base counted as effusion.
 
