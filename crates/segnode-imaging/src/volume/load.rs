@@ -720,6 +720,9 @@ pub fn prepare_slice_bytes(
     let Some(body) = part10.get(128..) else {
         return Ok(None);
     };
+    if let Some(slice) = prepare_native_bytes(path, id, body)? {
+        return Ok(Some(slice));
+    }
     let Ok(obj) = dicom_object::OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(body)
@@ -727,6 +730,84 @@ pub fn prepare_slice_bytes(
         return Ok(None);
     };
     prepare_object(path, id, obj, false)
+}
+
+/// Transfer syntaxes whose native pixel words [`prepare_native_bytes`] reads in place: (UID, explicit VR).
+const NATIVE_LITTLE_ENDIAN: [(&str, bool); 2] =
+    [("1.2.840.10008.1.2.1", true), ("1.2.840.10008.1.2", false)];
+
+/// The usual arriving CT slice — native 16-bit grey samples, little endian, Pixel Data the last element
+/// — from its Part 10 bytes (`body`: from the "DICM" magic on) without parsing the pixel data: the
+/// header is parsed up to Pixel Data and the samples are read where they lie in `body`. A full parse
+/// copied the 512 kB of samples into the object first (a fresh allocation per slice: its page faults
+/// and the copy were a third of the read-ahead's cost per slice). `Ok(None)`: not that case (another
+/// transfer syntax, elements after Pixel Data, a multi-frame object): the caller parses it whole.
+fn prepare_native_bytes(
+    path: &Path,
+    id: FileId,
+    body: &[u8],
+) -> Result<Option<PreparedSlice>, VolumeError> {
+    let Ok(obj) = OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(body)
+    else {
+        return Ok(None);
+    };
+    let ts = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']);
+    let Some(&(_, explicit)) = NATIVE_LITTLE_ENDIAN.iter().find(|(uid, _)| *uid == ts) else {
+        return Ok(None);
+    };
+    if int(&obj, tags::BITS_ALLOCATED) != Some(16) || int(&obj, tags::SAMPLES_PER_PIXEL) != Some(1)
+    {
+        return Ok(None);
+    }
+    let signed = int(&obj, tags::PIXEL_REPRESENTATION) == Some(1);
+    let bits_stored = int(&obj, tags::BITS_STORED).unwrap_or(16).clamp(1, 16) as u32;
+    prepare_with(path, id, &obj, false, |(plane, ex), rows, columns, bits| {
+        let Some(samples) = trailing_pixel_data(body, rows * columns * 2, explicit) else {
+            return Ok(None);
+        };
+        let words = samples
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]));
+        Ok(Some(if signed {
+            fill_hu(
+                words.map(|w| sample16(w, true, bits_stored)),
+                ex,
+                plane,
+                bits,
+            )
+        } else {
+            fill_hu(
+                words.map(|w| sample16(w, false, bits_stored)),
+                ex,
+                plane,
+                bits,
+            )
+        }))
+    })
+}
+
+/// The last `len` bytes of `body` when they are the value of a Pixel Data element (7FE0,0010) of exactly
+/// that length that ends the data set: its element header (explicit VR: tag, `OW` / `OB`, two reserved
+/// bytes, 32-bit length; implicit VR: tag, 32-bit length) must lie right before them.
+fn trailing_pixel_data(body: &[u8], len: usize, explicit: bool) -> Option<&[u8]> {
+    let start = body.len().checked_sub(len)?;
+    let head = body.get(start.checked_sub(if explicit { 12 } else { 8 })?..start)?;
+    let (tag, rest) = head.split_at(4);
+    if tag != [0xE0, 0x7F, 0x10, 0x00] {
+        return None;
+    }
+    let length = if explicit {
+        if !matches!(&rest[..2], b"OW" | b"OB") || rest[2..4] != [0, 0] {
+            return None;
+        }
+        &rest[4..8]
+    } else {
+        rest
+    };
+    (u32::from_le_bytes(length.try_into().ok()?) as usize == len).then(|| &body[start..])
 }
 
 /// The slice of a parsed single-frame object; `recheck`: compare the file's identity with `id` again
@@ -737,7 +818,35 @@ fn prepare_object(
     obj: DefaultDicomObject,
     recheck: bool,
 ) -> Result<Option<PreparedSlice>, VolumeError> {
-    let Ok(mut headers) = header_of(path, &obj) else {
+    prepare_with(
+        path,
+        id,
+        &obj,
+        recheck,
+        |(plane, ex), rows, columns, bits| {
+            decode_single(path, &obj, ex, rows, columns, plane, bits).map(Some)
+        },
+    )
+}
+
+/// The decoded plane and the header extras its decoder needs.
+type PlaneAndExtras<'a> = (&'a mut [i16], &'a HeaderExtras);
+
+/// A single-frame object's slice: its header from `obj`, its samples to HU by `decode` (into the
+/// plane and the out-of-field bits; `Ok(None)`: it cannot, nothing is prepared).
+fn prepare_with(
+    path: &Path,
+    id: FileId,
+    obj: &DefaultDicomObject,
+    recheck: bool,
+    decode: impl FnOnce(
+        PlaneAndExtras<'_>,
+        usize,
+        usize,
+        &mut [u64],
+    ) -> Result<Option<bool>, VolumeError>,
+) -> Result<Option<PreparedSlice>, VolumeError> {
+    let Ok(mut headers) = header_of(path, obj) else {
         return Ok(None);
     };
     if headers.len() != 1 || headers[0].0.frame.is_some() || headers[0].0.frames != 1 {
@@ -750,8 +859,9 @@ fn prepare_object(
     }
     let mut plane = vec![0i16; rows * columns];
     let mut bits = vec![0u64; (rows * columns).div_ceil(64)];
-    let any_out = decode_single(path, &obj, &extras, rows, columns, &mut plane, &mut bits)?;
-    drop(obj);
+    let Some(any_out) = decode((&mut plane, &extras), rows, columns, &mut bits)? else {
+        return Ok(None);
+    };
     // the file may have been replaced while it was read: keep the slice only if it did not change
     if recheck && FileId::of(path) != Some(id) {
         return Ok(None);
@@ -862,9 +972,51 @@ mod tests {
             format!("{:?}", from_memory.header),
             format!("{:?}", from_file.header)
         );
+        // the in-place reading is what ran (the shared slices are native 16-bit, Pixel Data last)
+        let in_place = prepare_native_bytes(&path, id, &bytes[128..])
+            .expect("parse")
+            .expect("read in place");
+        assert_eq!(in_place.plane, from_file.plane);
+        // an element after Pixel Data (trailing padding): not read in place, parsed whole, the same
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[
+            0xFC, 0xFF, 0xFC, 0xFF, b'O', b'B', 0, 0, 4, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        assert!(prepare_native_bytes(&path, id, &padded[128..])
+            .expect("parse")
+            .is_none());
+        let whole = prepare_slice_bytes(&path, id, &padded)
+            .expect("parse")
+            .expect("a slice");
+        assert_eq!(whole.plane, from_file.plane);
+        assert_eq!(whole.bits, from_file.bits);
         // not a Part 10 file: nothing, no error
         assert!(prepare_slice_bytes(&path, id, &bytes[..100])
             .expect("no error")
             .is_none());
+    }
+
+    #[test]
+    fn trailing_pixel_data_needs_its_element_header_right_before_it() {
+        let samples = [1u8, 2, 3, 4];
+        let explicit = [
+            &[9u8, 9][..],
+            &[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 4, 0, 0, 0],
+            &samples,
+        ]
+        .concat();
+        assert_eq!(trailing_pixel_data(&explicit, 4, true), Some(&samples[..]));
+        // another length, another VR, another tag, too short: not Pixel Data of that length
+        assert_eq!(trailing_pixel_data(&explicit, 2, true), None);
+        let mut other_vr = explicit.clone();
+        other_vr[6..8].copy_from_slice(b"UN");
+        assert_eq!(trailing_pixel_data(&other_vr, 4, true), None);
+        let mut other_tag = explicit.clone();
+        other_tag[2] = 0x08;
+        assert_eq!(trailing_pixel_data(&other_tag, 4, true), None);
+        assert_eq!(trailing_pixel_data(&explicit[4..], 4, true), None);
+        let implicit = [&[0xE0u8, 0x7F, 0x10, 0x00, 4, 0, 0, 0][..], &samples].concat();
+        assert_eq!(trailing_pixel_data(&implicit, 4, false), Some(&samples[..]));
+        assert_eq!(trailing_pixel_data(&implicit, 4, true), None);
     }
 }
