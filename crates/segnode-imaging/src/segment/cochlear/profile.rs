@@ -21,11 +21,12 @@
 //! pattern inconsistent, which is reported, not repaired.
 //!
 //! The mask is every neighbourhood voxel at or above half-way between the local background and the
-//! local metal level (the partial-volume boundary), plus the cores; unclipped, that level is never below
-//! the array's own metal level (a thin lead wire's blurred peak is a fraction of its platinum's level).
+//! local metal level (the partial-volume boundary); unclipped, that level is never below the array's
+//! own metal level (a thin lead wire's blurred peak is a fraction of its platinum's level), and the
+//! candidate cores (down to a quarter of the metal level) are not painted over it.
 //! When metal clips, the metal's own level is unknown but far above the clip, so its half-way contour
 //! lies inside the saturated region: the mask is then the saturated cores. That bloom is larger than the
-//! metal (about 3× its volume on tests/py/cbct2.py phantoms: a voxel saturates at a tenth of the metal's
+//! metal (3–5× its volume on tests/py/cbct2.py phantoms: a voxel saturates at a tenth of the metal's
 //! level); shrinking it to the physical extent needs the metal's level or the point-spread function,
 //! which the saturated image does not give directly. [`ProfileParams::clipped_extent_from_rim`] takes
 //! them from the rim instead (a Gaussian cross-section's unsaturated rim holds `2πσ²` of clip-level
