@@ -6,8 +6,9 @@ phantom's truth (metal at physical size).
 Per array: contacts exact (none missed, none extra, each truth contact matched one-to-one within 0.3 mm);
 a count that is not exact is either flagged (segnode reported it as not resolved: `contact_count_resolved`
 false) or wrong (reported as if resolved);
-the largest contact error, the insertion-angle error, electrode Dice, side (right or `unknown`, never
-wrong). Prints a table per band (pitch, voxel size, scala position, orientation) and the failing cases;
+the largest contact error, the insertion-angle error, electrode Dice with its false-positive and
+false-negative voxels (is the mask too large or too small), side (right or `unknown`, never wrong). Prints a table per band (pitch, voxel size, scala position, orientation, grey scale, clip level,
+whether the metal saturates) and the failing cases;
 `--json` writes every row. Exit status 1 when an acceptance figure is missed and `--check` is given.
 
     benches/cochlear_sweep.py --segnode target/release/segnode --seeds 0-59 [--jobs 2] [--check]
@@ -89,6 +90,8 @@ def one(seed, segnode, cache):
             labels = seg_labels(seg, series, truth.shape,
                                 lambda name: {"Right": 1, "Left": 2}.get(name.split()[0], 3))
     rows = []
+    # the metal saturates when its level (grey values) lies above the device maximum
+    clipped = info["metal_hu"] * info["gain"] + info["bias"] > case["device_max"]
     for t in info["arrays"]:
         cls = 1 if t["side"] == "right" else 2
         # the found array: the one on that side, else (side unknown) the one nearest the truth contacts
@@ -112,13 +115,17 @@ def one(seed, segnode, cache):
             else:
                 mine = np.zeros_like(truth, bool)
             d = dice(mine, truth == cls)
+            # too large or too small: false-positive and false-negative voxels against the true metal
+            fp = int((mine & (truth != cls)).sum())
+            fn = int((~mine & (truth == cls)).sum())
         else:
-            d = 0.0
+            d, fp, fn = 0.0, 0, int((truth == cls).sum())
         rows.append(dict(seed=seed, case=case, side=t["side"], found_side=a["side"] if a else None,
                          wrong_side=bool(wrong_side), truth_contacts=len(t["contacts"]), found_contacts=len(found),
                          exact=bool(exact), resolved=bool(a.get("contact_count_resolved", True)) if a else True,
                          max_err=float(min(worst, 1e9)), angle_truth=t["insertion_angle_deg"], angle=ang,
-                         angle_err=ang_err, dice=d, notes=j.get("notes", [])))
+                         angle_err=ang_err, dice=d, fp_voxels=fp, fn_voxels=fn,
+                         truth_voxels=int((truth == cls).sum()), clipped=bool(clipped), notes=j.get("notes", [])))
     return rows
 
 
@@ -132,6 +139,7 @@ def band(r):
         "orientation": c["orientation"],
         "grey": "HU" if c["calibrated"] else "uncal",
         "clip": str(int(c["device_max"])),
+        "metal": "clipped" if r.get("clipped") else "unclipped",
     }
 
 
@@ -145,10 +153,12 @@ def summary(rows):
     # not exact but flagged: the count was reported as not resolved (honest); wrong: not exact, unflagged
     flagged = sum(1 for r in rows if not r["exact"] and not r.get("resolved", True))
     wrong = n - ex - flagged
+    # mask volume over true metal volume (median): > 1 too large, < 1 too small
+    vr = [(r["truth_voxels"] + r["fp_voxels"] - r["fn_voxels"]) / max(r["truth_voxels"], 1) for r in rows]
     return (f"{n:3d} | {100 * ex / n:5.1f} % | {flagged:2d} / {wrong:2d} | "
             f"{max(errs) if errs else float('nan'):.3f} | "
             f"{100 * ang_ok / n:5.1f} % ({np.median(ang) if ang else float('nan'):.0f}° med) | "
-            f"{np.mean(ds):.3f} (min {min(ds):.3f}) | {sum(r['wrong_side'] for r in rows)}")
+            f"{np.mean(ds):.3f} (min {min(ds):.3f}) | {np.median(vr):.2f} | {sum(r['wrong_side'] for r in rows)}")
 
 
 def main():
@@ -172,14 +182,14 @@ def main():
                 print(f"seed {r['seed']:3d} {r['side']:5s} found {r['found_side']}: contacts "
                       f"{r['found_contacts']}/{r['truth_contacts']} exact={r['exact']} err={r['max_err']:.3f} "
                       f"angle {r['angle_truth']:.0f}/{r['angle'] if r['angle'] is None else round(r['angle'])} "
-                      f"dice {r['dice']:.3f}", flush=True)
+                      f"dice {r['dice']:.3f} fp {r['fp_voxels']} fn {r['fn_voxels']} of {r['truth_voxels']}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, default=float, indent=1))
     print("\nsecond generator (tests/py/cbct2.py): arrays | contacts exact | not exact: flagged unresolved / wrong unflagged | "
           "max error mm (exact ones) | "
-          "angle within 30° | Dice mean (min) | wrong side")
+          "angle within 30° | Dice mean (min) | mask / true metal volume (median) | wrong side")
     print(f"all | {summary(rows)}")
-    for key in ["pitch", "voxel", "position", "orientation", "grey", "clip"]:
+    for key in ["pitch", "voxel", "position", "orientation", "grey", "clip", "metal"]:
         groups = {}
         for r in rows:
             groups.setdefault(band(r)[key], []).append(r)
@@ -193,7 +203,7 @@ def main():
         print(f"  seed {r['seed']} {r['side']} ({c['contacts']}x{c['pitch_mm']:.2f} mm, {c['position']}, "
               f"{c['orientation']}, {c['pixel_mm']}/{c['slice_mm']:.2f} mm, clip {c['device_max']:.0f}): contacts "
               f"{r['found_contacts']}/{r['truth_contacts']}{'' if r['resolved'] else ' (flagged unresolved)'}, err {r['max_err']:.2f}, angle {r['angle_truth']:.0f}/"
-              f"{r['angle']}, dice {r['dice']:.3f}, side {r['found_side']}; {r['notes'][-2:]}")
+              f"{r['angle']}, dice {r['dice']:.3f} (fp {r['fp_voxels']} / fn {r['fn_voxels']} of {r['truth_voxels']} voxels), side {r['found_side']}; {r['notes'][-2:]}")
     n = len(rows)
     ok = (n > 0 and sum(r["exact"] for r in rows) >= 0.95 * n
           and sum(1 for r in rows if r["angle_err"] is not None and r["angle_err"] <= 30) >= 0.9 * n

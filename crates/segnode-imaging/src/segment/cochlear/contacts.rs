@@ -57,6 +57,9 @@ pub struct ArrayContacts {
     pub merged_filled: usize,
     /// Linear voxel indices of the electrode at its physical extent (partial-volume boundary).
     pub mask: Vec<usize>,
+    /// Whether the mask stands without the chain's cores (clipped metal shrunk from its saturated
+    /// bloom: the cores must not be painted over it).
+    pub mask_excludes_cores: bool,
     /// Local background and metal level of the boundary.
     pub background: f64,
     pub metal_level: f64,
@@ -329,6 +332,7 @@ pub fn locate(
         merged_filled: merged,
         notes,
         mask,
+        mask_excludes_cores: prof.mask_excludes_cores(pp),
         background: prof.background,
         metal_level: prof.metal,
     }

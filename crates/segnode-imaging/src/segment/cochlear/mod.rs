@@ -371,14 +371,16 @@ impl CochlearSegmenter {
             .expect("a freshly allocated array is contiguous");
         for (n, a) in arrays.iter().enumerate() {
             let number = (n + 1) as u8;
-            // the metal at its physical extent; the clipped cores are metal whatever the boundary says
+            // the metal at its physical extent; saturated cores are metal whatever the boundary says,
+            // unless the mask shrank the saturated bloom (clipped) or stands on its own (unclipped: the
+            // cores reach down to a quarter of the metal level, wider than the half-way boundary)
             for &v in &a.found.mask {
                 if let Some(x) = flat.get_mut(v) {
                     *x = number;
                 }
             }
             for (b, used) in a.chain.blobs.iter().zip(&a.found.used_blobs) {
-                if *used {
+                if *used && !a.found.mask_excludes_cores {
                     for &v in &b.voxels {
                         flat[v] = number;
                     }

@@ -21,9 +21,17 @@
 //! pattern inconsistent, which is reported, not repaired.
 //!
 //! The mask is every neighbourhood voxel at or above half-way between the local background and the
-//! local metal level (the partial-volume boundary), plus the cores. When metal clips, the metal's own
-//! level is unknown but far above the clip, so its half-way contour lies inside the saturated region:
-//! the mask is then the saturated cores, the tightest estimate the image allows.
+//! local metal level (the partial-volume boundary); unclipped, that level is never below the array's
+//! own metal level (a thin lead wire's blurred peak is a fraction of its platinum's level), and the
+//! candidate cores (down to a quarter of the metal level) are not painted over it.
+//! When metal clips, the metal's own level is unknown but far above the clip, so its half-way contour
+//! lies inside the saturated region: the mask is then the saturated cores. That bloom is larger than the
+//! metal (3–5× its volume on tests/py/cbct2.py phantoms: a voxel saturates at a tenth of the metal's
+//! level); shrinking it to the physical extent needs the metal's level or the point-spread function,
+//! which the saturated image does not give directly. [`ProfileParams::clipped_extent_from_rim`] takes
+//! them from the rim instead (a Gaussian cross-section's unsaturated rim holds `2πσ²` of clip-level
+//! shares whatever its peak, its half-peak area `2πσ² ln 2`): off by default, because the first phantom
+//! generator's truth is the saturated bloom itself (see the README's cochlear section).
 
 use super::blobs::kji;
 use super::chain::Chain;
@@ -72,6 +80,14 @@ pub struct ProfileParams {
     pub prominence_window_mm: f64,
     /// The electrode boundary: this share of the way from the local background to the metal level.
     pub mask_level: f64,
+    /// Clipped metal: shrink the saturated bloom to the metal's half-peak extent estimated from the
+    /// rim around it ([`Profile::mask`]); off, the mask is the saturated bloom. Off by default: the
+    /// first phantom generator's truth is the bloom itself, the second's the metal at physical size,
+    /// and the two cannot both be met (see the README's cochlear section).
+    pub clipped_extent_from_rim: bool,
+    /// Length of path over which one rim reading holds (mm): a contact's length, so that a stretch
+    /// holds a contact or wire, rarely both.
+    pub rim_bin_mm: f64,
     /// Length of path over which one background level holds (mm): bone, fluid and air change within a
     /// few millimetres along an array.
     pub background_bin_mm: f64,
@@ -116,6 +132,8 @@ impl Default for ProfileParams {
             pitch_tolerance: 0.3,
             prominence_window_mm: 1.0,
             mask_level: 0.5,
+            clipped_extent_from_rim: false,
+            rim_bin_mm: 0.5,
             background_bin_mm: 1.0,
             background_quantile: 0.75,
             min_shell_voxels: 12,
@@ -135,7 +153,13 @@ struct Near {
     dist: f64,
     blob: usize,
     s: f64,
+    /// Metal share against the local metal level (the profile's reading).
     w: f64,
+    /// Metal share against the array's metal level (the mask's reading): see [`Profile::mask`].
+    m: f64,
+    /// Saturated voxels: distance to the nearest unsaturated voxel (mm, with a sub-voxel tie-break
+    /// from the neighbours' metal share); else 0.
+    depth: f64,
 }
 
 /// The metal around one chain.
@@ -215,6 +239,8 @@ impl Profile {
                                 blob: b,
                                 s,
                                 w: 0.0,
+                                m: 0.0,
+                                depth: 0.0,
                             });
                             if d < e.dist {
                                 *e = Near {
@@ -222,6 +248,8 @@ impl Profile {
                                     blob: b,
                                     s,
                                     w: 0.0,
+                                    m: 0.0,
+                                    depth: 0.0,
                                 };
                             }
                         }
@@ -284,10 +312,18 @@ impl Profile {
                 };
                 let span = (top - bg).max(1.0);
                 n.w = ((value(idx) - bg) / span).clamp(0.0, 1.0);
+                // the mask reads against the array's metal level at least: a lead wire thinner than the
+                // blur peaks far below its platinum's level, and half-way to its own faint peak paints
+                // the blur's width, not the wire's
+                let span = (top.max(metal) - bg).max(1.0);
+                n.m = ((value(idx) - bg) / span).clamp(0.0, 1.0);
                 (idx, n)
             })
             .collect();
         near.sort_unstable_by_key(|x| x.0);
+        if clipped && p.clipped_extent_from_rim {
+            saturated_depth(volume, &mut near, metal, p.reach_mm);
+        }
         Profile {
             near,
             background,
@@ -438,16 +474,119 @@ impl Profile {
     }
 
     /// Linear indices of the electrode at its physical extent for the given blobs: neighbourhood voxels
-    /// half-way (`mask_level`) from background to metal or above.
+    /// half-way (`mask_level`) from background to metal or above. Unclipped, the metal level is the
+    /// local peak where it lies above the array's metal level (a high percentile of its cores, the
+    /// contacts' centres), else the array's level: the lead wire is the same platinum as the contacts,
+    /// and its own blurred peak (a fraction of its level when it is thinner than the point-spread
+    /// function) would put the boundary at the blur's width.
     pub fn mask(&self, blobs: &[bool], p: &ProfileParams) -> Vec<usize> {
+        if self.clipped && p.clipped_extent_from_rim {
+            return self.clipped_mask(blobs, p);
+        }
         // clipped metal: the true level lies far above the clip, so the half-way contour of the true metal
         // lies inside the saturated region; the saturated region (the cores) is the tightest estimate
         let level = if self.clipped { 1.0 } else { p.mask_level };
         self.near
             .iter()
-            .filter(|(_, n)| blobs.get(n.blob).copied().unwrap_or(false) && n.w >= level)
+            .filter(|(_, n)| blobs.get(n.blob).copied().unwrap_or(false) && n.m >= level)
             .map(|(idx, _)| *idx)
             .collect()
+    }
+}
+
+impl Profile {
+    /// Whether the mask is complete without the chain's cores (the saturated bloom is then larger
+    /// than the metal, and the cores must not be painted over it).
+    pub fn mask_excludes_cores(&self, p: &ProfileParams) -> bool {
+        !self.clipped || p.clipped_extent_from_rim
+    }
+
+    /// Clipped metal at its half-peak extent, per stretch of path ([`ProfileParams::rim_bin_mm`]): a
+    /// metal cross-section blurred by a Gaussian point-spread function is a Gaussian of some width σ
+    /// and a peak far above the clip. The metal outside the saturated contour, summed as shares of the
+    /// clip level (`Σ w` over the rim, in voxels), is `2πσ²` per unit length whatever the peak (the
+    /// Gaussian's tail integral equals its value at the contour times `2πσ²`), and the area above half
+    /// the peak is `2πσ² ln 2`. So each stretch keeps its `ln 2 · Σ w_rim` deepest saturated voxels.
+    /// Noise and streaks on the rim enter `Σ w` linearly (no exponential of a noisy ratio).
+    fn clipped_mask(&self, blobs: &[bool], p: &ProfileParams) -> Vec<usize> {
+        let key = |n: &Near| (n.blob, (n.s / p.rim_bin_mm).floor() as i64);
+        let mut rim: HashMap<(usize, i64), f64> = HashMap::new();
+        let mut sat: HashMap<(usize, i64), Vec<(f64, usize)>> = HashMap::new();
+        for (idx, n) in &self.near {
+            if !blobs.get(n.blob).copied().unwrap_or(false) {
+                continue;
+            }
+            if n.w >= 1.0 {
+                sat.entry(key(n)).or_default().push((n.depth, *idx));
+            } else {
+                *rim.entry(key(n)).or_default() += n.w;
+            }
+        }
+        let mut out = Vec::new();
+        for (k, mut v) in sat {
+            let want = half_peak_voxels(rim.get(&k).copied().unwrap_or(0.0));
+            v.sort_by(|a, b| b.0.total_cmp(&a.0));
+            out.extend(v.iter().take(want).map(|x| x.1));
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Voxels above half the peak of a Gaussian cross-section clipped at some level, from its rim's metal
+/// share (`Σ (v − background) / (clip − background)` over the unsaturated voxels around it): the rim
+/// holds `2πσ²` (in voxel areas) whatever the peak, the half-peak disc `2πσ² ln 2`.
+fn half_peak_voxels(rim_share: f64) -> usize {
+    (std::f64::consts::LN_2 * rim_share.max(0.0)).round() as usize
+}
+
+/// The depth of every saturated neighbourhood voxel inside the saturated region: the distance (mm) to
+/// the nearest voxel below the clip within `reach_mm`, plus a hundredth of its 26 neighbours' mean
+/// metal share (deeper voxels have brighter rims), so that voxels at one distance are ranked.
+fn saturated_depth(volume: &Volume, near: &mut [(usize, Near)], clip: f64, reach_mm: f64) {
+    let shape = volume.shape();
+    let sp = volume.geometry.spacing_kji();
+    let r = [0, 1, 2].map(|a| (reach_mm / sp[a]).ceil() as i64);
+    let share: HashMap<usize, f64> = near.iter().map(|(i, n)| (*i, n.w)).collect();
+    for (idx, n) in near.iter_mut() {
+        if n.w < 1.0 {
+            continue;
+        }
+        let [k, j, i] = kji(*idx, shape);
+        let mut best = reach_mm;
+        let (mut nsum, mut ncount) = (0.0, 0usize);
+        for dk in -r[0]..=r[0] {
+            let kk = k as i64 + dk;
+            if kk < 0 || kk >= shape[0] as i64 {
+                continue;
+            }
+            for dj in -r[1]..=r[1] {
+                let jj = j as i64 + dj;
+                if jj < 0 || jj >= shape[1] as i64 {
+                    continue;
+                }
+                for di in -r[2]..=r[2] {
+                    let ii = i as i64 + di;
+                    if ii < 0 || ii >= shape[2] as i64 {
+                        continue;
+                    }
+                    let d = ((dk as f64 * sp[0]).powi(2)
+                        + (dj as f64 * sp[1]).powi(2)
+                        + (di as f64 * sp[2]).powi(2))
+                    .sqrt();
+                    let (ku, ju, iu) = (kk as usize, jj as usize, ii as usize);
+                    if dk.abs() <= 1 && dj.abs() <= 1 && di.abs() <= 1 && d > 0.0 {
+                        let at = (ku * shape[1] + ju) * shape[2] + iu;
+                        nsum += share.get(&at).copied().unwrap_or(0.0);
+                        ncount += 1;
+                    }
+                    if d < best && (volume.hu[[ku, ju, iu]] as f64) < clip {
+                        best = d;
+                    }
+                }
+            }
+        }
+        n.depth = best + 0.01 * nsum / ncount.max(1) as f64;
     }
 }
 
@@ -492,4 +631,42 @@ fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = ((v.len() - 1) as f64 * q).round() as usize;
     v.get(at).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line's Gaussian cross-section, peak far above the clip, sampled on a fine grid: the pixels
+    /// above half the peak number what the clipped rim says, whatever the peak and the width.
+    #[test]
+    fn half_peak_area_from_a_clipped_rim() {
+        for (sigma, peak) in [(3.0, 10.0), (3.0, 40.0), (5.0, 8.0), (8.0, 25.0)] {
+            let (clip, n) = (1.0, 60i32);
+            let (mut rim, mut half) = (0.0, 0usize);
+            for y in -n..=n {
+                for x in -n..=n {
+                    let r2 = (x * x + y * y) as f64;
+                    let v = peak * (-r2 / (2.0 * sigma * sigma)).exp();
+                    if v < clip {
+                        rim += v / clip;
+                    }
+                    if v >= 0.5 * peak {
+                        half += 1;
+                    }
+                }
+            }
+            let got = half_peak_voxels(rim) as f64;
+            assert!(
+                (got - half as f64).abs() <= 0.1 * half as f64 + 2.0,
+                "σ {sigma} px, peak {peak}× the clip: {got} voxels from the rim, {half} above half the peak"
+            );
+            // the saturated bloom itself is several times larger: shrinking it is the point
+            let bloom = (2.0 * std::f64::consts::PI * sigma * sigma * peak.ln()).round();
+            assert!(
+                bloom > 2.0 * got,
+                "σ {sigma}, peak {peak}: bloom {bloom}, half {got}"
+            );
+        }
+    }
 }

@@ -88,6 +88,7 @@ mod tests {
             consistent,
             merged_filled: 0,
             mask: Vec::new(),
+            mask_excludes_cores: false,
             background: 0.0,
             metal_level: 0.0,
         }
