@@ -11,6 +11,7 @@ before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
 discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
 
 usage: benches/ingest.py [--slices 300] [--size 512] [--runs 3] [--workdir DIR] [--only NAME,...] [--thirds]
+       [--settle 3]
 (--size 64 --slices 1000: small objects, where the fixed cost per instance dominates;
  --thirds --size 64 --slices 3000: each segnode receiver also gets the series as three consecutive
  associations of a third each, and the rate of the last third against the first is printed: the cost
@@ -158,6 +159,10 @@ def main():
     ap.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds between a receiver listening and the send, for every receiver alike: a "
+                         "fresh segnode zero-fills its journal ring (64 MB) in the background once, which a "
+                         "node that runs for months did long before its first series")
     ap.add_argument("--thirds", action="store_true",
                     help="segnode receivers: also time a series sent as three consecutive thirds")
     ap.add_argument("--only", default="segnode,segnode-direct,storescp-stock,storescp-tuned,storescp-fork,orthanc,storescp-ignore")
@@ -182,6 +187,7 @@ def main():
                 port = free_port()
                 proc, aec = start_receiver(name, work, port)
                 try:
+                    time.sleep(a.settle)
                     _, cpu0 = proc_stats(proc.pid)
                     dt = send(files, port, aec, parallel)
                     rss, cpu1 = proc_stats(proc.pid)

@@ -50,6 +50,8 @@ class Postgres:
             raise RuntimeError("PostgreSQL server binaries not found (scripts/install-test-deps)")
         self.dir = os.path.join(base, "pg")
         self.port = free_port()
+        # a cluster left by an interrupted run in a reused work dir is only in the way
+        shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
