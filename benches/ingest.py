@@ -11,7 +11,7 @@ before every success), DCMTK storescp stock, storescp tuned (TCP_NODELAY=1, +B,
 discards: the sender's ceiling). The sender runs with TCP_NODELAY=1 for every receiver.
 
 usage: benches/ingest.py [--slices 300] [--size 512] [--runs 3] [--workdir DIR] [--only NAME,...] [--thirds]
-       [--settle 3]
+       [--settle 3] [--warm SECONDS]
 (--size 64 --slices 1000: small objects, where the fixed cost per instance dominates;
  --thirds --size 64 --slices 3000: each segnode receiver also gets the series as three consecutive
  associations of a third each, and the rate of the last third against the first is printed: the cost
@@ -163,6 +163,10 @@ def main():
                     help="seconds between a receiver listening and the send, for every receiver alike: a "
                          "fresh segnode zero-fills its journal ring (64 MB) in the background once, which a "
                          "node that runs for months did long before its first series")
+    ap.add_argument("--warm", type=float, default=0.0, metavar="SECONDS",
+                    help="every receiver alike first receives another series of the same size (its own UIDs), "
+                         "then idles this long (segnode: its job for that series runs and ends) before the "
+                         "measured send: a node that has been running, with its memory already in use")
     ap.add_argument("--thirds", action="store_true",
                     help="segnode receivers: also time a series sent as three consecutive thirds")
     ap.add_argument("--only", default="segnode,segnode-direct,storescp-stock,storescp-tuned,storescp-fork,orthanc,storescp-ignore")
@@ -174,8 +178,17 @@ def main():
                         "--slices", str(a.slices), "--size", str(a.size), "--seed", "7"], check=True,
                        stdout=subprocess.DEVNULL)
     files = sorted(os.path.join(data, f) for f in os.listdir(data))
+    warm_files = []
+    if a.warm > 0:
+        warm = data + "-warm"
+        if not os.path.isdir(warm):
+            subprocess.run([sys.executable, os.path.join(ROOT, "tests", "py", "gen_ct_series.py"), warm,
+                            "--slices", str(a.slices), "--size", str(a.size), "--seed", "8"], check=True,
+                           stdout=subprocess.DEVNULL)
+        warm_files = sorted(os.path.join(warm, f) for f in os.listdir(warm))
     mb = sum(os.path.getsize(f) for f in files) / 1e6
-    print(f"# {len(files)} instances, {mb:.0f} MB, {os.cpu_count()} cores, work dir {base}")
+    print(f"# {len(files)} instances, {mb:.0f} MB, {os.cpu_count()} cores, work dir {base}"
+          + (f", each receiver warmed by another series and {a.warm:.0f} s idle" if warm_files else ""))
     rows = []
     for name in a.only.split(","):
         for parallel in (1, 4):
@@ -188,6 +201,9 @@ def main():
                 proc, aec = start_receiver(name, work, port)
                 try:
                     time.sleep(a.settle)
+                    if warm_files:
+                        send(warm_files, port, aec, parallel)
+                        time.sleep(a.warm)
                     _, cpu0 = proc_stats(proc.pid)
                     dt = send(files, port, aec, parallel)
                     rss, cpu1 = proc_stats(proc.pid)
