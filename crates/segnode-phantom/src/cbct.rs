@@ -951,3 +951,64 @@ pub fn generate_cbct(spec: &CbctSpec) -> CbctPhantom {
         arrays: placed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The electrode truth is the metal at physical size: on a grid much finer than a contact, the
+    /// voxels it marks around one contact hold the ball's volume (plus the thin wire through it), and
+    /// on the variant's own grid it is far smaller than the saturated bloom the device shows.
+    #[test]
+    fn electrode_truth_is_the_metal_at_physical_size() {
+        let spec = CbctSpec::new(CbctVariant::CoronalLeft, 3);
+        let (model, placed) = Model::new(&spec);
+        let (c, r) = (placed[0].contacts[3], placed[0].contact_radius);
+        let h = 0.04;
+        let n = ((r + 0.12) / h).ceil() as i64;
+        let g = Geometry {
+            origin: [
+                c[0] - n as f64 * h,
+                c[1] - n as f64 * h,
+                c[2] - n as f64 * h,
+            ],
+            row_dir: [1.0, 0.0, 0.0],
+            col_dir: [0.0, 1.0, 0.0],
+            normal: [0.0, 0.0, 1.0],
+            pixel_spacing: [h, h],
+            slice_spacing: h,
+        };
+        let m = (2 * n + 1) as usize;
+        let mut marked = 0usize;
+        for k in 0..m {
+            for j in 0..m {
+                for i in 0..m {
+                    marked += (model.physical_metal(&g, k, j, i) != 0) as usize;
+                }
+            }
+        }
+        let got = marked as f64 * h * h * h;
+        let ball = 4.0 / 3.0 * std::f64::consts::PI * r.powi(3);
+        println!("around one contact: {got:.4} mm³ marked, ball {ball:.4} mm³");
+        // the wire (0.035 mm radius) through the cube adds a few per cent
+        assert!(
+            got > 0.9 * ball && got < 1.2 * ball,
+            "marked {got:.4} mm³, ball {ball:.4} mm³"
+        );
+
+        let ph = generate_cbct(&spec);
+        let truth = ph
+            .truth
+            .iter()
+            .filter(|&&t| t == cbct_class::LEFT_ELECTRODE)
+            .count();
+        let bloom = ph
+            .hu
+            .iter()
+            .filter(|&&v| v as f64 >= spec.device_max)
+            .count();
+        println!("coronal-left seed 3: truth {truth} voxels, saturated {bloom}");
+        assert!(truth > 0, "no truth voxel");
+        assert!(bloom > 3 * truth, "bloom {bloom} voxels, truth {truth}");
+    }
+}
