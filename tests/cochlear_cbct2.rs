@@ -8,8 +8,10 @@
 //! seeds the contacts must be exact (none missed, none extra, each within 0.3 mm), the insertion angle
 //! within 30°, the side right or `unknown` (never wrong); the SEG of one of them passes dciodvfy with no
 //! errors and reads back bit-exact in highdicom, with no laterality modifier where the side is unknown.
-//! Electrode Dice against the metal at physical size is printed, not asserted: see the sweep's notes
-//! (a 0.2 mm lead wire is below the resolution of 0.1–0.4 mm voxels blurred by the PSF).
+//! Electrode Dice against the metal at physical size has a floor per array and for the subset's mean,
+//! set just below what is measured (the mask of clipped metal is its half-peak extent, not the bloom;
+//! a 0.2 mm lead wire is below the resolution of 0.1–0.4 mm voxels blurred by the PSF, which keeps it
+//! well short of 0.9).
 
 mod support;
 
@@ -27,6 +29,14 @@ use std::time::Duration;
 /// 0.2 / 0.32 mm grid, whose clipped lead past the basal contact (lower peaks) used to be read as 28
 /// more contacts.
 const CI_SEEDS: &str = "5,8,10,11,13,18,50,51";
+
+/// Lowest electrode Dice of one array of [`CI_SEEDS`]: measured 0.282 (seed 10: 24 contacts at 0.62 mm
+/// on a 0.2 / 0.32 mm grid, clipped at 4095).
+const MIN_DICE: f64 = 0.25;
+
+/// Lowest mean electrode Dice over the arrays of [`CI_SEEDS`]: measured 0.684 (the saturated bloom as
+/// the mask: 0.653, and 0.229 on seed 18, below both floors).
+const MIN_MEAN_DICE: f64 = 0.67;
 
 /// Run `benches/cochlear_sweep.py` on `seeds` as a user would (the phantoms written as DICOM, `segnode
 /// segment` per case): its rows, and its printed table.
@@ -74,7 +84,15 @@ fn second_generator_subset_contacts_angle_and_side() {
         assert!(r["max_err"].as_f64().unwrap() <= 0.3, "{what}");
         let err = r["angle_err"].as_f64().unwrap_or(f64::INFINITY);
         assert!(err <= 30.0, "{what}");
+        assert!(r["dice"].as_f64().unwrap_or(0.0) >= MIN_DICE, "{what}");
     }
+    let mean = rows
+        .iter()
+        .map(|r| r["dice"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        / rows.len() as f64;
+    println!("mean electrode Dice over {} arrays: {mean:.3}", rows.len());
+    assert!(mean >= MIN_MEAN_DICE, "mean Dice {mean:.3}");
 }
 
 /// Seeds whose contacts the grid does not resolve: 26 (both ears, 22 contacts at 0.88 mm on 0.4 mm

@@ -1,6 +1,7 @@
 //! The `cochlear` pipeline on the CBCT phantom variants: written as DICOM, loaded, segmented, compared
 //! with the phantom's truth (electrode Dice, contact count and positions, laterality, the dental filling
-//! never labelled, insertion depth).
+//! never labelled, insertion depth). The electrode's truth is its metal at physical size (issue 11; the
+//! generator's module doc), not the saturated bloom the device shows.
 
 mod support;
 
@@ -10,12 +11,43 @@ use segnode_imaging::volume::{load_series, LoadOptions, SliceRef, Volume};
 use segnode_phantom::cbct::{cbct_class, generate_cbct, CbctPhantom, CbctSpec, CbctVariant};
 use segnode_phantom::write_cbct_series;
 
+/// Lowest electrode Dice against the metal at physical size, per array. That truth is a few voxels per
+/// contact on this generator's grids (0.3–0.5 mm balls on 0.2–0.3 mm voxels fill half a voxel only
+/// where they sit centred: 3 truth voxels for 12 contacts on coronal-left seed 1), so one array's Dice
+/// is dominated by sampling: measured 0.061–0.551 over every variant and seeds 1–5 (the saturated
+/// bloom as the mask: 0.049–0.317). The floor catches an empty or misplaced mask; the mean below and
+/// [`half_peak_extent_comes_closer_to_the_metal_than_the_bloom`] judge the extent. Over seeds 1–4 the
+/// mask holds 2.9× the truth's voxels (the bloom 6.6×): the rim rule is derived for a line's 2-D
+/// Gaussian cross-section, and this generator's isolated balls blur in 3-D, with a heavier rim.
+const MIN_DICE: f64 = 0.05;
+
+/// Lowest mean electrode Dice over [`every_variant_over_seeds`]: measured 0.277 over seeds 1–4 (the
+/// bloom as the mask: 0.186, which fails it).
+const MIN_MEAN_DICE: f64 = 0.25;
+
+/// Lowest mean gain in Dice of the half-peak extent over the bloom on seed 5: measured +0.153
+/// (0.238 → 0.391).
+const MIN_GAIN_OVER_BLOOM: f64 = 0.1;
+
+/// The segmenter under test: the default, or with `COCHLEAR_BLOOM_MASK=1` the saturated bloom as the
+/// mask of clipped metal (`clipped_extent_from_rim` off), to measure what the default gains.
+fn segmenter() -> CochlearSegmenter {
+    let mut s = CochlearSegmenter::default();
+    if std::env::var("COCHLEAR_BLOOM_MASK").is_ok_and(|v| v == "1") {
+        s.params.profile.clipped_extent_from_rim = false;
+    }
+    s
+}
+
 /// Result of one variant, for the table and the assertions.
 #[derive(Debug)]
 struct Row {
     variant: &'static str,
     side: &'static str,
     dice: f64,
+    /// Voxels of the truth (metal at physical size) and of the mask.
+    truth_voxels: usize,
+    mask_voxels: usize,
     truth_contacts: usize,
     found_contacts: usize,
     max_err_mm: f64,
@@ -54,7 +86,7 @@ fn run(variant: CbctVariant) -> (CbctPhantom, Volume, Segmentation) {
         let s = ph.hu.shape();
         [s[0], s[1], s[2]]
     });
-    let seg = CochlearSegmenter::default().segment(&v).unwrap();
+    let seg = segmenter().segment(&v).unwrap();
     (ph, v, seg)
 }
 
@@ -183,6 +215,8 @@ fn compare(variant: CbctVariant, ph: &CbctPhantom, v: &Volume, seg: &Segmentatio
             variant: variant.name(),
             side,
             dice,
+            truth_voxels: a,
+            mask_voxels: b,
             truth_contacts: expected,
             touches_edge,
             found_contacts: found.len(),
@@ -228,7 +262,7 @@ fn check(variant: CbctVariant) {
         seg.notes
     );
     for r in &rows {
-        assert!(r.dice >= 0.85, "{r:?}");
+        assert!(r.dice >= MIN_DICE, "{r:?}");
         assert_eq!(r.found_contacts, r.truth_contacts, "{r:?}");
         assert!(r.max_err_mm <= 0.3, "{r:?}");
         if let (Some(a), false) = (r.angle_found, r.touches_edge) {
@@ -292,25 +326,30 @@ fn every_variant_over_seeds() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
     let mut failures = Vec::new();
+    let (mut dice_sum, mut arrays) = (0.0, 0usize);
     for variant in CbctVariant::TESTED {
         for seed in 1..=seeds {
             let ph = generate_cbct(&CbctSpec::new(variant, seed));
             let v = in_memory(&ph);
-            let seg = CochlearSegmenter::default().segment(&v).unwrap();
+            let seg = segmenter().segment(&v).unwrap();
             for r in compare(variant, &ph, &v, &seg) {
                 let angle_ok = match (r.angle_found, r.touches_edge) {
                     (Some(a), false) => (a - r.angle_truth).abs() <= 30.0,
                     _ => true,
                 };
-                let ok = r.dice >= 0.85
+                let ok = r.dice >= MIN_DICE
                     && r.found_contacts == r.truth_contacts
                     && r.max_err_mm <= 0.3
                     && angle_ok;
+                dice_sum += r.dice;
+                arrays += 1;
                 println!(
-                    "seed {seed} | {} | {} | {:.3} | {}/{} | {:.3} | {:.0} | {:?} {}",
+                    "seed {seed} | {} | {} | {:.3} (truth {} / mask {} voxels) | {}/{} | {:.3} | {:.0} | {:?} {}",
                     r.variant,
                     r.side,
                     r.dice,
+                    r.truth_voxels,
+                    r.mask_voxels,
                     r.found_contacts,
                     r.truth_contacts,
                     r.max_err_mm,
@@ -331,7 +370,10 @@ fn every_variant_over_seeds() {
             }
         }
     }
+    let mean = dice_sum / arrays.max(1) as f64;
+    println!("mean electrode Dice over {arrays} arrays: {mean:.3}");
     assert!(failures.is_empty(), "{failures:#?}");
+    assert!(mean >= MIN_MEAN_DICE, "mean Dice {mean:.3}");
 }
 
 #[test]
@@ -344,60 +386,41 @@ fn double_oblique_stack() {
     check(CbctVariant::Oblique);
 }
 
-/// Dice of the label map against the contacts at physical size (voxel centres inside a contact's ball),
-/// both read only within 0.5 mm of a contact's surface (the first generator's wire and lead are not
-/// platinum at physical size: a 0.07 mm wire and a lead of a quarter of the contacts' attenuation).
-fn contact_dice(ph: &CbctPhantom, seg: &Segmentation) -> f64 {
-    let g = &ph.geometry;
-    let (mut inter, mut a, mut b) = (0usize, 0usize, 0usize);
-    for ((k, j, i), l) in seg.labels.indexed_iter() {
-        let p = g.index_to_patient(k as f64, j as f64, i as f64);
-        let (mut near, mut inside) = (false, false);
-        for arr in &ph.arrays {
-            for c in &arr.contacts {
-                let d = dist(p, *c);
-                near |= d <= arr.contact_radius + 0.5;
-                inside |= d <= arr.contact_radius;
-            }
-        }
-        if !near {
-            continue;
-        }
-        let labelled = *l != 0;
-        a += inside as usize;
-        b += labelled as usize;
-        inter += (inside && labelled) as usize;
-    }
-    2.0 * inter as f64 / (a + b).max(1) as f64
-}
-
-/// The opt-in half-peak extent of saturated metal (`clipped_extent_from_rim`), checked on the first
-/// generator's different image model (blurred balls, not the second generator's supersampled bands),
-/// against the contacts at physical size: it must come closer to them than the saturated bloom, while
-/// the contacts stay exact. (Off by default: this generator's own truth is the bloom.)
+/// The default mask of clipped metal (its half-peak extent from the rim, `clipped_extent_from_rim`)
+/// against the saturated bloom, both scored against the metal at physical size on every variant: the
+/// default must come closer, in the mean by a clear margin and on no variant worse, while the contacts
+/// stay exact.
 #[test]
-fn clipped_extent_from_rim_comes_closer_to_the_physical_contacts() {
-    let mut rim = CochlearSegmenter::default();
-    rim.params.profile.clipped_extent_from_rim = true;
+fn half_peak_extent_comes_closer_to_the_metal_than_the_bloom() {
+    let mut bloom = CochlearSegmenter::default();
+    bloom.params.profile.clipped_extent_from_rim = false;
     let (mut sum_bloom, mut sum_rim, mut n) = (0.0, 0.0, 0usize);
     for variant in CbctVariant::TESTED {
         let ph = generate_cbct(&CbctSpec::new(variant, 5));
         let v = in_memory(&ph);
-        let bloom_seg = CochlearSegmenter::default().segment(&v).unwrap();
-        let rim_seg = rim.segment(&v).unwrap();
-        let (db, dr) = (contact_dice(&ph, &bloom_seg), contact_dice(&ph, &rim_seg));
-        println!(
-            "| {} | contacts at physical size: Dice bloom {db:.3}, rim {dr:.3} |",
-            variant.name()
+        let rim_rows = compare(
+            variant,
+            &ph,
+            &v,
+            &CochlearSegmenter::default().segment(&v).unwrap(),
         );
-        for r in compare(variant, &ph, &v, &rim_seg) {
+        let bloom_rows = compare(variant, &ph, &v, &bloom.segment(&v).unwrap());
+        for (r, b) in rim_rows.iter().zip(&bloom_rows) {
+            println!(
+                "| {} | {} | Dice bloom {:.3}, half-peak {:.3} |",
+                r.variant, r.side, b.dice, r.dice
+            );
             assert_eq!(r.found_contacts, r.truth_contacts, "{r:?}");
+            assert!(r.dice > b.dice, "half-peak {r:?}, bloom {b:?}");
+            sum_bloom += b.dice;
+            sum_rim += r.dice;
+            n += 1;
         }
-        sum_bloom += db;
-        sum_rim += dr;
-        n += 1;
     }
     let (mb, mr) = (sum_bloom / n as f64, sum_rim / n as f64);
-    println!("mean Dice against the contacts at physical size: bloom {mb:.3}, rim {mr:.3}");
-    assert!(mr > mb + 0.05, "bloom {mb:.3}, rim {mr:.3}");
+    println!("mean Dice against the metal at physical size: bloom {mb:.3}, half-peak {mr:.3}");
+    assert!(
+        mr > mb + MIN_GAIN_OVER_BLOOM,
+        "bloom {mb:.3}, half-peak {mr:.3}"
+    );
 }

@@ -25,13 +25,14 @@
 //! own metal level (a thin lead wire's blurred peak is a fraction of its platinum's level), and the
 //! candidate cores (down to a quarter of the metal level) are not painted over it.
 //! When metal clips, the metal's own level is unknown but far above the clip, so its half-way contour
-//! lies inside the saturated region: the mask is then the saturated cores. That bloom is larger than the
-//! metal (3–5× its volume on tests/py/cbct2.py phantoms: a voxel saturates at a tenth of the metal's
-//! level); shrinking it to the physical extent needs the metal's level or the point-spread function,
-//! which the saturated image does not give directly. [`ProfileParams::clipped_extent_from_rim`] takes
-//! them from the rim instead (a Gaussian cross-section's unsaturated rim holds `2πσ²` of clip-level
-//! shares whatever its peak, its half-peak area `2πσ² ln 2`): off by default, because the first phantom
-//! generator's truth is the saturated bloom itself (see the README's cochlear section).
+//! lies inside the saturated region. The saturated bloom is larger than the metal (3–5× its volume on
+//! tests/py/cbct2.py phantoms: a voxel saturates at a tenth of the metal's level); shrinking it to the
+//! physical extent needs the metal's level or the point-spread function, which the saturated image does
+//! not give directly. [`ProfileParams::clipped_extent_from_rim`] (on by default) takes them from the rim
+//! instead (a Gaussian cross-section's unsaturated rim holds `2πσ²` of clip-level shares whatever its
+//! peak, its half-peak area `2πσ² ln 2`), so the mask of clipped metal is its half-peak extent: the
+//! metal at physical size, what both phantom generators take as the electrode's truth (issue 11).
+//! Off, the mask is the saturated bloom (the cores).
 
 use super::blobs::kji;
 use super::chain::Chain;
@@ -81,9 +82,9 @@ pub struct ProfileParams {
     /// The electrode boundary: this share of the way from the local background to the metal level.
     pub mask_level: f64,
     /// Clipped metal: shrink the saturated bloom to the metal's half-peak extent estimated from the
-    /// rim around it ([`Profile::mask`]); off, the mask is the saturated bloom. Off by default: the
-    /// first phantom generator's truth is the bloom itself, the second's the metal at physical size,
-    /// and the two cannot both be met (see the README's cochlear section).
+    /// rim around it ([`Profile::mask`]); off, the mask is the saturated bloom. On by default: the
+    /// electrode is its metal at physical size (issue 11, and both phantom generators' truth), and the
+    /// bloom is 3–5× that.
     pub clipped_extent_from_rim: bool,
     /// Length of path over which one rim reading holds (mm): a contact's length, so that a stretch
     /// holds a contact or wire, rarely both.
@@ -132,7 +133,7 @@ impl Default for ProfileParams {
             pitch_tolerance: 0.3,
             prominence_window_mm: 1.0,
             mask_level: 0.5,
-            clipped_extent_from_rim: false,
+            clipped_extent_from_rim: true,
             rim_bin_mm: 0.5,
             background_bin_mm: 1.0,
             background_quantile: 0.75,
