@@ -211,51 +211,29 @@ impl Profile {
                 if hu >= core {
                     core_vals.push(hu);
                 }
-                for dk in -r[0]..=r[0] {
-                    let kk = k as i64 + dk;
-                    if kk < 0 || kk >= shape[0] as i64 {
-                        continue;
+                for_each_near([k, j, i], r, shape, sp, |idx, d, _| {
+                    if d > p.reach_mm {
+                        return;
                     }
-                    for dj in -r[1]..=r[1] {
-                        let jj = j as i64 + dj;
-                        if jj < 0 || jj >= shape[1] as i64 {
-                            continue;
-                        }
-                        for di in -r[2]..=r[2] {
-                            let ii = i as i64 + di;
-                            if ii < 0 || ii >= shape[2] as i64 {
-                                continue;
-                            }
-                            let d = ((dk as f64 * sp[0]).powi(2)
-                                + (dj as f64 * sp[1]).powi(2)
-                                + (di as f64 * sp[2]).powi(2))
-                            .sqrt();
-                            if d > p.reach_mm {
-                                continue;
-                            }
-                            let idx =
-                                (kk as usize * shape[1] + jj as usize) * shape[2] + ii as usize;
-                            let e = map.entry(idx).or_insert(Near {
-                                dist: f64::INFINITY,
-                                blob: b,
-                                s,
-                                w: 0.0,
-                                m: 0.0,
-                                depth: 0.0,
-                            });
-                            if d < e.dist {
-                                *e = Near {
-                                    dist: d,
-                                    blob: b,
-                                    s,
-                                    w: 0.0,
-                                    m: 0.0,
-                                    depth: 0.0,
-                                };
-                            }
-                        }
+                    let e = map.entry(idx).or_insert(Near {
+                        dist: f64::INFINITY,
+                        blob: b,
+                        s,
+                        w: 0.0,
+                        m: 0.0,
+                        depth: 0.0,
+                    });
+                    if d < e.dist {
+                        *e = Near {
+                            dist: d,
+                            blob: b,
+                            s,
+                            w: 0.0,
+                            m: 0.0,
+                            depth: 0.0,
+                        };
                     }
-                }
+                });
             }
         }
         let vmin = sp.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -534,6 +512,33 @@ impl Profile {
     }
 }
 
+/// Call `f(index, distance mm, [k, j, i])` for every voxel of the volume (`shape`, spacing `sp`) within
+/// `r` voxels of `at` along each axis (the box, clipped at the volume's edges; `at` itself at 0 mm).
+fn for_each_near(
+    at: [usize; 3],
+    r: [i64; 3],
+    shape: [usize; 3],
+    sp: [f64; 3],
+    mut f: impl FnMut(usize, f64, [usize; 3]),
+) {
+    let span = |a: usize| {
+        let lo = (at[a] as i64 - r[a]).max(0) as usize;
+        let hi = (at[a] as i64 + r[a]).min(shape[a] as i64 - 1).max(-1);
+        lo..(hi + 1) as usize
+    };
+    for kk in span(0) {
+        let dk = (kk as f64 - at[0] as f64) * sp[0];
+        for jj in span(1) {
+            let dj = (jj as f64 - at[1] as f64) * sp[1];
+            for ii in span(2) {
+                let di = (ii as f64 - at[2] as f64) * sp[2];
+                let d = (dk * dk + dj * dj + di * di).sqrt();
+                f((kk * shape[1] + jj) * shape[2] + ii, d, [kk, jj, ii]);
+            }
+        }
+    }
+}
+
 /// Voxels above half the peak of a Gaussian cross-section clipped at some level, from its rim's metal
 /// share (`Σ (v − background) / (clip − background)` over the unsaturated voxels around it): the rim
 /// holds `2πσ²` (in voxel areas) whatever the peak, the half-peak disc `2πσ² ln 2`.
@@ -556,37 +561,15 @@ fn saturated_depth(volume: &Volume, near: &mut [(usize, Near)], clip: f64, reach
         let [k, j, i] = kji(*idx, shape);
         let mut best = reach_mm;
         let (mut nsum, mut ncount) = (0.0, 0usize);
-        for dk in -r[0]..=r[0] {
-            let kk = k as i64 + dk;
-            if kk < 0 || kk >= shape[0] as i64 {
-                continue;
+        for_each_near([k, j, i], r, shape, sp, |at, d, [ku, ju, iu]| {
+            if d > 0.0 && [ku, ju, iu].iter().zip([k, j, i]).all(|(&a, b)| a.abs_diff(b) <= 1) {
+                nsum += share.get(&at).copied().unwrap_or(0.0);
+                ncount += 1;
             }
-            for dj in -r[1]..=r[1] {
-                let jj = j as i64 + dj;
-                if jj < 0 || jj >= shape[1] as i64 {
-                    continue;
-                }
-                for di in -r[2]..=r[2] {
-                    let ii = i as i64 + di;
-                    if ii < 0 || ii >= shape[2] as i64 {
-                        continue;
-                    }
-                    let d = ((dk as f64 * sp[0]).powi(2)
-                        + (dj as f64 * sp[1]).powi(2)
-                        + (di as f64 * sp[2]).powi(2))
-                    .sqrt();
-                    let (ku, ju, iu) = (kk as usize, jj as usize, ii as usize);
-                    if dk.abs() <= 1 && dj.abs() <= 1 && di.abs() <= 1 && d > 0.0 {
-                        let at = (ku * shape[1] + ju) * shape[2] + iu;
-                        nsum += share.get(&at).copied().unwrap_or(0.0);
-                        ncount += 1;
-                    }
-                    if d < best && (volume.hu[[ku, ju, iu]] as f64) < clip {
-                        best = d;
-                    }
-                }
+            if d < best && (volume.hu[[ku, ju, iu]] as f64) < clip {
+                best = d;
             }
-        }
+        });
         n.depth = best + 0.01 * nsum / ncount.max(1) as f64;
     }
 }
