@@ -93,6 +93,16 @@ pub struct DiseaseParams {
     pub min_lung_lung_lines: u8,
     /// Lines (of 9) with lung on one side and lung or the cavity wall on the other.
     pub min_enclosed_lines: u8,
+    /// Closed enclosure, the second way in: a solid voxel none of whose 18 rays escapes (runs on past
+    /// `reach_mm` or meets the other lung) joins with this many lines of lung on both sides (fewer than
+    /// `min_lung_lung_lines`) ...
+    pub closed_lung_lung_lines: u8,
+    /// ... and at least this many of its 18 rays ending in this lung. A hilar mass against the aorta,
+    /// the bronchus and the hilar vessels has walls at both ends of many lines, so the lung wraps it
+    /// along too few lines for the first test; the heart and the mediastinum fail the closure (their
+    /// rays run on through the mediastinum, into the liver or to the other lung), the chest wall the
+    /// lung-lung line (the lung lies on its inner side only).
+    pub min_closed_lung_rays: u8,
     /// Basal rule: this side's lung ends at least this far (mm) above the other side's mirrored lowest
     /// lung before its base counts as diseased (normal asymmetry of the domes is 1–2 cm).
     pub basal_gap_mm: f64,
@@ -129,6 +139,8 @@ impl Default for DiseaseParams {
             min_rim_lines: 3,
             min_lung_lung_lines: 2,
             min_enclosed_lines: 7,
+            closed_lung_lung_lines: 1,
+            min_closed_lung_rays: 5,
             basal_gap_mm: 20.0,
             right_dome_higher_mm: 10.0,
             fluid_hu: [-20.0, 25.0],
@@ -697,6 +709,7 @@ impl LungSegmenter {
             csp,
             notes,
             &mut sw,
+            [bf[0][0], bf[1][0], bf[2][0]],
         );
         paste(
             sides.as_slice_mut().expect("layout"),
@@ -746,6 +759,7 @@ impl LungSegmenter {
         csp: [f64; 3],
         notes: &mut Vec<String>,
         sw: &mut super::Stopwatch,
+        origin: [usize; 3],
     ) -> DiseaseMasks {
         let p = &self.params.disease;
         let d = dims(sides);
@@ -759,6 +773,9 @@ impl LungSegmenter {
         // rays: per line and side, lung-lung and lung-(lung|wall) counts
         let mut ll = [vec![0u8; c.len()], vec![0u8; c.len()]];
         let mut lw = [vec![0u8; c.len()], vec![0u8; c.len()]];
+        // per side: rays (of 18) ending in that lung, and rays that escape (open, or the other lung)
+        let mut nl = [vec![0u8; c.len()], vec![0u8; c.len()]];
+        let mut esc = vec![0u8; c.len()];
         // the vertical and the antero-posterior rays kept for the basal rule: classes within
         // `basal_reach_mm` (the `BEYOND` flag marks those past `reach_mm`)
         let mut up_ray: Option<(Vec<u8>, f64)> = None;
@@ -800,12 +817,18 @@ impl LungSegmenter {
                 .collect();
             let [ll0, ll1] = &mut ll;
             let [lw0, lw1] = &mut lw;
+            let [nl0, nl1] = &mut nl;
             let hs = &hits;
             ll0.par_chunks_mut(plane)
                 .zip(ll1.par_chunks_mut(plane))
                 .zip(lw0.par_chunks_mut(plane).zip(lw1.par_chunks_mut(plane)))
+                .zip(
+                    nl0.par_chunks_mut(plane)
+                        .zip(nl1.par_chunks_mut(plane))
+                        .zip(esc.par_chunks_mut(plane)),
+                )
                 .enumerate()
-                .for_each(|(k, ((a0, a1), (b0, b1)))| {
+                .for_each(|(k, (((a0, a1), (b0, b1)), ((n0, n1), es)))| {
                     let base = k * plane;
                     for r in 0..plane {
                         let q = base + r;
@@ -820,6 +843,14 @@ impl LungSegmenter {
                         };
                         for pair in hs.chunks(2) {
                             let (e1, e2) = (end(pair[0][q]), end(pair[1][q]));
+                            for e in [e1, e2] {
+                                match e {
+                                    RIGHT_CODE => n0[r] += 1,
+                                    LEFT_CODE => n1[r] += 1,
+                                    OPEN => es[r] += 1,
+                                    _ => {}
+                                }
+                            }
                             for (code, a, b) in [
                                 (RIGHT_CODE, &mut *a0, &mut *b0),
                                 (LEFT_CODE, &mut *a1, &mut *b1),
@@ -851,6 +882,23 @@ impl LungSegmenter {
             }
         }
         sw.lap("disease: rays");
+        if let Some(path) = std::env::var_os("SEGNODE_DISEASE_DUMP") {
+            // TEMP debug dump: dims, origin, then lab, c(i16), ll L, lw L, nl R, nl L, esc
+            let mut b: Vec<u8> = Vec::new();
+            for v in d.iter().chain(origin.iter()) {
+                b.extend_from_slice(&(*v as u32).to_le_bytes());
+            }
+            b.extend_from_slice(&lab);
+            for v in c {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&ll[1]);
+            b.extend_from_slice(&lw[1]);
+            b.extend_from_slice(&nl[0]);
+            b.extend_from_slice(&nl[1]);
+            b.extend_from_slice(&esc);
+            let _ = std::fs::write(path, b);
+        }
         // floors: the lowest aerated voxel of each column, per side (None without an axial grid)
         let floors = z_axis.filter(|&(a, _)| a == 0).map(|(_, zs)| {
             let mut fl = [vec![-1i32; plane], vec![-1i32; plane]];
@@ -891,7 +939,14 @@ impl LungSegmenter {
                     continue;
                 }
                 for n in 0..2 {
-                    if ll[n][q] < p.min_lung_lung_lines || lw[n][q] < p.min_enclosed_lines {
+                    let wrapped =
+                        ll[n][q] >= p.min_lung_lung_lines && lw[n][q] >= p.min_enclosed_lines;
+                    // closed: no ray escapes, to the open or to the other lung
+                    let closed = esc[q] == 0
+                        && nl[1 - n][q] == 0
+                        && ll[n][q] >= p.closed_lung_lung_lines
+                        && nl[n][q] >= p.min_closed_lung_rays;
+                    if !(wrapped || closed) {
                         continue;
                     }
                     if let Some((fl, zs)) = &floors {
@@ -1190,6 +1245,8 @@ impl LungSegmenter {
                 sides: out,
                 d,
                 mixed_hu: [air_hu, p.fat_hu[1]],
+                fat_wall_hu: [air_hu, p.wall_hu],
+                fat_medial: p.medial.fat_medial,
             };
             for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
                 if (p.medial.right_lung_only && code != RIGHT_CODE)
