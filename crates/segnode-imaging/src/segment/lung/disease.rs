@@ -14,8 +14,13 @@
 //!    at least `min_enclosed_lines` of the 9 lines that lung lies on one side and that lung or the cavity
 //!    wall on the other. The chest wall fails the first test (along the pleura its rays meet no lung), the
 //!    mediastinum and heart the second (medially their rays meet the other lung or run on through the
-//!    mediastinum). Nothing below the lowest aerated voxel of its column is a candidate: the diaphragm,
-//!    liver, spleen, and the heart under the lung that covers it.
+//!    mediastinum). Nothing below the lowest aerated voxel of its column is a candidate (the diaphragm,
+//!    liver, spleen, and the heart under the lung that covers it) unless, along its column through solid
+//!    tissue, this lung lies above it and the cavity wall below it within `fat_floor_mm`: fat (the
+//!    pericardial or mediastinal fat under a hilar mass) or contrast blood at least
+//!    `wall_floor_min_depth_mm` under the lung (the aorta beside a hilar mass; the heart's own wall
+//!    under the lung is thinner). A left hilar mass sits on the heart with no lung under it; without
+//!    this 80 % of a 40 mm one (second generator) lay below its floor.
 //! 3. **Basal disease and fluid.** A lower lobe that is wholly consolidated, a collapsed lobe against the
 //!    spine and a free effusion leave no aerated lung below them, so step 2 cannot see them. Their floor
 //!    comes from the other side: where this side's lung ends well above the mirrored lowest lung of the
@@ -34,7 +39,10 @@
 //!    (consolidation, collapse: soft-tissue attenuation, air bronchograms left as lung by the air step)
 //!    are lung. Density only separates fluid from solid here; lung versus not-lung was decided by place.
 //!
-//! Known limits: the line test alone does not tell the left ventricle's myocardium (solid between lung and
+//! Known limits: where the pericardial fat plane under a hilar mass is not resolved (a horizontal plane
+//! in thick slices), the heart's wall under the mass joins it (~3 mL with contrast on the second
+//! generator); without contrast a left hilar mass over the heart is covered ~80 % (nothing but more
+//! heart lies under its medial part). The line test alone does not tell the left ventricle's myocardium (solid between lung and
 //! contrast blood) from a mass against the mediastinum: on the real contrast chest crop it passes in
 //! speckles (one 20 mL region of which the opening leaves 0.3 mL), which the in-plane opening and the
 //! smallest mass remove. The same speckle cuts a small juxtapleural mass lying on a rib band into pieces,
@@ -93,16 +101,19 @@ pub struct DiseaseParams {
     pub min_lung_lung_lines: u8,
     /// Lines (of 9) with lung on one side and lung or the cavity wall on the other.
     pub min_enclosed_lines: u8,
-    /// Closed enclosure, the second way in: a solid voxel none of whose 18 rays escapes (runs on past
-    /// `reach_mm` or meets the other lung) joins with this many lines of lung on both sides (fewer than
-    /// `min_lung_lung_lines`) ...
-    pub closed_lung_lung_lines: u8,
-    /// ... and at least this many of its 18 rays ending in this lung. A hilar mass against the aorta,
-    /// the bronchus and the hilar vessels has walls at both ends of many lines, so the lung wraps it
-    /// along too few lines for the first test; the heart and the mediastinum fail the closure (their
-    /// rays run on through the mediastinum, into the liver or to the other lung), the chest wall the
-    /// lung-lung line (the lung lies on its inner side only).
-    pub min_closed_lung_rays: u8,
+    /// Below the floor (the lowest aerated voxel of its column), solid tissue may still be enclosed
+    /// when, along its column through solid tissue only, this lung lies above it and the cavity wall
+    /// below it within this distance (mm): fat (the pericardial or mediastinal fat), or contrast blood
+    /// at least `wall_floor_min_depth_mm` under the lung. A hilar mass sitting on the heart or beside
+    /// the aorta lies below the lung over it (or the bronchus inside it) with no lung under it: the
+    /// column floor alone left 80 % of a 40 mm left hilar mass of the second generator out. The
+    /// diaphragm and liver fail (more solid tissue under them than this), the heart without contrast
+    /// too. 0 turns the exception off.
+    pub fat_floor_mm: f64,
+    /// The depth (mm, through solid tissue under this lung) from which contrast blood under a voxel
+    /// counts as the wall below a mass: the heart's own wall under the lung is thinner (~10 mm of
+    /// myocardium over the chambers), so it stays below the floor.
+    pub wall_floor_min_depth_mm: f64,
     /// Basal rule: this side's lung ends at least this far (mm) above the other side's mirrored lowest
     /// lung before its base counts as diseased (normal asymmetry of the domes is 1–2 cm).
     pub basal_gap_mm: f64,
@@ -139,8 +150,8 @@ impl Default for DiseaseParams {
             min_rim_lines: 3,
             min_lung_lung_lines: 2,
             min_enclosed_lines: 7,
-            closed_lung_lung_lines: 1,
-            min_closed_lung_rays: 5,
+            fat_floor_mm: 40.0,
+            wall_floor_min_depth_mm: 10.0,
             basal_gap_mm: 20.0,
             right_dome_higher_mm: 10.0,
             fluid_hu: [-20.0, 25.0],
@@ -709,7 +720,6 @@ impl LungSegmenter {
             csp,
             notes,
             &mut sw,
-            [bf[0][0], bf[1][0], bf[2][0]],
         );
         paste(
             sides.as_slice_mut().expect("layout"),
@@ -759,7 +769,6 @@ impl LungSegmenter {
         csp: [f64; 3],
         notes: &mut Vec<String>,
         sw: &mut super::Stopwatch,
-        origin: [usize; 3],
     ) -> DiseaseMasks {
         let p = &self.params.disease;
         let d = dims(sides);
@@ -773,9 +782,6 @@ impl LungSegmenter {
         // rays: per line and side, lung-lung and lung-(lung|wall) counts
         let mut ll = [vec![0u8; c.len()], vec![0u8; c.len()]];
         let mut lw = [vec![0u8; c.len()], vec![0u8; c.len()]];
-        // per side: rays (of 18) ending in that lung, and rays that escape (open, or the other lung)
-        let mut nl = [vec![0u8; c.len()], vec![0u8; c.len()]];
-        let mut esc = vec![0u8; c.len()];
         // the vertical and the antero-posterior rays kept for the basal rule: classes within
         // `basal_reach_mm` (the `BEYOND` flag marks those past `reach_mm`)
         let mut up_ray: Option<(Vec<u8>, f64)> = None;
@@ -817,18 +823,12 @@ impl LungSegmenter {
                 .collect();
             let [ll0, ll1] = &mut ll;
             let [lw0, lw1] = &mut lw;
-            let [nl0, nl1] = &mut nl;
             let hs = &hits;
             ll0.par_chunks_mut(plane)
                 .zip(ll1.par_chunks_mut(plane))
                 .zip(lw0.par_chunks_mut(plane).zip(lw1.par_chunks_mut(plane)))
-                .zip(
-                    nl0.par_chunks_mut(plane)
-                        .zip(nl1.par_chunks_mut(plane))
-                        .zip(esc.par_chunks_mut(plane)),
-                )
                 .enumerate()
-                .for_each(|(k, (((a0, a1), (b0, b1)), ((n0, n1), es)))| {
+                .for_each(|(k, ((a0, a1), (b0, b1)))| {
                     let base = k * plane;
                     for r in 0..plane {
                         let q = base + r;
@@ -843,14 +843,6 @@ impl LungSegmenter {
                         };
                         for pair in hs.chunks(2) {
                             let (e1, e2) = (end(pair[0][q]), end(pair[1][q]));
-                            for e in [e1, e2] {
-                                match e {
-                                    RIGHT_CODE => n0[r] += 1,
-                                    LEFT_CODE => n1[r] += 1,
-                                    OPEN => es[r] += 1,
-                                    _ => {}
-                                }
-                            }
                             for (code, a, b) in [
                                 (RIGHT_CODE, &mut *a0, &mut *b0),
                                 (LEFT_CODE, &mut *a1, &mut *b1),
@@ -882,23 +874,6 @@ impl LungSegmenter {
             }
         }
         sw.lap("disease: rays");
-        if let Some(path) = std::env::var_os("SEGNODE_DISEASE_DUMP") {
-            // TEMP debug dump: dims, origin, then lab, c(i16), ll L, lw L, nl R, nl L, esc
-            let mut b: Vec<u8> = Vec::new();
-            for v in d.iter().chain(origin.iter()) {
-                b.extend_from_slice(&(*v as u32).to_le_bytes());
-            }
-            b.extend_from_slice(&lab);
-            for v in c {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-            b.extend_from_slice(&ll[1]);
-            b.extend_from_slice(&lw[1]);
-            b.extend_from_slice(&nl[0]);
-            b.extend_from_slice(&nl[1]);
-            b.extend_from_slice(&esc);
-            let _ = std::fs::write(path, b);
-        }
         // floors: the lowest aerated voxel of each column, per side (None without an axial grid)
         let floors = z_axis.filter(|&(a, _)| a == 0).map(|(_, zs)| {
             let mut fl = [vec![-1i32; plane], vec![-1i32; plane]];
@@ -929,6 +904,83 @@ impl LungSegmenter {
                     (k as i32) > f
                 }
         };
+        // below the floor, solid tissue under this lung with a wall under it (see `fat_floor_mm`)
+        let min_depth = (p.wall_floor_min_depth_mm / csp[0]).round() as u32;
+        // per voxel: 1 = fat under within reach, 2 = other wall under within reach; plus the lung code
+        // met going up through solid tissue and the steps to it
+        let (wall_under, lung_up): (Vec<u8>, Vec<(u8, u32)>) = match &floors {
+            Some((_, zs)) if p.fat_floor_mm > 0.0 => {
+                let max_steps = (p.fat_floor_mm / csp[0]).round() as u32;
+                let kind = |q: usize| -> u8 {
+                    if lab[q] != WALL {
+                        0
+                    } else if (air_hu..p.wall_hu).contains(&c[q]) {
+                        1
+                    } else {
+                        2
+                    }
+                };
+                let mut under = vec![0u8; c.len()];
+                let mut up = vec![(0u8, 0u32); c.len()];
+                let ks: Vec<usize> = if *zs > 0.0 {
+                    (0..nk).collect()
+                } else {
+                    (0..nk).rev().collect()
+                };
+                // from the inferior end up: steps down to the first voxel that is not solid, its kind
+                let mut st: Vec<(u32, u8)> = vec![(u32::MAX, 0); plane];
+                for (n, &k) in ks.iter().enumerate() {
+                    for (r, s) in st.iter_mut().enumerate() {
+                        let q = k * plane + r;
+                        if n > 0 {
+                            let qb = ks[n - 1] * plane + r;
+                            *s = if lab[qb] == SOLID {
+                                (s.0.saturating_add(1), s.1)
+                            } else {
+                                (1, kind(qb))
+                            };
+                        }
+                        if lab[q] == SOLID && s.0 <= max_steps {
+                            under[q] = s.1;
+                        }
+                    }
+                }
+                // from the superior end down: the class met going up through solid tissue, the steps
+                let mut st: Vec<(u32, u8)> = vec![(u32::MAX, 0); plane];
+                for (n, &k) in ks.iter().enumerate().rev() {
+                    for (r, s) in st.iter_mut().enumerate() {
+                        let q = k * plane + r;
+                        if n + 1 < ks.len() {
+                            let qa = ks[n + 1] * plane + r;
+                            *s = if lab[qa] == SOLID {
+                                (s.0.saturating_add(1), s.1)
+                            } else {
+                                (1, lab[qa])
+                            };
+                        }
+                        if lab[q] == SOLID {
+                            up[q] = (s.1, s.0);
+                        }
+                    }
+                }
+                (under, up)
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        let under_floor = |q: usize, n: usize| -> bool {
+            floors.as_ref().is_some_and(|(fl, zs)| {
+                if !below(q / plane, fl[n][q % plane], *zs) {
+                    return false;
+                }
+                let w = wall_under.get(q).copied().unwrap_or(0);
+                let (code, steps) = lung_up.get(q).copied().unwrap_or((0, 0));
+                // under this lung (through solid tissue), with fat under it, or another wall (the
+                // contrast blood of the aorta or the heart) under it and deep enough in the solid
+                // tissue not to be the heart's own wall under the lung
+                let ok = code as usize == n + 1 && (w == 1 || (w == 2 && steps >= min_depth));
+                !ok
+            })
+        };
         sw.lap("disease: floors");
         // step 2: enclosed solid voxels
         let mut n_enclosed = [0usize; 2];
@@ -939,20 +991,11 @@ impl LungSegmenter {
                     continue;
                 }
                 for n in 0..2 {
-                    let wrapped =
-                        ll[n][q] >= p.min_lung_lung_lines && lw[n][q] >= p.min_enclosed_lines;
-                    // closed: no ray escapes, to the open or to the other lung
-                    let closed = esc[q] == 0
-                        && nl[1 - n][q] == 0
-                        && ll[n][q] >= p.closed_lung_lung_lines
-                        && nl[n][q] >= p.min_closed_lung_rays;
-                    if !(wrapped || closed) {
+                    if ll[n][q] < p.min_lung_lung_lines || lw[n][q] < p.min_enclosed_lines {
                         continue;
                     }
-                    if let Some((fl, zs)) = &floors {
-                        if below(q / plane, fl[n][q % plane], *zs) {
-                            continue;
-                        }
+                    if under_floor(q, n) {
+                        continue;
                     }
                     enclosed[n][q] = true;
                     break;
@@ -977,11 +1020,7 @@ impl LungSegmenter {
                 // lines meet the wall at both ends, so it is grown from the enclosed core instead
                 let weak = Array3::from_shape_fn(d, |(k, j, i)| {
                     let q = (k * nj + j) * ni + i;
-                    let ok = lab[q] == SOLID
-                        && lw[n][q] >= p.min_rim_lines
-                        && !floors
-                            .as_ref()
-                            .is_some_and(|(fl, zs)| below(k, fl[n][q % plane], *zs));
+                    let ok = lab[q] == SOLID && lw[n][q] >= p.min_rim_lines && !under_floor(q, n);
                     !ok
                 });
                 let Ok(mut seed) = Array3::from_shape_vec(d, std::mem::take(&mut enclosed[n]))
