@@ -110,9 +110,11 @@ pub struct DiseaseParams {
     /// diaphragm and liver fail (more solid tissue under them than this), the heart without contrast
     /// too. 0 turns the exception off.
     pub fat_floor_mm: f64,
-    /// The depth (mm, through solid tissue under this lung) from which contrast blood under a voxel
-    /// counts as the wall below a mass: the heart's own wall under the lung is thinner (~10 mm of
-    /// myocardium over the chambers), so it stays below the floor.
+    /// The depth (mm, through solid tissue under this lung, and at least two slices between) from
+    /// which contrast blood under a voxel counts as the wall below a mass: the heart's own wall under
+    /// the lung is thinner (~10 mm of myocardium over the chambers), so it stays below the floor. With
+    /// 5 mm slices one slice between let 17 mL of the heart's top into the left lung (second
+    /// generator, consolidated right lower lobe).
     pub wall_floor_min_depth_mm: f64,
     /// Basal rule: this side's lung ends at least this far (mm) above the other side's mirrored lowest
     /// lung before its base counts as diseased (normal asymmetry of the domes is 1–2 cm).
@@ -905,7 +907,9 @@ impl LungSegmenter {
                 }
         };
         // below the floor, solid tissue under this lung with a wall under it (see `fat_floor_mm`)
-        let min_depth = (p.wall_floor_min_depth_mm / csp[0]).round() as u32;
+        // steps from the lung: the depth, and at least two whole slices between (a thick slice blurs
+        // the heart's top into the lung over it)
+        let min_depth = ((p.wall_floor_min_depth_mm / csp[0]).round() as u32).max(3);
         // per voxel: 1 = fat under within reach, 2 = other wall under within reach; plus the lung code
         // met going up through solid tissue and the steps to it
         let (wall_under, lung_up): (Vec<u8>, Vec<(u8, u32)>) = match &floors {
