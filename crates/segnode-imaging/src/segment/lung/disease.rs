@@ -464,6 +464,77 @@ fn body_midline(tl: &[u32], body_id: u32, d: [usize; 3], xa: usize) -> f64 {
     mids[mids.len() / 2]
 }
 
+/// Walks along the columns (k) of the classes `lab` (`d` = [nk, nj, ni], row-major; `up_is_k` when the
+/// patient's superior is +k) from every solid voxel, through solid voxels only. Returns per voxel the wall
+/// met going down within `max_steps` (0 none, 1 fat: a wall voxel with coarse HU in `fat_hu` = [air
+/// threshold, wall attenuation), 2 another wall: contrast blood, bone, air that is not lung) and the class
+/// met going up with the steps to it (a lung code, or any other class; `OPEN` off the grid).
+fn column_walks(
+    lab: &[u8],
+    c: &[i16],
+    d: [usize; 3],
+    up_is_k: bool,
+    max_steps: u32,
+    fat_hu: [i16; 2],
+) -> (Vec<u8>, Vec<(u8, u32)>) {
+    let [nk, nj, ni] = d;
+    let plane = nj * ni;
+    let kind = |q: usize| -> u8 {
+        if lab[q] != WALL {
+            0
+        } else if (fat_hu[0]..fat_hu[1]).contains(&c[q]) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut under = vec![0u8; c.len()];
+    let mut up = vec![(0u8, 0u32); c.len()];
+    // the slices from the inferior end
+    let ks: Vec<usize> = if up_is_k {
+        (0..nk).collect()
+    } else {
+        (0..nk).rev().collect()
+    };
+    // going up: the steps down to the first voxel that is not solid, and its kind
+    let mut st: Vec<(u32, u8)> = vec![(u32::MAX, 0); plane];
+    for (n, &k) in ks.iter().enumerate() {
+        for (r, s) in st.iter_mut().enumerate() {
+            let q = k * plane + r;
+            if n > 0 {
+                let qb = ks[n - 1] * plane + r;
+                *s = if lab[qb] == SOLID {
+                    (s.0.saturating_add(1), s.1)
+                } else {
+                    (1, kind(qb))
+                };
+            }
+            if lab[q] == SOLID && s.0 <= max_steps {
+                under[q] = s.1;
+            }
+        }
+    }
+    // going down: the class met going up through solid voxels, and the steps to it
+    let mut st: Vec<(u32, u8)> = vec![(u32::MAX, OPEN); plane];
+    for (n, &k) in ks.iter().enumerate().rev() {
+        for (r, s) in st.iter_mut().enumerate() {
+            let q = k * plane + r;
+            if n + 1 < ks.len() {
+                let qa = ks[n + 1] * plane + r;
+                *s = if lab[qa] == SOLID {
+                    (s.0.saturating_add(1), s.1)
+                } else {
+                    (1, lab[qa])
+                };
+            }
+            if lab[q] == SOLID {
+                up[q] = (s.1, s.0);
+            }
+        }
+    }
+    (under, up)
+}
+
 /// Debug aid: the 6-connected pieces of `m` of at least 0.3 mL (size, k range, mean j, mean i).
 fn debug_pieces(what: &str, side: usize, m: &[bool], d: [usize; 3], vox_ml: f64) {
     if !tracing::enabled!(tracing::Level::DEBUG) || !m.iter().any(|&v| v) {
@@ -912,63 +983,15 @@ impl LungSegmenter {
         let min_depth = ((p.wall_floor_min_depth_mm / csp[0]).round() as u32).max(3);
         // per voxel: 1 = fat under within reach, 2 = other wall under within reach; plus the lung code
         // met going up through solid tissue and the steps to it
-        let (wall_under, lung_up): (Vec<u8>, Vec<(u8, u32)>) = match &floors {
-            Some((_, zs)) if p.fat_floor_mm > 0.0 => {
-                let max_steps = (p.fat_floor_mm / csp[0]).round() as u32;
-                let kind = |q: usize| -> u8 {
-                    if lab[q] != WALL {
-                        0
-                    } else if (air_hu..p.wall_hu).contains(&c[q]) {
-                        1
-                    } else {
-                        2
-                    }
-                };
-                let mut under = vec![0u8; c.len()];
-                let mut up = vec![(0u8, 0u32); c.len()];
-                let ks: Vec<usize> = if *zs > 0.0 {
-                    (0..nk).collect()
-                } else {
-                    (0..nk).rev().collect()
-                };
-                // from the inferior end up: steps down to the first voxel that is not solid, its kind
-                let mut st: Vec<(u32, u8)> = vec![(u32::MAX, 0); plane];
-                for (n, &k) in ks.iter().enumerate() {
-                    for (r, s) in st.iter_mut().enumerate() {
-                        let q = k * plane + r;
-                        if n > 0 {
-                            let qb = ks[n - 1] * plane + r;
-                            *s = if lab[qb] == SOLID {
-                                (s.0.saturating_add(1), s.1)
-                            } else {
-                                (1, kind(qb))
-                            };
-                        }
-                        if lab[q] == SOLID && s.0 <= max_steps {
-                            under[q] = s.1;
-                        }
-                    }
-                }
-                // from the superior end down: the class met going up through solid tissue, the steps
-                let mut st: Vec<(u32, u8)> = vec![(u32::MAX, 0); plane];
-                for (n, &k) in ks.iter().enumerate().rev() {
-                    for (r, s) in st.iter_mut().enumerate() {
-                        let q = k * plane + r;
-                        if n + 1 < ks.len() {
-                            let qa = ks[n + 1] * plane + r;
-                            *s = if lab[qa] == SOLID {
-                                (s.0.saturating_add(1), s.1)
-                            } else {
-                                (1, lab[qa])
-                            };
-                        }
-                        if lab[q] == SOLID {
-                            up[q] = (s.1, s.0);
-                        }
-                    }
-                }
-                (under, up)
-            }
+        let (wall_under, lung_up) = match &floors {
+            Some((_, zs)) if p.fat_floor_mm > 0.0 => column_walks(
+                &lab,
+                c,
+                d,
+                *zs > 0.0,
+                (p.fat_floor_mm / csp[0]).round() as u32,
+                [air_hu, p.wall_hu],
+            ),
             _ => (Vec::new(), Vec::new()),
         };
         let under_floor = |q: usize, n: usize| -> bool {
@@ -1538,6 +1561,78 @@ mod tests {
             cur = step(&cur, true);
         }
         cur
+    }
+
+    #[test]
+    fn column_walks_match_stepping_along_each_column() {
+        let d = [9usize, 4, 5];
+        let n = d.iter().product::<usize>();
+        let mut x: u64 = 5;
+        let mut rnd = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        // mostly solid, some lung, walls of fat or contrast attenuation
+        let lab: Vec<u8> = (0..n)
+            .map(|_| match rnd(10) {
+                0 => LEFT_CODE,
+                1 | 2 => WALL,
+                _ => SOLID,
+            })
+            .collect();
+        let c: Vec<i16> = (0..n)
+            .map(|_| if rnd(2) == 0 { -80 } else { 300 })
+            .collect();
+        let plane = d[1] * d[2];
+        let (mut fat, mut other) = (0, 0);
+        for up_is_k in [true, false] {
+            let (under, up) = column_walks(&lab, &c, d, up_is_k, 3, [-400, 200]);
+            for q in 0..n {
+                if lab[q] != SOLID {
+                    continue;
+                }
+                let (k, r) = ((q / plane) as isize, q % plane);
+                let (down, upward) = if up_is_k { (-1, 1) } else { (1, -1) };
+                // the definition: step until the first voxel that is not solid
+                let walk = |dir: isize| -> Option<(usize, u32)> {
+                    let (mut kk, mut steps) = (k, 0);
+                    loop {
+                        kk += dir;
+                        steps += 1;
+                        if kk < 0 || kk >= d[0] as isize {
+                            return None;
+                        }
+                        let qq = kk as usize * plane + r;
+                        if lab[qq] != SOLID {
+                            return Some((qq, steps));
+                        }
+                    }
+                };
+                let want_under = match walk(down) {
+                    Some((qq, s)) if s <= 3 && lab[qq] == WALL => {
+                        if c[qq] < 200 {
+                            1
+                        } else {
+                            2
+                        }
+                    }
+                    _ => 0,
+                };
+                fat += (want_under == 1) as usize;
+                other += (want_under == 2) as usize;
+                assert_eq!(under[q], want_under, "under, q {q}, up_is_k {up_is_k}");
+                match walk(upward) {
+                    Some((qq, s)) => assert_eq!(up[q], (lab[qq], s), "up, q {q}"),
+                    None => assert_eq!(up[q].0, OPEN, "up off the grid, q {q}"),
+                }
+            }
+        }
+        assert!(
+            fat > 0 && other > 0,
+            "both kinds of wall under: {fat} {other}"
+        );
     }
 
     #[test]
