@@ -21,6 +21,9 @@
 //! the other side's diaphragm ([`dome_top`], the lowest lung at the centre of the other lung's footprint),
 //! shifted by the difference of the domes like the borrowed floor.
 //!
+//! Beside the mediastinal fat ([`MedialParams::fat_medial`]) the walks in front and behind are not
+//! needed: fat medially and the core laterally or behind place the voxel in the pleural cavity.
+//!
 //! Known limits: the thin strip between the lobe and the spine (behind it lies the wall, not lung) stays
 //! out; so does the medial part below the other side's dome top (~2 % of the phantom's lobe, ~12 % of a
 //! consolidated medial basal segment), and where consolidation meets the heart at the same density the
@@ -29,7 +32,7 @@
 //! [`MedialParams::right_lung_only`]); an axial grid aligned with the patient axes is needed (as for the
 //! basal rule).
 
-use super::rays::SOLID;
+use super::rays::{SOLID, WALL};
 use rayon::prelude::*;
 
 /// Limits of the medial rule; units in the names.
@@ -52,6 +55,14 @@ pub struct MedialParams {
     /// lung, aerated, inside the consolidation) of up to this width too. Fat thicker than this
     /// (pericardial fat in front of the heart) still stops a walk.
     pub partial_volume_mm: f64,
+    /// Beside the mediastinum: a voxel whose medial walk, through solid tissue only, ends in a layer of
+    /// fat thicker than `partial_volume_mm` (the mediastinal fat; the heart's right border ends medially
+    /// in its own blood or runs on through the heart past the reach) joins with the basal core lateral
+    /// to it or behind it, whatever lies in front (the heart) and behind (the spine). The medial strip
+    /// of a consolidated right lower lobe of the second generator lies there: of its candidates that
+    /// failed the shadow walks, 2 % failed only the front, the rest the walks behind or lateral (the
+    /// lobe covered 93.2 / 94.1 % at 1.25 / 5 mm without this, 94.0 / 95.3 % with it).
+    pub fat_medial: bool,
 }
 
 impl Default for MedialParams {
@@ -61,6 +72,7 @@ impl Default for MedialParams {
             right_lung_only: true,
             reach_mm: 60.0,
             partial_volume_mm: 5.0,
+            fat_medial: true,
         }
     }
 }
@@ -83,6 +95,11 @@ pub(super) struct Scene<'a> {
     pub d: [usize; 3],
     /// Coarse HU range of the mixed voxels at the lung's border: [air threshold, top of fat].
     pub mixed_hu: [i16; 2],
+    /// Coarse HU range in which a cavity-wall voxel is fat (its class came from the smoothed fat
+    /// range): [air threshold, the wall's attenuation].
+    pub fat_wall_hu: [i16; 2],
+    /// See [`MedialParams::fat_medial`].
+    pub fat_medial: bool,
 }
 
 /// The top of a lung's diaphragm from `floors` (the lowest aerated voxel per column of a `· × ni` plane,
@@ -120,6 +137,8 @@ pub(super) fn take_medial(
         sides,
         d,
         mixed_hu,
+        fat_wall_hu,
+        fat_medial,
     } = *scene;
     let [_, nj, ni] = d;
     let plane = nj * ni;
@@ -157,14 +176,45 @@ pub(super) fn take_medial(
         }
         false
     };
+    // the medial walk: through solid tissue, then a layer of fat thicker than the mixed band
+    let medial = walks.lateral.map(|v| -v);
+    let fat_beside = |q: usize| -> bool {
+        let (k, j0, i0) = (q / plane, ((q % plane) / ni) as isize, (q % ni) as isize);
+        let mut fat = 0;
+        for n in 1..=walks.reach + walks.skip + 1 {
+            let (j, i) = (j0 + n as isize * medial[0], i0 + n as isize * medial[1]);
+            if j < 0 || i < 0 || j >= nj as isize || i >= ni as isize {
+                return false;
+            }
+            let r = k * plane + j as usize * ni + i as usize;
+            if fat == 0 && lab[r] == SOLID && sides[r] == 0 && n <= walks.reach {
+                continue;
+            }
+            let is_fat =
+                lab[r] == WALL && sides[r] == 0 && (fat_wall_hu[0]..fat_wall_hu[1]).contains(&c[r]);
+            if !is_fat {
+                return false;
+            }
+            fat += 1;
+            if fat > walks.skip {
+                return true;
+            }
+        }
+        false
+    };
     let found: Vec<usize> = (0..cand.len())
         .into_par_iter()
         .filter(|&q| {
-            cand[q]
-                && !basal_now[q]
-                && meets(q, walks.anterior, false)
-                && ((meets(q, walks.lateral, true) && meets(q, posterior, false))
-                    || (meets(q, posterior, true) && meets(q, walks.lateral, false)))
+            if !cand[q] || basal_now[q] {
+                return false;
+            }
+            let lateral_core = meets(q, walks.lateral, true);
+            let posterior_core = meets(q, posterior, true);
+            let shadow = meets(q, walks.anterior, false)
+                && ((lateral_core && meets(q, posterior, false))
+                    || (posterior_core && meets(q, walks.lateral, false)));
+            // beside the mediastinal fat, with the lobe's core lateral or behind it
+            shadow || (fat_medial && (lateral_core || posterior_core) && fat_beside(q))
         })
         .collect();
     for &q in &found {
