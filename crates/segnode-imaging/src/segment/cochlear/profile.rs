@@ -562,7 +562,12 @@ fn saturated_depth(volume: &Volume, near: &mut [(usize, Near)], clip: f64, reach
         let mut best = reach_mm;
         let (mut nsum, mut ncount) = (0.0, 0usize);
         for_each_near([k, j, i], r, shape, sp, |at, d, [ku, ju, iu]| {
-            if d > 0.0 && [ku, ju, iu].iter().zip([k, j, i]).all(|(&a, b)| a.abs_diff(b) <= 1) {
+            if d > 0.0
+                && [ku, ju, iu]
+                    .iter()
+                    .zip([k, j, i])
+                    .all(|(&a, b)| a.abs_diff(b) <= 1)
+            {
                 nsum += share.get(&at).copied().unwrap_or(0.0);
                 ncount += 1;
             }
