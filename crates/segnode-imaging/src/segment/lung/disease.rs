@@ -39,18 +39,18 @@
 //!    (consolidation, collapse: soft-tissue attenuation, air bronchograms left as lung by the air step)
 //!    are lung. Density only separates fluid from solid here; lung versus not-lung was decided by place.
 //!
-//! Known limits: where the pericardial fat plane under a hilar mass is not resolved (a horizontal plane
-//! in thick slices), the heart's wall under the mass joins it (~3 mL with contrast on the second
-//! generator); without contrast a left hilar mass over the heart is covered ~80 % (nothing but more
-//! heart lies under its medial part). The line test alone does not tell the left ventricle's myocardium (solid between lung and
+//! Known limits: where the pericardial fat plane under a hilar mass is not resolved (a horizontal plane in
+//! thick slices), the heart's wall under the mass joins it (~3 mL with contrast on the second generator);
+//! without contrast a left hilar mass over the heart is covered ~80 % (nothing but more heart lies under its
+//! medial part). The line test alone does not tell the left ventricle's myocardium (solid between lung and
 //! contrast blood) from a mass against the mediastinum: on the real contrast chest crop it passes in
 //! speckles (one 20 mL region of which the opening leaves 0.3 mL), which the in-plane opening and the
-//! smallest mass remove. The same speckle cuts a small juxtapleural mass lying on a rib band into pieces,
-//! so the smallest mass counts what the opening leaves of one enclosed region, all pieces together (a
-//! 30 mm mass of the second generator: 1.6 + 1.3 mL of a 5.2 mL region, 0 % covered before). A mass
-//! on the apex or base with no aerated lung beyond it, disease on both bases, a loculated
-//! (non-dependent) effusion, an effusion denser than `fluid_hu` (haemothorax) counted as lung, an empyema
-//! or a mass of fluid attenuation at the base counted as effusion.
+//! smallest mass remove. The same speckle cuts a small juxtapleural mass lying on a rib band into pieces, so
+//! the smallest mass counts what the opening leaves of one enclosed region, all pieces together (a 30 mm
+//! mass of the second generator: 1.6 + 1.3 mL of a 5.2 mL region, 0 % covered before). A mass on the apex or
+//! base with no aerated lung beyond it, disease on both bases, a loculated (non-dependent) effusion, an
+//! effusion denser than `fluid_hu` (haemothorax) counted as lung, an empyema or a mass of fluid attenuation
+//! at the base counted as effusion.
 
 use super::hull::{self, HullParams};
 use super::medial::{dome_top, take_medial, MedialParams, Scene, Walks};
