@@ -480,19 +480,15 @@ fn decode_frame(
                         start + n
                     ),
                 })?;
-            // one loop per signedness, so that the per-pixel work has no branch
-            let b = *bits_stored;
-            let plane = &mut plane[..n];
-            Ok(if *signed {
-                fill_hu(frame.iter().map(|&w| sample16(w, true, b)), ex, plane, bits)
-            } else {
-                fill_hu(
-                    frame.iter().map(|&w| sample16(w, false, b)),
-                    ex,
-                    plane,
-                    bits,
-                )
-            })
+            let words = frame.iter().copied();
+            Ok(fill_hu_words(
+                words,
+                *signed,
+                *bits_stored,
+                ex,
+                &mut plane[..n],
+                bits,
+            ))
         }
         FrameSource::Whole(px) => to_hu(path, px, index, ex, rows, columns, plane, bits),
         FrameSource::PerFrame(obj) => {
@@ -618,6 +614,33 @@ fn sample16(v: u16, signed: bool, bits_stored: u32) -> i32 {
         (((v << sh) as i16) >> sh) as i32
     } else {
         (v & (((1u32 << bits_stored) - 1) as u16)) as i32
+    }
+}
+
+/// [`fill_hu`] from 16-bit stored words (`bits_stored` of them used, `signed` per Pixel
+/// Representation): one loop per signedness, so that the per-pixel work has no branch.
+fn fill_hu_words(
+    words: impl Iterator<Item = u16>,
+    signed: bool,
+    bits_stored: u32,
+    ex: &HeaderExtras,
+    plane: &mut [i16],
+    bits: &mut [u64],
+) -> bool {
+    if signed {
+        fill_hu(
+            words.map(|w| sample16(w, true, bits_stored)),
+            ex,
+            plane,
+            bits,
+        )
+    } else {
+        fill_hu(
+            words.map(|w| sample16(w, false, bits_stored)),
+            ex,
+            plane,
+            bits,
+        )
     }
 }
 
@@ -771,21 +794,14 @@ fn prepare_native_bytes(
         let words = samples
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]));
-        Ok(Some(if signed {
-            fill_hu(
-                words.map(|w| sample16(w, true, bits_stored)),
-                ex,
-                plane,
-                bits,
-            )
-        } else {
-            fill_hu(
-                words.map(|w| sample16(w, false, bits_stored)),
-                ex,
-                plane,
-                bits,
-            )
-        }))
+        Ok(Some(fill_hu_words(
+            words,
+            signed,
+            bits_stored,
+            ex,
+            plane,
+            bits,
+        )))
     })
 }
 
