@@ -829,18 +829,20 @@ impl Model {
             if (0..3).any(|x| centre[x] < a.lo[x] || centre[x] > a.hi[x]) {
                 continue;
             }
+            // metal within `margin` (mm) of point `p`: a contact ball, the wire or the lead
+            let near_metal = |p: Vec3, margin: f64| {
+                a.contacts
+                    .iter()
+                    .any(|c| norm(sub(p, *c)) <= a.radius + margin)
+                    || a.wire
+                        .windows(2)
+                        .any(|w| seg_dist(p, w[0], w[1]) <= WIRE_RADIUS + margin)
+                    || a.lead
+                        .windows(2)
+                        .any(|w| seg_dist(p, w[0], w[1]) <= LEAD_RADIUS + margin)
+            };
             // the voxel can only hold metal if its centre lies within a radius plus half a diagonal
-            let near = a
-                .contacts
-                .iter()
-                .any(|c| norm(sub(centre, *c)) <= a.radius + half_diag)
-                || a.wire
-                    .windows(2)
-                    .any(|w| seg_dist(centre, w[0], w[1]) <= WIRE_RADIUS + half_diag)
-                || a.lead
-                    .windows(2)
-                    .any(|w| seg_dist(centre, w[0], w[1]) <= LEAD_RADIUS + half_diag);
-            if !near {
+            if !near_metal(centre, half_diag) {
                 continue;
             }
             let mut inside = 0usize;
@@ -853,14 +855,7 @@ impl Model {
                             j as f64 + f(sj),
                             i as f64 + f(si),
                         );
-                        let metal = a.contacts.iter().any(|c| norm(sub(p, *c)) <= a.radius)
-                            || a.wire
-                                .windows(2)
-                                .any(|w| seg_dist(p, w[0], w[1]) <= WIRE_RADIUS)
-                            || a.lead
-                                .windows(2)
-                                .any(|w| seg_dist(p, w[0], w[1]) <= LEAD_RADIUS);
-                        inside += metal as usize;
+                        inside += near_metal(p, 0.0) as usize;
                     }
                 }
             }
