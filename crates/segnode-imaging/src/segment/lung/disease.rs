@@ -981,6 +981,9 @@ impl LungSegmenter {
         // steps from the lung: the depth, and at least two whole slices between (a thick slice blurs
         // the heart's top into the lung over it)
         let min_depth = ((p.wall_floor_min_depth_mm / csp[0]).round() as u32).max(3);
+        // a cavity-wall voxel is fat in this coarse HU range (its class came from the smoothed fat range):
+        // the floor exception's wall under a mass and the medial rule's fat beside it
+        let fat_wall_hu = [air_hu, p.wall_hu];
         // per voxel: 1 = fat under within reach, 2 = other wall under within reach; plus the lung code
         // met going up through solid tissue and the steps to it
         let (wall_under, lung_up) = match &floors {
@@ -990,7 +993,7 @@ impl LungSegmenter {
                 d,
                 *zs > 0.0,
                 (p.fat_floor_mm / csp[0]).round() as u32,
-                [air_hu, p.wall_hu],
+                fat_wall_hu,
             ),
             _ => (Vec::new(), Vec::new()),
         };
@@ -1311,7 +1314,7 @@ impl LungSegmenter {
                 sides: out,
                 d,
                 mixed_hu: [air_hu, p.fat_hu[1]],
-                fat_wall_hu: [air_hu, p.wall_hu],
+                fat_wall_hu,
                 fat_medial: p.medial.fat_medial,
             };
             for (n, code) in [RIGHT_CODE, LEFT_CODE].into_iter().enumerate() {
